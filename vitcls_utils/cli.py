@@ -1,0 +1,102 @@
+"""The ``vitcls`` command: ``vitcls variants``, ``vitcls extract``.
+
+User errors (a wrong name, a missing folder or checkpoint) print one line and exit with status 2;
+an interrupted extraction exits with 130 and resumes when the same command is run again.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional, Sequence
+
+from .errors import VitclsError
+
+
+def _table(rows: List[List[str]], header: List[str]) -> str:
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def cmd_variants(args: argparse.Namespace) -> int:
+    from .variants import list_variants
+
+    rows = [[v.key, v.label, v.timm_name, str(v.num_classes), str(v.n_tokens), v.pooling,
+             v.dataset, v.weights, v.preprocess.describe()]
+            for v in list_variants(include_random=not args.no_random)]
+    print(_table(rows, ["key", "paper name", "timm name (pinned tag)", "classes", "tokens",
+                        "pooling", "dataset", "weights", "preprocessing"]))
+    return 0
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from .data import build_dataset
+    from .extract import extract, open_results
+    from .variants import get_variant, load_variant
+
+    variant = get_variant(args.variant)
+    if args.weights and args.random_init:
+        raise VitclsError("--weights and --random-init exclude each other")
+    dataset = build_dataset(args.data, args.data_dir, num_classes=variant.num_classes,
+                            n_per_class=args.n_per_class)
+    model = load_variant(args.variant, pretrained=not args.random_init, weights=args.weights,
+                         device=args.device, seed=args.seed)
+    print(f"{variant.key}: {model.vitcls_info.weights_id}; {len(dataset)} images from "
+          f"{dataset.root}", file=sys.stderr)
+    path = extract(model, dataset, args.out, batch_size=args.batch_size,
+                   num_workers=args.workers, precision=args.precision, force=args.force,
+                   progress=not args.quiet)
+    results = open_results(path)
+    counts = results.manifest.get("counts", {})
+    print(f"store: {path}")
+    print(f"images: {counts.get('images')}  unreadable (skipped): {counts.get('unreadable')}  "
+          f"converted to RGB: {counts.get('converted_to_rgb')}")
+    print(f"sites: {len(results.sites)}  tokens: {results.rank.shape[2]}  "
+          f"top-1 accuracy: {100 * results.accuracy:.2f}%")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vitcls", description="ViT class-embedding-space analyses (Vilas et al. 2023).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("variants", help="list the model variants of the registry")
+    p.add_argument("--no-random", action="store_true", help="hide the random-init controls")
+    p.set_defaults(func=cmd_variants)
+
+    p = sub.add_parser("extract", help="project every token at every block onto class space "
+                       "and store ranks, top-1 classes and true-class logits")
+    p.add_argument("--variant", required=True, help="registry key (see `vitcls variants`)")
+    w = p.add_mutually_exclusive_group()
+    w.add_argument("--weights", help="checkpoint file (safetensors or torch state dict)")
+    w.add_argument("--random-init", action="store_true", help="timm's default init, seeded")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random init (default 0)")
+    p.add_argument("--data", required=True, choices=["folder"], help="dataset kind")
+    p.add_argument("--data-dir", help="dataset root (folder: ROOT/<wnid or index>/<image>)")
+    p.add_argument("--n-per-class", type=int, default=None, help="first N images per class")
+    p.add_argument("--out", required=True, help="root folder of extraction stores")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:1")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--workers", type=int, default=None, help="image decoding workers")
+    p.add_argument("--force", action="store_true", help="recompute a complete store")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_extract)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except VitclsError as exc:
+        print(f"vitcls: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vitcls: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

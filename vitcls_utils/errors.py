@@ -1,0 +1,25 @@
+"""Errors a user can act on. The CLI prints their message and exits non-zero, no traceback."""
+from __future__ import annotations
+
+
+class VitclsError(Exception):
+    """Base class: something the user can fix (a name, a path, a file)."""
+
+
+class UnknownVariantError(VitclsError, KeyError):
+    """A variant key that is not in the registry."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class WeightsError(VitclsError):
+    """Pretrained weights are missing, unreachable, or do not fit the architecture."""
+
+
+class DatasetError(VitclsError):
+    """A dataset folder is missing, empty, or laid out differently than expected."""
+
+
+class StoreError(VitclsError):
+    """An extraction store is missing, incomplete, or was made with another configuration."""

@@ -1,0 +1,407 @@
+"""Streaming extraction: dataset -> batched forward with hooks -> every token of every requested
+site projected onto class space and reduced on the device -> compact arrays on disk.
+
+Only the reductions leave the device: rank of the true class (int16), top-1 class (int16) and
+true-class logit (float32) per (image, site, token), plus the final prediction per image. Memory
+is O(batch). The store is resumable: rows are written in place at their final position, and a
+progress file, replaced atomically after each batch, says how many are done. A run killed at
+any point and restarted writes exactly the arrays of an uninterrupted run.
+
+Store layout (one folder per variant, dataset and configuration hash)::
+
+    <out>/<variant>/<dataset>-<hash12>/
+        manifest.json   configuration, versions, weights id, stimulus fingerprint, counts
+        progress.json   {"done": images written}
+        items.tsv       relative path and label of every image, in order
+        labels.npy pred.npy status.npy                   [I]
+        rank.npy top1.npy true_logit.npy                 [I, S, N]
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import _compat
+from .data import OK, UNREADABLE, CONVERTED, ImageDataset, load_image
+from .errors import StoreError, VitclsError
+
+_compat.ensure_torchvision_ops()
+
+import timm  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from . import __version__  # noqa: E402
+from .hooks import hooks, site_names  # noqa: E402
+from .preprocess import Preprocess  # noqa: E402
+from .projection import ClassProjector, reduce_logits  # noqa: E402
+from .variants import LoadedInfo, TokenLayout  # noqa: E402
+
+STORE_FORMAT = 1
+DEFAULT_KINDS: Tuple[str, ...] = ("resid_post", "attn_out", "mlp_out")
+TOKEN_ARRAYS = {"rank": np.int16, "top1": np.int16, "true_logit": np.float32}
+IMAGE_ARRAYS = {"labels": np.int32, "pred": np.int16, "status": np.int8}
+PRECISIONS = ("fp32", "bf16")
+
+
+# ----------------------------------------------------------------------------------------------
+# Files
+# ----------------------------------------------------------------------------------------------
+def _write_json_atomic(path: Path, payload: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as handle:
+        json.dump(payload, handle, indent=1, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class _RowWriter:
+    """Writes rows of a preallocated ``.npy`` file in place, without mapping the whole file."""
+
+    def __init__(self, path: Path) -> None:
+        self.handle = open(path, "r+b")
+        version = np.lib.format.read_magic(self.handle)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read_header(self.handle)
+        self.offset = self.handle.tell()
+        self.dtype = dtype
+        self.row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+
+    def write(self, start: int, rows: np.ndarray) -> None:
+        self.handle.seek(self.offset + start * self.row_bytes)
+        self.handle.write(np.ascontiguousarray(rows, dtype=self.dtype).tobytes())
+
+    def sync(self) -> None:
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def _allocate(path: Path, dtype, shape: Tuple[int, ...]) -> None:
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    del array  # a sparse file of the final size; rows are filled batch by batch
+
+
+# ----------------------------------------------------------------------------------------------
+# Configuration
+# ----------------------------------------------------------------------------------------------
+def _loaded_info(model: nn.Module) -> LoadedInfo:
+    info = getattr(model, "vitcls_info", None)
+    if info is None:
+        raise VitclsError("extract() needs a model from vitcls_utils.load_variant (it reads the "
+                          "variant's preprocessing and weights id from model.vitcls_info)")
+    return info
+
+
+def store_config(model: nn.Module, dataset: ImageDataset, kinds: Sequence[str],
+                 precision: str) -> dict:
+    """Everything that determines the arrays; its hash names the store folder."""
+    info = _loaded_info(model)
+    return {
+        "format": STORE_FORMAT,
+        "variant": info.variant.key,
+        "weights_id": info.weights_id,
+        "preprocess": repr(info.variant.preprocess),
+        "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint(),
+                    "num_classes": dataset.num_classes, "n_images": len(dataset)},
+        "kinds": list(kinds),
+        "precision": precision,
+    }
+
+
+def config_hash(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+
+def store_path(out: Union[str, Path], config: dict) -> Path:
+    """``<out>/<variant>/<dataset>-<hash12>``."""
+    return Path(out) / config["variant"] / f"{config['dataset']['name']}-{config_hash(config)[:12]}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading images
+# ----------------------------------------------------------------------------------------------
+class _Preprocessed(torch.utils.data.Dataset):
+    """(tensor, label, status) for items[start:], decoding and preprocessing in the workers."""
+
+    def __init__(self, dataset: ImageDataset, preprocess: Preprocess, start: int) -> None:
+        self.items = dataset.items[start:]
+        self.preprocess = preprocess
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        item = self.items[i]
+        image, status = load_image(item.path)
+        if image is None:
+            tensor = torch.zeros((3,) + tuple(self.preprocess.output_size))
+        else:
+            tensor = self.preprocess(image)
+        return tensor, item.label, status
+
+
+# ----------------------------------------------------------------------------------------------
+# Extraction
+# ----------------------------------------------------------------------------------------------
+def extract(
+    model: nn.Module,
+    dataset: ImageDataset,
+    out: Union[str, Path],
+    *,
+    kinds: Sequence[str] = DEFAULT_KINDS,
+    batch_size: int = 16,
+    num_workers: Optional[int] = None,
+    precision: str = "fp32",
+    force: bool = False,
+    progress: bool = True,
+    _after_write: Optional[Callable[[int], None]] = None,
+) -> Path:
+    """Project every token at every requested site of every block and store the reductions.
+
+    Args:
+        model: a model from :func:`vitcls_utils.load_variant`, on the device to run on.
+        dataset: the stimuli, in a fixed order.
+        out: root folder of stores; the store goes to ``<out>/<variant>/<dataset>-<hash>``.
+        kinds: site kinds per block, in the order they appear in ``Results.sites``.
+        batch_size: images per forward. A resumed run keeps the batch size it started with.
+        num_workers: image-decoding workers (default: 0 on CPU, up to 8 on GPU).
+        precision: "fp32", or "bf16" (GPU forward in bfloat16; projection stays float32).
+        force: recompute even if a complete store exists.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        The store folder, readable with :func:`open_results`.
+    """
+    if precision not in PRECISIONS:
+        raise VitclsError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    if batch_size < 1:
+        raise VitclsError("batch_size must be at least 1")
+    info = _loaded_info(model)
+    device = next(model.parameters()).device
+    layout = TokenLayout.of(model)
+    sites = site_names(model, kinds)
+    config = store_config(model, dataset, kinds, precision)
+    path = store_path(out, config)
+    n_images, n_sites, n_tokens = len(dataset), len(sites), layout.n_tokens
+
+    done = _prepare_store(path, config, dataset, force, batch_size, sites=sites, layout=layout,
+                          model=model, device=device)
+    manifest = json.loads((path / "manifest.json").read_text())
+    batch_size = manifest["batch_size"]
+    if done >= n_images:
+        return path
+
+    writers = {name: _RowWriter(path / f"{name}.npy")
+               for name in list(TOKEN_ARRAYS) + ["pred", "status"]}
+    projector = ClassProjector(model).to(device)
+    site_index = {name: i for i, name in enumerate(sites)}
+    state: Dict[str, torch.Tensor] = {}
+
+    def reduce_site(value: torch.Tensor, name: str) -> None:
+        reduced = reduce_logits(projector(value), state["labels"])
+        for key, tensor in reduced.items():
+            state[key][:, site_index[name]] = tensor
+        return None
+
+    if num_workers is None:
+        num_workers = 0 if device.type == "cpu" else min(8, os.cpu_count() or 1)
+    loader = torch.utils.data.DataLoader(
+        _Preprocessed(dataset, info.variant.preprocess, start=done), batch_size=batch_size,
+        shuffle=False, num_workers=num_workers, pin_memory=device.type == "cuda")
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                              enabled=precision == "bf16")
+    started = time.perf_counter()
+    bar = tqdm(total=n_images, initial=done, unit="img", disable=not progress,
+               desc=f"extract {info.variant.key}")
+    try:
+        with torch.inference_mode(), hooks(model, [(sites, reduce_site)]):
+            for images, labels, status in loader:
+                count = labels.shape[0]
+                state["labels"] = labels.to(device)
+                state["rank"] = torch.empty((count, n_sites, n_tokens), dtype=torch.int16,
+                                            device=device)
+                state["top1"] = torch.empty_like(state["rank"])
+                state["true_logit"] = torch.empty((count, n_sites, n_tokens),
+                                                  dtype=torch.float32, device=device)
+                with autocast:
+                    logits = model(images.to(device, non_blocking=True))
+                pred = logits.float().argmax(-1).to(torch.int16)
+                for key in TOKEN_ARRAYS:
+                    writers[key].write(done, state[key].cpu().numpy())
+                writers["pred"].write(done, pred.cpu().numpy())
+                writers["status"].write(done, status.numpy().astype(np.int8))
+                for writer in writers.values():
+                    writer.sync()
+                if _after_write is not None:
+                    _after_write(done + count)
+                done += count
+                _write_json_atomic(path / "progress.json", {"done": done})
+                bar.update(count)
+    finally:
+        bar.close()
+        for writer in writers.values():
+            writer.close()
+    _finish_store(path, time.perf_counter() - started)
+    return path
+
+
+def _prepare_store(path: Path, config: dict, dataset: ImageDataset, force: bool,
+                   batch_size: int, *, sites: List[str], layout: TokenLayout,
+                   model: nn.Module, device: torch.device) -> int:
+    """Create the store, or find how far an earlier run got. Returns images already done."""
+    manifest_file = path / "manifest.json"
+    if manifest_file.exists() and not force:
+        manifest = json.loads(manifest_file.read_text())
+        if manifest.get("config") != config:
+            raise StoreError(f"{path} holds another configuration; delete it or use force")
+        return int(json.loads((path / "progress.json").read_text())["done"])
+    if path.exists():
+        for old in path.iterdir():
+            old.unlink()
+    path.mkdir(parents=True, exist_ok=True)
+    n_images, shape = len(dataset), (len(dataset), len(sites), layout.n_tokens)
+    for name, dtype in TOKEN_ARRAYS.items():
+        _allocate(path / f"{name}.npy", dtype, shape)
+    for name in ("pred", "status"):
+        _allocate(path / f"{name}.npy", IMAGE_ARRAYS[name], (n_images,))
+    np.save(path / "labels.npy", np.asarray(dataset.labels, dtype=np.int32))
+    root = dataset.root
+    with open(path / "items.tsv", "w") as handle:
+        handle.write("path\tlabel\n")
+        for item in dataset.items:
+            rel = item.path.relative_to(root) if root else item.path
+            handle.write(f"{rel.as_posix()}\t{item.label}\n")
+    info = _loaded_info(model)
+    manifest = {
+        "config": config,
+        "config_hash": config_hash(config),
+        "status": "running",
+        "batch_size": batch_size,
+        "sites": sites,
+        "layout": {"num_prefix": layout.num_prefix, "grid": list(layout.grid),
+                   "has_cls": layout.has_cls, "n_tokens": layout.n_tokens},
+        "num_classes": int(model.num_classes),
+        "variant_label": info.variant.label,
+        "dataset_root": str(root) if root else None,
+        "versions": {"vitcls_utils": __version__, "timm": timm.__version__,
+                     "torch": torch.__version__, "numpy": np.__version__},
+        "device": str(device),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    _write_json_atomic(path / "progress.json", {"done": 0})
+    _write_json_atomic(manifest_file, manifest)
+    return 0
+
+
+def _finish_store(path: Path, seconds: float) -> None:
+    manifest = json.loads((path / "manifest.json").read_text())
+    status = np.load(path / "status.npy")
+    manifest.update({
+        "status": "complete",
+        "counts": {"images": int(status.size), "unreadable": int((status == UNREADABLE).sum()),
+                   "converted_to_rgb": int((status == CONVERTED).sum())},
+        "seconds_last_run": round(seconds, 3),
+        "completed": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    })
+    _write_json_atomic(path / "manifest.json", manifest)
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class Results:
+    """An extraction store, read back. Token arrays are [I, S, N] in ``sites`` order.
+
+    Images that could not be decoded are left out unless ``open_results(include_unreadable=
+    True)``; ``n_unreadable`` counts them.
+    """
+
+    path: Path
+    manifest: dict
+    sites: List[str]
+    labels: np.ndarray
+    pred: np.ndarray
+    status: np.ndarray
+    rank: np.ndarray
+    top1: np.ndarray
+    true_logit: np.ndarray
+    n_unreadable: int = 0
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.manifest["num_classes"])
+
+    @property
+    def variant(self) -> str:
+        return self.manifest["config"]["variant"]
+
+    @property
+    def has_cls(self) -> bool:
+        return bool(self.manifest["layout"]["has_cls"])
+
+    @property
+    def num_prefix(self) -> int:
+        return int(self.manifest["layout"]["num_prefix"])
+
+    @property
+    def n_blocks(self) -> int:
+        return len({name.split(".")[1] for name in self.sites if name.startswith("blocks.")})
+
+    def site_indices(self, kind: str) -> List[int]:
+        """Positions in ``sites`` of one kind ("resid_post", "attn_out", ...), block order."""
+        suffix = kind if kind.startswith("hook_") or "." in kind else f"hook_{kind}"
+        found = [i for i, name in enumerate(self.sites) if name.endswith("." + suffix)]
+        if not found:
+            raise StoreError(f"no {kind!r} sites in {self.path}; it has {self.sites[:3]}...")
+        return found
+
+    def by_block(self, array: str, kind: str) -> np.ndarray:
+        """``array`` ("rank", "top1", "true_logit") at one site kind: [I, L, N]."""
+        return np.asarray(getattr(self, array)[:, self.site_indices(kind)])
+
+    def identifiability(self, kind: str = "resid_post") -> np.ndarray:
+        """1 - rank/C at one site kind: [I, L, N], float32."""
+        return 1.0 - self.by_block("rank", kind).astype(np.float32) / self.num_classes
+
+    @property
+    def accuracy(self) -> float:
+        """Top-1 accuracy of the model's own output on the readable images."""
+        return float((self.pred == self.labels).mean())
+
+
+def open_results(path: Union[str, Path], include_unreadable: bool = False) -> Results:
+    """Read an extraction store written by :func:`extract` (arrays memory-mapped)."""
+    path = Path(path)
+    manifest_file = path / "manifest.json"
+    if not manifest_file.is_file():
+        raise StoreError(f"{path} is not an extraction store (no manifest.json); "
+                         "create one with `vitcls extract` or vitcls_utils.extract.extract")
+    manifest = json.loads(manifest_file.read_text())
+    done = json.loads((path / "progress.json").read_text())["done"]
+    n_images = manifest["config"]["dataset"]["n_images"]
+    if manifest.get("status") != "complete" or done < n_images:
+        raise StoreError(f"{path} is incomplete ({done}/{n_images} images); rerun the same "
+                         "extraction to resume it")
+    arrays = {name: np.load(path / f"{name}.npy", mmap_mode="r")
+              for name in list(TOKEN_ARRAYS) + list(IMAGE_ARRAYS)}
+    keep = arrays["status"] != UNREADABLE
+    n_unreadable = int((~keep).sum())
+    if n_unreadable and not include_unreadable:
+        arrays = {name: np.asarray(a)[keep] for name, a in arrays.items()}
+    return Results(path=path, manifest=manifest, sites=list(manifest["sites"]),
+                   n_unreadable=n_unreadable, **arrays)

@@ -1,0 +1,209 @@
+"""Named sites of an unmodified timm ViT, read or replaced through removable forward hooks.
+
+Site names follow TransformerLens: ``hook_embed`` (tokens after the position embedding) and,
+per block ``i``, ``blocks.{i}.hook_resid_pre``, ``.attn.hook_pattern`` [B, H, N, N] (post-softmax),
+``.attn.hook_z`` [B, N, H, d_head] (per-head A·V, the input of the out-projection),
+``.hook_attn_out``, ``.hook_resid_mid``, ``.mlp.hook_pre`` (fc1 output, before GELU),
+``.mlp.hook_post``, ``.hook_mlp_out`` and ``.hook_resid_post``.
+
+``hook_attn_out`` and ``hook_mlp_out`` are exactly the tensors added to the residual stream:
+after LayerScale in pre-norm blocks, and after ``norm1``/``norm2`` in residual post-norm blocks
+(``vit_b16_gap``), so that resid_post = resid_pre + attn_out + mlp_out always holds.
+"""
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+from . import _compat
+from .errors import VitclsError
+
+_compat.ensure_torchvision_ops()
+
+import torch  # noqa: E402
+from timm.models.vision_transformer import Block, ResPostBlock  # noqa: E402
+from torch import nn  # noqa: E402
+
+HookFn = Callable[[torch.Tensor, str], Optional[torch.Tensor]]
+NameFilter = Union[str, Sequence[str], Callable[[str], bool]]
+
+#: Per-block site kinds, in the order they are computed in the forward pass.
+BLOCK_SITES: Tuple[str, ...] = (
+    "hook_resid_pre",
+    "attn.hook_pattern",
+    "attn.hook_z",
+    "hook_attn_out",
+    "hook_resid_mid",
+    "mlp.hook_pre",
+    "mlp.hook_post",
+    "hook_mlp_out",
+    "hook_resid_post",
+)
+GLOBAL_SITES: Tuple[str, ...] = ("hook_embed",)
+
+_BLOCK_NAME = re.compile(r"^blocks\.(\d+)\.(.+)$")
+
+
+@dataclass(frozen=True)
+class _Target:
+    module: nn.Module
+    use_input: bool  # forward pre-hook on the module's first positional input
+    kind: str
+
+
+def _is_post_norm(block: nn.Module) -> bool:
+    if isinstance(block, ResPostBlock):
+        return True
+    if isinstance(block, Block):
+        return False
+    raise VitclsError(
+        f"unsupported block type {type(block).__name__}: hooks know timm's Block (pre-norm, "
+        "with or without LayerScale) and ResPostBlock (residual post-norm)"
+    )
+
+
+def _resolve(model: nn.Module, name: str) -> _Target:
+    if name == "hook_embed":
+        return _Target(model.pos_drop, use_input=False, kind=name)
+    match = _BLOCK_NAME.match(name)
+    if not match or match.group(2) not in BLOCK_SITES:
+        raise VitclsError(f"unknown site {name!r}; sites are {GLOBAL_SITES} and "
+                          f"'blocks.<i>.<kind>' with kind in {BLOCK_SITES}")
+    index, kind = int(match.group(1)), match.group(2)
+    if not 0 <= index < len(model.blocks):
+        raise VitclsError(f"site {name!r}: the model has blocks 0..{len(model.blocks) - 1}")
+    block = model.blocks[index]
+    post = _is_post_norm(block)
+    table = {
+        "hook_resid_pre": (block, True),
+        "attn.hook_pattern": (block.attn.attn_drop, False),
+        "attn.hook_z": (block.attn.proj, True),
+        "hook_attn_out": (block.norm1 if post else block.ls1, False),
+        "hook_resid_mid": (block.mlp if post else block.norm2, True),
+        "mlp.hook_pre": (block.mlp.fc1, False),
+        "mlp.hook_post": (block.mlp.act, False),
+        "hook_mlp_out": (block.norm2 if post else block.ls2, False),
+        "hook_resid_post": (block, False),
+    }
+    module, use_input = table[kind]
+    if kind == "attn.hook_pattern" and getattr(block.attn, "fused_attn", False):
+        raise VitclsError(
+            f"{name}: this model uses fused attention, which never materialises the pattern. "
+            "Load it with vitcls_utils.load_variant, or call "
+            "vitcls_utils.variants.disable_fused_attn(model) first."
+        )
+    return _Target(module, use_input, kind)
+
+
+def site_names(model: nn.Module, kinds: Optional[Sequence[str]] = None) -> List[str]:
+    """All site names of ``model`` in forward order, optionally only the given kinds.
+
+    Kinds may be written with or without the ``hook_`` prefix (``"resid_post"``).
+    """
+    wanted = None if kinds is None else {_normalise_kind(k) for k in kinds}
+    names = [n for n in GLOBAL_SITES if wanted is None or n in wanted]
+    for i in range(len(model.blocks)):
+        names += [f"blocks.{i}.{k}" for k in BLOCK_SITES if wanted is None or k in wanted]
+    return names
+
+
+def _normalise_kind(kind: str) -> str:
+    if kind in BLOCK_SITES or kind in GLOBAL_SITES:
+        return kind
+    if f"hook_{kind}" in BLOCK_SITES:
+        return f"hook_{kind}"
+    for full in BLOCK_SITES:
+        if full.endswith("." + kind) or full.endswith(".hook_" + kind):
+            return full
+    raise VitclsError(f"unknown site kind {kind!r}; kinds are {BLOCK_SITES + GLOBAL_SITES}")
+
+
+def _matching(model: nn.Module, names: NameFilter) -> List[str]:
+    if callable(names):
+        return [n for n in site_names(model) if names(n)]
+    if isinstance(names, str):
+        return [names]
+    return list(names)
+
+
+def _attach(model: nn.Module, name: str, fn: HookFn) -> torch.utils.hooks.RemovableHandle:
+    target = _resolve(model, name)
+    heads = None
+    if target.kind == "attn.hook_z":
+        attn = model.blocks[int(name.split(".")[1])].attn
+        heads = (attn.num_heads, attn.head_dim)
+
+    def as_site(value: torch.Tensor) -> torch.Tensor:
+        return value.unflatten(-1, heads) if heads else value
+
+    def as_module(value: torch.Tensor) -> torch.Tensor:
+        return value.flatten(-2) if heads else value
+
+    if target.use_input:
+        def pre_hook(module, args):
+            new = fn(as_site(args[0]), name)
+            if new is None:
+                return None
+            return (as_module(new),) + tuple(args[1:])
+
+        return target.module.register_forward_pre_hook(pre_hook)
+
+    def hook(module, args, output):
+        new = fn(as_site(output), name)
+        return None if new is None else as_module(new)
+
+    return target.module.register_forward_hook(hook)
+
+
+@contextmanager
+def hooks(model: nn.Module, fwd_hooks: Sequence[Tuple[NameFilter, HookFn]]) -> Iterator[nn.Module]:
+    """Attach ``fn(value, site_name)`` hooks for the duration of a ``with`` block.
+
+    A hook that returns a tensor replaces the site's value (an intervention); one that
+    returns None only reads it. Hooks are removed on exit, also when the block raises.
+
+    Args:
+        model: a timm VisionTransformer (any prefix-token layout).
+        fwd_hooks: pairs of (site name, list of names, or predicate on names) and hook.
+    """
+    handles = []
+    try:
+        for names, fn in fwd_hooks:
+            for name in _matching(model, names):
+                handles.append(_attach(model, name, fn))
+        yield model
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def capture(
+    model: nn.Module, names: NameFilter, detach: bool = True, device: Optional[str] = None
+) -> Iterator[Dict[str, torch.Tensor]]:
+    """Record site values into a dict during the ``with`` block.
+
+    Args:
+        names: sites to record (a name, names, or a predicate).
+        detach: drop the autograd graph (set False to take gradients through the values).
+        device: move recorded values there (e.g. "cpu" to spare GPU memory).
+    """
+    cache: Dict[str, torch.Tensor] = {}
+
+    def record(value: torch.Tensor, name: str) -> None:
+        value = value.detach() if detach else value
+        cache[name] = value.to(device) if device is not None else value
+
+    with hooks(model, [(names, record)]):
+        yield cache
+
+
+def run_with_cache(
+    model: nn.Module, images: torch.Tensor, names: Optional[NameFilter] = None, **kwargs
+) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+    """Forward ``images`` and return (logits, {site name: value}); all sites when names=None."""
+    with capture(model, names if names is not None else site_names(model), **kwargs) as cache:
+        logits = model(images)
+    return logits, cache

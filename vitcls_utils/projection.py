@@ -1,0 +1,97 @@
+"""Projection of any token onto the class embedding space, and the metrics read off it.
+
+The projection is the model's own readout applied per token (spec §1): the final LayerNorm (or
+``fc_norm`` for average-pooled models), then the classifier with its bias. Because
+``hook_attn_out``/``hook_mlp_out`` already carry the post-norm of residual post-norm blocks,
+the same projector serves every site of every variant.
+
+Metrics never sort: the rank of the true class is the count of classes with a larger logit.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Dict
+
+from . import _compat
+from .errors import VitclsError
+
+_compat.ensure_torchvision_ops()
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+
+class ClassProjector(nn.Module):
+    """Frozen float32 copies of a ViT's final norm(s) and head(s); maps [..., d] to [..., C].
+
+    Args:
+        model: a timm VisionTransformer (token or average pooling; distilled models too).
+        heads: for distilled models, "mean" (the model's eval output, the default), "head" or
+            "head_dist". Other models have one head.
+    """
+
+    def __init__(self, model: nn.Module, heads: str = "mean") -> None:
+        super().__init__()
+        if getattr(model, "attn_pool", None) is not None:
+            raise VitclsError("attention-pooled ('map') models have no per-token readout; "
+                              "the class projection is defined for token and average pooling")
+
+        def frozen(module: nn.Module) -> nn.Module:
+            return copy.deepcopy(module).float().eval().requires_grad_(False)
+
+        self.norm = frozen(getattr(model, "norm", nn.Identity()))
+        self.fc_norm = frozen(getattr(model, "fc_norm", nn.Identity()))
+        self.head = frozen(model.head)
+        head_dist = getattr(model, "head_dist", None)
+        if head_dist is None or heads == "head":
+            self.head_dist = None
+        elif heads == "head_dist":
+            self.head, self.head_dist = frozen(head_dist), None
+        elif heads == "mean":
+            self.head_dist = frozen(head_dist)
+        else:
+            raise VitclsError(f"heads must be 'mean', 'head' or 'head_dist', not {heads!r}")
+        self.num_classes = int(self.head.out_features)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Class logits of every token: head(fc_norm(norm(x))), computed in float32.
+
+        Gradients flow to ``tokens`` (for explanation maps); the copied parameters are frozen.
+        """
+        with torch.autocast(device_type=tokens.device.type, enabled=False):
+            z = self.fc_norm(self.norm(tokens.float()))
+            logits = self.head(z)
+            if self.head_dist is not None:
+                logits = (logits + self.head_dist(z)) / 2
+        return logits
+
+
+def true_class_logit(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Logit of the true class. logits [B, ..., C], labels [B] -> [B, ...]."""
+    index = labels.reshape(labels.shape + (1,) * (logits.dim() - labels.dim()))
+    index = index.expand(logits.shape[:-1] + (1,))
+    return logits.gather(-1, index).squeeze(-1)
+
+
+def rank_of_true_class(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """0-based rank of the true class: the number of classes with a strictly larger logit.
+
+    Equals the position in a descending sort when there are no ties, in O(C) per token.
+    """
+    true = true_class_logit(logits, labels)
+    return (logits > true.unsqueeze(-1)).sum(-1)
+
+
+def identifiability(rank: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Class identifiability r = 1 - rank / C (paper eq. 1); 1 means top-1."""
+    return 1.0 - rank.float() / num_classes
+
+
+def reduce_logits(logits: torch.Tensor, labels: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """The compact per-token summary kept by extraction: rank, top-1 class, true-class logit."""
+    true = true_class_logit(logits, labels)
+    return {
+        "rank": (logits > true.unsqueeze(-1)).sum(-1).to(torch.int16),
+        "top1": logits.argmax(-1).to(torch.int16),
+        "true_logit": true.float(),
+    }

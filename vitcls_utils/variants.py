@@ -1,0 +1,424 @@
+"""Registry of the paper's ViT variants and their loading rules (spec §2).
+
+Every variant pins its timm architecture and pretrained tag, the paper's preprocessing, its
+token layout, pooling and number of classes. ``<key>_random`` controls are the same
+architectures with timm's default initialization under a fixed seed.
+
+Loading never mutates weights after the checkpoint is in, never ignores a key silently, and
+reads checkpoints with ``weights_only=True`` or safetensors.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+
+from . import _compat
+from .errors import UnknownVariantError, WeightsError
+from .preprocess import CIFAR, DEIT_REFINEMENT, HF_VIT, MIIL, Preprocess
+
+_compat.ensure_torchvision_ops()
+
+import timm  # noqa: E402  (after the torchvision shim)
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+PathLike = Union[str, os.PathLike]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of the registry.
+
+    Attributes:
+        key: registry key (``vit_b32``, ``vit_b16_random``, ...).
+        label: the paper's name for it.
+        arch: timm architecture name.
+        tag: pinned timm pretrained tag, or None when timm has no weights for it.
+        preprocess: the paper's preprocessing for this variant.
+        num_classes: classes of the head.
+        pooling: "token" ([CLS] feeds the head) or "avg" (mean of tokens, then ``fc_norm``).
+        n_tokens: tokens per image at 224 px, prefix tokens included.
+        dataset: the dataset the paper analysed it on.
+        paper_key: the key in the authors' code.
+        weights: "timm" (timm's hub), "url" (a published checkpoint), "user" (supplied by the
+            user), or "random".
+        weights_url: download address for "url" weights.
+        weights_hint: where the weights come from, shown when they cannot be had.
+        drop_prefixes: checkpoint keys to drop on load (parts of the training model the paper
+            does not analyse); any other mismatch is an error.
+        model_kwargs: extra ``timm.create_model`` arguments.
+        random: True for the random-init controls.
+        base: for a control, the key of the pretrained variant it mirrors.
+    """
+
+    key: str
+    label: str
+    arch: str
+    tag: Optional[str]
+    preprocess: Preprocess
+    num_classes: int
+    pooling: str
+    n_tokens: int
+    dataset: str
+    paper_key: str
+    weights: str
+    weights_url: Optional[str] = None
+    weights_hint: str = ""
+    drop_prefixes: Tuple[str, ...] = ()
+    model_kwargs: Tuple[Tuple[str, Any], ...] = ()
+    random: bool = False
+    base: Optional[str] = None
+
+    @property
+    def timm_name(self) -> str:
+        """``arch.tag`` as timm spells a pretrained model."""
+        return f"{self.arch}.{self.tag}" if self.tag else self.arch
+
+    @property
+    def has_cls(self) -> bool:
+        """True when token 0 is [CLS]."""
+        return self.pooling == "token"
+
+    @property
+    def random_key(self) -> str:
+        """Key of this variant's random-init control."""
+        return self.key if self.random else f"{self.key}_random"
+
+
+_PAPER_VARIANTS: List[Variant] = [
+    Variant(
+        key="vit_b32", label="ViT-B/32", arch="vit_base_patch32_224", tag="augreg_in21k_ft_in1k",
+        preprocess=HF_VIT, num_classes=1000, pooling="token", n_tokens=50,
+        dataset="imagenet-s", paper_key="vit_b_32", weights="timm",
+        weights_hint="timm hub: timm/vit_base_patch32_224.augreg_in21k_ft_in1k",
+    ),
+    Variant(
+        key="vit_b16", label="ViT-B/16", arch="vit_base_patch16_224", tag="augreg_in21k_ft_in1k",
+        preprocess=HF_VIT, num_classes=1000, pooling="token", n_tokens=197,
+        dataset="imagenet-s", paper_key="vit_b_16", weights="timm",
+        weights_hint="timm hub: timm/vit_base_patch16_224.augreg_in21k_ft_in1k "
+        "(not the default augreg2 tag)",
+    ),
+    Variant(
+        key="vit_l16", label="ViT-L/16", arch="vit_large_patch16_224", tag="augreg_in21k_ft_in1k",
+        preprocess=HF_VIT, num_classes=1000, pooling="token", n_tokens=197,
+        dataset="imagenet-s", paper_key="vit_large_16", weights="timm",
+        weights_hint="timm hub: timm/vit_large_patch16_224.augreg_in21k_ft_in1k",
+    ),
+    Variant(
+        key="vit_b16_miil", label="ViT-B/16-MIIL", arch="vit_base_patch16_224_miil",
+        tag="in21k_ft_in1k", preprocess=MIIL, num_classes=1000, pooling="token", n_tokens=197,
+        dataset="imagenet-s", paper_key="vit_miil_16", weights="timm",
+        weights_hint="timm hub: timm/vit_base_patch16_224_miil.in21k_ft_in1k",
+    ),
+    Variant(
+        key="vit_b16_cifar100", label="ViT-B/16-CIFAR100", arch="vit_base_patch16_224", tag=None,
+        preprocess=CIFAR, num_classes=100, pooling="token", n_tokens=197,
+        dataset="cifar100", paper_key="vit_cifar_16", weights="user",
+        weights_hint=(
+            "the authors' own fine-tune, vit_base_patch16_224-CIFAR100.pt, from the Google Drive "
+            "'model checkpoint folder' linked in step 2.3 of the README of "
+            "github.com/martinagvilas/vit-cls_emb; no public equivalent exists"
+        ),
+        model_kwargs=(("num_classes", 100),),
+    ),
+    Variant(
+        key="vit_b16_refinement", label="ViT-B/16-Refinement", arch="vit_base_patch16_224",
+        tag=None, preprocess=DEIT_REFINEMENT, num_classes=1000, pooling="token", n_tokens=197,
+        dataset="imagenet-s", paper_key="deit_ensemble_16", weights="url",
+        weights_url=(
+            "https://github.com/Muzammal-Naseer/Improving-Adversarial-Transferability-of-"
+            "Vision-Transformers/releases/download/v0/deit_base_trm.pth"
+        ),
+        weights_hint="Naseer et al. (ICLR 2022) release v0: deit_base_trm.pth",
+        drop_prefixes=("transformerheads.",),
+    ),
+    Variant(
+        key="vit_b16_gap", label="ViT-B/16-GAP", arch="vit_base_patch16_rpn_224", tag="sw_in1k",
+        preprocess=HF_VIT, num_classes=1000, pooling="avg", n_tokens=196,
+        dataset="imagenet-s", paper_key="vit_gap_16", weights="timm",
+        weights_hint="timm hub: timm/vit_base_patch16_rpn_224.sw_in1k",
+    ),
+]
+
+
+def _random_control(v: Variant) -> Variant:
+    return replace(
+        v, key=f"{v.key}_random", label=f"{v.label} (random init)", tag=None,
+        paper_key=f"{v.paper_key}_random", weights="random", weights_url=None,
+        weights_hint="timm default initialization under a fixed seed", drop_prefixes=(),
+        random=True, base=v.key,
+    )
+
+
+VARIANTS: Dict[str, Variant] = {}
+for _v in _PAPER_VARIANTS:
+    VARIANTS[_v.key] = _v
+for _v in _PAPER_VARIANTS:
+    VARIANTS[_v.key + "_random"] = _random_control(_v)
+
+PAPER_KEYS: Tuple[str, ...] = tuple(v.key for v in _PAPER_VARIANTS)
+
+
+def register(variant: Variant) -> Variant:
+    """Add a variant (the toy models, a user's own fine-tune) to the registry."""
+    VARIANTS[variant.key] = variant
+    return variant
+
+
+def get_variant(key: str) -> Variant:
+    """The registry row for ``key``, or an error listing the known keys."""
+    try:
+        return VARIANTS[key]
+    except KeyError:
+        known = ", ".join(VARIANTS)
+        raise UnknownVariantError(f"unknown variant {key!r}; known variants: {known}") from None
+
+
+def list_variants(include_random: bool = True) -> List[Variant]:
+    """All registry rows, paper variants first."""
+    return [v for v in VARIANTS.values() if include_random or not v.random]
+
+
+# ----------------------------------------------------------------------------------------------
+# Model construction
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TokenLayout:
+    """Where the tokens of a timm ViT are: prefix tokens first, then a row-major patch grid."""
+
+    num_prefix: int
+    grid: Tuple[int, int]
+    has_cls: bool
+
+    @property
+    def n_tokens(self) -> int:
+        return self.num_prefix + self.grid[0] * self.grid[1]
+
+    @property
+    def image_tokens(self) -> slice:
+        """Slice of the patch ("image") tokens."""
+        return slice(self.num_prefix, self.n_tokens)
+
+    @classmethod
+    def of(cls, model: nn.Module) -> "TokenLayout":
+        grid = tuple(int(g) for g in model.patch_embed.grid_size)
+        has_cls = getattr(model, "cls_token", None) is not None
+        return cls(num_prefix=int(model.num_prefix_tokens), grid=grid, has_cls=has_cls)
+
+
+@dataclass(frozen=True)
+class LoadedInfo:
+    """What was loaded: kept on the model as ``model.vitcls_info`` for manifests."""
+
+    variant: Variant
+    weights_id: str
+
+
+def disable_fused_attn(model: nn.Module) -> nn.Module:
+    """Switch every timm attention module to the explicit softmax path (no weights touched).
+
+    Fused SDPA never materialises the attention probabilities, which the hooks, perturbations
+    and gradient maps need. The two paths agree to float precision.
+    """
+    for module in model.modules():
+        if hasattr(module, "fused_attn"):
+            module.fused_attn = False
+    return model
+
+
+def build_model(variant: Variant, seed: int = 0) -> nn.Module:
+    """The variant's architecture with timm's default init under ``seed`` (no download)."""
+    timm.layers.set_fused_attn(False)  # spec §2: before creation, so no module starts fused
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = timm.create_model(variant.arch, pretrained=False, **dict(variant.model_kwargs))
+    return disable_fused_attn(model)
+
+
+def load_variant(
+    key: str,
+    pretrained: bool = True,
+    weights: Optional[PathLike] = None,
+    device: Union[str, torch.device] = "cpu",
+    seed: int = 0,
+) -> nn.Module:
+    """Load a registry variant in eval mode with explicit (not fused) attention.
+
+    Args:
+        key: registry key; ``*_random`` keys are always random-init.
+        pretrained: load the variant's published weights (ignored for ``*_random``).
+        weights: a checkpoint file (safetensors or a torch state dict) used instead of the
+            published weights; works for every variant.
+        device: "cpu", "cuda", "auto", or a torch device.
+        seed: seed of the random init (controls, and the start point before loading weights).
+
+    Returns:
+        The timm model, with ``model.vitcls_info`` naming the variant and the weights used.
+
+    Raises:
+        UnknownVariantError: ``key`` is not registered.
+        WeightsError: the weights cannot be had offline, the file is missing or unreadable, or
+            its keys or shapes do not fit the architecture.
+    """
+    variant = get_variant(key)
+    model = build_model(variant, seed=seed)
+    if weights is not None:
+        path = Path(weights).expanduser()
+        _load_checkpoint(model, variant, path)
+        weights_id = f"file:{path.name}:sha256={_sha256(path)[:16]}"
+    elif variant.random or not pretrained:
+        weights_id = f"random-init:seed={seed}:timm={timm.__version__}"
+    else:
+        path, weights_id = _fetch_pretrained(variant)
+        _load_checkpoint(model, variant, path)
+    model.eval().requires_grad_(False)
+    model.vitcls_info = LoadedInfo(variant=variant, weights_id=weights_id)
+    return model.to(resolve_device(device))
+
+
+def resolve_device(device: Union[str, torch.device]) -> torch.device:
+    """"auto" -> cuda when available, else cpu; a clear error for an unusable device."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        from .errors import VitclsError
+
+        raise VitclsError(f"device {device!r} was asked for but CUDA is not available here; "
+                          "use device='cpu' or 'auto'")
+    return dev
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints
+# ----------------------------------------------------------------------------------------------
+def _sha256(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_state_dict(path: PathLike) -> Dict[str, torch.Tensor]:
+    """Read a checkpoint file safely: safetensors, or ``torch.load(weights_only=True)``.
+
+    Nested checkpoints (``{"state_dict": ...}``, ``{"model": ...}``) are unwrapped, and a
+    prefix that every key shares (``module.``, ``model.``) is stripped.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise WeightsError(f"checkpoint file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state: Any = load_file(str(path))
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling, truncated file, not a checkpoint at all
+        raise WeightsError(
+            f"cannot read {path} as a checkpoint ({type(exc).__name__}: {str(exc)[:200]}). "
+            "Supply a .safetensors file or a torch state dict loadable with weights_only=True."
+        ) from None
+    for _ in range(3):
+        if isinstance(state, Mapping) and not any(torch.is_tensor(v) for v in state.values()):
+            inner = next((state[k] for k in ("state_dict", "model", "model_state_dict",
+                                             "state_dict_ema") if k in state), None)
+            if inner is None:
+                break
+            state = inner
+    if not isinstance(state, Mapping) or not state:
+        raise WeightsError(f"{path} holds no state dict of tensors")
+    state = {k: v for k, v in state.items() if torch.is_tensor(v)}
+    for prefix in ("module.", "model."):
+        if all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def _mismatch(model: nn.Module, state: Mapping[str, torch.Tensor]) -> List[str]:
+    expected = model.state_dict()
+    problems = [f"missing: {k}" for k in expected if k not in state]
+    problems += [f"unexpected: {k}" for k in state if k not in expected]
+    problems += [
+        f"shape of {k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
+        for k, v in state.items() if k in expected and tuple(v.shape) != tuple(expected[k].shape)
+    ]
+    return problems
+
+
+def _load_checkpoint(model: nn.Module, variant: Variant, path: Path) -> None:
+    """Load ``path`` strictly; the only keys ever dropped are the variant's ``drop_prefixes``."""
+    state = read_state_dict(path)
+    if variant.drop_prefixes:
+        state = {k: v for k, v in state.items() if not k.startswith(variant.drop_prefixes)}
+    problems = _mismatch(model, state)
+    if problems:  # other timm-known layouts (JAX/DeiT exports): timm's own converter
+        try:
+            from timm.models.vision_transformer import checkpoint_filter_fn
+
+            converted = checkpoint_filter_fn(dict(state), model)
+            if not _mismatch(model, converted):
+                state, problems = converted, []
+        except Exception:
+            pass
+    if problems:
+        shown = "; ".join(problems[:6]) + (f"; ... ({len(problems)} in all)"
+                                          if len(problems) > 6 else "")
+        raise WeightsError(
+            f"checkpoint {path} does not fit {variant.key} ({variant.arch}): {shown}. "
+            f"Expected weights: {variant.weights_hint or variant.timm_name}."
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def _fetch_pretrained(variant: Variant) -> Tuple[Path, str]:
+    """Find the published weights in the local caches, or download them if the network is up.
+
+    Fails within about a second on a machine without internet, naming how to supply weights.
+    """
+    if variant.weights == "user":
+        raise WeightsError(
+            f"{variant.key} has no downloadable weights: it is {variant.weights_hint}. "
+            "Download the checkpoint and pass weights=PATH (CLI: --weights PATH)."
+        )
+    if variant.weights == "timm":
+        from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+        cfg = timm.models.get_pretrained_cfg(variant.timm_name)
+        repo = cfg.hf_hub_id if cfg is not None and cfg.hf_hub_id else f"timm/{variant.timm_name}"
+        for filename in ("model.safetensors", "pytorch_model.bin"):
+            cached = try_to_load_from_cache(repo, filename)
+            if isinstance(cached, str):
+                return Path(cached), f"hf:{repo}@{Path(cached).parent.name}/{filename}"
+        _require_network(variant, _compat.hub_endpoint(), offline=_compat.hub_offline())
+        try:
+            local = hf_hub_download(repo, "model.safetensors")
+        except Exception as exc:
+            raise WeightsError(f"download of {repo} failed ({type(exc).__name__}: {exc})") from None
+        return Path(local), f"hf:{repo}@{Path(local).parent.name}/model.safetensors"
+    # variant.weights == "url"
+    assert variant.weights_url is not None
+    hub_dir = Path(torch.hub.get_dir()) / "checkpoints"
+    local = hub_dir / variant.weights_url.rsplit("/", 1)[-1]
+    if not local.is_file():
+        _require_network(variant, variant.weights_url, offline=False)
+        hub_dir.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(variant.weights_url, str(local), progress=True)
+    return local, f"url:{local.name}:sha256={_sha256(local)[:16]}"
+
+
+def _require_network(variant: Variant, url: str, offline: bool) -> None:
+    if offline or not _compat.host_reachable(url, timeout=1.0):
+        why = "HF_HUB_OFFLINE is set" if offline else f"{url.split('/')[2]} is not reachable"
+        raise WeightsError(
+            f"pretrained weights for {variant.key} are not in the local cache and {why}. "
+            f"They are: {variant.weights_hint}. Either pass a checkpoint you have, "
+            f"weights=PATH (CLI: --weights PATH), run once on a machine with internet to fill "
+            f"the cache, or use pretrained=False / the {variant.random_key} control."
+        )
