@@ -41,7 +41,7 @@ from torch import nn  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from . import __version__  # noqa: E402
-from .hooks import hooks, site_names  # noqa: E402
+from .hooks import block_sites, hooks  # noqa: E402
 from .preprocess import Preprocess  # noqa: E402
 from .projection import ClassProjector, reduce_logits  # noqa: E402
 from .variants import LoadedInfo, TokenLayout  # noqa: E402
@@ -193,7 +193,7 @@ def extract(
     info = _loaded_info(model)
     device = next(model.parameters()).device
     layout = TokenLayout.of(model)
-    sites = site_names(model, kinds)
+    sites = block_sites(model, kinds)
     config = store_config(model, dataset, kinds, precision)
     path = store_path(out, config)
     n_images, n_sites, n_tokens = len(dataset), len(sites), layout.n_tokens
@@ -225,7 +225,8 @@ def extract(
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16,
                               enabled=precision == "bf16")
     started = time.perf_counter()
-    bar = tqdm(total=n_images, initial=done, unit="img", disable=not progress,
+    quiet = os.environ.get("TQDM_DISABLE", "").lower() in {"1", "true", "yes"}
+    bar = tqdm(total=n_images, initial=done, unit="img", disable=quiet or not progress,
                desc=f"extract {info.variant.key}")
     try:
         with torch.inference_mode(), hooks(model, [(sites, reduce_site)]):

@@ -109,6 +109,12 @@ def site_names(model: nn.Module, kinds: Optional[Sequence[str]] = None) -> List[
     return names
 
 
+def block_sites(model: nn.Module, kinds: Sequence[str]) -> List[str]:
+    """``blocks.{i}.<kind>`` for every block, kinds in the order given (block-major)."""
+    full = [_normalise_kind(k) for k in kinds]
+    return [f"blocks.{i}.{k}" for i in range(len(model.blocks)) for k in full]
+
+
 def _normalise_kind(kind: str) -> str:
     if kind in BLOCK_SITES or kind in GLOBAL_SITES:
         return kind

@@ -233,9 +233,12 @@ def disable_fused_attn(model: nn.Module) -> nn.Module:
 def build_model(variant: Variant, seed: int = 0) -> nn.Module:
     """The variant's architecture with timm's default init under ``seed`` (no download)."""
     timm.layers.set_fused_attn(False)  # spec §2: before creation, so no module starts fused
+    # The pinned tag selects the pretrained config and num_classes is explicit: an arch's default
+    # tag can carry another head (vit_base_patch16_224_miil defaults to 11221 in21k classes).
+    kwargs = {"num_classes": variant.num_classes, **dict(variant.model_kwargs)}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = timm.create_model(variant.arch, pretrained=False, **dict(variant.model_kwargs))
+        model = timm.create_model(variant.timm_name, pretrained=False, **kwargs)
     return disable_fused_attn(model)
 
 
@@ -265,15 +268,18 @@ def load_variant(
             its keys or shapes do not fit the architecture.
     """
     variant = get_variant(key)
-    model = build_model(variant, seed=seed)
+    path: Optional[Path] = None
     if weights is not None:
         path = Path(weights).expanduser()
-        _load_checkpoint(model, variant, path)
+        if not path.is_file():
+            raise WeightsError(f"checkpoint file not found: {path}")
         weights_id = f"file:{path.name}:sha256={_sha256(path)[:16]}"
     elif variant.random or not pretrained:
         weights_id = f"random-init:seed={seed}:timm={timm.__version__}"
-    else:
+    else:  # find the weights before building, so that a missing file fails at once
         path, weights_id = _fetch_pretrained(variant)
+    model = build_model(variant, seed=seed)
+    if path is not None:
         _load_checkpoint(model, variant, path)
     model.eval().requires_grad_(False)
     model.vitcls_info = LoadedInfo(variant=variant, weights_id=weights_id)

@@ -1,0 +1,112 @@
+"""Shared fixtures: tiny random-init timm ViTs of every supported layout, and tiny image folders."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Dict
+
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vitcls_utils import variants
+from vitcls_utils.preprocess import Preprocess
+from vitcls_utils.variants import Variant, build_model
+
+import timm  # noqa: E402  (vitcls_utils imported first: torchvision shim)
+import torch  # noqa: E402
+
+TINY = dict(img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=2, num_classes=10)
+
+#: Tiny architectures covering every layout the hooks and projector must handle.
+TINY_LAYOUTS: Dict[str, tuple] = {
+    "cls": ("vit_tiny_patch16_224", {}),
+    "layerscale": ("vit_tiny_patch16_224", {"init_values": 0.3}),
+    "gap_rpn": ("vit_base_patch16_rpn_224", {"init_values": 0.7}),  # ResPostBlock, no CLS, avg
+    "gap_prenorm": ("vit_tiny_patch16_224", {"class_token": False, "global_pool": "avg"}),
+    "reg_tokens": ("vit_tiny_patch16_224", {"reg_tokens": 2}),
+    "distilled": ("deit_tiny_distilled_patch16_224", {}),
+}
+
+
+def tiny_model(layout: str = "cls", seed: int = 0, **overrides) -> torch.nn.Module:
+    """A tiny random-init timm ViT of the given layout, eval mode, explicit attention."""
+    arch, extra = TINY_LAYOUTS[layout]
+    timm.layers.set_fused_attn(False)
+    torch.manual_seed(seed)
+    model = timm.create_model(arch, pretrained=False, **{**TINY, **extra, **overrides})
+    variants.disable_fused_attn(model)
+    # timm zero-inits some heads and biases; give every parameter signal so no two logits tie
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "head" in name:
+                p.normal_(0, 0.2)
+    return model.eval().requires_grad_(False)
+
+
+@pytest.fixture(params=list(TINY_LAYOUTS))
+def any_tiny(request) -> torch.nn.Module:
+    return tiny_model(request.param)
+
+
+TINY_PREPROCESS = Preprocess(resize=(32, 32), crop=None, interpolation="bilinear",
+                             mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), source="test")
+
+
+@pytest.fixture
+def tiny_variant():
+    """A registry entry for a tiny ViT (so load_variant/extract/CLI paths run in milliseconds)."""
+    variant = Variant(
+        key="test_tiny", label="tiny test ViT", arch="vit_tiny_patch16_224", tag=None,
+        preprocess=TINY_PREPROCESS, num_classes=10, pooling="token", n_tokens=17,
+        dataset="folder", paper_key="-", weights="random", random=True,
+        model_kwargs=tuple(TINY.items()),
+    )
+    variants.register(variant)
+    yield variant
+    variants.VARIANTS.pop(variant.key, None)
+
+
+def write_image(path: Path, seed: int, mode: str = "RGB", size=(40, 48)) -> Path:
+    rng = np.random.default_rng(seed)
+    array = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+    image = Image.fromarray(array, "RGB")
+    if mode != "RGB":
+        image = image.convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    """3 classes (integer folder names) x 3 images, one grayscale and one RGBA among them."""
+    root = tmp_path / "images"
+    for label in range(3):
+        for j in range(3):
+            write_image(root / str(label) / f"img{j}.jpg", seed=10 * label + j)
+    write_image(root / "1" / "img0.jpg", seed=99, mode="L")
+    (root / "2" / "img1.jpg").unlink()
+    write_image(root / "2" / "img1.png", seed=98, mode="RGBA")
+    return root
+
+
+@pytest.fixture
+def weights_unchanged() -> Callable[[torch.nn.Module], Callable[[], None]]:
+    """Snapshot a model's state dict; calling the returned check asserts it is byte-identical."""
+
+    def snapshot(model: torch.nn.Module) -> Callable[[], None]:
+        before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+        def check() -> None:
+            after = model.state_dict()
+            assert before.keys() == after.keys()
+            for key, value in before.items():
+                assert torch.equal(value, after[key]), f"{key} changed"
+
+        return check
+
+    return snapshot

@@ -1,0 +1,97 @@
+"""The vitcls command, run as a user runs it: tables, stores, and one-line errors with exit 2."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import write_image
+from vitcls_utils.extract import open_results
+from vitcls_utils.variants import VARIANTS
+
+VITCLS = Path(sys.executable).with_name("vitcls")
+
+
+def vitcls(*args: str, env_extra=None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, TQDM_DISABLE="1", HF_HUB_OFFLINE="1", **(env_extra or {}))
+    return subprocess.run([str(VITCLS), *args], capture_output=True, text=True, env=env,
+                          timeout=600)
+
+
+@pytest.fixture(scope="module")
+def jpegs(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("jpegs")
+    write_image(root / "n01440764" / "a.jpg", seed=1, size=(300, 200))
+    write_image(root / "n01443537" / "b.jpg", seed=2, size=(200, 300))
+    write_image(root / "n01443537" / "c.jpg", seed=3)
+    return root
+
+
+def test_variants_lists_every_key():
+    result = vitcls("variants")
+    assert result.returncode == 0, result.stderr
+    listed = {line.split()[0] for line in result.stdout.splitlines()[2:]}
+    assert {k for k in VARIANTS if not k.startswith("test_")} <= listed
+    assert "vit_base_patch16_224.augreg_in21k_ft_in1k" in result.stdout
+
+
+@pytest.mark.slow
+def test_extract_random_b16_on_a_folder_of_jpegs(jpegs, tmp_path):
+    result = vitcls("extract", "--variant", "vit_b16_random", "--data", "folder",
+                    "--data-dir", str(jpegs), "--out", str(tmp_path), "--batch-size", "2")
+    assert result.returncode == 0, result.stderr
+    store = Path(re.search(r"^store: (.+)$", result.stdout, re.M).group(1))
+    res = open_results(store)
+    assert len(res.sites) == 36
+    assert res.rank.shape == res.top1.shape == res.true_logit.shape == (3, 36, 197)
+    assert res.labels.tolist() == [0, 1, 1] and res.pred.shape == (3,)
+    assert "random-init:seed=0" in result.stderr
+
+
+def write_bad_checkpoint(path: Path) -> Path:
+    torch.save({"not_a_vit.weight": torch.zeros(2)}, path)
+    return path
+
+
+@pytest.mark.parametrize("case", ["unknown_variant", "missing_folder", "empty_folder",
+                                  "missing_checkpoint", "wrong_keys", "offline_pretrained",
+                                  "cifar_without_checkpoint", "bad_option"])
+def test_bad_input_gives_one_line_and_exit_2(case, jpegs, tmp_path):
+    args = {"variant": "vit_b32", "data_dir": str(jpegs), "extra": []}
+    expected = {
+        "unknown_variant": "unknown variant 'vit_b99'",
+        "missing_folder": "does not exist",
+        "empty_folder": "no images found",
+        "missing_checkpoint": "checkpoint file not found",
+        "wrong_keys": "does not fit vit_b32",
+        "offline_pretrained": "--weights PATH",
+        "cifar_without_checkpoint": "Google Drive",
+        "bad_option": "invalid choice",
+    }[case]
+    if case == "unknown_variant":
+        args["variant"] = "vit_b99"
+    if case == "missing_folder":
+        args["data_dir"] = str(tmp_path / "nowhere")
+    if case == "empty_folder":
+        (tmp_path / "empty" / "n01440764").mkdir(parents=True)
+        args["data_dir"] = str(tmp_path / "empty")
+    if case == "missing_checkpoint":
+        args["extra"] = ["--weights", str(tmp_path / "none.pth")]
+    if case == "wrong_keys":
+        args["extra"] = ["--weights", str(write_bad_checkpoint(tmp_path / "bad.pth"))]
+    if case == "cifar_without_checkpoint":
+        args["variant"] = "vit_b16_cifar100"
+        (tmp_path / "cifar" / "3").mkdir(parents=True)
+        write_image(tmp_path / "cifar" / "3" / "x.png", seed=0, size=(32, 32))
+        args["data_dir"] = str(tmp_path / "cifar")
+    data = "imagenet-x" if case == "bad_option" else "folder"
+    result = vitcls("extract", "--variant", args["variant"], "--data", data, "--data-dir",
+                    args["data_dir"], "--out", str(tmp_path / "out"), *args["extra"])
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
