@@ -14,7 +14,7 @@ from PIL import Image
 
 from vitcls_utils import variants
 from vitcls_utils.preprocess import Preprocess
-from vitcls_utils.variants import Variant, build_model
+from vitcls_utils.variants import Variant
 
 import timm  # noqa: E402  (vitcls_utils imported first: torchvision shim)
 import torch  # noqa: E402

@@ -15,9 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import write_image
 from vitcls_utils import StoreError, VitclsError
-from vitcls_utils.data import CONVERTED, OK, UNREADABLE, ImageFolderDataset, load_image
+from vitcls_utils.data import CONVERTED, UNREADABLE, ImageFolderDataset, load_image
 from vitcls_utils.extract import extract, open_results
 from vitcls_utils.hooks import run_with_cache
 from vitcls_utils.projection import ClassProjector

@@ -124,6 +124,14 @@ def test_replacing_z_and_input_sites_keeps_their_shapes():
     assert torch.count_nonzero(cache["blocks.2.hook_resid_pre"]) == 0
 
 
+def test_resid_mid_is_read_only():
+    model = tiny_model("cls")
+    with pytest.raises(VitclsError, match="hook_attn_out instead"):
+        with hooks(model, [("blocks.1.hook_resid_mid", lambda v, n: v * 2)]):
+            model(images())
+    assert count_hooks(model) == 0
+
+
 def test_token_removal_through_hook_embed():
     """Dropping tokens after the position embedding shortens every later site."""
     model = tiny_model("cls")

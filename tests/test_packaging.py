@@ -68,3 +68,25 @@ def test_timm_imports_in_a_fresh_interpreter():
     result = subprocess.run([sys.executable, "-c", "import timm, torchvision; print('ok')"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_papermill_kernel_imports_timm(tmp_path):
+    """A notebook executed by papermill from this venv imports timm and torchvision."""
+    import nbformat
+    import papermill
+
+    notebook = nbformat.v4.new_notebook(metadata={
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+        "language_info": {"name": "python"}})
+    notebook.cells = [
+        nbformat.v4.new_code_cell("n = 1", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("import timm, torchvision\nprint(timm.__version__, n)"),
+    ]
+    source, executed = tmp_path / "in.ipynb", tmp_path / "out.ipynb"
+    nbformat.write(notebook, source)
+    papermill.execute_notebook(str(source), str(executed), parameters={"n": 2},
+                               kernel_name="python3", progress_bar=False)
+    outputs = nbformat.read(executed, as_version=4).cells[-1].outputs
+    import timm
+
+    assert outputs[0]["text"].strip() == f"{timm.__version__} 2"

@@ -23,14 +23,14 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import _compat
-from .data import OK, UNREADABLE, CONVERTED, ImageDataset, load_image
+from .data import UNREADABLE, CONVERTED, ImageDataset, load_image
 from .errors import StoreError, VitclsError
 
 _compat.ensure_torchvision_ops()
@@ -157,6 +157,54 @@ class _Preprocessed(torch.utils.data.Dataset):
 # ----------------------------------------------------------------------------------------------
 # Extraction
 # ----------------------------------------------------------------------------------------------
+def _check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise VitclsError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+
+
+class SiteReducer:
+    """Forward a batch with hooks that project every site and keep only the reductions.
+
+    Calling it returns, on the model's device, ``rank``/``top1`` int16 and ``true_logit``
+    float32 of shape [B, S, N] in ``sites`` order, and ``pred`` int16 [B], the model's own
+    top-1. The hooks exist only during the call, so the model stays clean in between.
+    """
+
+    def __init__(self, model: nn.Module, sites: Sequence[str], precision: str = "fp32") -> None:
+        _check_precision(precision)
+        self.model = model
+        self.sites = list(sites)
+        self.device = next(model.parameters()).device
+        self.projector = ClassProjector(model).to(self.device)
+        self.index = {name: i for i, name in enumerate(self.sites)}
+        self.precision = precision
+        self._buffers: Dict[str, torch.Tensor] = {}
+        self._labels: Optional[torch.Tensor] = None
+
+    def _reduce(self, value: torch.Tensor, name: str) -> None:
+        reduced = reduce_logits(self.projector(value), self._labels)
+        for key, tensor in reduced.items():
+            buffer = self._buffers.get(key)
+            if buffer is None:
+                shape = (value.shape[0], len(self.sites), value.shape[1])
+                buffer = self._buffers[key] = torch.empty(shape, dtype=tensor.dtype,
+                                                          device=self.device)
+            buffer[:, self.index[name]] = tensor
+        return None
+
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> Dict[str, torch.Tensor]:
+        self._labels = labels.to(self.device)
+        self._buffers = {}
+        with hooks(self.model, [(self.sites, self._reduce)]), torch.autocast(
+                device_type=self.device.type, dtype=torch.bfloat16,
+                enabled=self.precision == "bf16"):
+            logits = self.model(images.to(self.device, non_blocking=True))
+        out = dict(self._buffers)
+        out["pred"] = logits.float().argmax(-1).to(torch.int16)
+        return out
+
+
 def extract(
     model: nn.Module,
     dataset: ImageDataset,
@@ -186,8 +234,7 @@ def extract(
     Returns:
         The store folder, readable with :func:`open_results`.
     """
-    if precision not in PRECISIONS:
-        raise VitclsError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    _check_precision(precision)
     if batch_size < 1:
         raise VitclsError("batch_size must be at least 1")
     info = _loaded_info(model)
@@ -196,7 +243,7 @@ def extract(
     sites = block_sites(model, kinds)
     config = store_config(model, dataset, kinds, precision)
     path = store_path(out, config)
-    n_images, n_sites, n_tokens = len(dataset), len(sites), layout.n_tokens
+    n_images = len(dataset)
 
     done = _prepare_store(path, config, dataset, force, batch_size, sites=sites, layout=layout,
                           model=model, device=device)
@@ -207,51 +254,29 @@ def extract(
 
     writers = {name: _RowWriter(path / f"{name}.npy")
                for name in list(TOKEN_ARRAYS) + ["pred", "status"]}
-    projector = ClassProjector(model).to(device)
-    site_index = {name: i for i, name in enumerate(sites)}
-    state: Dict[str, torch.Tensor] = {}
-
-    def reduce_site(value: torch.Tensor, name: str) -> None:
-        reduced = reduce_logits(projector(value), state["labels"])
-        for key, tensor in reduced.items():
-            state[key][:, site_index[name]] = tensor
-        return None
-
     if num_workers is None:
         num_workers = 0 if device.type == "cpu" else min(8, os.cpu_count() or 1)
     loader = torch.utils.data.DataLoader(
         _Preprocessed(dataset, info.variant.preprocess, start=done), batch_size=batch_size,
         shuffle=False, num_workers=num_workers, pin_memory=device.type == "cuda")
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16,
-                              enabled=precision == "bf16")
     started = time.perf_counter()
     quiet = os.environ.get("TQDM_DISABLE", "").lower() in {"1", "true", "yes"}
     bar = tqdm(total=n_images, initial=done, unit="img", disable=quiet or not progress,
                desc=f"extract {info.variant.key}")
     try:
-        with torch.inference_mode(), hooks(model, [(sites, reduce_site)]):
-            for images, labels, status in loader:
-                count = labels.shape[0]
-                state["labels"] = labels.to(device)
-                state["rank"] = torch.empty((count, n_sites, n_tokens), dtype=torch.int16,
-                                            device=device)
-                state["top1"] = torch.empty_like(state["rank"])
-                state["true_logit"] = torch.empty((count, n_sites, n_tokens),
-                                                  dtype=torch.float32, device=device)
-                with autocast:
-                    logits = model(images.to(device, non_blocking=True))
-                pred = logits.float().argmax(-1).to(torch.int16)
-                for key in TOKEN_ARRAYS:
-                    writers[key].write(done, state[key].cpu().numpy())
-                writers["pred"].write(done, pred.cpu().numpy())
-                writers["status"].write(done, status.numpy().astype(np.int8))
-                for writer in writers.values():
-                    writer.sync()
-                if _after_write is not None:
-                    _after_write(done + count)
-                done += count
-                _write_json_atomic(path / "progress.json", {"done": done})
-                bar.update(count)
+        reducer = SiteReducer(model, sites, precision=precision)
+        for images, labels, status in loader:
+            for key, tensor in reducer(images, labels).items():
+                writers[key].write(done, tensor.cpu().numpy())
+            writers["status"].write(done, status.numpy().astype(np.int8))
+            for writer in writers.values():
+                writer.sync()
+            count = labels.shape[0]
+            if _after_write is not None:
+                _after_write(done + count)
+            done += count
+            _write_json_atomic(path / "progress.json", {"done": done})
+            bar.update(count)
     finally:
         bar.close()
         for writer in writers.values():

@@ -9,6 +9,9 @@ per block ``i``, ``blocks.{i}.hook_resid_pre``, ``.attn.hook_pattern`` [B, H, N,
 ``hook_attn_out`` and ``hook_mlp_out`` are exactly the tensors added to the residual stream:
 after LayerScale in pre-norm blocks, and after ``norm1``/``norm2`` in residual post-norm blocks
 (``vit_b16_gap``), so that resid_post = resid_pre + attn_out + mlp_out always holds.
+
+Every site can be replaced by a hook that returns a tensor, except ``hook_resid_mid``, which is
+read-only (see :func:`hooks`).
 """
 from __future__ import annotations
 
@@ -152,6 +155,11 @@ def _attach(model: nn.Module, name: str, fn: HookFn) -> torch.utils.hooks.Remova
             new = fn(as_site(args[0]), name)
             if new is None:
                 return None
+            if target.kind == "hook_resid_mid":
+                raise VitclsError(
+                    f"{name} can be read but not replaced: the block adds its MLP output to the "
+                    "residual it already holds, so only the MLP input would change. Replace "
+                    f"blocks.{name.split('.')[1]}.hook_attn_out instead.")
             return (as_module(new),) + tuple(args[1:])
 
         return target.module.register_forward_pre_hook(pre_hook)
