@@ -95,3 +95,15 @@ def test_bad_input_gives_one_line_and_exit_2(case, jpegs, tmp_path):
     assert result.returncode == 2, result.stdout + result.stderr
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_toy_end_to_end_evaluate_agrees_with_the_store(tmp_path):
+    """`vitcls evaluate` and the store's .pred give the same top-1 on the toy stimuli."""
+    evaluated = vitcls("evaluate", "--variant", "toy", "--data", "toy")
+    assert evaluated.returncode == 0, evaluated.stderr
+    top1 = float(re.search(r"top-1 ([\d.]+)%", evaluated.stdout).group(1))
+    extracted = vitcls("extract", "--variant", "toy", "--data", "toy", "--out", str(tmp_path))
+    assert extracted.returncode == 0, extracted.stderr
+    res = open_results(Path(re.search(r"^store: (.+)$", extracted.stdout, re.M).group(1)))
+    assert res.token_class is not None and res.rank.shape[1:] == (36, 50)
+    assert round(100 * res.accuracy, 2) == top1

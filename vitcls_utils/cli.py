@@ -1,4 +1,4 @@
-"""The ``vitcls`` command: ``vitcls variants``, ``vitcls extract``.
+"""The ``vitcls`` command: ``vitcls variants``, ``vitcls extract``, ``vitcls evaluate``.
 
 User errors (a wrong name, a missing folder or checkpoint) print one line and exit with status 2;
 an interrupted extraction exits with 130 and resumes when the same command is run again.
@@ -32,20 +32,37 @@ def cmd_variants(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_extract(args: argparse.Namespace) -> int:
+def _dataset_and_model(args: argparse.Namespace):
     from .data import build_dataset
-    from .extract import extract, open_results
     from .variants import get_variant, load_variant
 
     variant = get_variant(args.variant)
-    if args.weights and args.random_init:
-        raise VitclsError("--weights and --random-init exclude each other")
     dataset = build_dataset(args.data, args.data_dir, num_classes=variant.num_classes,
-                            n_per_class=args.n_per_class)
+                            n_per_class=args.n_per_class, split=args.split,
+                            download=args.download)
     model = load_variant(args.variant, pretrained=not args.random_init, weights=args.weights,
                          device=args.device, seed=args.seed)
-    print(f"{variant.key}: {model.vitcls_info.weights_id}; {len(dataset)} images from "
-          f"{dataset.root}", file=sys.stderr)
+    print(f"{variant.key}: {model.vitcls_info.weights_id}; {len(dataset)} images "
+          f"({dataset.selection()})", file=sys.stderr)
+    return dataset, model
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .extract import evaluate
+
+    dataset, model = _dataset_and_model(args)
+    result = evaluate(model, dataset, batch_size=args.batch_size, num_workers=args.workers,
+                      progress=not args.quiet)
+    print(f"{args.variant} on {dataset.name}: top-1 {100 * result['top1']:.2f}% "
+          f"({result['correct']}/{result['images']})"
+          + (f", {result['unreadable']} unreadable images skipped" if result["unreadable"] else ""))
+    return 0
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from .extract import extract, open_results
+
+    dataset, model = _dataset_and_model(args)
     path = extract(model, dataset, args.out, batch_size=args.batch_size,
                    num_workers=args.workers, precision=args.precision, force=args.force,
                    progress=not args.quiet)
@@ -68,24 +85,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-random", action="store_true", help="hide the random-init controls")
     p.set_defaults(func=cmd_variants)
 
+    def model_and_data(p: argparse.ArgumentParser) -> None:
+        from .data import KINDS
+
+        p.add_argument("--variant", required=True, help="registry key (see `vitcls variants`)")
+        w = p.add_mutually_exclusive_group()
+        w.add_argument("--weights", help="checkpoint file (safetensors or torch state dict)")
+        w.add_argument("--random-init", action="store_true", help="timm's default init, seeded")
+        p.add_argument("--seed", type=int, default=0, help="seed of the random init (default 0)")
+        p.add_argument("--data", required=True, choices=KINDS, help="dataset kind")
+        p.add_argument("--data-dir", help="dataset root: folder ROOT/<wnid or index>/<image>; "
+                       "imagenet-s the ImageNetS919 folder; cifar100 the folder holding "
+                       "cifar-100-python/; none for toy")
+        p.add_argument("--split", default=None, help="imagenet-s: validation (default) or "
+                       "test; toy: val (default), train or probe-train")
+        p.add_argument("--n-per-class", type=int, default=None,
+                       help="images per class (defaults: imagenet-s 5, cifar100 5, toy all)")
+        p.add_argument("--download", action="store_true", help="cifar100: download if missing")
+        p.add_argument("--batch-size", type=int, default=16)
+        p.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda:1")
+        p.add_argument("--workers", type=int, default=None, help="image decoding workers")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+
     p = sub.add_parser("extract", help="project every token at every block onto class space "
                        "and store ranks, top-1 classes and true-class logits")
-    p.add_argument("--variant", required=True, help="registry key (see `vitcls variants`)")
-    w = p.add_mutually_exclusive_group()
-    w.add_argument("--weights", help="checkpoint file (safetensors or torch state dict)")
-    w.add_argument("--random-init", action="store_true", help="timm's default init, seeded")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random init (default 0)")
-    p.add_argument("--data", required=True, choices=["folder"], help="dataset kind")
-    p.add_argument("--data-dir", help="dataset root (folder: ROOT/<wnid or index>/<image>)")
-    p.add_argument("--n-per-class", type=int, default=None, help="first N images per class")
+    model_and_data(p)
     p.add_argument("--out", required=True, help="root folder of extraction stores")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:1")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
-    p.add_argument("--workers", type=int, default=None, help="image decoding workers")
     p.add_argument("--force", action="store_true", help="recompute a complete store")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("evaluate", help="top-1 accuracy of a variant on a stimulus set")
+    model_and_data(p)
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

@@ -15,6 +15,10 @@ Store layout (one folder per variant, dataset and configuration hash)::
         items.tsv       relative path and label of every image, in order
         labels.npy pred.npy status.npy                   [I]
         rank.npy top1.npy true_logit.npy                 [I, S, N]
+        token_class.npy token_class_paper.npy            [I, N]  (datasets with masks)
+
+Token labels (1 class-labeled, 0 context, -1 prefix token or no mask) come in both rules of
+:mod:`vitcls_utils.masks`: aligned with the variant's preprocessing, and the paper's.
 """
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import _compat
-from .data import UNREADABLE, CONVERTED, ImageDataset, load_image
+from .data import CONVERTED, UNREADABLE, ImageDataset
 from .errors import StoreError, VitclsError
 
 _compat.ensure_torchvision_ops()
@@ -42,6 +46,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from . import __version__  # noqa: E402
 from .hooks import block_sites, hooks  # noqa: E402
+from .masks import token_labels, token_labels_paper  # noqa: E402
 from .preprocess import Preprocess  # noqa: E402
 from .projection import ClassProjector, reduce_logits  # noqa: E402
 from .variants import LoadedInfo, TokenLayout  # noqa: E402
@@ -50,6 +55,7 @@ STORE_FORMAT = 1
 DEFAULT_KINDS: Tuple[str, ...] = ("resid_post", "attn_out", "mlp_out")
 TOKEN_ARRAYS = {"rank": np.int16, "top1": np.int16, "true_logit": np.float32}
 IMAGE_ARRAYS = {"labels": np.int32, "pred": np.int16, "status": np.int8}
+MASK_ARRAYS = {"token_class": np.int8, "token_class_paper": np.int8}
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -116,7 +122,8 @@ def store_config(model: nn.Module, dataset: ImageDataset, kinds: Sequence[str],
         "weights_id": info.weights_id,
         "preprocess": repr(info.variant.preprocess),
         "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint(),
-                    "num_classes": dataset.num_classes, "n_images": len(dataset)},
+                    "num_classes": dataset.num_classes, "n_images": len(dataset),
+                    "selection": dataset.selection(), "has_masks": dataset.has_masks},
         "kinds": list(kinds),
         "precision": precision,
     }
@@ -135,23 +142,41 @@ def store_path(out: Union[str, Path], config: dict) -> Path:
 # Loading images
 # ----------------------------------------------------------------------------------------------
 class _Preprocessed(torch.utils.data.Dataset):
-    """(tensor, label, status) for items[start:], decoding and preprocessing in the workers."""
+    """Stimuli ``start:`` decoded and preprocessed in the loader workers: a dict with the image
+    tensor, label, status and, for datasets with masks, both token labelings."""
 
-    def __init__(self, dataset: ImageDataset, preprocess: Preprocess, start: int) -> None:
-        self.items = dataset.items[start:]
-        self.preprocess = preprocess
+    def __init__(self, dataset: ImageDataset, preprocess: Preprocess, layout: TokenLayout,
+                 start: int) -> None:
+        self.dataset, self.preprocess, self.layout, self.start = dataset, preprocess, layout, start
+        self.labels = dataset.labels
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.labels) - self.start
 
-    def __getitem__(self, i: int):
-        item = self.items[i]
-        image, status = load_image(item.path)
+    def __getitem__(self, i: int) -> Dict[str, object]:
+        index = self.start + i
+        if not self.dataset.has_masks:
+            image, status = self.dataset.load(index)
+            ids = category = None
+        else:
+            image, status, ids, category = self.dataset.load_with_mask(index)
         if image is None:
             tensor = torch.zeros((3,) + tuple(self.preprocess.output_size))
         else:
             tensor = self.preprocess(image)
-        return tensor, item.label, status
+        out = {"image": tensor, "label": self.labels[index], "status": status}
+        if self.dataset.has_masks:
+            n = self.layout.n_tokens
+            if ids is None or category is None:
+                unknown = torch.full((n,), -1, dtype=torch.int8)
+                out["token_class"] = out["token_class_paper"] = unknown
+            else:
+                grid, prefix = self.layout.grid, self.layout.num_prefix
+                out["token_class"] = torch.from_numpy(
+                    token_labels(ids, category, self.preprocess, grid, prefix))
+                out["token_class_paper"] = torch.from_numpy(
+                    token_labels_paper(ids, category, grid, prefix))
+        return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -252,12 +277,14 @@ def extract(
     if done >= n_images:
         return path
 
+    per_image = ["status"] + (list(MASK_ARRAYS) if dataset.has_masks else [])
     writers = {name: _RowWriter(path / f"{name}.npy")
-               for name in list(TOKEN_ARRAYS) + ["pred", "status"]}
+               for name in list(TOKEN_ARRAYS) + ["pred"] + per_image}
     if num_workers is None:
         num_workers = 0 if device.type == "cpu" else min(8, os.cpu_count() or 1)
     loader = torch.utils.data.DataLoader(
-        _Preprocessed(dataset, info.variant.preprocess, start=done), batch_size=batch_size,
+        _Preprocessed(dataset, info.variant.preprocess, layout, start=done),
+        batch_size=batch_size,
         shuffle=False, num_workers=num_workers, pin_memory=device.type == "cuda")
     started = time.perf_counter()
     quiet = os.environ.get("TQDM_DISABLE", "").lower() in {"1", "true", "yes"}
@@ -265,13 +292,14 @@ def extract(
                desc=f"extract {info.variant.key}")
     try:
         reducer = SiteReducer(model, sites, precision=precision)
-        for images, labels, status in loader:
-            for key, tensor in reducer(images, labels).items():
+        for batch in loader:
+            for key, tensor in reducer(batch["image"], batch["label"]).items():
                 writers[key].write(done, tensor.cpu().numpy())
-            writers["status"].write(done, status.numpy().astype(np.int8))
+            for key in per_image:
+                writers[key].write(done, batch[key].numpy())
             for writer in writers.values():
                 writer.sync()
-            count = labels.shape[0]
+            count = batch["label"].shape[0]
             if _after_write is not None:
                 _after_write(done + count)
             done += count
@@ -283,6 +311,29 @@ def extract(
             writer.close()
     _finish_store(path, time.perf_counter() - started)
     return path
+
+
+def evaluate(model: nn.Module, dataset: ImageDataset, batch_size: int = 64,
+             num_workers: Optional[int] = None, progress: bool = True) -> Dict[str, float]:
+    """Top-1 accuracy of the model's own output on the readable images of ``dataset``."""
+    info = _loaded_info(model)
+    device = next(model.parameters()).device
+    if num_workers is None:
+        num_workers = 0 if device.type == "cpu" else min(8, os.cpu_count() or 1)
+    loader = torch.utils.data.DataLoader(
+        _Preprocessed(dataset, info.variant.preprocess, TokenLayout.of(model), start=0),
+        batch_size=batch_size, num_workers=num_workers)
+    correct = readable = 0
+    quiet = os.environ.get("TQDM_DISABLE", "").lower() in {"1", "true", "yes"}
+    with torch.inference_mode():
+        for batch in tqdm(loader, disable=quiet or not progress,
+                          desc=f"evaluate {info.variant.key}"):
+            ok = batch["status"] != UNREADABLE
+            pred = model(batch["image"].to(device)).argmax(-1).cpu()
+            correct += int(((pred == batch["label"]) & ok).sum())
+            readable += int(ok.sum())
+    return {"top1": correct / max(readable, 1), "correct": correct, "images": readable,
+            "unreadable": len(dataset) - readable}
 
 
 def _prepare_store(path: Path, config: dict, dataset: ImageDataset, force: bool,
@@ -304,13 +355,14 @@ def _prepare_store(path: Path, config: dict, dataset: ImageDataset, force: bool,
         _allocate(path / f"{name}.npy", dtype, shape)
     for name in ("pred", "status"):
         _allocate(path / f"{name}.npy", IMAGE_ARRAYS[name], (n_images,))
+    if dataset.has_masks:
+        for name, dtype in MASK_ARRAYS.items():
+            _allocate(path / f"{name}.npy", dtype, (n_images, layout.n_tokens))
     np.save(path / "labels.npy", np.asarray(dataset.labels, dtype=np.int32))
-    root = dataset.root
     with open(path / "items.tsv", "w") as handle:
-        handle.write("path\tlabel\n")
-        for item in dataset.items:
-            rel = item.path.relative_to(root) if root else item.path
-            handle.write(f"{rel.as_posix()}\t{item.label}\n")
+        handle.write("name\tlabel\n")
+        for name, label in zip(dataset.item_names(), dataset.labels, strict=True):
+            handle.write(f"{name}\t{label}\n")
     info = _loaded_info(model)
     manifest = {
         "config": config,
@@ -322,7 +374,7 @@ def _prepare_store(path: Path, config: dict, dataset: ImageDataset, force: bool,
                    "has_cls": layout.has_cls, "n_tokens": layout.n_tokens},
         "num_classes": int(model.num_classes),
         "variant_label": info.variant.label,
-        "dataset_root": str(root) if root else None,
+        "dataset_root": str(dataset.root) if dataset.root else None,
         "versions": {"vitcls_utils": __version__, "timm": timm.__version__,
                      "torch": torch.__version__, "numpy": np.__version__},
         "device": str(device),
@@ -336,6 +388,9 @@ def _prepare_store(path: Path, config: dict, dataset: ImageDataset, force: bool,
 def _finish_store(path: Path, seconds: float) -> None:
     manifest = json.loads((path / "manifest.json").read_text())
     status = np.load(path / "status.npy")
+    if (path / "token_class.npy").exists():
+        labels = np.load(path / "token_class.npy", mmap_mode="r")
+        manifest["counts_masks"] = {"images_without_mask": int((labels.max(axis=1) < 0).sum())}
     manifest.update({
         "status": "complete",
         "counts": {"images": int(status.size), "unreadable": int((status == UNREADABLE).sum()),
@@ -351,7 +406,8 @@ def _finish_store(path: Path, seconds: float) -> None:
 # ----------------------------------------------------------------------------------------------
 @dataclass
 class Results:
-    """An extraction store, read back. Token arrays are [I, S, N] in ``sites`` order.
+    """An extraction store, read back. Token arrays are [I, S, N] in ``sites`` order;
+    ``token_class``/``token_class_paper`` [I, N] are there for datasets with masks.
 
     Images that could not be decoded are left out unless ``open_results(include_unreadable=
     True)``; ``n_unreadable`` counts them.
@@ -367,6 +423,8 @@ class Results:
     top1: np.ndarray
     true_logit: np.ndarray
     n_unreadable: int = 0
+    token_class: Optional[np.ndarray] = None
+    token_class_paper: Optional[np.ndarray] = None
 
     @property
     def num_classes(self) -> int:
@@ -423,8 +481,9 @@ def open_results(path: Union[str, Path], include_unreadable: bool = False) -> Re
     if manifest.get("status") != "complete" or done < n_images:
         raise StoreError(f"{path} is incomplete ({done}/{n_images} images); rerun the same "
                          "extraction to resume it")
-    arrays = {name: np.load(path / f"{name}.npy", mmap_mode="r")
-              for name in list(TOKEN_ARRAYS) + list(IMAGE_ARRAYS)}
+    names = list(TOKEN_ARRAYS) + list(IMAGE_ARRAYS)
+    names += [name for name in MASK_ARRAYS if (path / f"{name}.npy").exists()]
+    arrays = {name: np.load(path / f"{name}.npy", mmap_mode="r") for name in names}
     keep = arrays["status"] != UNREADABLE
     n_unreadable = int((~keep).sum())
     if n_unreadable and not include_unreadable:

@@ -18,6 +18,10 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 from . import _compat
 from .errors import UnknownVariantError, WeightsError
 from .preprocess import CIFAR, DEIT_REFINEMENT, HF_VIT, MIIL, Preprocess
+from .toy import IMAGE_SIZE as TOY_IMAGE_SIZE
+from .toy import NUM_CLASSES as TOY_CLASSES
+from .toy import PATCH_SIZE as TOY_PATCH
+from .toy import TOY_PREPROCESS
 
 _compat.ensure_torchvision_ops()
 
@@ -44,8 +48,9 @@ class Variant:
         dataset: the dataset the paper analysed it on.
         paper_key: the key in the authors' code.
         weights: "timm" (timm's hub), "url" (a published checkpoint), "user" (supplied by the
-            user), or "random".
-        weights_url: download address for "url" weights.
+            user), "shipped" (a file in this repository's ``data/``), or "random".
+        weights_url: download address for "url" weights; for "shipped" weights, the file's
+            path relative to ``data/``.
         weights_hint: where the weights come from, shown when they cannot be had.
         drop_prefixes: checkpoint keys to drop on load (parts of the training model the paper
             does not analyse); any other mismatch is an error.
@@ -145,6 +150,31 @@ _PAPER_VARIANTS: List[Variant] = [
 ]
 
 
+_TOY_ARCH = (("img_size", TOY_IMAGE_SIZE), ("patch_size", TOY_PATCH), ("embed_dim", 64),
+              ("depth", 12), ("num_heads", 4))
+_TOY_HINT = "shipped in data/toy/ (rebuild with `make toy-model`)"
+_TOY_VARIANTS: List[Variant] = [
+    Variant(
+        key="toy", label="Toy ViT (CLS)", arch="vit_tiny_patch16_224", tag=None,
+        preprocess=TOY_PREPROCESS, num_classes=TOY_CLASSES, pooling="token", n_tokens=50,
+        dataset="toy", paper_key="-", weights="shipped", weights_url="toy/toy.safetensors",
+        weights_hint=_TOY_HINT, model_kwargs=_TOY_ARCH,
+    ),
+    Variant(
+        key="toy_gap", label="Toy ViT (GAP, residual post-norm)",
+        arch="vit_base_patch16_rpn_224", tag=None, preprocess=TOY_PREPROCESS,
+        num_classes=TOY_CLASSES, pooling="avg", n_tokens=49, dataset="toy", paper_key="-",
+        weights="shipped", weights_url="toy/toy_gap.safetensors", weights_hint=_TOY_HINT,
+        model_kwargs=_TOY_ARCH,
+    ),
+]
+
+
+def data_dir() -> Path:
+    """The repository's ``data/`` folder (override with the VITCLS_DATA environment variable)."""
+    return Path(os.environ.get("VITCLS_DATA", Path(__file__).resolve().parents[1] / "data"))
+
+
 def _random_control(v: Variant) -> Variant:
     return replace(
         v, key=f"{v.key}_random", label=f"{v.label} (random init)", tag=None,
@@ -158,6 +188,10 @@ VARIANTS: Dict[str, Variant] = {}
 for _v in _PAPER_VARIANTS:
     VARIANTS[_v.key] = _v
 for _v in _PAPER_VARIANTS:
+    VARIANTS[_v.key + "_random"] = _random_control(_v)
+for _v in _TOY_VARIANTS:
+    VARIANTS[_v.key] = _v
+for _v in _TOY_VARIANTS:
     VARIANTS[_v.key + "_random"] = _random_control(_v)
 
 PAPER_KEYS: Tuple[str, ...] = tuple(v.key for v in _PAPER_VARIANTS)
@@ -230,12 +264,16 @@ def disable_fused_attn(model: nn.Module) -> nn.Module:
     return model
 
 
-def build_model(variant: Variant, seed: int = 0) -> nn.Module:
-    """The variant's architecture with timm's default init under ``seed`` (no download)."""
+def build_model(variant: Variant, seed: int = 0, **overrides: Any) -> nn.Module:
+    """The variant's architecture with timm's default init under ``seed`` (no download).
+
+    ``overrides`` are extra ``timm.create_model`` arguments that do not change the weights'
+    shapes (e.g. ``drop_path_rate`` for training).
+    """
     timm.layers.set_fused_attn(False)  # spec §2: before creation, so no module starts fused
     # The pinned tag selects the pretrained config and num_classes is explicit: an arch's default
     # tag can carry another head (vit_base_patch16_224_miil defaults to 11221 in21k classes).
-    kwargs = {"num_classes": variant.num_classes, **dict(variant.model_kwargs)}
+    kwargs = {"num_classes": variant.num_classes, **dict(variant.model_kwargs), **overrides}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = timm.create_model(variant.timm_name, pretrained=False, **kwargs)
@@ -393,6 +431,13 @@ def _fetch_pretrained(variant: Variant) -> Tuple[Path, str]:
             f"{variant.key} has no downloadable weights: it is {variant.weights_hint}. "
             "Download the checkpoint and pass weights=PATH (CLI: --weights PATH)."
         )
+    if variant.weights == "shipped":
+        assert variant.weights_url is not None
+        local = data_dir() / variant.weights_url
+        if not local.is_file():
+            raise WeightsError(f"{local} is missing: the {variant.key} checkpoint is "
+                               f"{variant.weights_hint}")
+        return local, f"shipped:{variant.weights_url}:sha256={_sha256(local)[:16]}"
     if variant.weights == "timm":
         from huggingface_hub import hf_hub_download, try_to_load_from_cache
 

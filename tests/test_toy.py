@@ -1,0 +1,78 @@
+"""The embedded toy data and models: deterministic generation, masks in the ImageNet-S
+encoding, scene bias, the shipped checkpoints, and a training smoke test."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from vitcls_utils import toy
+from vitcls_utils.data import ToyDataset
+from vitcls_utils.extract import evaluate
+from vitcls_utils.masks import decode_mask
+from vitcls_utils.variants import data_dir, get_variant, load_variant
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes():
+    a, b = toy.generate("val", 17, seed=0), toy.generate("val", 17, seed=0)
+    assert a.image.tobytes() == b.image.tobytes() and a.mask.tobytes() == b.mask.tobytes()
+    c = toy.generate("val", 17, seed=1)
+    assert c.image.tobytes() != a.image.tobytes()
+    assert toy.generate("train", 17).image.tobytes() != a.image.tobytes()  # splits differ
+
+
+def test_masks_labels_and_object_size():
+    fractions = []
+    for index in range(0, toy.split_size("val"), 7):
+        sample = toy.generate("val", index)
+        assert sample.label == index // toy.SPLIT_SIZES["val"]
+        ids = decode_mask(sample.mask)
+        assert set(np.unique(ids)) == {0, sample.label + 1}
+        fractions.append((ids > 0).mean())
+    assert 0.09 <= min(fractions) and max(fractions) <= 0.42
+    assert len(toy.CLASS_NAMES) == toy.NUM_CLASSES >= 20
+
+
+def test_background_carries_partial_class_evidence():
+    samples = [toy.generate("val", i) for i in range(toy.split_size("val"))]
+    preferred = np.mean([s.scene == toy.preferred_scene(s.label) for s in samples])
+    assert 0.4 <= preferred <= 0.6
+
+
+def test_toy_dataset_interface():
+    dataset = ToyDataset("val", n_per_class=3)
+    assert len(dataset) == 3 * toy.NUM_CLASSES
+    assert dataset.labels[:4] == [0, 0, 0, 1]
+    image, status, ids, category = dataset.load_with_mask(4)
+    assert image.size == (56, 56) and category == 2 and ids.max() == 2
+    assert dataset.fingerprint() == ToyDataset("val", n_per_class=3).fingerprint()
+    assert dataset.fingerprint() != ToyDataset("val", n_per_class=3, seed=1).fingerprint()
+
+
+@pytest.mark.parametrize("key", ["toy", "toy_gap"])
+def test_shipped_checkpoints_reach_their_recorded_val_top1(key):
+    record = json.loads((data_dir() / "toy" / "training.json").read_text())[key]
+    path = data_dir() / "toy" / f"{key}.safetensors"
+    assert path.stat().st_size <= 8 * 1024 * 1024
+    model = load_variant(key)
+    assert model.vitcls_info.weights_id.startswith(f"shipped:toy/{key}.safetensors")
+    result = evaluate(model, ToyDataset("val"), progress=False)
+    assert result["images"] == record["val_images"]
+    assert result["correct"] == record["val_correct"]
+    if key == "toy":
+        assert result["top1"] >= 0.90
+
+
+def test_toy_variants_layout():
+    assert get_variant("toy").n_tokens == 50 and get_variant("toy_gap").n_tokens == 49
+    assert get_variant("toy_random").base == "toy"
+
+
+def test_training_smoke(tmp_path):
+    record = toy.train("toy", tmp_path, {"steps": 3, "warmup_steps": 1, "batch_size": 8,
+                                         "train_per_class": 1}, log=lambda *a: None)
+    assert (tmp_path / "toy.safetensors").is_file()
+    assert record["recipe"]["steps"] == 3 and 0 <= record["val_top1"] <= 1
+    toy.write_model_card([record], tmp_path)
+    assert "val top-1" in (tmp_path / "MODEL_CARD.md").read_text()

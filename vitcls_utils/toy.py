@@ -1,0 +1,332 @@
+"""The embedded default: a synthetic segmented dataset and the tiny ViTs trained on it.
+
+Each image shows one object on a textured scene. The class is the combination of the object's
+shape (4), colour (3) and texture (2): 24 classes. Every class has a preferred scene (one of 8)
+on which it appears with probability 1/2, so the background carries partial class evidence, as
+context does in ImageNet. The object covers 10-40% of the image and its mask is stored in the
+ImageNet-S encoding (category id = R + 256·G, id = class + 1, background 0), so one code path
+turns masks into token labels for both datasets.
+
+Images are 56×56, so with 8-pixel patches the token grid is 7×7 and a CLS model has 50 tokens,
+like the paper's ViT-B/32. Every image is a pure function of (split, index, seed).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+from PIL import Image
+
+from .preprocess import Preprocess
+
+IMAGE_SIZE = 56
+PATCH_SIZE = 8
+GENERATOR_VERSION = 1
+
+SHAPES = ("disc", "square", "triangle", "cross")
+COLOURS: Dict[str, Tuple[int, int, int]] = {
+    "red": (215, 45, 40), "yellow": (235, 200, 40), "blue": (45, 85, 225)}
+TEXTURES = ("solid", "striped")
+CLASS_NAMES: List[str] = [f"{c} {t} {s}" for s in SHAPES for c in COLOURS for t in TEXTURES]
+NUM_CLASSES = len(CLASS_NAMES)
+SCENES = ("sand", "grass", "water", "brick", "sky", "forest", "snow", "night")
+P_PREFERRED_SCENE = 0.5
+
+SPLITS = {"train": 0, "val": 1, "probe-train": 2}
+#: images per class of each split
+SPLIT_SIZES = {"train": 800, "val": 20, "probe-train": 10}
+
+TOY_PREPROCESS = Preprocess(
+    resize=(IMAGE_SIZE, IMAGE_SIZE), crop=None, interpolation="bilinear",
+    mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), source="toy: no resize, scale to [-1, 1]")
+
+
+def preferred_scene(label: int) -> int:
+    """The scene a class appears on half of the time."""
+    return label % len(SCENES)
+
+
+@dataclass(frozen=True)
+class ToySample:
+    """One generated stimulus: RGB image, ImageNet-S-encoded mask, label and its scene."""
+
+    image: Image.Image
+    mask: Image.Image
+    label: int
+    scene: int
+
+
+def _scene(kind: int, rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    """A textured background [H, W, 3] float in 0..255."""
+    s = IMAGE_SIZE
+    noise = rng.normal(0, 1, (s, s, 1))
+    phase = rng.uniform(0, 2 * np.pi)
+    if kind == 0:    # sand: warm, fine grain
+        base, tex = (200, 170, 120), 18 * noise
+    elif kind == 1:  # grass: green vertical streaks
+        streaks = rng.normal(0, 1, (1, s, 1)).repeat(s, 0)
+        base, tex = (70, 150, 60), 25 * streaks + 8 * noise
+    elif kind == 2:  # water: blue horizontal waves
+        base, tex = (60, 110, 170), 22 * np.sin(yy[..., None] / 2.0 + phase) + 6 * noise
+    elif kind == 3:  # brick: red-brown checks
+        checks = ((yy // 7 + xx // 11) % 2)[..., None]
+        base, tex = (150, 80, 60), 35 * checks + 8 * noise
+    elif kind == 4:  # sky: light vertical gradient
+        base, tex = (150, 190, 235), (yy[..., None] - s / 2) * 1.2 + 4 * noise
+    elif kind == 5:  # forest: dark green blotches
+        blobs = np.sin(xx[..., None] / 3 + phase) * np.cos(yy[..., None] / 4 - phase)
+        base, tex = (35, 80, 40), 25 * blobs + 8 * noise
+    elif kind == 6:  # snow: near white with grain
+        base, tex = (230, 232, 240), 10 * noise
+    else:            # night: dark violet with stars
+        stars = (rng.uniform(0, 1, (s, s, 1)) > 0.97) * 150
+        base, tex = (40, 30, 70), stars + 5 * noise
+    return np.asarray(base, dtype=np.float64) + tex
+
+
+def _object_mask(shape: str, rng: np.random.Generator, yy: np.ndarray,
+                 xx: np.ndarray) -> np.ndarray:
+    """Boolean mask of one object covering roughly 10-40% of the image."""
+    s = IMAGE_SIZE
+    area = rng.uniform(0.10, 0.40) * s * s
+    if shape == "disc":
+        half = np.sqrt(area / np.pi)
+    elif shape == "square":
+        half = np.sqrt(area) / 2
+    elif shape == "triangle":
+        half = np.sqrt(area / 2.0)  # height 2h, base 2h: area 2h²
+    else:
+        half = np.sqrt(area / 2.56)  # two 2h × 0.8h bars: 2·1.6h² − 0.64h² = 2.56h²
+    half = min(half, s / 2 - 1)
+    cy, cx = rng.uniform(half, s - half, size=2)
+    dy, dx = yy - cy, xx - cx
+    if shape == "disc":
+        return dy ** 2 + dx ** 2 <= half ** 2
+    if shape == "square":
+        return (np.abs(dy) <= half) & (np.abs(dx) <= half)
+    if shape == "triangle":  # apex up, base at the bottom
+        return (dy <= half) & (np.abs(dx) <= (dy + half) / 2)
+    bar = 0.4 * half
+    horizontal = (np.abs(dy) <= bar) & (np.abs(dx) <= half)
+    return horizontal | ((np.abs(dx) <= bar) & (np.abs(dy) <= half))
+
+
+def generate(split: str, index: int, seed: int = 0) -> ToySample:
+    """The ``index``-th stimulus of a split, in class-major order (label = index // per class)."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown toy split {split!r}; splits are {list(SPLITS)}")
+    label = index // SPLIT_SIZES[split]
+    rng = np.random.default_rng([GENERATOR_VERSION, seed, SPLITS[split], index])
+    s = IMAGE_SIZE
+    yy, xx = np.mgrid[0:s, 0:s].astype(np.float64) + 0.5
+    if rng.uniform() < P_PREFERRED_SCENE:
+        scene = preferred_scene(label)
+    else:
+        others = [k for k in range(len(SCENES)) if k != preferred_scene(label)]
+        scene = int(rng.choice(others))
+    canvas = _scene(scene, rng, yy, xx)
+    shape = SHAPES[label // (len(COLOURS) * len(TEXTURES))]
+    colour = list(COLOURS.values())[(label // len(TEXTURES)) % len(COLOURS)]
+    texture = TEXTURES[label % len(TEXTURES)]
+    inside = _object_mask(shape, rng, yy, xx)
+    paint = np.asarray(colour, dtype=np.float64) * rng.uniform(0.85, 1.1)
+    paint = np.broadcast_to(paint, canvas.shape).copy()
+    if texture == "striped":
+        angle = rng.uniform(0, np.pi)
+        stripes = np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * np.pi / 2.5) > 0
+        paint[stripes] *= 0.35
+    paint += rng.normal(0, 6, paint.shape)
+    canvas[inside] = paint[inside]
+    image = Image.fromarray(np.clip(np.rint(canvas), 0, 255).astype(np.uint8), "RGB")
+    category = np.where(inside, label + 1, 0)
+    encoded = np.stack([category % 256, category // 256, np.zeros_like(category)], -1)
+    mask = Image.fromarray(encoded.astype(np.uint8), "RGB")
+    return ToySample(image=image, mask=mask, label=label, scene=scene)
+
+
+def split_size(split: str, n_per_class: Optional[int] = None) -> int:
+    """Number of images in a split (``n_per_class`` caps the fixed-size splits)."""
+    per_class = SPLIT_SIZES[split] if n_per_class is None else min(n_per_class, SPLIT_SIZES[split])
+    return per_class * NUM_CLASSES
+
+
+# ----------------------------------------------------------------------------------------------
+# Training (``make toy-model``)
+# ----------------------------------------------------------------------------------------------
+#: The shared recipe of the shipped checkpoints; RECIPES holds each model's changes to it.
+RECIPE = {
+    "steps": 2000, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.05, "warmup_steps": 100,
+    "schedule": "linear warm-up, cosine decay to 0", "optimizer": "AdamW (0.9, 0.999)",
+    "grad_clip": 1.0, "augmentation": "random horizontal flip", "seed": 0,
+    "train_per_class": SPLIT_SIZES["train"], "drop_path_rate": 0.0,
+}
+RECIPES = {
+    "toy": {"steps": 4000, "train_per_class": 800, "drop_path_rate": 0.1},
+    "toy_gap": {},
+}
+
+
+def split_arrays(split: str, seed: int = 0, n_per_class: Optional[int] = None):
+    """All images of a split as a uint8 array [I, H, W, 3] and labels [I] (class-major)."""
+    per_class = SPLIT_SIZES[split] if n_per_class is None else n_per_class
+    indices = [c * SPLIT_SIZES[split] + j for c in range(NUM_CLASSES) for j in range(per_class)]
+    images = np.stack([np.asarray(generate(split, i, seed).image) for i in indices])
+    labels = np.asarray([i // SPLIT_SIZES[split] for i in indices], dtype=np.int64)
+    return images, labels
+
+
+def to_input(images: np.ndarray):
+    """uint8 [B, H, W, 3] -> the model input of TOY_PREPROCESS, float32 [B, 3, H, W]."""
+    import torch
+
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+    return (x - 0.5) / 0.5
+
+
+def train(key: str, out_dir, recipe: Optional[dict] = None, log=print) -> dict:
+    """Train a toy variant from its seeded init and write ``<out_dir>/<key>.safetensors``.
+
+    Returns the training record (recipe, val top-1, seconds) that the model card shows.
+    """
+    import math
+    import time
+    from pathlib import Path
+
+    import torch
+    from safetensors.torch import save_file
+    from timm.optim import param_groups_weight_decay
+
+    from .variants import build_model, get_variant
+
+    recipe = {**RECIPE, **RECIPES.get(key, {}), **(recipe or {})}
+    started = time.perf_counter()
+    torch.manual_seed(recipe["seed"])
+    variant = get_variant(key)
+    model = build_model(variant, seed=recipe["seed"],
+                        drop_path_rate=recipe["drop_path_rate"]).train()
+    for module in model.modules():  # SDPA while training (faster); analyses use explicit attention
+        if hasattr(module, "fused_attn"):
+            module.fused_attn = True
+    train_x, train_y = split_arrays("train", seed=recipe["seed"],
+                                    n_per_class=recipe["train_per_class"])
+    val_x, val_y = split_arrays("val", seed=recipe["seed"])
+    params = param_groups_weight_decay(model, recipe["weight_decay"])
+    optimizer = torch.optim.AdamW(params, lr=recipe["lr"], betas=(0.9, 0.999))
+    steps, warmup = recipe["steps"], recipe["warmup_steps"]
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return recipe["lr"] * (step + 1) / warmup
+        return recipe["lr"] * 0.5 * (1 + math.cos(math.pi * (step - warmup) / (steps - warmup)))
+
+    gen = torch.Generator().manual_seed(recipe["seed"])
+    order = torch.randperm(len(train_y), generator=gen)
+    cursor, running = 0, []
+    for step in range(steps):
+        if cursor + recipe["batch_size"] > len(order):
+            order, cursor = torch.randperm(len(train_y), generator=gen), 0
+        batch = order[cursor:cursor + recipe["batch_size"]].numpy()
+        cursor += recipe["batch_size"]
+        x = to_input(train_x[batch])
+        flip = torch.rand(len(batch), generator=gen) < 0.5
+        x[flip] = x[flip].flip(-1)
+        y = torch.from_numpy(train_y[batch])
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step)
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), recipe["grad_clip"])
+        optimizer.step()
+        running.append(loss.item())
+        if (step + 1) % 100 == 0 or step + 1 == steps:
+            log(f"{key} step {step + 1}/{steps} loss {np.mean(running):.3f} "
+                f"({time.perf_counter() - started:.0f} s)")
+            running = []
+    model.eval()
+    for module in model.modules():
+        if hasattr(module, "fused_attn"):
+            module.fused_attn = False
+    with torch.no_grad():
+        pred = torch.cat([model(to_input(val_x[i:i + 256])).argmax(-1)
+                          for i in range(0, len(val_y), 256)]).numpy()
+    record = {
+        "key": key, "arch": variant.arch, "model_kwargs": dict(variant.model_kwargs),
+        "params": int(sum(p.numel() for p in model.parameters())), "recipe": recipe,
+        "val_images": int(len(val_y)), "val_correct": int((pred == val_y).sum()),
+        "val_top1": float((pred == val_y).mean()),
+        "train_seconds": round(time.perf_counter() - started, 1),
+        "threads": torch.get_num_threads(), "torch": torch.__version__,
+    }
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out / f"{key}.safetensors"), metadata={"generator_version":
+                                                                 str(GENERATOR_VERSION)})
+    log(f"{key}: val top-1 {100 * record['val_top1']:.2f}% "
+        f"({record['val_correct']}/{record['val_images']}), {record['train_seconds']} s")
+    return record
+
+
+def write_model_card(records: List[dict], out_dir) -> None:
+    """``MODEL_CARD.md`` and ``training.json`` beside the checkpoints."""
+    import json
+    from pathlib import Path
+
+    out = Path(out_dir)
+    (out / "training.json").write_text(json.dumps({r["key"]: r for r in records}, indent=1,
+                                                  sort_keys=True) + "\n")
+    lines = [
+        "# Toy ViTs: model card", "",
+        "Tiny ViTs trained from scratch on the synthetic segmented dataset of "
+        "`vitcls_utils/toy.py` (24 classes = 4 shapes x 3 colours x 2 textures, 8 scenes, "
+        f"each class on its preferred scene with probability {P_PREFERRED_SCENE}). "
+        "They are the offline default of every notebook; they are not models of ImageNet.", "",
+        "| key | architecture | params | val top-1 | training time |", "|---|---|---|---|---|",
+    ]
+    for r in records:
+        kwargs = ", ".join(f"{k}={v}" for k, v in r["model_kwargs"].items())
+        lines.append(f"| `{r['key']}` | timm `{r['arch']}` ({kwargs}, "
+                     f"classes={NUM_CLASSES}) | {r['params']:,} | "
+                     f"{100 * r['val_top1']:.2f}% ({r['val_correct']}/{r['val_images']}) | "
+                     f"{r['train_seconds'] / 60:.1f} min on {r['threads']} CPU threads |")
+    recipe = records[0]["recipe"]
+    lines += ["", "Recipe (both models): " + "; ".join(f"{k} {v}" for k, v in recipe.items()) + ".",
+              "", f"Images {IMAGE_SIZE}x{IMAGE_SIZE}, patch {PATCH_SIZE}: a 7x7 token grid "
+              "(50 tokens with [CLS], like ViT-B/32). Validation: the `val` split "
+              f"({SPLIT_SIZES['val']} images per class, generator seed 0). Attention ran fused "
+              "(SDPA) during training and explicit in every analysis; the two agree to float "
+              "precision.", "",
+              "Rebuild: `make toy-model` (deterministic for a given machine and thread count; "
+              "another CPU may differ in the last float bits and hence in a few predictions).",
+              ""]
+    (out / "MODEL_CARD.md").write_text("\n".join(lines))
+
+
+def main(argv: Optional[List[str]] = None) -> None:  # noqa: D103 (documented below)
+    """``python -m vitcls_utils.toy [--out DIR] [--keys toy toy_gap] [--steps N]``."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(description="train the toy ViTs shipped in data/toy/")
+    parser.add_argument("--out", default=None, help="output folder (default: data/toy)")
+    parser.add_argument("--keys", nargs="+", default=["toy", "toy_gap"])
+    parser.add_argument("--steps", type=int, default=None, help="override the recipe's steps")
+    args = parser.parse_args(argv)
+    from .variants import data_dir
+
+    out = Path(args.out or data_dir() / "toy")
+    override = {"steps": args.steps} if args.steps else {}
+    records = [train(key, out, override) for key in args.keys]
+    if (out / "training.json").is_file():  # keep the records of models not retrained now
+        kept = json.loads((out / "training.json").read_text())
+        records += [r for k, r in kept.items() if k not in args.keys]
+    records.sort(key=lambda r: r["key"])
+    write_model_card(records, out)
+    print(f"written {out}/MODEL_CARD.md")
+
+
+if __name__ == "__main__":
+    main()
