@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test book toy-model venv clean-venv benchmark
+.PHONY: test book toy-model venv clean-venv benchmark reference-outputs
 
 venv: $(STAMP)
 
@@ -16,12 +16,18 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	TQDM_DISABLE=1 $(PY) -m pytest -q tests notebooks --nbval-lax \
+		--nbval-sanitize-with notebooks/nbval_sanitize.cfg
+
+# Refresh the headline outputs stored in notebooks/ (nbval's reference) after a deliberate change.
+reference-outputs: $(STAMP)
+	TQDM_DISABLE=1 $(PY) -m vitcls_utils.batch
 
 book: $(STAMP)
-	@echo "make book: the book pipeline (papermill runs + jupyter-book build) is not built yet (issue #4)." >&2
-	@echo "Until then, use 'make test' and the 'vitcls' command in .venv/bin." >&2
-	@exit 2
+	$(VENV)/bin/vitcls variants --markdown > book/generated/variants_table.md
+	TQDM_DISABLE=1 $(VENV)/bin/vitcls run --variants toy
+	$(VENV)/bin/jupyter-book build . --warningiserror --nitpick --keep-going
+	@echo "The book is at $(CURDIR)/_build/html/index.html"
 
 toy-model: $(STAMP)
 	$(PY) -m vitcls_utils.toy --out data/toy

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Callable, Dict
 
 os.environ.setdefault("TQDM_DISABLE", "1")
-os.environ.setdefault("MPLBACKEND", "Agg")
 
 import numpy as np
 import pytest

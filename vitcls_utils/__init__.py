@@ -33,11 +33,16 @@ _EXPORTS = {
     "site_names": "hooks",
     "ClassProjector": "projection",
     "rank_of_true_class": "projection",
-    "identifiability": "projection",
     "ImageFolderDataset": "data",
     "extract": "extract",
     "open_results": "extract",
+    "results_for": "extract",
+    "find_stores": "extract",
+    "evaluate": "extract",
     "Results": "extract",
+    "ToyDataset": "data",
+    "ImageNetSDataset": "data",
+    "Cifar100Dataset": "data",
 }
 
 

@@ -1,4 +1,4 @@
-"""The ``vitcls`` command: ``vitcls variants``, ``vitcls extract``, ``vitcls evaluate``.
+"""The ``vitcls`` command: ``variants``, ``extract``, ``evaluate``, ``run`` (the notebook matrix).
 
 User errors (a wrong name, a missing folder or checkpoint) print one line and exit with status 2;
 an interrupted extraction exits with 130 and resumes when the same command is run again.
@@ -27,8 +27,16 @@ def cmd_variants(args: argparse.Namespace) -> int:
     rows = [[v.key, v.label, v.timm_name, str(v.num_classes), str(v.n_tokens), v.pooling,
              v.dataset, v.weights, v.preprocess.describe()]
             for v in list_variants(include_random=not args.no_random)]
-    print(_table(rows, ["key", "paper name", "timm name (pinned tag)", "classes", "tokens",
-                        "pooling", "dataset", "weights", "preprocessing"]))
+    header = ["key", "paper name", "timm name (pinned tag)", "classes", "tokens", "pooling",
+              "dataset", "weights", "preprocessing"]
+    if args.markdown:
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * len(header))
+        for row in rows:
+            print("| " + " | ".join(f"`{c}`" if i in (0, 2) else c
+                                    for i, c in enumerate(row)) + " |")
+    else:
+        print(_table(rows, header))
     return 0
 
 
@@ -76,6 +84,12 @@ def cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from .batch import main_run
+
+    return main_run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vitcls", description="ViT class-embedding-space analyses (Vilas et al. 2023).")
@@ -83,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("variants", help="list the model variants of the registry")
     p.add_argument("--no-random", action="store_true", help="hide the random-init controls")
+    p.add_argument("--markdown", action="store_true", help="a markdown table (for the book)")
     p.set_defaults(func=cmd_variants)
 
     def model_and_data(p: argparse.ArgumentParser) -> None:
@@ -118,6 +133,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="top-1 accuracy of a variant on a stimulus set")
     model_and_data(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("run", help="execute the figure notebooks for each variant into "
+                       "book/runs/ (papermill), for the book")
+    p.add_argument("--variants", nargs="+", default=["toy"],
+                   help="keys, or groups: toy (toy toy_gap toy_random), paper, paper_random")
+    p.add_argument("--notebooks", default="*", help="glob on notebook names, e.g. 'tab1*'")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--jobs", type=int, default=1, help="variants run in parallel (GPUs: spread)")
+    p.add_argument("--data", default=None, help="dataset kind for every variant (default: "
+                   "each variant's own: toy, imagenet-s or cifar100)")
+    p.add_argument("--data-dir", help="dataset root for non-toy variants")
+    p.add_argument("--results-dir", default=None, help="extraction stores (default results/)")
+    p.add_argument("--force", action="store_true", help="re-run up-to-date notebooks")
+    p.set_defaults(func=cmd_run)
     return parser
 
 

@@ -490,3 +490,42 @@ def open_results(path: Union[str, Path], include_unreadable: bool = False) -> Re
         arrays = {name: np.asarray(a)[keep] for name, a in arrays.items()}
     return Results(path=path, manifest=manifest, sites=list(manifest["sites"]),
                    n_unreadable=n_unreadable, **arrays)
+
+
+def results_for(variant: str, dataset: str = "toy", data_dir: Optional[str] = None,
+                n_per_class: Optional[int] = None, split: Optional[str] = None,
+                device: str = "auto", results_dir: Union[str, Path] = "results", seed: int = 0,
+                batch_size: int = 64, weights: Optional[str] = None,
+                progress: bool = True) -> Results:
+    """What a notebook calls: load ``variant``, build the dataset, extract (reusing a complete
+    store of the same configuration), and open the results. Parameters are checked first, so a
+    wrong one fails with a message naming the fix."""
+    from .data import build_dataset
+    from .variants import get_variant, load_variant
+
+    spec = get_variant(variant)
+    if batch_size < 1:
+        raise VitclsError(f"batch_size must be at least 1, not {batch_size}")
+    if n_per_class is not None and n_per_class < 1:
+        raise VitclsError(f"n_per_class must be at least 1 (or None for the default), "
+                          f"not {n_per_class}")
+    data = build_dataset(dataset, data_dir, num_classes=spec.num_classes,
+                         n_per_class=n_per_class, split=split)
+    model = load_variant(variant, weights=weights, device=device, seed=seed)
+    return open_results(extract(model, data, results_dir, batch_size=batch_size,
+                                progress=progress))
+
+
+def find_stores(results_dir: Union[str, Path], dataset: Optional[str] = None) -> List[Results]:
+    """Every complete store under ``results_dir`` (optionally of one dataset kind), newest
+    first within each variant; what the cross-variant comparisons read."""
+    found = []
+    for manifest in sorted(Path(results_dir).glob("*/*/manifest.json")):
+        try:
+            results = open_results(manifest.parent)
+        except StoreError:
+            continue  # incomplete: skipped, not compared
+        if dataset is None or results.manifest["config"]["dataset"]["name"] == dataset:
+            found.append(results)
+    found.sort(key=lambda r: (r.variant, r.manifest.get("completed", "")), reverse=True)
+    return found

@@ -1,0 +1,106 @@
+"""Chapter 1 metrics against loops written from the paper's definitions (spec E2-E5a)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as scipy_stats
+
+from vitcls_utils import identifiability as ident
+from vitcls_utils.errors import VitclsError
+from vitcls_utils.extract import Results
+from vitcls_utils.stats import wilcoxon_greater
+
+
+def fake_results(has_cls=True, n_images=6, n_blocks=3, n_tokens=5, classes=10, seed=0,
+                 fingerprint="abc"):
+    rng = np.random.default_rng(seed)
+    sites = [f"blocks.{b}.hook_{k}" for b in range(n_blocks)
+             for k in ("resid_post", "attn_out", "mlp_out")]
+    shape = (n_images, len(sites), n_tokens)
+    rank = rng.integers(0, 3, shape).astype(np.int16)
+    manifest = {"num_classes": classes, "sites": sites,
+                "layout": {"has_cls": has_cls, "num_prefix": int(has_cls)},
+                "config": {"variant": "x", "dataset": {"fingerprint": fingerprint}}}
+    labels = rng.integers(0, classes, n_images)
+    return Results(path=None, manifest=manifest, sites=sites, labels=labels,
+                   pred=np.where(rng.random(n_images) < 0.5, labels, (labels + 1) % classes),
+                   status=np.zeros(n_images, np.int8), rank=rank,
+                   top1=rng.integers(0, classes, shape).astype(np.int16),
+                   true_logit=rng.normal(size=shape).astype(np.float32))
+
+
+@pytest.mark.parametrize("has_cls", [True, False])
+def test_rates_by_loops(has_cls):
+    res = fake_results(has_cls)
+    last = res.rank[:, 3 * 2]  # resid_post of the last block
+    first_image = 1 if has_cls else 0
+    per_image = [np.mean([last[i, t] == 0 for t in range(first_image, 5)]) for i in range(6)]
+    assert ident.identifiability_rate(res) == pytest.approx(100 * np.mean(per_image))
+    paper_per_image = [np.mean([last[i, t] == 0 for t in range(1, 5)]) for i in range(6)]
+    assert ident.identifiability_rate(res, paper=True) == pytest.approx(100 * np.mean(paper_per_image))
+    any_token = [any(last[i, t] == 0 for t in range(1, 5)) for i in range(6)]
+    assert ident.images_with_identifiable_token(res, paper=True) == pytest.approx(100 * np.mean(any_token))
+    assert ident.top1_accuracy(res) == pytest.approx(100 * np.mean(res.pred == res.labels))
+
+
+def test_evolution_and_boxes():
+    res = fake_results()
+    frame = ident.evolution(res)
+    r = 1 - res.rank[:, 0::3].astype(float) / 10
+    for b in range(3):
+        cls = frame[(frame.block == b + 1) & (frame.token == "[CLS]")].identifiability.item()
+        img = frame[(frame.block == b + 1) & (frame.token == "image")].identifiability.item()
+        assert cls == pytest.approx(r[:, b, 0].mean())
+        assert img == pytest.approx(r[:, b, 1:].mean())
+    boxes = ident.block_boxes(res)
+    row = boxes[(boxes.block == 2) & (boxes.token == "image")].iloc[0]
+    assert row["median"] == pytest.approx(np.median(r[:, 1, 1:]))
+    assert row.whislo >= row.q1 - 1.5 * (row.q3 - row.q1) and row.whishi <= row.q3 + 1.5 * (row.q3 - row.q1)
+    assert "[CLS]" not in set(ident.evolution(fake_results(has_cls=False)).token)
+
+
+def test_wilcoxon_is_paired_over_images_and_tokens():
+    res, rand = fake_results(seed=0), fake_results(seed=1)
+    tests = ident.wilcoxon_vs_random(res, rand)
+    # second definition: r = 1 - rank / C in float64, where rounding does not split these ties
+    a = (1 - res.rank[:, 3].astype(np.float64) / 8).ravel()
+    b = (1 - rand.rank[:, 3].astype(np.float64) / 8).ravel()
+    expected = scipy_stats.wilcoxon(a, b, alternative="greater").pvalue
+    assert tests.p_value[1] == pytest.approx(expected)
+    paper = ident.wilcoxon_vs_random(res, rand, paper=True)  # the authors' float32 r
+    a32 = res.identifiability("resid_post")[:, 1].ravel()
+    b32 = rand.identifiability("resid_post")[:, 1].ravel()
+    assert a32.dtype == np.float32
+    assert paper.p_value[1] == pytest.approx(scipy_stats.wilcoxon(a32, b32, alternative="greater").pvalue)
+    with pytest.raises(VitclsError, match="different stimuli"):
+        ident.wilcoxon_vs_random(res, fake_results(fingerprint="other"))
+
+
+def test_wilcoxon_greater_edge_cases():
+    assert wilcoxon_greater(np.ones(5), np.ones(5)) == 1.0
+    x = np.arange(20.0)
+    assert wilcoxon_greater(x + 1, x) < 0.05 < wilcoxon_greater(x, x + 1)
+    with pytest.raises(ValueError):
+        wilcoxon_greater(np.ones(3), np.ones(4))
+
+
+def test_block_change_rate_by_loops():
+    res = fake_results()
+    logits = res.true_logit[:, 0::3, 1:]
+    frame = ident.block_change_rate(res)
+    assert list(frame.block) == [2, 3]
+    for k, b in enumerate([1, 2]):
+        ups = [logits[i, b, t] > logits[i, b - 1, t] for i in range(6) for t in range(4)]
+        assert frame.change_rate[k] == pytest.approx(np.mean(ups))
+
+
+def test_normalized_blocks_pair_average():
+    frame = pd.DataFrame({"block": np.arange(1, 25), "token": "image",
+                          "identifiability": np.arange(24, dtype=float)})
+    paired = ident.normalized_blocks(frame, 24, "identifiability", ["token"])
+    assert list(paired.block) == list(range(1, 13))
+    assert paired.identifiability[0] == 0.5 and paired.identifiability[11] == 22.5
+    assert ident.normalized_blocks(frame.head(12), 12, "identifiability") is not None
+    with pytest.raises(VitclsError):
+        ident.normalized_blocks(frame, 6, "identifiability")

@@ -1,0 +1,25 @@
+"""The paper's reported numbers: one well-formed file, read back faithfully."""
+from __future__ import annotations
+
+import pytest
+
+from vitcls_utils import paper
+from vitcls_utils.variants import VARIANTS
+
+
+def test_reported_file_is_well_formed():
+    frame = paper.reported()
+    assert not frame.duplicated(["metric", "variant", "block"]).any()
+    assert set(frame.variant) <= set(VARIANTS)
+    assert frame.source.str.len().min() > 5
+    assert set(frame.approximate) <= {"yes", "no"}
+    assert set(frame.unit) <= {"%", "fraction", "paper AUC"}
+
+
+def test_lookup_and_side_by_side():
+    assert paper.paper_value("identifiability_rate", "vit_b16_gap") == pytest.approx(52.089)
+    assert paper.paper_value("identifiability_rate", "toy") is None
+    assert paper.paper_value("block_change_rate", "vit_b32", block=11) == pytest.approx(0.89)
+    table = paper.side_by_side("vit_b32", {"top1_accuracy": 80.0, "not_reported": 1.0})
+    assert table.paper.tolist()[0] == pytest.approx(81.71)
+    assert table.paper.isna().tolist() == [False, True]

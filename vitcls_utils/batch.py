@@ -1,0 +1,265 @@
+"""The papermill matrix: every figure notebook x every variant, executed into ``book/runs/``.
+
+``vitcls run`` executes ``notebooks/<name>.ipynb`` for each variant into
+``book/runs/<variant>/<name>.ipynb`` (and the cross-variant notebooks once, into
+``book/runs/compare/``), titled for the book with their parameter cells hidden. Extraction is
+shared: every run of a variant reads the same store in ``results_dir``. A run is skipped when
+its output was made from the same notebook source, parameters and package version. A failed
+notebook does not stop the others; the summary lists what ran, was skipped and failed.
+"""
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from . import __version__
+from .errors import VitclsError
+from .variants import PAPER_KEYS, get_variant
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+RUNS = ROOT / "book" / "runs"
+#: notebooks that compare variants: run once, after the per-variant runs
+COMPARISONS = ("compare_variants",)
+GROUPS = {
+    "paper": list(PAPER_KEYS),
+    "paper_random": [f"{k}_random" for k in PAPER_KEYS],
+    "toy": ["toy", "toy_gap", "toy_random"],
+}
+DATASET_OF = {"toy": "toy", "imagenet-s": "imagenet-s", "cifar100": "cifar100"}
+
+
+@dataclass
+class Job:
+    """One notebook execution."""
+
+    notebook: Path
+    output: Path
+    parameters: Dict[str, object]
+    variant: Optional[str]
+    status: str = "pending"
+    message: str = ""
+    seconds: float = 0.0
+
+    @property
+    def key(self) -> str:
+        """Hash of what the output depends on: source, parameters, package version."""
+        digest = hashlib.sha256(self.notebook.read_bytes())
+        digest.update(json.dumps(self.parameters, sort_keys=True).encode())
+        digest.update(__version__.encode())
+        return digest.hexdigest()[:16]
+
+
+def expand_variants(names: Sequence[str]) -> List[str]:
+    """Group names (paper, paper_random, toy) and keys -> validated registry keys, in order."""
+    keys: List[str] = []
+    for name in names:
+        for key in GROUPS.get(name, [name]):
+            get_variant(key)  # unknown keys fail here, before anything runs
+            if key not in keys:
+                keys.append(key)
+    return keys
+
+
+def source_notebooks(pattern: str = "*") -> List[Path]:
+    """Figure notebooks in ``notebooks/`` whose name matches the glob ``pattern``."""
+    found = [p for p in sorted(NOTEBOOKS.glob("*.ipynb"))
+             if fnmatch.fnmatch(p.stem, pattern) or fnmatch.fnmatch(p.name, pattern)]
+    if not found:
+        raise VitclsError(f"no notebook in {NOTEBOOKS} matches {pattern!r}")
+    return found
+
+
+def plan(variants: Sequence[str], pattern: str, results_dir: Path, device: str,
+         data_dir: Optional[str], runs_dir: Path = RUNS,
+         dataset: Optional[str] = None) -> List[Job]:
+    """The jobs of the matrix, per-variant runs first, comparisons last. Each variant runs on
+    its own dataset (``Variant.dataset``) unless ``dataset`` overrides it."""
+    jobs = []
+    notebooks = source_notebooks(pattern)
+    for variant in variants:
+        spec = get_variant(variant)
+        kind = dataset or DATASET_OF.get(spec.dataset, "folder")
+        if kind != "toy" and not data_dir:
+            raise VitclsError(f"{variant} runs on {kind}: pass --data-dir")
+        for notebook in notebooks:
+            if notebook.stem in COMPARISONS:
+                continue
+            params = {"variant": variant, "dataset": kind, "data_dir": data_dir,
+                      "device": device, "results_dir": str(results_dir)}
+            jobs.append(Job(notebook, runs_dir / variant / notebook.name, params, variant))
+    for notebook in notebooks:
+        if notebook.stem in COMPARISONS:
+            params = {"results_dir": str(results_dir), "device": device}
+            jobs.append(Job(notebook, runs_dir / "compare" / notebook.name, params, None))
+    return jobs
+
+
+def up_to_date(job: Job) -> bool:
+    """True when the output exists, succeeded, and was made from the same inputs."""
+    if not job.output.is_file():
+        return False
+    try:
+        meta = json.loads(job.output.read_text())["metadata"].get("vitcls", {})
+    except (ValueError, KeyError):
+        return False
+    return meta.get("key") == job.key and meta.get("status") == "ok"
+
+
+def _title(job: Job) -> str:
+    import nbformat
+
+    source = nbformat.read(job.notebook, as_version=4)
+    heading = next((line[2:].strip() for c in source.cells if c.cell_type == "markdown"
+                    for line in c.source.splitlines() if line.startswith("# ")), job.notebook.stem)
+    if job.variant is None:
+        return heading
+    return f"{heading.split(':')[0]}: {get_variant(job.variant).label}"
+
+
+def execute(job: Job) -> Job:
+    """Run one job with papermill; on success, title it for the book and write it atomically."""
+    import nbformat
+    import papermill
+
+    started = time.perf_counter()
+    job.output.parent.mkdir(parents=True, exist_ok=True)
+    partial = job.output.with_name(f".{job.output.stem}.partial.ipynb")
+    try:
+        papermill.execute_notebook(
+            str(job.notebook), str(partial), parameters=job.parameters, cwd=str(NOTEBOOKS),
+            kernel_name="python3", progress_bar=False, log_output=False)
+        executed = nbformat.read(partial, as_version=4)
+        first = executed.cells[0]
+        if first.cell_type == "markdown":  # the book's title: figure and variant
+            lines = first.source.splitlines()
+            first.source = "\n".join([f"# {_title(job)}"] + [ln for ln in lines[1:]
+                                                           if "colab-badge" not in ln])
+        for cell in executed.cells:
+            tags = cell.metadata.get("tags", [])
+            if "parameters" in tags or "injected-parameters" in tags:
+                cell.metadata["tags"] = sorted(set(tags) | {"remove-cell"})
+        executed.metadata["vitcls"] = {"key": job.key, "status": "ok",
+                                       "parameters": job.parameters, "version": __version__}
+        nbformat.write(executed, partial)
+        os.replace(partial, job.output)
+        job.status = "ran"
+    except Exception as exc:  # papermill's PapermillExecutionError carries the cell's error
+        job.status = "failed"
+        job.message = _short_error(exc)
+        if partial.exists():
+            failed = job.output.with_name(f"{job.output.stem}.failed.ipynb")
+            os.replace(partial, failed)
+            job.message += f" (executed notebook: {failed})"
+    job.seconds = time.perf_counter() - started
+    return job
+
+
+def _short_error(exc: Exception) -> str:
+    name = getattr(exc, "ename", type(exc).__name__)
+    value = str(getattr(exc, "evalue", exc)).strip().splitlines()
+    return f"{name}: {value[-1] if value else ''}"[:500]
+
+
+def run(variants: Sequence[str], pattern: str = "*", device: str = "auto", jobs: int = 1,
+        data_dir: Optional[str] = None, results_dir: Optional[Path] = None, force: bool = False,
+        runs_dir: Path = RUNS, dataset: Optional[str] = None, log=print) -> List[Job]:
+    """Execute the matrix. Variants of one job slot run in sequence (sharing their store);
+    with ``jobs`` > 1, variants run in parallel, spread over the visible GPUs."""
+    keys = expand_variants(variants)
+    results_dir = Path(results_dir or ROOT / "results").resolve()
+    matrix = plan(keys, pattern, results_dir, device, data_dir, runs_dir, dataset)
+    devices = _devices(device, jobs)
+    by_variant: Dict[Optional[str], List[Job]] = {}
+    for job in matrix:
+        by_variant.setdefault(job.variant, []).append(job)
+
+    def run_variant(slot: int, variant_jobs: List[Job]) -> None:
+        for job in variant_jobs:
+            if "device" in job.parameters:
+                job.parameters["device"] = devices[slot % len(devices)]
+            if not force and up_to_date(job):
+                job.status = "skipped"
+                log(f"skip  {job.output.relative_to(runs_dir.parent)} (up to date)")
+                continue
+            log(f"run   {job.output.relative_to(runs_dir.parent)}")
+            execute(job)
+            done = "ok" if job.status == "ran" else f"FAILED: {job.message}"
+            log(f"      {job.seconds:.0f} s, {done}")
+
+    per_variant = [(v, js) for v, js in by_variant.items() if v is not None]
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        list(pool.map(lambda a: run_variant(*a), [(i, js) for i, (_, js) in enumerate(per_variant)]))
+    run_variant(0, by_variant.get(None, []))
+    return matrix
+
+
+def _devices(device: str, jobs: int) -> List[str]:
+    if device not in ("auto", "cuda") or jobs <= 1:
+        return [device]
+    import torch
+
+    count = torch.cuda.device_count()
+    return [f"cuda:{i}" for i in range(count)] if count else [device]
+
+
+def summary(matrix: Sequence[Job]) -> str:
+    """Counts, and every failure with its message."""
+    counts = {s: sum(j.status == s for j in matrix) for s in ("ran", "skipped", "failed")}
+    lines = [f"{counts['ran']} ran, {counts['skipped']} skipped, {counts['failed']} failed"]
+    lines += [f"  failed: {j.output.name} [{j.variant}]: {j.message}" for j in matrix
+              if j.status == "failed"]
+    return "\n".join(lines)
+
+
+def main_run(args) -> int:
+    """``vitcls run`` (see cli.py for the options)."""
+    matrix = run(args.variants, args.notebooks, device=args.device, jobs=args.jobs,
+                 data_dir=args.data_dir, results_dir=args.results_dir, force=args.force,
+                 dataset=args.data)
+    print(summary(matrix), file=sys.stderr)
+    return 1 if any(j.status == "failed" for j in matrix) else 0
+
+
+def store_reference_outputs(pattern: str = "*", results_dir: Optional[Path] = None) -> None:
+    """Execute the source notebooks with their default parameters and keep, in the source,
+    only the outputs of the cells tagged ``nbval-check-output``: the headline numbers that
+    ``make test`` (nbval) compares against. Every other cell is stored without output."""
+    import tempfile
+
+    import nbformat
+    import papermill
+
+    for notebook in source_notebooks(pattern):
+        with tempfile.TemporaryDirectory() as tmp:
+            executed_path = Path(tmp) / notebook.name
+            params = {"results_dir": str(results_dir)} if results_dir else {}
+            papermill.execute_notebook(str(notebook), str(executed_path), parameters=params,
+                                       cwd=str(NOTEBOOKS), kernel_name="python3",
+                                       progress_bar=False)
+            executed = nbformat.read(executed_path, as_version=4)
+        source = nbformat.read(notebook, as_version=4)
+        ran = [c for c in executed.cells if c.cell_type == "code"
+               and "injected-parameters" not in c.metadata.get("tags", [])]
+        count = 0
+        for cell, done in zip([c for c in source.cells if c.cell_type == "code"], ran,
+                              strict=True):
+            if "nbval-check-output" in cell.metadata.get("tags", []):
+                count += 1
+                cell.outputs, cell.execution_count = done.outputs, count
+            else:
+                cell.outputs, cell.execution_count = [], None
+        nbformat.write(source, notebook)
+        print(f"stored reference outputs of {notebook.name}")
+
+
+if __name__ == "__main__":
+    store_reference_outputs(sys.argv[1] if len(sys.argv) > 1 else "*")
