@@ -25,6 +25,21 @@ def paper_value(metric: str, variant: str, block: Optional[int] = None) -> Optio
     return None if rows.empty else float(rows.value.iloc[0])
 
 
+#: How metrics are named in tables.
+METRIC_LABELS = {
+    "identifiability_rate": "identifiability rate (%)",
+    "identifiability_rate_image_tokens": "identifiability rate, every image token (%)",
+    "images_with_identifiable_token": "images with an identifiable token (%)",
+    "top1_accuracy": "top-1 accuracy (%)",
+}
+
+
+def styled(table: pd.DataFrame, precision: int = 2):
+    """A table for the book: readable metric names, no index, blanks shown as "–"."""
+    shown = table.assign(metric=table.metric.map(lambda m: METRIC_LABELS.get(m, m)))
+    return shown.style.hide(axis="index").format(precision=precision, na_rep="–")
+
+
 def side_by_side(variant: str, ours: Dict[str, float]) -> pd.DataFrame:
     """One row per metric: the paper's value (blank when not reported), this run's, source."""
     frame = reported()

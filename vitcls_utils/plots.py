@@ -27,17 +27,22 @@ def show(fig: plt.Figure) -> None:
     plt.close(fig)
 
 
+def _finish(fig: plt.Figure, ax: plt.Axes, blocks, ylabel: str, ylim, title: str) -> plt.Figure:
+    """The shared frame of the per-block figures: chance line, labels, block ticks, legend."""
+    ax.axhline(0.5, color="0.4", ls="--", lw=1)
+    ax.set(xlabel="block", ylabel=ylabel, ylim=ylim, title=title)
+    ax.set_xticks(sorted(set(blocks)))
+    ax.legend(loc="lower right", frameon=True)
+    fig.tight_layout()
+    return fig
+
+
 def evolution_figure(frame: pd.DataFrame, title: str = "") -> plt.Figure:
     """E4 / Fig 2: mean identifiability per block, one line per token type, chance at 0.5."""
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     sns.lineplot(data=frame, x="block", y="identifiability", hue="token", marker="o",
                  palette=TOKEN_COLOURS, ax=ax)
-    ax.axhline(0.5, color="0.4", ls="--", lw=1, label="chance")
-    ax.set(xlabel="block", ylabel="class identifiability", ylim=(0, 1.02), title=title)
-    ax.set_xticks(sorted(frame.block.unique()))
-    ax.legend(loc="lower right", frameon=True)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, frame.block, "class identifiability", (0, 1.02), title)
 
 
 def block_boxes_figure(boxes: pd.DataFrame, tests: Optional[pd.DataFrame] = None,
@@ -60,12 +65,7 @@ def block_boxes_figure(boxes: pd.DataFrame, tests: Optional[pd.DataFrame] = None
     if tests is not None:
         for row in tests.itertuples():
             ax.text(row.block, 1.03, stars(row.p_value), ha="center", va="bottom", fontsize=13)
-    ax.axhline(0.5, color="0.4", ls="--", lw=1)
-    ax.set(xlabel="block", ylabel="class identifiability", ylim=(0, 1.1), title=title)
-    ax.set_xticks(sorted(boxes.block.unique()))
-    ax.legend(loc="lower right", frameon=True)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, boxes.block, "class identifiability", (0, 1.1), title)
 
 
 def change_rate_figure(frame: pd.DataFrame, paper: Optional[pd.DataFrame] = None,
@@ -77,12 +77,7 @@ def change_rate_figure(frame: pd.DataFrame, paper: Optional[pd.DataFrame] = None
     if paper is not None and not paper.empty:
         ax.plot(paper.block, paper.value, marker="x", ls=":", color="0.3",
                 label="paper (read off the plot)")
-    ax.axhline(0.5, color="0.4", ls="--", lw=1)
-    ax.set(xlabel="block", ylabel="change rate", ylim=(0, 1.02), title=title)
-    ax.set_xticks(list(frame.block))
-    ax.legend(loc="lower right", frameon=True)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, frame.block, "change rate", (0, 1.02), title)
 
 
 def compare_evolution_figure(frames: Dict[str, pd.DataFrame]) -> plt.Figure:

@@ -291,8 +291,13 @@ def write_model_card(records: List[dict], out_dir) -> None:
                      f"classes={NUM_CLASSES}) | {r['params']:,} | "
                      f"{100 * r['val_top1']:.2f}% ({r['val_correct']}/{r['val_images']}) | "
                      f"{r['train_seconds'] / 60:.1f} min on {r['threads']} CPU threads |")
-    recipe = records[0]["recipe"]
-    lines += ["", "Recipe (both models): " + "; ".join(f"{k} {v}" for k, v in recipe.items()) + ".",
+    lines.append("")
+    for r in records:
+        lines.append(f"Recipe of `{r['key']}`: "
+                     + "; ".join(f"{k} {v}" for k, v in r["recipe"].items()) + ".")
+        lines.append("")
+    lines += ["Training times are wall-clock on the 2-core machine that built the checkpoints, "
+              "which was doing other work at the same time; alone it takes less.",
               "", f"Images {IMAGE_SIZE}x{IMAGE_SIZE}, patch {PATCH_SIZE}: a 7x7 token grid "
               "(50 tokens with [CLS], like ViT-B/32). Validation: the `val` split "
               f"({SPLIT_SIZES['val']} images per class, generator seed 0). Attention ran fused "
