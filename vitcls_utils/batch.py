@@ -195,9 +195,9 @@ def run(variants: Sequence[str], pattern: str = "*", device: str = "auto", jobs:
             done = "ok" if job.status == "ran" else f"FAILED: {job.message}"
             log(f"      {job.seconds:.0f} s, {done}")
 
-    per_variant = [(v, js) for v, js in by_variant.items() if v is not None]
+    per_variant = [js for v, js in by_variant.items() if v is not None]
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        list(pool.map(lambda a: run_variant(*a), [(i, js) for i, (_, js) in enumerate(per_variant)]))
+        list(pool.map(run_variant, range(len(per_variant)), per_variant))
     run_variant(0, by_variant.get(None, []))
     return matrix
 

@@ -182,6 +182,18 @@ class _Preprocessed(torch.utils.data.Dataset):
 # ----------------------------------------------------------------------------------------------
 # Extraction
 # ----------------------------------------------------------------------------------------------
+def _quiet(progress: bool) -> bool:
+    """No progress bar when asked, or when TQDM_DISABLE is set (CI, the book build)."""
+    return not progress or os.environ.get("TQDM_DISABLE", "").lower() in {"1", "true", "yes"}
+
+
+def _workers(num_workers: Optional[int], device: torch.device) -> int:
+    """Image-decoding workers: as given, else 0 on CPU (the cores compute) and up to 8 on GPU."""
+    if num_workers is not None:
+        return num_workers
+    return 0 if device.type == "cpu" else min(8, os.cpu_count() or 1)
+
+
 def _check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
         raise VitclsError(f"precision must be one of {PRECISIONS}, not {precision!r}")
@@ -280,15 +292,13 @@ def extract(
     per_image = ["status"] + (list(MASK_ARRAYS) if dataset.has_masks else [])
     writers = {name: _RowWriter(path / f"{name}.npy")
                for name in list(TOKEN_ARRAYS) + ["pred"] + per_image}
-    if num_workers is None:
-        num_workers = 0 if device.type == "cpu" else min(8, os.cpu_count() or 1)
     loader = torch.utils.data.DataLoader(
         _Preprocessed(dataset, info.variant.preprocess, layout, start=done),
         batch_size=batch_size,
-        shuffle=False, num_workers=num_workers, pin_memory=device.type == "cuda")
+        shuffle=False, num_workers=_workers(num_workers, device),
+        pin_memory=device.type == "cuda")
     started = time.perf_counter()
-    quiet = os.environ.get("TQDM_DISABLE", "").lower() in {"1", "true", "yes"}
-    bar = tqdm(total=n_images, initial=done, unit="img", disable=quiet or not progress,
+    bar = tqdm(total=n_images, initial=done, unit="img", disable=_quiet(progress),
                desc=f"extract {info.variant.key}")
     try:
         reducer = SiteReducer(model, sites, precision=precision)
@@ -318,15 +328,12 @@ def evaluate(model: nn.Module, dataset: ImageDataset, batch_size: int = 64,
     """Top-1 accuracy of the model's own output on the readable images of ``dataset``."""
     info = _loaded_info(model)
     device = next(model.parameters()).device
-    if num_workers is None:
-        num_workers = 0 if device.type == "cpu" else min(8, os.cpu_count() or 1)
     loader = torch.utils.data.DataLoader(
         _Preprocessed(dataset, info.variant.preprocess, TokenLayout.of(model), start=0),
-        batch_size=batch_size, num_workers=num_workers)
+        batch_size=batch_size, num_workers=_workers(num_workers, device))
     correct = readable = 0
-    quiet = os.environ.get("TQDM_DISABLE", "").lower() in {"1", "true", "yes"}
     with torch.inference_mode():
-        for batch in tqdm(loader, disable=quiet or not progress,
+        for batch in tqdm(loader, disable=_quiet(progress),
                           desc=f"evaluate {info.variant.key}"):
             ok = batch["status"] != UNREADABLE
             pred = model(batch["image"].to(device)).argmax(-1).cpu()
