@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from . import __version__
+from .data import KINDS
 from .errors import VitclsError
 from .variants import PAPER_KEYS, get_variant
 
@@ -34,7 +35,6 @@ GROUPS = {
     "paper_random": [f"{k}_random" for k in PAPER_KEYS],
     "toy": ["toy", "toy_gap", "toy_random"],
 }
-DATASET_OF = {"toy": "toy", "imagenet-s": "imagenet-s", "cifar100": "cifar100"}
 
 
 @dataclass
@@ -87,7 +87,7 @@ def plan(variants: Sequence[str], pattern: str, results_dir: Path, device: str,
     notebooks = source_notebooks(pattern)
     for variant in variants:
         spec = get_variant(variant)
-        kind = dataset or DATASET_OF.get(spec.dataset, "folder")
+        kind = dataset or (spec.dataset if spec.dataset in KINDS else "folder")
         if kind != "toy" and not data_dir:
             raise VitclsError(f"{variant} runs on {kind}: pass --data-dir")
         for notebook in notebooks:

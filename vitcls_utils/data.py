@@ -439,10 +439,9 @@ class ToyDataset(ImageDataset):
     def __init__(self, split: str = "val", n_per_class: Optional[int] = None, seed: int = 0):
         if split not in toy.SPLITS:
             raise DatasetError(f"toy split must be one of {list(toy.SPLITS)}, not {split!r}")
-        per_class = toy.SPLIT_SIZES[split]
-        take = per_class if n_per_class is None else min(n_per_class, per_class)
-        self.split, self.seed, self.n_per_class = split, seed, take
-        self.indices = [c * per_class + j for c in range(toy.NUM_CLASSES) for j in range(take)]
+        self.split, self.seed = split, seed
+        self.indices = toy.split_indices(split, n_per_class)
+        self.n_per_class = len(self.indices) // toy.NUM_CLASSES
         super().__init__(num_classes=toy.NUM_CLASSES, root=None)
 
     def __len__(self) -> int:

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Dict, Optional
+from typing import TYPE_CHECKING, Dict, Mapping, Optional
 
 import pandas as pd
 
 from .variants import data_dir
+
+if TYPE_CHECKING:
+    from .extract import Results
 
 
 @lru_cache(maxsize=1)
@@ -36,8 +39,29 @@ METRIC_LABELS = {
 
 def styled(table: pd.DataFrame, precision: int = 2):
     """A table for the book: readable metric names, no index, blanks shown as "–"."""
-    shown = table.assign(metric=table.metric.map(lambda m: METRIC_LABELS.get(m, m)))
-    return shown.style.hide(axis="index").format(precision=precision, na_rep="–")
+    if "metric" in table:
+        table = table.assign(metric=table.metric.map(lambda m: METRIC_LABELS.get(m, m)))
+    return table.style.hide(axis="index").format(precision=precision, na_rep="–")
+
+
+def compare_table(stores: Mapping[str, "Results"]) -> pd.DataFrame:
+    """Table 1 across variants: one row per store, this run's values beside the paper's."""
+    from .identifiability import headline
+    from .variants import get_variant
+
+    rows = []
+    for key, results in sorted(stores.items()):
+        ours = headline(results)
+        rows.append({
+            "variant": get_variant(key).label,
+            "dataset": results.manifest["config"]["dataset"]["name"],
+            "images": int(ours["n_images"]),
+            "identifiability rate (this run)": ours["identifiability_rate"],
+            "identifiability rate (paper)": paper_value("identifiability_rate", key),
+            "top-1 (this run)": ours["top1_accuracy"],
+            "top-1 (paper)": paper_value("top1_accuracy", key),
+        })
+    return pd.DataFrame(rows)
 
 
 def side_by_side(variant: str, ours: Dict[str, float]) -> pd.DataFrame:

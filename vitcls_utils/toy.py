@@ -145,10 +145,16 @@ def generate(split: str, index: int, seed: int = 0) -> ToySample:
     return ToySample(image=image, mask=mask, label=label, scene=scene)
 
 
+def split_indices(split: str, n_per_class: Optional[int] = None) -> List[int]:
+    """Generator indices of a split, class-major; ``n_per_class`` keeps the first n per class."""
+    per_class = SPLIT_SIZES[split]
+    take = per_class if n_per_class is None else min(n_per_class, per_class)
+    return [c * per_class + j for c in range(NUM_CLASSES) for j in range(take)]
+
+
 def split_size(split: str, n_per_class: Optional[int] = None) -> int:
-    """Number of images in a split (``n_per_class`` caps the fixed-size splits)."""
-    per_class = SPLIT_SIZES[split] if n_per_class is None else min(n_per_class, SPLIT_SIZES[split])
-    return per_class * NUM_CLASSES
+    """Number of images in a split (``n_per_class`` caps the per-class count)."""
+    return len(split_indices(split, n_per_class))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -169,8 +175,7 @@ RECIPES = {
 
 def split_arrays(split: str, seed: int = 0, n_per_class: Optional[int] = None):
     """All images of a split as a uint8 array [I, H, W, 3] and labels [I] (class-major)."""
-    per_class = SPLIT_SIZES[split] if n_per_class is None else n_per_class
-    indices = [c * SPLIT_SIZES[split] + j for c in range(NUM_CLASSES) for j in range(per_class)]
+    indices = split_indices(split, n_per_class)
     images = np.stack([np.asarray(generate(split, i, seed).image) for i in indices])
     labels = np.asarray([i // SPLIT_SIZES[split] for i in indices], dtype=np.int64)
     return images, labels
@@ -181,7 +186,9 @@ def to_input(images: np.ndarray):
     import torch
 
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-    return (x - 0.5) / 0.5
+    mean = torch.tensor(TOY_PREPROCESS.mean).view(1, 3, 1, 1)
+    std = torch.tensor(TOY_PREPROCESS.std).view(1, 3, 1, 1)
+    return (x - mean) / std
 
 
 def train(key: str, out_dir, recipe: Optional[dict] = None, log=print) -> dict:
