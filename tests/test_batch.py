@@ -65,3 +65,27 @@ def test_random_paper_variant_offline_and_real_variant_without_weights(tmp_path)
     page = tmp_path / "runs" / "vit_b16_random" / "tab1_identifiability_rate.ipynb"
     meta = json.loads(page.read_text())["metadata"]["vitcls"]
     assert meta["parameters"]["dataset"] == "imagenet-s"
+
+
+def test_mask_notebooks_only_where_there_are_masks(tmp_path):
+    jobs = batch.plan(["vit_b16_cifar100"], "*", tmp_path, "cpu", str(tmp_path))
+    names = {j.notebook.stem for j in jobs if j.variant}
+    assert names and not names & set(batch.NEEDS_MASKS)
+    jobs = batch.plan(["vit_b32"], "*", tmp_path, "cpu", str(tmp_path))
+    assert set(batch.NEEDS_MASKS) <= {j.notebook.stem for j in jobs}
+
+
+def test_chapter2_notebooks_on_random_b32_and_a_fabricated_imagenet_s(tmp_path):
+    """The three chapter-2 notebooks run on vit_b32_random with ImageNet-S masks (offline)."""
+    tree = make_imagenet_s(tmp_path / "data") / "ImageNetS919"
+    matrix = batch.run(["vit_b32_random"], "*_perturbation", device="cpu", data_dir=str(tree),
+                       results_dir=tmp_path / "results", runs_dir=tmp_path / "runs",
+                       log=lambda *a: None)
+    matrix += batch.run(["vit_b32_random"], "fig3a*", device="cpu", data_dir=str(tree),
+                        results_dir=tmp_path / "results", runs_dir=tmp_path / "runs",
+                        log=lambda *a: None)
+    assert [j.status for j in matrix] == ["ran"] * 3, batch.summary(matrix)
+    page = nbformat.read(tmp_path / "runs" / "vit_b32_random" / "tab_context_perturbation.ipynb", 4)
+    printed = "".join(o.get("text", "") for c in page.cells if c.cell_type == "code"
+                      for o in c.outputs)
+    assert "class-labeled" in printed and "context-labeled" in printed

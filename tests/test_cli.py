@@ -60,7 +60,8 @@ def write_bad_checkpoint(path: Path) -> Path:
 
 @pytest.mark.parametrize("case", ["unknown_variant", "missing_folder", "empty_folder",
                                   "missing_checkpoint", "wrong_keys", "offline_pretrained",
-                                  "cifar_without_checkpoint", "bad_option"])
+                                  "cifar_without_checkpoint", "bad_option", "bad_perturbation",
+                                  "removal_without_masks"])
 def test_bad_input_gives_one_line_and_exit_2(case, jpegs, tmp_path):
     args = {"variant": "vit_b32", "data_dir": str(jpegs), "extra": []}
     expected = {
@@ -72,7 +73,13 @@ def test_bad_input_gives_one_line_and_exit_2(case, jpegs, tmp_path):
         "offline_pretrained": "--weights PATH",
         "cifar_without_checkpoint": "Google Drive",
         "bad_option": "invalid choice",
+        "bad_perturbation": "unknown perturbation 'self'",
+        "removal_without_masks": "needs token labels from segmentation masks",
     }[case]
+    if case == "bad_perturbation":
+        args["extra"] = ["--random-init", "--perturb", "self"]
+    if case == "removal_without_masks":
+        args["extra"] = ["--random-init", "--perturb", "keep_context"]
     if case == "unknown_variant":
         args["variant"] = "vit_b99"
     if case == "missing_folder":
@@ -107,3 +114,13 @@ def test_toy_end_to_end_evaluate_agrees_with_the_store(tmp_path):
     res = open_results(Path(re.search(r"^store: (.+)$", extracted.stdout, re.M).group(1)))
     assert res.token_class is not None and res.rank.shape[1:] == (36, 50)
     assert round(100 * res.accuracy, 2) == top1
+
+
+def test_toy_extract_under_a_perturbation(tmp_path):
+    result = vitcls("extract", "--variant", "toy", "--data", "toy", "--n-per-class", "2",
+                    "--out", str(tmp_path), "--kinds", "resid_post", "--perturb", "keep_class")
+    assert result.returncode == 0, result.stderr
+    res = open_results(Path(re.search(r"^store: (.+)$", result.stdout, re.M).group(1)))
+    assert res.perturbation["keep"] == "class" and res.rank.shape == (48, 12, 50)
+    assert "perturbation: keep_class" in result.stdout
+    assert (res.rank[:, -1] == -1).any() and (res.rank[:, -1, 0] >= 0).all()  # [CLS] kept

@@ -40,6 +40,8 @@ _EXPORTS = {
     "find_stores": "extract",
     "evaluate": "extract",
     "Results": "extract",
+    "AttentionPerturbation": "perturb",
+    "TokenRemoval": "perturb",
     "ToyDataset": "data",
     "ImageNetSDataset": "data",
     "Cifar100Dataset": "data",

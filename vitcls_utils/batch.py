@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from . import __version__
-from .data import KINDS
+from .data import KINDS, MASKED_KINDS
 from .errors import VitclsError
 from .variants import PAPER_KEYS, get_variant
 
@@ -30,6 +30,8 @@ NOTEBOOKS = ROOT / "notebooks"
 RUNS = ROOT / "book" / "runs"
 #: notebooks that compare variants: run once, after the per-variant runs
 COMPARISONS = ("compare_variants",)
+#: notebooks that read segmentation masks: not run on datasets without them (CIFAR-100, folders)
+NEEDS_MASKS = ("fig3a_context_identifiability", "tab_context_perturbation")
 GROUPS = {
     "paper": list(PAPER_KEYS),
     "paper_random": [f"{k}_random" for k in PAPER_KEYS],
@@ -82,7 +84,8 @@ def plan(variants: Sequence[str], pattern: str, results_dir: Path, device: str,
          data_dir: Optional[str], runs_dir: Path = RUNS,
          dataset: Optional[str] = None) -> List[Job]:
     """The jobs of the matrix, per-variant runs first, comparisons last. Each variant runs on
-    its own dataset (``Variant.dataset``) unless ``dataset`` overrides it."""
+    its own dataset (``Variant.dataset``) unless ``dataset`` overrides it; notebooks that need
+    segmentation masks run only on datasets that have them."""
     jobs = []
     notebooks = source_notebooks(pattern)
     for variant in variants:
@@ -92,6 +95,8 @@ def plan(variants: Sequence[str], pattern: str, results_dir: Path, device: str,
             raise VitclsError(f"{variant} runs on {kind}: pass --data-dir")
         for notebook in notebooks:
             if notebook.stem in COMPARISONS:
+                continue
+            if notebook.stem in NEEDS_MASKS and kind not in MASKED_KINDS:
                 continue
             params = {"variant": variant, "dataset": kind, "data_dir": data_dir,
                       "device": device, "results_dir": str(results_dir)}

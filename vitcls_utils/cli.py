@@ -68,19 +68,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    from .extract import extract, open_results
+    from .extract import DEFAULT_KINDS, extract, open_results
+    from .perturb import parse_perturbation
 
+    perturbation = parse_perturbation(args.perturb) if args.perturb else None
     dataset, model = _dataset_and_model(args)
     path = extract(model, dataset, args.out, batch_size=args.batch_size,
                    num_workers=args.workers, precision=args.precision, force=args.force,
-                   progress=not args.quiet)
+                   progress=not args.quiet, perturbation=perturbation,
+                   kinds=args.kinds or DEFAULT_KINDS)
     results = open_results(path)
     counts = results.manifest.get("counts", {})
     print(f"store: {path}")
     print(f"images: {counts.get('images')}  unreadable (skipped): {counts.get('unreadable')}  "
           f"converted to RGB: {counts.get('converted_to_rgb')}")
     print(f"sites: {len(results.sites)}  tokens: {results.rank.shape[2]}  "
-          f"top-1 accuracy: {100 * results.accuracy:.2f}%")
+          f"top-1 accuracy: {100 * results.accuracy:.2f}%"
+          + (f"  perturbation: {args.perturb}" if perturbation else ""))
     return 0
 
 
@@ -128,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="root folder of extraction stores")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--force", action="store_true", help="recompute a complete store")
+    p.add_argument("--kinds", nargs="+", default=None, help="site kinds per block (default: "
+                   "resid_post attn_out mlp_out)")
+    p.add_argument("--perturb", default=None, help="run under a perturbation: self_only, "
+                   "self_only+prefix, no_cls, no_cls+renorm (each optionally @blocks, e.g. "
+                   "self_only@0,1), keep_class, keep_context (optionally +paper)")
     p.set_defaults(func=cmd_extract)
 
     p = sub.add_parser("evaluate", help="top-1 accuracy of a variant on a stimulus set")

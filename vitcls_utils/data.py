@@ -28,6 +28,8 @@ from .masks import decode_mask
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
 WNID = re.compile(r"^n\d{8}$")
 KINDS = ("folder", "imagenet-s", "cifar100", "toy")
+#: dataset kinds with segmentation masks (token class/context labels)
+MASKED_KINDS = ("imagenet-s", "toy")
 
 #: status codes stored per image by extraction
 OK, CONVERTED, UNREADABLE = 0, 1, 2

@@ -17,11 +17,16 @@ Store layout (one folder per variant, dataset and configuration hash)::
         rank.npy top1.npy true_logit.npy                 [I, S, N]
         token_class.npy token_class_paper.npy            [I, N]  (datasets with masks)
 
+A perturbation (:mod:`vitcls_utils.perturb`) is part of the configuration, so a perturbed run has
+its own store. Under token removal the arrays keep their full width: a removed token has rank
+and top-1 -1 and a NaN logit, and an image that cannot be perturbed (no mask) has pred -1.
+
 Token labels (1 class-labeled, 0 context, -1 prefix token or no mask) come in both rules of
 :mod:`vitcls_utils.masks`: aligned with the variant's preprocessing, and the paper's.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -47,6 +52,8 @@ from tqdm.auto import tqdm  # noqa: E402
 from . import __version__  # noqa: E402
 from .hooks import block_sites, hooks  # noqa: E402
 from .masks import token_labels, token_labels_paper  # noqa: E402
+from .perturb import (AttentionPerturbation, Perturbation, TokenRemoval,  # noqa: E402
+                      group_by_length, keeping_tokens, perturbation_config)
 from .preprocess import Preprocess  # noqa: E402
 from .projection import ClassProjector, reduce_logits  # noqa: E402
 from .variants import LoadedInfo, TokenLayout  # noqa: E402
@@ -57,6 +64,10 @@ TOKEN_ARRAYS = {"rank": np.int16, "top1": np.int16, "true_logit": np.float32}
 IMAGE_ARRAYS = {"labels": np.int32, "pred": np.int16, "status": np.int8}
 MASK_ARRAYS = {"token_class": np.int8, "token_class_paper": np.int8}
 PRECISIONS = ("fp32", "bf16")
+REMOVED = {"rank": -1, "top1": -1, "true_logit": np.nan}  # fill of removed tokens
+#: images decoded per loader batch under token removal, in batch sizes: more images give fuller
+#: batches of equal length
+REMOVAL_CHUNK = 4
 
 
 # ----------------------------------------------------------------------------------------------
@@ -113,10 +124,10 @@ def _loaded_info(model: nn.Module) -> LoadedInfo:
 
 
 def store_config(model: nn.Module, dataset: ImageDataset, kinds: Sequence[str],
-                 precision: str) -> dict:
+                 precision: str, perturbation: Optional[Perturbation] = None) -> dict:
     """Everything that determines the arrays; its hash names the store folder."""
     info = _loaded_info(model)
-    return {
+    config = {
         "format": STORE_FORMAT,
         "variant": info.variant.key,
         "weights_id": info.weights_id,
@@ -127,6 +138,9 @@ def store_config(model: nn.Module, dataset: ImageDataset, kinds: Sequence[str],
         "kinds": list(kinds),
         "precision": precision,
     }
+    if perturbation is not None:  # absent, not null, so unperturbed hashes never change
+        config["perturbation"] = perturbation_config(perturbation)
+    return config
 
 
 def config_hash(config: dict) -> str:
@@ -207,9 +221,11 @@ class SiteReducer:
     top-1. The hooks exist only during the call, so the model stays clean in between.
     """
 
-    def __init__(self, model: nn.Module, sites: Sequence[str], precision: str = "fp32") -> None:
+    def __init__(self, model: nn.Module, sites: Sequence[str], precision: str = "fp32",
+                 perturbation: Optional[AttentionPerturbation] = None) -> None:
         _check_precision(precision)
         self.model = model
+        self.perturbation_hooks = [] if perturbation is None else perturbation.fwd_hooks(model)
         self.sites = list(sites)
         self.device = next(model.parameters()).device
         self.projector = ClassProjector(model).to(self.device)
@@ -230,12 +246,21 @@ class SiteReducer:
         return None
 
     @torch.inference_mode()
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor,
+                 kept: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """Reductions of one batch; with ``kept`` [B, K] the model runs on those tokens only
+        and the token arrays are [B, S, K]."""
         self._labels = labels.to(self.device)
         self._buffers = {}
-        with hooks(self.model, [(self.sites, self._reduce)]), torch.autocast(
-                device_type=self.device.type, dtype=torch.bfloat16,
-                enabled=self.precision == "bf16"):
+        with contextlib.ExitStack() as stack:
+            if kept is not None:
+                stack.enter_context(keeping_tokens(self.model, kept))
+            # perturbation hooks first: the reducing hooks then read the edited values
+            stack.enter_context(hooks(self.model, self.perturbation_hooks
+                                      + [(self.sites, self._reduce)]))
+            stack.enter_context(torch.autocast(device_type=self.device.type,
+                                               dtype=torch.bfloat16,
+                                               enabled=self.precision == "bf16"))
             logits = self.model(images.to(self.device, non_blocking=True))
         out = dict(self._buffers)
         out["pred"] = logits.float().argmax(-1).to(torch.int16)
@@ -253,6 +278,7 @@ def extract(
     precision: str = "fp32",
     force: bool = False,
     progress: bool = True,
+    perturbation: Optional[Perturbation] = None,
     _after_write: Optional[Callable[[int], None]] = None,
 ) -> Path:
     """Project every token at every requested site of every block and store the reductions.
@@ -267,6 +293,8 @@ def extract(
         precision: "fp32", or "bf16" (GPU forward in bfloat16; projection stays float32).
         force: recompute even if a complete store exists.
         progress: show a tqdm progress bar.
+        perturbation: an :class:`~vitcls_utils.perturb.AttentionPerturbation` or
+            :class:`~vitcls_utils.perturb.TokenRemoval` applied during the forward passes.
 
     Returns:
         The store folder, readable with :func:`open_results`.
@@ -274,11 +302,15 @@ def extract(
     _check_precision(precision)
     if batch_size < 1:
         raise VitclsError("batch_size must be at least 1")
+    removal = perturbation if isinstance(perturbation, TokenRemoval) else None
+    if removal is not None and removal.needs_masks and not dataset.has_masks:
+        raise VitclsError(f"{removal.name} needs token labels from segmentation masks, and "
+                          f"{dataset.name} has none: use --data toy or --data imagenet-s")
     info = _loaded_info(model)
     device = next(model.parameters()).device
     layout = TokenLayout.of(model)
     sites = block_sites(model, kinds)
-    config = store_config(model, dataset, kinds, precision)
+    config = store_config(model, dataset, kinds, precision, perturbation)
     path = store_path(out, config)
     n_images = len(dataset)
 
@@ -294,17 +326,23 @@ def extract(
                for name in list(TOKEN_ARRAYS) + ["pred"] + per_image}
     loader = torch.utils.data.DataLoader(
         _Preprocessed(dataset, info.variant.preprocess, layout, start=done),
-        batch_size=batch_size,
+        batch_size=batch_size * (REMOVAL_CHUNK if removal else 1),
         shuffle=False, num_workers=_workers(num_workers, device),
         pin_memory=device.type == "cuda")
     started = time.perf_counter()
     bar = tqdm(total=n_images, initial=done, unit="img", disable=_quiet(progress),
                desc=f"extract {info.variant.key}")
     try:
-        reducer = SiteReducer(model, sites, precision=precision)
+        reducer = SiteReducer(model, sites, precision=precision,
+                              perturbation=None if removal else perturbation)
         for batch in loader:
-            for key, tensor in reducer(batch["image"], batch["label"]).items():
-                writers[key].write(done, tensor.cpu().numpy())
+            if removal is None:
+                reduced = {k: v.cpu().numpy()
+                           for k, v in reducer(batch["image"], batch["label"]).items()}
+            else:
+                reduced = _reduce_removed(reducer, batch, removal, layout, batch_size)
+            for key, array in reduced.items():
+                writers[key].write(done, array)
             for key in per_image:
                 writers[key].write(done, batch[key].numpy())
             for writer in writers.values():
@@ -321,6 +359,31 @@ def extract(
             writer.close()
     _finish_store(path, time.perf_counter() - started)
     return path
+
+
+def _reduce_removed(reducer: SiteReducer, batch: dict, removal: TokenRemoval,
+                    layout: TokenLayout, batch_size: int) -> Dict[str, np.ndarray]:
+    """One loader batch under token removal: images grouped by kept length, each group run on
+    its kept tokens, the results put back at full width (removed tokens filled)."""
+    n_images, n_sites = len(batch["label"]), len(reducer.sites)
+    out = {key: np.full((n_images, n_sites, layout.n_tokens), REMOVED[key], dtype=dtype)
+           for key, dtype in TOKEN_ARRAYS.items()}
+    out["pred"] = np.full(n_images, -1, dtype=IMAGE_ARRAYS["pred"])
+    labels = batch[removal.label_array].numpy() if removal.needs_masks else None
+    kept = [removal.kept(layout, None if labels is None else labels[i]) for i in range(n_images)]
+    runnable = [i for i in range(n_images) if kept[i] is not None]
+    for group in group_by_length([len(kept[i]) for i in runnable], batch_size):
+        members = [runnable[g] for g in group]
+        index = torch.from_numpy(np.stack([kept[i] for i in members]))
+        reduced = reducer(batch["image"][members], batch["label"][members], kept=index)
+        for key, tensor in reduced.items():
+            values = tensor.cpu().numpy()
+            for row, image in enumerate(members):
+                if key == "pred":
+                    out[key][image] = values[row]
+                else:
+                    out[key][image][:, kept[image]] = values[row]
+    return out
 
 
 def evaluate(model: nn.Module, dataset: ImageDataset, batch_size: int = 64,
@@ -442,6 +505,11 @@ class Results:
         return self.manifest["config"]["variant"]
 
     @property
+    def perturbation(self) -> Optional[dict]:
+        """The perturbation configuration of the run (None when unperturbed)."""
+        return self.manifest["config"].get("perturbation")
+
+    @property
     def has_cls(self) -> bool:
         return bool(self.manifest["layout"]["has_cls"])
 
@@ -471,8 +539,10 @@ class Results:
 
     @property
     def accuracy(self) -> float:
-        """Top-1 accuracy of the model's own output on the readable images."""
-        return float((self.pred == self.labels).mean())
+        """Top-1 accuracy of the model's own output on the readable images (under token
+        removal: on the images that could be run)."""
+        ran = self.pred >= 0
+        return float((self.pred[ran] == self.labels[ran]).mean())
 
 
 def open_results(path: Union[str, Path], include_unreadable: bool = False) -> Results:
@@ -503,10 +573,13 @@ def results_for(variant: str, dataset: str = "toy", data_dir: Optional[str] = No
                 n_per_class: Optional[int] = None, split: Optional[str] = None,
                 device: str = "auto", results_dir: Union[str, Path] = "results", seed: int = 0,
                 batch_size: int = 64, weights: Optional[str] = None,
-                progress: bool = True) -> Results:
+                progress: bool = True, kinds: Sequence[str] = DEFAULT_KINDS,
+                perturbation: Optional[Perturbation] = None) -> Results:
     """What a notebook calls: load ``variant``, build the dataset, extract (reusing a complete
     store of the same configuration), and open the results. Parameters are checked first, so a
-    wrong one fails with a message naming the fix."""
+    wrong one fails with a message naming the fix.
+
+    ``kinds`` and ``perturbation`` are passed to :func:`extract`."""
     from .data import build_dataset
     from .variants import get_variant, load_variant
 
@@ -520,18 +593,23 @@ def results_for(variant: str, dataset: str = "toy", data_dir: Optional[str] = No
                          n_per_class=n_per_class, split=split)
     model = load_variant(variant, weights=weights, device=device, seed=seed)
     return open_results(extract(model, data, results_dir, batch_size=batch_size,
-                                progress=progress))
+                                progress=progress, kinds=kinds, perturbation=perturbation))
 
 
-def find_stores(results_dir: Union[str, Path], dataset: Optional[str] = None) -> List[Results]:
-    """Every complete store under ``results_dir`` (optionally of one dataset kind), newest
-    first within each variant; what the cross-variant comparisons read."""
+def find_stores(results_dir: Union[str, Path], dataset: Optional[str] = None,
+                perturbation: Optional[Perturbation] = None) -> List[Results]:
+    """Every complete store under ``results_dir`` (optionally of one dataset kind) made with
+    ``perturbation`` (default: unperturbed runs only), newest first within each variant; what
+    the cross-variant comparisons read."""
+    wanted = perturbation_config(perturbation)
     found = []
     for manifest in sorted(Path(results_dir).glob("*/*/manifest.json")):
         try:
             results = open_results(manifest.parent)
         except StoreError:
             continue  # incomplete: skipped, not compared
+        if results.perturbation != wanted:
+            continue
         if dataset is None or results.manifest["config"]["dataset"]["name"] == dataset:
             found.append(results)
     found.sort(key=lambda r: (r.variant, r.manifest.get("completed", "")), reverse=True)

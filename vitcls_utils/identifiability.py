@@ -18,7 +18,7 @@ import pandas as pd
 
 from .errors import VitclsError
 from .extract import Results
-from .stats import wilcoxon_greater
+from .stats import box_summary, wilcoxon_greater
 
 
 def image_columns(results: Results, paper: bool = False) -> slice:
@@ -72,20 +72,15 @@ def evolution(results: Results) -> pd.DataFrame:
 
 
 def block_boxes(results: Results) -> pd.DataFrame:
-    """A2 boxplot statistics per block and token type (quartiles, 1.5 IQR whiskers, mean),
-    computed here so that millions of values never become a DataFrame."""
+    """A2 boxplot statistics per block and token type (:func:`~vitcls_utils.stats.box_summary`)."""
     ident = results.identifiability("resid_post")
     rows = []
     for block in range(ident.shape[1]):
         groups = {"[CLS]": ident[:, block, 0]} if results.has_cls else {}
         groups["image"] = ident[:, block, image_columns(results)].ravel()
         for token, values in groups.items():
-            q1, med, q3 = np.percentile(values, [25, 50, 75])
-            low = values[values >= q1 - 1.5 * (q3 - q1)].min()
-            high = values[values <= q3 + 1.5 * (q3 - q1)].max()
-            rows.append((block + 1, token, q1, med, q3, low, high, float(values.mean())))
-    return pd.DataFrame(rows, columns=["block", "token", "q1", "median", "q3", "whislo",
-                                       "whishi", "mean"])
+            rows.append({"block": block + 1, "token": token, **box_summary(values)})
+    return pd.DataFrame(rows)
 
 
 def wilcoxon_vs_random(results: Results, random: Results, paper: bool = False) -> pd.DataFrame:

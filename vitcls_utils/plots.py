@@ -9,7 +9,8 @@ import seaborn as sns
 
 from .stats import stars
 
-TOKEN_COLOURS = {"[CLS]": "#d1495b", "image": "#00798c"}
+TOKEN_COLOURS = {"[CLS]": "#d1495b", "image": "#00798c",
+                 "class-labeled": "#edae49", "context-labeled": "#66a182"}
 
 
 def set_theme() -> None:
@@ -47,8 +48,9 @@ def evolution_figure(frame: pd.DataFrame, title: str = "") -> plt.Figure:
 
 def block_boxes_figure(boxes: pd.DataFrame, tests: Optional[pd.DataFrame] = None,
                        title: str = "") -> plt.Figure:
-    """A2: identifiability boxplots per block ([CLS] and image tokens), outliers hidden, with a
-    star above the blocks where the model beats its random init (p < 0.05)."""
+    """A2 / Fig 3a: identifiability boxplots per block, one box per token group ([CLS] and image
+    tokens, or class- and context-labeled tokens), outliers hidden, with a star above the blocks
+    where the test in ``tests`` gives p < 0.05."""
     fig, ax = plt.subplots(figsize=(7.5, 3.6))
     tokens = list(dict.fromkeys(boxes.token))
     width = 0.8 / len(tokens)

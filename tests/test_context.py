@@ -1,0 +1,95 @@
+"""Chapter 2 metrics against loops written from the definitions (spec E7-E9, B5, B6)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vitcls_utils import context
+from vitcls_utils.errors import VitclsError
+from vitcls_utils.extract import Results
+
+
+def make_results(rank, token_class=None, perturbation=None, pred=None, classes=10):
+    """A store in memory: rank [I, L, N] at resid_post of L blocks, [CLS] at token 0."""
+    rank = np.asarray(rank, dtype=np.int16)
+    n_images, n_blocks, _ = rank.shape
+    sites = [f"blocks.{b}.hook_resid_post" for b in range(n_blocks)]
+    config = {"variant": "x", "dataset": {"name": "toy", "fingerprint": "f"}}
+    if perturbation is not None:
+        config["perturbation"] = perturbation
+    labels = np.zeros(n_images, dtype=np.int32)
+    return Results(path="mem", manifest={"num_classes": classes, "config": config,
+                                         "layout": {"has_cls": True, "num_prefix": 1}},
+                   sites=sites, labels=labels,
+                   pred=labels.copy() if pred is None else np.asarray(pred),
+                   status=np.zeros(n_images, np.int8), rank=rank, top1=np.zeros_like(rank),
+                   true_logit=np.zeros(rank.shape, np.float32),
+                   token_class=None if token_class is None else np.asarray(token_class, np.int8),
+                   token_class_paper=None)
+
+
+REMOVAL = {"kind": "remove_tokens", "keep": "class", "labels": "aligned", "indices": None}
+
+
+def test_perturbed_rate_paper_and_consistent_aggregation():
+    # image 0 kept [CLS] + tokens 1, 2; image 1 kept [CLS] only; image 2 had no mask
+    last = [[0, 0, 3, -1], [0, -1, -1, -1], [-1, -1, -1, -1]]
+    res = make_results(np.array(last)[:, None], perturbation=REMOVAL, pred=[0, 0, -1])
+    # B6: mean over images of the fraction over kept tokens, [CLS] included
+    assert context.perturbed_rate(res, paper=True) == pytest.approx(100 * (2 / 3 + 1) / 2)
+    # consistent: pooled over kept image tokens: token 1 yes, token 2 no
+    assert context.perturbed_rate(res) == pytest.approx(50.0)
+    assert res.accuracy == 1.0  # the image that could not be run is left out
+    with pytest.raises(VitclsError, match="not a perturbed"):
+        context.perturbed_rate(make_results(np.zeros((1, 1, 4))))
+
+
+def test_attention_perturbed_rate_counts_cls_the_papers_way():
+    rng = np.random.default_rng(0)
+    rank = rng.integers(0, 2, (5, 2, 6))
+    res = make_results(rank, perturbation={"kind": "attention", "mode": "self_only"})
+    last = rank[:, -1]
+    assert context.perturbed_rate(res, paper=True) == pytest.approx(100 * (last == 0).mean())
+    assert context.perturbed_rate(res) == pytest.approx(100 * (last[:, 1:] == 0).mean())
+
+
+def test_unperturbed_group_rates_by_loops():
+    rng = np.random.default_rng(1)
+    rank = rng.integers(0, 3, (4, 2, 6))
+    groups = rng.integers(0, 2, (4, 6))
+    groups[:, 0] = -1
+    groups[3] = -1  # an image without a mask belongs to neither group
+    res = make_results(rank, groups)
+    for name, code in (("class", 1), ("context", 0)):
+        hits = [rank[i, -1, t] == 0 for i in range(4) for t in range(1, 6) if groups[i, t] == code]
+        assert context.unperturbed_rate(res, name) == pytest.approx(100 * np.mean(hits))
+    assert context.unperturbed_rate(res) == pytest.approx(100 * (rank[:, -1, 1:] == 0).mean())
+    with pytest.raises(VitclsError, match="perturbed run"):
+        context.unperturbed_rate(make_results(rank, groups, perturbation=REMOVAL))
+    with pytest.raises(VitclsError, match="no token labels"):
+        context.unperturbed_rate(make_results(rank), "class")
+
+
+def test_group_identifiability_boxes_and_test():
+    rng = np.random.default_rng(2)
+    groups = rng.integers(0, 2, (30, 9))
+    groups[:, 0] = -1
+    # class tokens rank 0 from block 2 on; context tokens rank 0..9 throughout
+    rank = rng.integers(0, 10, (30, 2, 9))
+    rank[:, 1][groups == 1] = 0
+    res = make_results(rank, groups)
+    frame = context.group_identifiability(res)
+    ident = 1 - rank / 10
+    for block in (1, 2):
+        for name, code in (("class-labeled", 1), ("context-labeled", 0)):
+            row = frame[(frame.block == block) & (frame.group == name)].iloc[0]
+            values = [ident[i, block - 1, t] for i in range(30) for t in range(1, 9)
+                      if groups[i, t] == code]
+            assert row.identifiability == pytest.approx(np.mean(values))
+            assert row.tokens == len(values)
+    boxes = context.group_boxes(res)
+    assert set(boxes.token) == {"class-labeled", "context-labeled"}
+    tests = context.group_test(res, n_permutations=99)
+    assert tests.p_value[1] == pytest.approx(0.01) and tests.significant[1]
+    with pytest.raises(VitclsError, match="keep every token"):
+        context.group_identifiability(make_results(rank, groups, perturbation=REMOVAL))

@@ -1,0 +1,195 @@
+"""Chapter 2 metrics, read off extraction stores (spec E7-E9): how attention and context make
+image tokens class-identifiable.
+
+- E7 :func:`perturbed_rate` of an attention-perturbed store beside :func:`unperturbed_rate`.
+- E8 :func:`group_identifiability` / :func:`group_boxes` / :func:`group_test`: identifiability
+  of class-labeled vs context-labeled image tokens per block, with a one-sided permutation test.
+- E9 :func:`perturbed_rate` of a token-removal store beside :func:`unperturbed_rate` of the
+  same group of tokens.
+
+Token labels come from the store: ``labels="aligned"`` (through the variant's preprocessing) or
+``"paper"`` (the authors' top-left nearest pixel, bug B15). All rates are % of tokens whose true
+class is top-1 at the last block.
+
+The paper's aggregation differs between its perturbed and unperturbed numbers (B5, B6): the
+unperturbed rate is pooled over image tokens, the perturbed one is the mean over images of the
+fraction over every token that was run, [CLS] included. ``paper=True`` reproduces that;
+the default counts image tokens only, pooled, on both sides.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .errors import VitclsError
+from .extract import Results
+from .perturb import AttentionPerturbation, perturbation_name
+from .stats import box_summary, permutation_greater
+
+GROUPS = {"class": 1, "context": 0}
+GROUP_NAMES = {"class": "class-labeled", "context": "context-labeled"}
+
+
+def token_groups(results: Results, labels: str = "aligned") -> np.ndarray:
+    """Token labels [I, N]: 1 class-labeled, 0 context-labeled, -1 prefix token or no mask."""
+    name = {"aligned": "token_class", "paper": "token_class_paper"}.get(labels)
+    if name is None:
+        raise VitclsError(f"labels must be 'aligned' or 'paper', not {labels!r}")
+    array = getattr(results, name)
+    if array is None:
+        raise VitclsError(f"{results.path} has no token labels: the dataset "
+                          f"{results.manifest['config']['dataset']['name']!r} has no "
+                          "segmentation masks (use toy or imagenet-s)")
+    return np.asarray(array)
+
+
+def _last_ranks(results: Results) -> np.ndarray:
+    return results.by_block("rank", "resid_post")[:, -1]
+
+
+def unperturbed_rate(results: Results, group: Optional[str] = None,
+                     labels: str = "aligned") -> float:
+    """% of image tokens (or of the ``group``'s tokens, "class"/"context") identifiable at the
+    last block, pooled over images: the unperturbed side of E7 and E9."""
+    if results.perturbation is not None:
+        raise VitclsError(f"{results.path} is a perturbed run; pass the unperturbed store")
+    ranks = _last_ranks(results)[:, results.num_prefix:]
+    if group is None:
+        return float(100 * (ranks == 0).mean())
+    selected = token_groups(results, labels)[:, results.num_prefix:] == GROUPS[group]
+    return float(100 * (ranks[selected] == 0).mean()) if selected.any() else float("nan")
+
+
+def perturbed_rate(results: Results, paper: bool = False) -> float:
+    """% identifiable at the last block of a perturbed run, over the tokens that were run.
+
+    Default: pooled over the image tokens that were kept. ``paper=True``: the mean over images
+    of the per-image fraction over every kept token, [CLS] included (B5, B6); with no removal
+    every image has the same tokens, and this is the paper's pooled rate over all tokens.
+    Images that could not be perturbed (no mask) are left out.
+    """
+    if results.perturbation is None:
+        raise VitclsError(f"{results.path} is not a perturbed run")
+    ranks = _last_ranks(results)
+    ran = results.pred >= 0
+    ranks = ranks[ran]
+    kept = ranks >= 0
+    hit = (ranks == 0) & kept
+    if paper:
+        return float(100 * (hit.sum(1) / kept.sum(1)).mean())
+    image = slice(results.num_prefix, None)
+    return float(100 * hit[:, image].sum() / max(kept[:, image].sum(), 1))
+
+
+def _group_values(results: Results, labels: str) -> Dict[str, np.ndarray]:
+    """Identifiability [I, L, N] and a mask [I, N] per group, image tokens only."""
+    if (results.perturbation or {}).get("kind") == "remove_tokens":
+        raise VitclsError("class vs context identifiability is defined on runs that keep every "
+                          "token; pass an unperturbed (or attention-perturbed) store")
+    ident = results.identifiability("resid_post")[:, :, results.num_prefix:]
+    groups = token_groups(results, labels)[:, results.num_prefix:]
+    return {"ident": ident, **{g: groups == code for g, code in GROUPS.items()}}
+
+
+def group_identifiability(results: Results, labels: str = "aligned") -> pd.DataFrame:
+    """E8: mean identifiability per block of class- and context-labeled image tokens;
+    rows (block 1-based, group, identifiability, tokens)."""
+    values = _group_values(results, labels)
+    rows = []
+    for block in range(values["ident"].shape[1]):
+        for group in GROUPS:
+            sample = values["ident"][:, block][values[group]]
+            rows.append((block + 1, GROUP_NAMES[group],
+                         float(sample.mean()) if sample.size else np.nan, int(sample.size)))
+    return pd.DataFrame(rows, columns=["block", "group", "identifiability", "tokens"])
+
+
+def group_boxes(results: Results, labels: str = "aligned") -> pd.DataFrame:
+    """Fig 3a / A3 boxplot statistics per block and group (column ``token`` names the group,
+    as :func:`vitcls_utils.plots.block_boxes_figure` expects)."""
+    values = _group_values(results, labels)
+    rows = []
+    for block in range(values["ident"].shape[1]):
+        for group in GROUPS:
+            sample = values["ident"][:, block][values[group]]
+            if sample.size:
+                rows.append({"block": block + 1, "token": GROUP_NAMES[group],
+                             **box_summary(sample)})
+    return pd.DataFrame(rows)
+
+
+def group_test(results: Results, labels: str = "aligned", n_permutations: int = 300,
+               seed: int = 0, paper: bool = False) -> pd.DataFrame:
+    """E8 significance per block: one-sided permutation test that class-labeled tokens are
+    more identifiable than context-labeled ones, on the pooled values of all images
+    (seeded; ``paper=True`` gives the authors' uncorrected count/n, B19)."""
+    values = _group_values(results, labels)
+    rows = []
+    for block in range(values["ident"].shape[1]):
+        ident = values["ident"][:, block]
+        p = permutation_greater(ident[values["class"]], ident[values["context"]],
+                                n_permutations=n_permutations, seed=seed + block, paper=paper)
+        rows.append((block + 1, p, p < 0.05))
+    return pd.DataFrame(rows, columns=["block", "p_value", "significant"])
+
+
+# ----------------------------------------------------------------------------------------------
+# The chapter's tables
+# ----------------------------------------------------------------------------------------------
+def attention_perturbations(has_cls: bool, blocks: Optional[Sequence[int]] = None
+                            ) -> List[AttentionPerturbation]:
+    """E7's runs: the paper's self-only and no-CLS, then the alternatives (self-only that keeps
+    the prefix tokens, renormalized no-CLS). The no-CLS runs need a [CLS] token."""
+    runs = [AttentionPerturbation("self_only", blocks)]
+    if has_cls:
+        runs += [AttentionPerturbation("no_cls", blocks),
+                 AttentionPerturbation("self_only", blocks, keep_prefix=True),
+                 AttentionPerturbation("no_cls", blocks, renormalize=True)]
+    return runs
+
+
+_PAPER_ATTENTION = {"self_only": "attention_perturbation_self_only",
+                    "no_cls": "attention_perturbation_no_cls"}
+
+
+def attention_table(variant: str, clean: Results, runs: Sequence[Results]) -> pd.DataFrame:
+    """E7 table: last-block identifiability rate unperturbed and under each attention
+    perturbation, the paper's way (B5) and over image tokens only, beside the paper's value."""
+    from .identifiability import identifiability_rate, top1_accuracy
+    from .paper import paper_value
+
+    rows = [{"run": "unperturbed", "paper's aggregation": identifiability_rate(clean, paper=True),
+             "image tokens only": unperturbed_rate(clean),
+             "paper": paper_value("identifiability_rate", variant),
+             "top-1 (%)": top1_accuracy(clean)}]
+    for res in runs:
+        name = perturbation_name(res.perturbation)
+        metric = _PAPER_ATTENTION.get(name)
+        rows.append({"run": name, "paper's aggregation": perturbed_rate(res, paper=True),
+                     "image tokens only": perturbed_rate(res),
+                     "paper": paper_value(metric, variant) if metric else None,
+                     "top-1 (%)": 100 * res.accuracy})
+    return pd.DataFrame(rows)
+
+
+def context_table(variant: str, clean: Results, runs: Mapping[str, Results],
+                  labels: str = "aligned") -> pd.DataFrame:
+    """E9 table: per group ("class", "context"), its tokens' last-block identifiability rate
+    unperturbed and with the other group removed (``runs[group]`` keeps that group), the
+    paper's way (B6) and over image tokens only, with the paper's values beside them."""
+    from .paper import paper_value
+
+    rows = []
+    for group, res in runs.items():
+        rows.append({
+            "tokens": GROUP_NAMES[group],
+            "unperturbed": unperturbed_rate(clean, group, labels),
+            "removed, paper's aggregation": perturbed_rate(res, paper=True),
+            "removed, image tokens only": perturbed_rate(res),
+            "paper: unperturbed": paper_value(f"context_identifiability_{group}_tokens", variant),
+            "paper: removed": paper_value(f"context_perturbation_{group}_tokens", variant),
+            "top-1 when removed (%)": 100 * res.accuracy,
+        })
+    return pd.DataFrame(rows)
