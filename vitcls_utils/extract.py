@@ -2,7 +2,10 @@
 site projected onto class space and reduced on the device -> compact arrays on disk.
 
 Only the reductions leave the device: rank of the true class (int16), top-1 class (int16) and
-true-class logit (float32) per (image, site, token), plus the final prediction per image. Memory
+true-class logit (float32) per (image, site, token), plus the final prediction per image; and,
+when asked (``key_topk``), the indices of each token's largest key coefficients per block: MLP
+hidden units before the GELU (``mlp.hook_pre``) and attention channels (``attn.hook_z``, the
+out-projection's input), never the raw activations. Memory
 is O(batch). The store is resumable: rows are written in place at their final position, and a
 progress file, replaced atomically after each batch, says how many are done. A run killed at
 any point and restarted writes exactly the arrays of an uninterrupted run.
@@ -16,6 +19,7 @@ Store layout (one folder per variant, dataset and configuration hash)::
         labels.npy pred.npy status.npy                   [I]
         rank.npy top1.npy true_logit.npy                 [I, S, N]
         token_class.npy token_class_paper.npy            [I, N]  (datasets with masks)
+        key_mlp.npy key_attn.npy                         [I, L, N, k]  (with key_topk=k)
 
 A perturbation (:mod:`vitcls_utils.perturb`) is part of the configuration, so a perturbed run has
 its own store. Under token removal the arrays keep their full width: a removed token has rank
@@ -61,10 +65,13 @@ from .variants import LoadedInfo, TokenLayout  # noqa: E402
 STORE_FORMAT = 1
 DEFAULT_KINDS: Tuple[str, ...] = ("resid_post", "attn_out", "mlp_out")
 TOKEN_ARRAYS = {"rank": np.int16, "top1": np.int16, "true_logit": np.float32}
+#: top-k key coefficient indices per block: array name -> site kind
+KEY_ARRAYS = {"key_mlp": "mlp.hook_pre", "key_attn": "attn.hook_z"}
 IMAGE_ARRAYS = {"labels": np.int32, "pred": np.int16, "status": np.int8}
 MASK_ARRAYS = {"token_class": np.int8, "token_class_paper": np.int8}
 PRECISIONS = ("fp32", "bf16")
-REMOVED = {"rank": -1, "top1": -1, "true_logit": np.nan}  # fill of removed tokens
+REMOVED = {"rank": -1, "top1": -1, "true_logit": np.nan, "key_mlp": -1,
+           "key_attn": -1}  # fill of removed tokens
 #: images decoded per loader batch under token removal, in batch sizes: more images give fuller
 #: batches of equal length
 REMOVAL_CHUNK = 4
@@ -124,7 +131,8 @@ def _loaded_info(model: nn.Module) -> LoadedInfo:
 
 
 def store_config(model: nn.Module, dataset: ImageDataset, kinds: Sequence[str],
-                 precision: str, perturbation: Optional[Perturbation] = None) -> dict:
+                 precision: str, perturbation: Optional[Perturbation] = None,
+                 key_topk: int = 0) -> dict:
     """Everything that determines the arrays; its hash names the store folder."""
     info = _loaded_info(model)
     config = {
@@ -138,8 +146,11 @@ def store_config(model: nn.Module, dataset: ImageDataset, kinds: Sequence[str],
         "kinds": list(kinds),
         "precision": precision,
     }
-    if perturbation is not None:  # absent, not null, so unperturbed hashes never change
+    # optional entries are absent, not null, so the hashes of plain stores never change
+    if perturbation is not None:
         config["perturbation"] = perturbation_config(perturbation)
+    if key_topk:
+        config["key_topk"] = int(key_topk)
     return config
 
 
@@ -222,9 +233,12 @@ class SiteReducer:
     """
 
     def __init__(self, model: nn.Module, sites: Sequence[str], precision: str = "fp32",
-                 perturbation: Optional[AttentionPerturbation] = None) -> None:
+                 perturbation: Optional[AttentionPerturbation] = None,
+                 key_topk: int = 0) -> None:
         _check_precision(precision)
         self.model = model
+        self.key_topk = key_topk
+        self.n_blocks = len(model.blocks)
         self.perturbation_hooks = [] if perturbation is None else perturbation.fwd_hooks(model)
         self.sites = list(sites)
         self.device = next(model.parameters()).device
@@ -245,6 +259,19 @@ class SiteReducer:
             buffer[:, self.index[name]] = tensor
         return None
 
+    def _top_keys(self, value: torch.Tensor, name: str) -> None:
+        """Indices of the ``key_topk`` largest (signed) coefficients of every token."""
+        array = "key_mlp" if name.endswith("mlp.hook_pre") else "key_attn"
+        coefficients = value.flatten(2)  # hook_z [B, N, H, dh] -> [B, N, d], head-major
+        top = coefficients.topk(self.key_topk, dim=-1).indices.to(torch.int16)
+        buffer = self._buffers.get(array)
+        if buffer is None:
+            shape = (value.shape[0], self.n_blocks, value.shape[1], self.key_topk)
+            buffer = self._buffers[array] = torch.empty(shape, dtype=torch.int16,
+                                                        device=self.device)
+        buffer[:, int(name.split(".")[1])] = top
+        return None
+
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor, labels: torch.Tensor,
                  kept: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
@@ -256,8 +283,11 @@ class SiteReducer:
             if kept is not None:
                 stack.enter_context(keeping_tokens(self.model, kept))
             # perturbation hooks first: the reducing hooks then read the edited values
-            stack.enter_context(hooks(self.model, self.perturbation_hooks
-                                      + [(self.sites, self._reduce)]))
+            reducing = [(self.sites, self._reduce)]
+            if self.key_topk:
+                reducing.append(([f"blocks.{b}.{kind}" for b in range(self.n_blocks)
+                                  for kind in KEY_ARRAYS.values()], self._top_keys))
+            stack.enter_context(hooks(self.model, self.perturbation_hooks + reducing))
             stack.enter_context(torch.autocast(device_type=self.device.type,
                                                dtype=torch.bfloat16,
                                                enabled=self.precision == "bf16"))
@@ -279,6 +309,7 @@ def extract(
     force: bool = False,
     progress: bool = True,
     perturbation: Optional[Perturbation] = None,
+    key_topk: int = 0,
     _after_write: Optional[Callable[[int], None]] = None,
 ) -> Path:
     """Project every token at every requested site of every block and store the reductions.
@@ -295,6 +326,8 @@ def extract(
         progress: show a tqdm progress bar.
         perturbation: an :class:`~vitcls_utils.perturb.AttentionPerturbation` or
             :class:`~vitcls_utils.perturb.TokenRemoval` applied during the forward passes.
+        key_topk: also store, per block and token, the indices of the ``key_topk`` largest
+            MLP and attention key coefficients (chapter 3; 0: none).
 
     Returns:
         The store folder, readable with :func:`open_results`.
@@ -310,20 +343,23 @@ def extract(
     device = next(model.parameters()).device
     layout = TokenLayout.of(model)
     sites = block_sites(model, kinds)
-    config = store_config(model, dataset, kinds, precision, perturbation)
+    if key_topk < 0:
+        raise VitclsError("key_topk must be 0 (none) or positive")
+    config = store_config(model, dataset, kinds, precision, perturbation, key_topk)
     path = store_path(out, config)
     n_images = len(dataset)
 
     done = _prepare_store(path, config, dataset, force, batch_size, sites=sites, layout=layout,
-                          model=model, device=device)
+                          model=model, device=device, key_topk=key_topk)
     manifest = json.loads((path / "manifest.json").read_text())
     batch_size = manifest["batch_size"]
     if done >= n_images:
         return path
 
     per_image = ["status"] + (list(MASK_ARRAYS) if dataset.has_masks else [])
+    token_arrays = list(TOKEN_ARRAYS) + (list(KEY_ARRAYS) if key_topk else [])
     writers = {name: _RowWriter(path / f"{name}.npy")
-               for name in list(TOKEN_ARRAYS) + ["pred"] + per_image}
+               for name in token_arrays + ["pred"] + per_image}
     loader = torch.utils.data.DataLoader(
         _Preprocessed(dataset, info.variant.preprocess, layout, start=done),
         batch_size=batch_size * (REMOVAL_CHUNK if removal else 1),
@@ -334,7 +370,7 @@ def extract(
                desc=f"extract {info.variant.key}")
     try:
         reducer = SiteReducer(model, sites, precision=precision,
-                              perturbation=None if removal else perturbation)
+                              perturbation=None if removal else perturbation, key_topk=key_topk)
         for batch in loader:
             if removal is None:
                 reduced = {k: v.cpu().numpy()
@@ -368,6 +404,9 @@ def _reduce_removed(reducer: SiteReducer, batch: dict, removal: TokenRemoval,
     n_images, n_sites = len(batch["label"]), len(reducer.sites)
     out = {key: np.full((n_images, n_sites, layout.n_tokens), REMOVED[key], dtype=dtype)
            for key, dtype in TOKEN_ARRAYS.items()}
+    if reducer.key_topk:
+        shape = (n_images, reducer.n_blocks, layout.n_tokens, reducer.key_topk)
+        out.update({key: np.full(shape, REMOVED[key], dtype=np.int16) for key in KEY_ARRAYS})
     out["pred"] = np.full(n_images, -1, dtype=IMAGE_ARRAYS["pred"])
     labels = batch[removal.label_array].numpy() if removal.needs_masks else None
     kept = [removal.kept(layout, None if labels is None else labels[i]) for i in range(n_images)]
@@ -381,7 +420,7 @@ def _reduce_removed(reducer: SiteReducer, batch: dict, removal: TokenRemoval,
             for row, image in enumerate(members):
                 if key == "pred":
                     out[key][image] = values[row]
-                else:
+                else:  # [S or L, K, ...] -> the kept positions of [S or L, N, ...]
                     out[key][image][:, kept[image]] = values[row]
     return out
 
@@ -408,7 +447,7 @@ def evaluate(model: nn.Module, dataset: ImageDataset, batch_size: int = 64,
 
 def _prepare_store(path: Path, config: dict, dataset: ImageDataset, force: bool,
                    batch_size: int, *, sites: List[str], layout: TokenLayout,
-                   model: nn.Module, device: torch.device) -> int:
+                   model: nn.Module, device: torch.device, key_topk: int = 0) -> int:
     """Create the store, or find how far an earlier run got. Returns images already done."""
     manifest_file = path / "manifest.json"
     if manifest_file.exists() and not force:
@@ -423,6 +462,10 @@ def _prepare_store(path: Path, config: dict, dataset: ImageDataset, force: bool,
     n_images, shape = len(dataset), (len(dataset), len(sites), layout.n_tokens)
     for name, dtype in TOKEN_ARRAYS.items():
         _allocate(path / f"{name}.npy", dtype, shape)
+    if key_topk:
+        for name in KEY_ARRAYS:
+            _allocate(path / f"{name}.npy", np.int16,
+                      (n_images, len(model.blocks), layout.n_tokens, key_topk))
     for name in ("pred", "status"):
         _allocate(path / f"{name}.npy", IMAGE_ARRAYS[name], (n_images,))
     if dataset.has_masks:
@@ -477,7 +520,8 @@ def _finish_store(path: Path, seconds: float) -> None:
 @dataclass
 class Results:
     """An extraction store, read back. Token arrays are [I, S, N] in ``sites`` order;
-    ``token_class``/``token_class_paper`` [I, N] are there for datasets with masks.
+    ``token_class``/``token_class_paper`` [I, N] are there for datasets with masks, and
+    ``key_mlp``/``key_attn`` [I, L, N, k] for stores made with ``key_topk``.
 
     Images that could not be decoded are left out unless ``open_results(include_unreadable=
     True)``; ``n_unreadable`` counts them.
@@ -495,6 +539,8 @@ class Results:
     n_unreadable: int = 0
     token_class: Optional[np.ndarray] = None
     token_class_paper: Optional[np.ndarray] = None
+    key_mlp: Optional[np.ndarray] = None
+    key_attn: Optional[np.ndarray] = None
 
     @property
     def num_classes(self) -> int:
@@ -559,7 +605,8 @@ def open_results(path: Union[str, Path], include_unreadable: bool = False) -> Re
         raise StoreError(f"{path} is incomplete ({done}/{n_images} images); rerun the same "
                          "extraction to resume it")
     names = list(TOKEN_ARRAYS) + list(IMAGE_ARRAYS)
-    names += [name for name in MASK_ARRAYS if (path / f"{name}.npy").exists()]
+    names += [name for name in list(MASK_ARRAYS) + list(KEY_ARRAYS)
+              if (path / f"{name}.npy").exists()]
     arrays = {name: np.load(path / f"{name}.npy", mmap_mode="r") for name in names}
     keep = arrays["status"] != UNREADABLE
     n_unreadable = int((~keep).sum())
@@ -574,12 +621,12 @@ def results_for(variant: str, dataset: str = "toy", data_dir: Optional[str] = No
                 device: str = "auto", results_dir: Union[str, Path] = "results", seed: int = 0,
                 batch_size: int = 64, weights: Optional[str] = None,
                 progress: bool = True, kinds: Sequence[str] = DEFAULT_KINDS,
-                perturbation: Optional[Perturbation] = None) -> Results:
+                perturbation: Optional[Perturbation] = None, key_topk: int = 0) -> Results:
     """What a notebook calls: load ``variant``, build the dataset, extract (reusing a complete
     store of the same configuration), and open the results. Parameters are checked first, so a
     wrong one fails with a message naming the fix.
 
-    ``kinds`` and ``perturbation`` are passed to :func:`extract`."""
+    ``kinds``, ``perturbation`` and ``key_topk`` are passed to :func:`extract`."""
     from .data import build_dataset
     from .variants import get_variant, load_variant
 
@@ -593,7 +640,8 @@ def results_for(variant: str, dataset: str = "toy", data_dir: Optional[str] = No
                          n_per_class=n_per_class, split=split)
     model = load_variant(variant, weights=weights, device=device, seed=seed)
     return open_results(extract(model, data, results_dir, batch_size=batch_size,
-                                progress=progress, kinds=kinds, perturbation=perturbation))
+                                progress=progress, kinds=kinds, perturbation=perturbation,
+                                key_topk=key_topk))
 
 
 def find_stores(results_dir: Union[str, Path], dataset: Optional[str] = None,

@@ -1,0 +1,194 @@
+"""Chapter 3 metrics against loops written from the definitions (spec E5b, E6, E10-E13), the
+streaming key reduction against full activations, and the model left untouched."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_model
+from scipy import stats as scipy_stats
+
+from vitcls_utils import memories as mem
+from vitcls_utils.data import ImageFolderDataset, load_image
+from vitcls_utils.errors import StoreError
+from vitcls_utils.extract import Results, extract, open_results
+from vitcls_utils.hooks import run_with_cache
+from vitcls_utils.variants import load_variant
+
+KINDS = ("resid_post", "attn_out", "mlp_out", "resid_mid")
+
+
+def fake_store(n_images=8, n_blocks=3, n_tokens=5, classes=6, d=4, seed=0, has_cls=True):
+    """A chapter-3 store in memory with random ranks, top-1s, logits and key indices."""
+    rng = np.random.default_rng(seed)
+    sites = [f"blocks.{b}.hook_{k}" for b in range(n_blocks) for k in KINDS]
+    shape = (n_images, len(sites), n_tokens)
+    labels = rng.integers(0, classes, n_images)
+    keys = lambda m: rng.integers(0, m, (n_images, n_blocks, n_tokens, 5)).astype(np.int16)  # noqa: E731
+    return Results(
+        path="mem", sites=sites, labels=labels, status=np.zeros(n_images, np.int8),
+        manifest={"num_classes": classes, "config": {"variant": "x"},
+                  "layout": {"has_cls": has_cls, "num_prefix": int(has_cls)}},
+        pred=np.where(rng.random(n_images) < 0.5, labels, (labels + 1) % classes),
+        rank=rng.integers(0, classes, shape).astype(np.int16),
+        top1=rng.integers(0, classes, shape).astype(np.int16),
+        true_logit=rng.normal(size=shape).astype(np.float32),
+        key_mlp=keys(4 * d), key_attn=keys(d))
+
+
+def fake_memories(n_blocks=3, classes=6, d=4, seed=0):
+    model = tiny_model("cls", seed=seed, embed_dim=d * 2, num_heads=2, depth=n_blocks,
+                       num_classes=classes)
+    return mem.Memories.of(model), model
+
+
+# ----------------------------------------------------------------------------------------------
+# Parameters
+# ----------------------------------------------------------------------------------------------
+def test_value_projections_are_copies_and_equal_a_direct_matmul(weights_unchanged):
+    model = tiny_model("cls", num_classes=7)
+    check = weights_unchanged(model)
+    memories = mem.Memories.of(model)
+    check()
+    E = model.head.weight
+    for b, block in enumerate(model.blocks):
+        for layer, W in (("attn", block.attn.proj.weight), ("mlp", block.mlp.fc2.weight)):
+            assert torch.allclose(memories.projection[layer][b], E @ W, atol=1e-6)
+            cos = torch.nn.functional.cosine_similarity(E[:, :, None], W[None], dim=1)
+            assert torch.allclose(memories.cosine[layer][b], cos, atol=1e-6)
+    frame = mem.class_value_agreement(memories)
+    row = frame[(frame.block == 2) & (frame.layer == "mlp") & (frame["class"] == 3)]
+    assert row.agreement.item() == pytest.approx(float(memories.cosine["mlp"][1][3].max()))
+    memories.cosine["mlp"][0].mul_(0)  # the copies are the analysis's own
+    check()
+
+
+def test_agreement_wilcoxon_is_paired_by_class():
+    trained = mem.class_value_agreement(mem.Memories.of(tiny_model("cls", seed=1)))
+    random = mem.class_value_agreement(mem.Memories.of(tiny_model("cls", seed=2)))
+    tests = mem.agreement_vs_random(trained, random)
+    a = trained[(trained.block == 2) & (trained.layer == "attn")].agreement.to_numpy()
+    b = random[(random.block == 2) & (random.layer == "attn")].agreement.to_numpy()
+    expected = scipy_stats.wilcoxon(a, b, alternative="greater").pvalue
+    assert tests[(tests.block == 2) & (tests.layer == "attn")].p_value.item() == pytest.approx(expected)
+
+
+def test_value_vector_classes():
+    memories, model = fake_memories()
+    names = [f"c{i}" for i in range(6)]
+    table = mem.value_vector_classes(memories, 1, [0, 3], names, k=2)
+    column = (model.head.weight @ model.blocks[1].mlp.fc2.weight)[:, 3]
+    assert table["top classes"][1] == ", ".join(names[i] for i in column.topk(2).indices)
+    allowed = mem.value_vector_classes(memories, 1, [3], names, k=2, allowed=[0, 5])
+    assert set(allowed["top classes"][0].split(", ")) == {"c0", "c5"}
+
+
+# ----------------------------------------------------------------------------------------------
+# Streaming key reduction
+# ----------------------------------------------------------------------------------------------
+def test_top_keys_from_the_stream_equal_full_activations(tiny_variant, image_folder, tmp_path):
+    model = load_variant("test_tiny", seed=5)
+    dataset = ImageFolderDataset(image_folder, num_classes=10)
+    res = open_results(extract(model, dataset, tmp_path, kinds=KINDS, key_topk=5, batch_size=4))
+    assert res.key_mlp.shape == (9, 3, 17, 5) and res.key_attn.shape == (9, 3, 17, 5)
+    preprocess = model.vitcls_info.variant.preprocess
+    for i, item in enumerate(dataset.items):
+        image, _ = load_image(item.path)
+        _, cache = run_with_cache(model, preprocess(image)[None])
+        for b in range(3):
+            pre = cache[f"blocks.{b}.mlp.hook_pre"][0]  # [N, 4d], before the GELU
+            z = cache[f"blocks.{b}.attn.hook_z"][0].flatten(1)  # [N, d], head-major
+            assert np.array_equal(res.key_mlp[i, b], pre.topk(5, -1).indices.numpy())
+            assert np.array_equal(res.key_attn[i, b], z.topk(5, -1).indices.numpy())
+    plain = open_results(extract(model, dataset, tmp_path, batch_size=4))
+    assert plain.key_mlp is None and plain.path != res.path
+    with pytest.raises(StoreError, match="key_topk=5"):
+        mem.memory_compositionality(plain, mem.Memories.of(model))
+
+
+# ----------------------------------------------------------------------------------------------
+# Store metrics
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("exact", [False, True])
+def test_sublayer_change_rate_by_loops(exact):
+    res = fake_store()
+    frame = mem.sublayer_change_rate(res, exact=exact)
+    z = res.true_logit
+    site = {name: i for i, name in enumerate(res.sites)}
+    for layer in ("attn", "mlp"):
+        for b in (1, 2):
+            for token, columns in (("[CLS]", [0]), ("image", range(1, 5))):
+                out = site[f"blocks.{b}.hook_{layer}_out"]
+                inp = (site[f"blocks.{b}.hook_resid_mid"] if exact and layer == "mlp"
+                       else site[f"blocks.{b - 1}.hook_resid_post"])
+                hits = [z[i, out, t] > z[i, inp, t] for i in range(8) for t in columns]
+                got = frame[(frame.block == b + 1) & (frame.layer == layer)
+                            & (frame.token == token)].rate.item()
+                assert got == pytest.approx(np.mean(hits))
+
+
+@pytest.mark.parametrize("paper", [False, True])
+def test_residual_composition_by_loops(paper):
+    res = fake_store(classes=3)  # few classes: every category occurs
+    frame = mem.residual_composition(res, paper=paper)
+    t = res.top1
+    site = {name: i for i, name in enumerate(res.sites)}
+    for b in (1, 2):
+        now, prev = t[:, site[f"blocks.{b}.hook_resid_post"]], t[:, site[f"blocks.{b - 1}.hook_resid_post"]]
+        attn, mlp = t[:, site[f"blocks.{b}.hook_attn_out"]], t[:, site[f"blocks.{b}.hook_mlp_out"]]
+        comp = [now[i, n] != prev[i, n] and now[i, n] != attn[i, n]
+                and (paper or now[i, n] != mlp[i, n]) for i in range(8) for n in range(5)]
+        got = frame[(frame.block == b + 1) & (frame.source == "composition")].percent.item()
+        assert got == pytest.approx(100 * np.mean(comp))
+    corrected = mem.residual_composition(res).query("source == 'composition'").percent
+    buggy = mem.residual_composition(res, paper=True).query("source == 'composition'").percent
+    assert (buggy.to_numpy() >= corrected.to_numpy()).all() and (buggy > corrected).any()
+
+
+@pytest.mark.parametrize("paper_text", [False, True])
+def test_key_value_agreement_by_sets(paper_text):
+    res, (memories, _) = fake_store(), fake_memories()
+    frame = mem.key_value_agreement(res, memories, paper_text=paper_text)
+    for layer, keys in (("attn", res.key_attn), ("mlp", res.key_mlp)):
+        for b in range(3):
+            P = memories.projection[layer][b]
+            per_image = []
+            for i in range(8):
+                c = res.labels[i]
+                hits = []
+                for n in range(5):
+                    tokens = set(keys[i, b, n].tolist())
+                    if paper_text:
+                        hits.append(any(c in P[:, j].topk(5).indices.tolist() for j in tokens))
+                    else:
+                        hits.append(bool(tokens & set(P[c].topk(5).indices.tolist())))
+                per_image.append(np.mean(hits))
+            for c in np.unique(res.labels):
+                expected = 100 * np.mean([v for v, l in zip(per_image, res.labels) if l == c])
+                got = frame[(frame.block == b + 1) & (frame.layer == layer)
+                            & (frame["class"] == c)].rate.item()
+                assert got == pytest.approx(expected)
+
+
+def test_memory_compositionality_by_loops():
+    res, (memories, _) = fake_store(), fake_memories()
+    frame = mem.memory_compositionality(res, memories)
+    site = {name: i for i, name in enumerate(res.sites)}
+    for layer, keys in (("attn", res.key_attn), ("mlp", res.key_mlp)):
+        for b in range(3):
+            top_class = memories.projection[layer][b].argmax(0)
+            own = res.top1[:, site[f"blocks.{b}.hook_{layer}_out"]]
+            match = [own[i, n] in {int(top_class[j]) for j in keys[i, b, n]}
+                     for i in range(8) for n in range(5)]
+            got = frame[(frame.block == b + 1) & (frame.layer == layer)].match.item()
+            assert got == pytest.approx(100 * np.mean(match))
+
+
+def test_correct_vs_misclassified_uses_cls_agreement():
+    res, (memories, _) = fake_store(n_images=30, classes=3), fake_memories(classes=3)
+    res.key_mlp[:] = memories.class_memories("mlp", 0).numpy()[res.labels][:, None, None, :]
+    res.key_mlp[~(res.pred == res.labels), :, 0] = -1  # misclassified: [CLS] never agrees
+    frame = mem.correct_vs_misclassified(res, memories, n_permutations=99)
+    row = frame[(frame.block == 1) & (frame.layer == "mlp")].iloc[0]
+    assert row.difference == pytest.approx(100.0)
+    assert row.p_value == pytest.approx(0.01) and row.significant
