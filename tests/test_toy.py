@@ -92,3 +92,14 @@ def test_toy_store_shows_the_papers_direction(tmp_path):
     assert frame["image"].iloc[-1] > frame["image"].iloc[0] + 0.1
     assert frame["image"].iloc[-1] == frame["image"].max()
     assert identifiability_rate(res) > 5 * identifiability_rate(rand)
+
+
+def test_two_objects_pastes_the_second_object():
+    image, ids, (a, b) = toy.two_objects("val", 0, 20 * 7 + 3)
+    first, second = toy.generate("val", 0), toy.generate("val", 20 * 7 + 3)
+    pasted = np.asarray(second.mask)[..., 0] > 0
+    assert (a, b) == (0, 7) and np.array_equal(ids[pasted], np.full(pasted.sum(), 8))
+    assert np.array_equal(np.asarray(image)[pasted], np.asarray(second.image)[pasted])
+    rest = ~pasted
+    assert np.array_equal(np.asarray(image)[rest], np.asarray(first.image)[rest])
+    assert set(np.unique(ids[rest])) <= {0, 1}

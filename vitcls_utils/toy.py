@@ -145,6 +145,22 @@ def generate(split: str, index: int, seed: int = 0) -> ToySample:
     return ToySample(image=image, mask=mask, label=label, scene=scene)
 
 
+def two_objects(split: str, first: int, second: int, seed: int = 0
+                ) -> Tuple[Image.Image, np.ndarray, Tuple[int, int]]:
+    """Image ``first`` with the object of image ``second`` pasted over it (same position as in
+    its own image): a two-object stimulus for explanation maps. Returns the image, the category
+    ids per pixel (class + 1, background 0; the pasted object wins where they overlap) and the
+    two labels."""
+    base, other = generate(split, first, seed), generate(split, second, seed)
+    ids_base = np.asarray(base.mask)[..., 0].astype(np.int32)
+    ids_other = np.asarray(other.mask)[..., 0].astype(np.int32)
+    pasted = ids_other > 0
+    pixels = np.asarray(base.image).copy()
+    pixels[pasted] = np.asarray(other.image)[pasted]
+    ids = np.where(pasted, ids_other, ids_base)
+    return Image.fromarray(pixels, "RGB"), ids, (base.label, other.label)
+
+
 def split_indices(split: str, n_per_class: Optional[int] = None) -> List[int]:
     """Generator indices of a split, class-major; ``n_per_class`` keeps the first n per class."""
     per_class = SPLIT_SIZES[split]
@@ -165,10 +181,15 @@ RECIPE = {
     "steps": 2000, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.05, "warmup_steps": 100,
     "schedule": "linear warm-up, cosine decay to 0", "optimizer": "AdamW (0.9, 0.999)",
     "grad_clip": 1.0, "augmentation": "random horizontal flip", "seed": 0,
-    "train_per_class": SPLIT_SIZES["train"], "drop_path_rate": 0.0,
+    "train_per_class": SPLIT_SIZES["train"], "drop_path_rate": 0.0, "cutmix_alpha": 0.0,
+    "cutmix_prob": 1.0,
 }
 RECIPES = {
-    "toy": {"steps": 4000, "train_per_class": 800, "drop_path_rate": 0.1},
+    # CutMix on half the batches: the [CLS] must weigh evidence from each region, which makes
+    # more image tokens class-identifiable (and context matter to the object's tokens)
+    "toy": {"steps": 4000, "train_per_class": 800, "drop_path_rate": 0.1, "cutmix_alpha": 1.0,
+            "cutmix_prob": 0.5,
+            "augmentation": "random horizontal flip; CutMix (alpha 1) on half the batches"},
     "toy_gap": {},
 }
 
@@ -189,6 +210,23 @@ def to_input(images: np.ndarray):
     mean = torch.tensor(TOY_PREPROCESS.mean).view(1, 3, 1, 1)
     std = torch.tensor(TOY_PREPROCESS.std).view(1, 3, 1, 1)
     return (x - mean) / std
+
+
+def cutmix(x, y, num_classes: int, alpha: float, rng: np.random.Generator):
+    """CutMix on a batch: a box of area 1 - lam (lam ~ Beta(alpha, alpha)) from the batch in
+    reverse order is pasted into every image; the targets mix the two labels by area."""
+    import torch
+
+    height, width = x.shape[-2:]
+    lam = rng.beta(alpha, alpha)
+    box_h, box_w = int(height * np.sqrt(1 - lam)), int(width * np.sqrt(1 - lam))
+    top, left = rng.integers(0, height - box_h + 1), rng.integers(0, width - box_w + 1)
+    x = x.clone()
+    x[..., top:top + box_h, left:left + box_w] = x.flip(0)[..., top:top + box_h,
+                                                         left:left + box_w]
+    kept = 1 - box_h * box_w / (height * width)
+    one_hot = torch.nn.functional.one_hot(y, num_classes).float()
+    return x, kept * one_hot + (1 - kept) * one_hot.flip(0)
 
 
 def train(key: str, out_dir, recipe: Optional[dict] = None, log=print) -> dict:
@@ -228,6 +266,7 @@ def train(key: str, out_dir, recipe: Optional[dict] = None, log=print) -> dict:
         return recipe["lr"] * 0.5 * (1 + math.cos(math.pi * (step - warmup) / (steps - warmup)))
 
     gen = torch.Generator().manual_seed(recipe["seed"])
+    mix_rng = np.random.default_rng(recipe["seed"])
     order = torch.randperm(len(train_y), generator=gen)
     cursor, running = 0, []
     for step in range(steps):
@@ -241,7 +280,11 @@ def train(key: str, out_dir, recipe: Optional[dict] = None, log=print) -> dict:
         y = torch.from_numpy(train_y[batch])
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
-        loss = torch.nn.functional.cross_entropy(model(x), y)
+        if recipe["cutmix_alpha"] > 0 and mix_rng.random() < recipe["cutmix_prob"]:
+            x, target = cutmix(x, y, NUM_CLASSES, recipe["cutmix_alpha"], mix_rng)
+            loss = -(target * model(x).log_softmax(-1)).sum(-1).mean()
+        else:
+            loss = torch.nn.functional.cross_entropy(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), recipe["grad_clip"])
