@@ -34,6 +34,8 @@ toy-model: $(STAMP)
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/extract_overhead.py
+	$(PY) benchmarks/memories_analyses.py
+	$(PY) benchmarks/explain_probes.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -75,17 +75,50 @@ def test_mask_notebooks_only_where_there_are_masks(tmp_path):
     assert set(batch.NEEDS_MASKS) <= {j.notebook.stem for j in jobs}
 
 
-def test_chapter2_notebooks_on_random_b32_and_a_fabricated_imagenet_s(tmp_path):
-    """The three chapter-2 notebooks run on vit_b32_random with ImageNet-S masks (offline)."""
+def run_chapter(tmp_path, variant: str, chapter: str, expected: int) -> str:
+    """Run a chapter's notebooks for ``variant`` on a fabricated ImageNet-S tree; returns the
+    text the runs printed."""
     tree = make_imagenet_s(tmp_path / "data") / "ImageNetS919"
-    matrix = batch.run(["vit_b32_random"], "*_perturbation", device="cpu", data_dir=str(tree),
+    matrix = batch.run([variant], chapter, device="cpu", data_dir=str(tree),
                        results_dir=tmp_path / "results", runs_dir=tmp_path / "runs",
                        log=lambda *a: None)
-    matrix += batch.run(["vit_b32_random"], "fig3a*", device="cpu", data_dir=str(tree),
-                        results_dir=tmp_path / "results", runs_dir=tmp_path / "runs",
-                        log=lambda *a: None)
-    assert [j.status for j in matrix] == ["ran"] * 3, batch.summary(matrix)
-    page = nbformat.read(tmp_path / "runs" / "vit_b32_random" / "tab_context_perturbation.ipynb", 4)
-    printed = "".join(o.get("text", "") for c in page.cells if c.cell_type == "code"
-                      for o in c.outputs)
-    assert "class-labeled" in printed and "context-labeled" in printed
+    assert [j.status for j in matrix] == ["ran"] * expected, batch.summary(matrix)
+    return "".join(o.get("text", "") for job in matrix
+                   for c in nbformat.read(job.output, 4).cells if c.cell_type == "code"
+                   for o in c.outputs)
+
+
+def test_chapter2_notebooks_on_random_b32_and_a_fabricated_imagenet_s(tmp_path):
+    """The three chapter-2 notebooks run on vit_b32_random with ImageNet-S masks (offline)."""
+    printed = run_chapter(tmp_path, "vit_b32_random", "chapter2", expected=3)
+    assert "class-labeled" in printed and "context-labeled" in printed and "self_only" in printed
+
+
+def test_chapter3_notebooks_on_random_b16_and_a_fabricated_imagenet_s(tmp_path):
+    """Every chapter-3 notebook, and the comparison, runs on vit_b16_random (offline)."""
+    printed = run_chapter(tmp_path, "vit_b16_random", "chapter3", expected=8)
+    assert "variants with chapter-3 summaries: vit_b16_random" in printed
+
+
+def test_every_notebook_is_in_a_chapter_and_in_the_toc():
+    listed = [name for names in batch.CHAPTERS.values() for name in names]
+    on_disk = sorted(p.stem for p in batch.NOTEBOOKS.glob("*.ipynb"))
+    assert sorted(listed) == on_disk
+    toc = (batch.ROOT / "_toc.yml").read_text()
+    for name in listed:
+        assert f"/{name}\n" in toc, f"{name} is not in _toc.yml"
+    assert batch.source_notebooks("chapter2")[0].stem == "tab_attention_perturbation"
+
+
+def test_chapter4_notebooks_on_random_b32_and_a_fabricated_imagenet_s(tmp_path):
+    """Explanation maps, the perturbation test and the probes run on vit_b32_random with
+    ImageNet-S data (one image per class and one random order, to keep CI short)."""
+    tree = make_imagenet_s(tmp_path / "data") / "ImageNetS919"
+    for notebook in batch.source_notebooks("chapter4"):
+        params = {"variant": "vit_b32_random", "dataset": "imagenet-s", "data_dir": str(tree),
+                  "device": "cpu", "results_dir": str(tmp_path / "results"), "n_per_class": 1}
+        if notebook.stem != "fig5_explanation_maps":
+            params["n_random"] = 1
+        job = batch.execute(batch.Job(notebook, tmp_path / "runs" / notebook.name, params,
+                                      "vit_b32_random"))
+        assert job.status == "ran", job.message

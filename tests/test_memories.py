@@ -192,3 +192,10 @@ def test_correct_vs_misclassified_uses_cls_agreement():
     row = frame[(frame.block == 1) & (frame.layer == "mlp")].iloc[0]
     assert row.difference == pytest.approx(100.0)
     assert row.p_value == pytest.approx(0.01) and row.significant
+
+
+def test_strongest_values():
+    memories, model = fake_memories()
+    best = (model.head.weight @ model.blocks[2].mlp.fc2.weight).max(0).values
+    chosen = mem.strongest_values(memories, 2, n=3)
+    assert chosen == best.argsort(descending=True)[:3].tolist()

@@ -90,3 +90,14 @@ def test_papermill_kernel_imports_timm(tmp_path):
     import timm
 
     assert outputs[0]["text"].strip() == f"{timm.__version__} 2"
+
+
+def test_no_export_is_shadowed_by_a_submodule():
+    """A submodule import rebinds the package attribute of the same name, so an export named
+    like a submodule would silently turn into that module."""
+    import pkgutil
+
+    import vitcls_utils
+
+    submodules = {m.name for m in pkgutil.iter_modules(vitcls_utils.__path__)}
+    assert not set(vitcls_utils._EXPORTS) & submodules

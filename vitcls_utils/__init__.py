@@ -2,7 +2,9 @@
 reduce whole datasets to compact per-token metrics.
 
 Attributes are imported lazily so that ``import vitcls_utils`` (done at every interpreter start
-of the project's venv by the torchvision shim) stays cheap.
+of the project's venv by the torchvision shim) stays cheap. No export shares its name with a
+submodule: once ``vitcls_utils.hooks`` is imported, ``vitcls_utils.hooks`` *is* that module, so
+the context manager is ``vitcls_utils.hooks.hooks`` and extraction ``vitcls_utils.extract.extract``.
 """
 from __future__ import annotations
 
@@ -27,14 +29,12 @@ _EXPORTS = {
     "list_variants": "variants",
     "load_variant": "variants",
     "Preprocess": "preprocess",
-    "hooks": "hooks",
     "capture": "hooks",
     "run_with_cache": "hooks",
     "site_names": "hooks",
     "ClassProjector": "projection",
     "rank_of_true_class": "projection",
     "ImageFolderDataset": "data",
-    "extract": "extract",
     "open_results": "extract",
     "results_for": "extract",
     "find_stores": "extract",

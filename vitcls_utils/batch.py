@@ -29,9 +29,23 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 RUNS = ROOT / "book" / "runs"
 #: notebooks that compare variants: run once, after the per-variant runs
-COMPARISONS = ("compare_variants",)
+COMPARISONS = ("compare_variants", "compare_memories")
 #: notebooks that read segmentation masks: not run on datasets without them (CIFAR-100, folders)
 NEEDS_MASKS = ("fig3a_context_identifiability", "tab_context_perturbation")
+#: notebooks that need a few-shot training split (toy probe-train, ImageNet-S test)
+NEEDS_PROBE_SPLIT = ("figA12_linear_probing",)
+#: the book's chapters: ``--notebooks chapter2`` runs one
+CHAPTERS = {
+    "chapter1": ("tab1_identifiability_rate", "fig2_identifiability_evolution",
+                 "figA4_block_change_rate", "compare_variants"),
+    "chapter2": ("tab_attention_perturbation", "fig3a_context_identifiability",
+                 "tab_context_perturbation"),
+    "chapter3": ("fig3b_sublayer_change_rate", "fig3c_residual_composition",
+                 "fig4a_class_value_agreement", "tabA6b_value_vectors",
+                 "fig4b_key_value_agreement", "figA8_correct_vs_misclassified",
+                 "figA9_memory_compositionality", "compare_memories"),
+    "chapter4": ("fig5_explanation_maps", "figA11_perturbation_test", "figA12_linear_probing"),
+}
 GROUPS = {
     "paper": list(PAPER_KEYS),
     "paper_random": [f"{k}_random" for k in PAPER_KEYS],
@@ -72,7 +86,10 @@ def expand_variants(names: Sequence[str]) -> List[str]:
 
 
 def source_notebooks(pattern: str = "*") -> List[Path]:
-    """Figure notebooks in ``notebooks/`` whose name matches the glob ``pattern``."""
+    """Figure notebooks in ``notebooks/`` whose name matches the glob ``pattern``, or those of
+    a chapter (``chapter1``, ...)."""
+    if pattern in CHAPTERS:
+        return [NOTEBOOKS / f"{name}.ipynb" for name in CHAPTERS[pattern]]
     found = [p for p in sorted(NOTEBOOKS.glob("*.ipynb"))
              if fnmatch.fnmatch(p.stem, pattern) or fnmatch.fnmatch(p.name, pattern)]
     if not found:
@@ -97,6 +114,8 @@ def plan(variants: Sequence[str], pattern: str, results_dir: Path, device: str,
             if notebook.stem in COMPARISONS:
                 continue
             if notebook.stem in NEEDS_MASKS and kind not in MASKED_KINDS:
+                continue
+            if notebook.stem in NEEDS_PROBE_SPLIT and kind not in ("toy", "imagenet-s"):
                 continue
             params = {"variant": variant, "dataset": kind, "data_dir": data_dir,
                       "device": device, "results_dir": str(results_dir)}

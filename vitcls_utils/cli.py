@@ -147,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "book/runs/ (papermill), for the book")
     p.add_argument("--variants", nargs="+", default=["toy"],
                    help="keys, or groups: toy (toy toy_gap toy_random), paper, paper_random")
-    p.add_argument("--notebooks", default="*", help="glob on notebook names, e.g. 'tab1*'")
+    p.add_argument("--notebooks", default="*", help="glob on notebook names, e.g. 'tab1*', "
+                   "or a chapter: chapter1 ... chapter4")
     p.add_argument("--device", default="auto")
     p.add_argument("--jobs", type=int, default=1, help="variants run in parallel (GPUs: spread)")
     p.add_argument("--data", default=None, help="dataset kind for every variant (default: "

@@ -77,6 +77,16 @@ def imagenet_class_names() -> List[str]:
     return [info.index_to_description(i).split(",")[0] for i in range(info.num_classes())]
 
 
+def class_names(dataset: str, num_classes: int) -> List[str]:
+    """Readable class names for a dataset kind: the toy's, ImageNet's for 1000-class data,
+    else the class indices as text."""
+    if dataset == "toy":
+        return list(toy.CLASS_NAMES)
+    if num_classes == 1000:
+        return imagenet_class_names()
+    return [str(i) for i in range(num_classes)]
+
+
 def load_image(path: Path) -> Tuple[Optional[Image.Image], int]:
     """Decode an image as RGB. Returns (image or None, status: OK / CONVERTED / UNREADABLE)."""
     try:

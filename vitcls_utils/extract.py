@@ -524,7 +524,8 @@ class Results:
     ``key_mlp``/``key_attn`` [I, L, N, k] for stores made with ``key_topk``.
 
     Images that could not be decoded are left out unless ``open_results(include_unreadable=
-    True)``; ``n_unreadable`` counts them.
+    True)``; ``n_unreadable`` counts them, and ``image_index`` gives each row's position in
+    the dataset.
     """
 
     path: Path
@@ -541,6 +542,7 @@ class Results:
     token_class_paper: Optional[np.ndarray] = None
     key_mlp: Optional[np.ndarray] = None
     key_attn: Optional[np.ndarray] = None
+    image_index: Optional[np.ndarray] = None  # dataset position of each row
 
     @property
     def num_classes(self) -> int:
@@ -610,10 +612,12 @@ def open_results(path: Union[str, Path], include_unreadable: bool = False) -> Re
     arrays = {name: np.load(path / f"{name}.npy", mmap_mode="r") for name in names}
     keep = arrays["status"] != UNREADABLE
     n_unreadable = int((~keep).sum())
+    image_index = np.arange(keep.size)
     if n_unreadable and not include_unreadable:
         arrays = {name: np.asarray(a)[keep] for name, a in arrays.items()}
+        image_index = image_index[keep]
     return Results(path=path, manifest=manifest, sites=list(manifest["sites"]),
-                   n_unreadable=n_unreadable, **arrays)
+                   n_unreadable=n_unreadable, image_index=image_index, **arrays)
 
 
 def results_for(variant: str, dataset: str = "toy", data_dir: Optional[str] = None,

@@ -120,6 +120,13 @@ def agreement_boxes(frame: pd.DataFrame, layer: str) -> pd.DataFrame:
                          for block, group in part.groupby("block", sort=True)])
 
 
+def strongest_values(memories: Memories, block: int, n: int = 8) -> List[int]:
+    """The ``n`` MLP value vectors of ``block`` (0-based) with the largest projection on any
+    class: where to look first when the paper names no columns."""
+    best = memories.projection["mlp"][block].max(dim=0).values
+    return best.topk(min(n, best.numel())).indices.tolist()
+
+
 def value_vector_classes(memories: Memories, block: int, columns: Sequence[int],
                          class_names: Sequence[str], k: int = 5,
                          allowed: Optional[Sequence[int]] = None) -> pd.DataFrame:

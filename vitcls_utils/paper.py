@@ -28,6 +28,19 @@ def paper_value(metric: str, variant: str, block: Optional[int] = None) -> Optio
     return None if rows.empty else float(rows.value.iloc[0])
 
 
+def value_vector_descriptions(variant: str) -> pd.DataFrame:
+    """Appendix A6b: the paper's reading of chosen MLP value vectors (block, column, classes)."""
+    frame = pd.read_csv(data_dir() / "paper" / "value_vectors.csv")
+    return frame[frame.variant == variant].drop(columns="variant").reset_index(drop=True)
+
+
+def paper_series(metric: str, variant: str) -> pd.DataFrame:
+    """A per-block reported series (block, value), empty where the paper has none."""
+    frame = reported()
+    rows = frame[(frame.metric == metric) & (frame.variant == variant) & frame.block.notna()]
+    return rows[["block", "value"]].astype({"block": int}).sort_values("block")
+
+
 #: How metrics are named in tables.
 METRIC_LABELS = {
     "identifiability_rate": "identifiability rate (%)",

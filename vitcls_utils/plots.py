@@ -97,3 +97,127 @@ def compare_evolution_figure(frames: Dict[str, pd.DataFrame]) -> plt.Figure:
     axes[0].set_ylabel("class identifiability")
     fig.tight_layout()
     return fig
+
+
+LAYER_COLOURS = {"attn": "#30638e", "mlp": "#edae49"}
+
+
+def per_block_figure(frame: pd.DataFrame, y: str, hue: str, ylabel: str, title: str = "",
+                     paper: Optional[pd.DataFrame] = None, chance: Optional[float] = None,
+                     ylim=None, style: Optional[str] = None) -> plt.Figure:
+    """A quantity per block, one line per ``hue`` (and ``style``) level; the paper's values,
+    where given (columns block, value and ``hue``), as crosses on dotted lines."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    sns.lineplot(data=frame, x="block", y=y, hue=hue, style=style, marker="o", ax=ax)
+    if paper is not None and not paper.empty:
+        for level, part in paper.groupby(hue, sort=False):
+            ax.plot(part.block, part.value, ls=":", marker="x", color="0.35", lw=1)
+        ax.plot([], [], ls=":", marker="x", color="0.35", label="paper (read off the plot)")
+    if chance is not None:
+        ax.axhline(chance, color="0.4", ls="--", lw=1)
+    ax.set(xlabel="block", ylabel=ylabel, title=title, ylim=ylim)
+    ax.set_xticks(sorted(set(frame.block)))
+    ax.legend(loc="best", frameon=True, fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def composition_figure(frame: pd.DataFrame, title: str = "") -> plt.Figure:
+    """E6 / Fig 3c: per block, the % of tokens whose top-1 matches each source, stacked (the
+    categories overlap, so bars can exceed 100%)."""
+    wide = frame.pivot(index="block", columns="source", values="percent")
+    wide = wide[[c for c in ("previous", "attn", "mlp", "composition") if c in wide]]
+    colours = {"previous": "0.6", "attn": LAYER_COLOURS["attn"], "mlp": LAYER_COLOURS["mlp"],
+               "composition": "#d1495b"}
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    bottom = None
+    for source in wide.columns:
+        ax.bar(wide.index, wide[source], bottom=bottom, color=colours[source], label=source,
+               width=0.75)
+        bottom = wide[source] if bottom is None else bottom + wide[source]
+    ax.axhline(100, color="0.3", ls="--", lw=1)
+    ax.set(xlabel="block", ylabel="% of tokens (stacked)", title=title)
+    ax.set_xticks(list(wide.index))
+    ax.legend(loc="upper left", frameon=True, fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def per_class_figure(frame: pd.DataFrame, y: str, ylabel: str, title: str = "") -> plt.Figure:
+    """Fig 4b / A7: per-class values per block (points) with their mean, attention and MLP
+    side by side."""
+    layers = [layer for layer in LAYER_COLOURS if layer in set(frame.layer)]
+    fig, axes = plt.subplots(1, len(layers), figsize=(5 * len(layers), 3.6), sharey=True,
+                             squeeze=False)
+    for ax, layer in zip(axes[0], layers, strict=True):
+        part = frame[frame.layer == layer]
+        sns.stripplot(data=part, x="block", y=y, color=LAYER_COLOURS[layer], alpha=0.35,
+                      size=3, jitter=0.25, ax=ax, native_scale=True)
+        means = part.groupby("block")[y].mean()
+        ax.plot(means.index, means.to_numpy(), color="black", marker="o", lw=1.5, label="mean")
+        ax.set(title=f"{layer}", xlabel="block", ylabel=ylabel)
+        ax.legend(loc="upper left", fontsize="small")
+    fig.suptitle(title, fontweight="bold")
+    fig.tight_layout()
+    return fig
+
+
+METHOD_LABELS = {"class_space": "class space (ours)", "gradient_rollout": "Chefer (grad. rollout)",
+                 "rollout": "attention rollout", "attention": "last-block attention",
+                 "random": "random", "probe": "linear probe"}
+
+
+def _overlay(ax: plt.Axes, view, heat, title: str) -> None:
+    import numpy as np
+
+    heat = (heat - heat.min()) / max(float(heat.max() - heat.min()), 1e-12)
+    ax.imshow(view)
+    ax.imshow(np.asarray(heat), cmap="jet", alpha=0.45, interpolation="bilinear")
+    ax.set_title(title, fontsize="small")
+    ax.axis("off")
+
+
+def maps_figure(views, maps: Dict[str, "object"], titles, methods) -> plt.Figure:
+    """Fig 5b / A10: one row per image: the image, then each method's map over it."""
+    rows, cols = len(views), len(methods) + 1
+    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.4 * rows), squeeze=False)
+    for r, view in enumerate(views):
+        axes[r, 0].imshow(view)
+        axes[r, 0].set_title(titles[r], fontsize="small")
+        axes[r, 0].axis("off")
+        for c, method in enumerate(methods, start=1):
+            _overlay(axes[r, c], view, maps[method][r], METHOD_LABELS.get(method, method))
+    fig.tight_layout()
+    return fig
+
+
+def block_maps_figure(view, block_maps, title: str) -> plt.Figure:
+    """Fig 5a: the class-space map of every block (heads summed) for one image and class."""
+    n = len(block_maps)
+    cols = min(n, 6)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, 2.1 * rows), squeeze=False)
+    for b, ax in enumerate(axes.flat):
+        if b < n:
+            _overlay(ax, view, block_maps[b], f"block {b + 1}")
+        else:
+            ax.axis("off")
+    fig.suptitle(title, fontweight="bold")
+    fig.tight_layout()
+    return fig
+
+
+def perturbation_figure(curves: pd.DataFrame, title: str = "") -> plt.Figure:
+    """A11 / A12 right: top-1 accuracy vs % of image tokens removed, negative and positive."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    data = curves.assign(method=curves.method.map(lambda m: METHOD_LABELS.get(m, m)),
+                         removed=100 * curves.removed)
+    for ax, test in zip(axes, ("negative", "positive"), strict=True):
+        sns.lineplot(data=data[data.test == test], x="removed", y="accuracy", hue="method",
+                     ax=ax)
+        ax.set(title=f"{test} perturbation", xlabel="% of image tokens removed",
+               ylabel="top-1 accuracy", ylim=(0, 1.02))
+        ax.legend(fontsize="small")
+    fig.suptitle(title, fontweight="bold")
+    fig.tight_layout()
+    return fig

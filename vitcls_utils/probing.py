@@ -1,0 +1,255 @@
+"""Chapter 4: few-shot linear probes per (site, token), the trained baseline the class-space
+projection is compared with (spec E16; the ViT paper's few-shot least squares, related C6).
+
+One pass over the training images accumulates, for every site and token position, the sums a
+closed-form ridge regression needs (count, sum of x, x xᵀ, and per-class sums of x); the raw
+features are never stored and never re-extracted per token. Targets are +1 for the true class
+and -1 elsewhere.
+
+- ``method="ridge"`` (the paper: scikit-learn ``Ridge(alpha=1.0)``, intercept fitted by
+  centering): W = (X̄ᵀX̄ + αI)⁻¹ X̄ᵀȲ on centered X and Y, b = ȳ - x̄ W.
+- ``method="lsr"`` (ViT paper, big_vision's few-shot): features standardized with the
+  training mean and std (+1e-5), a constant feature of 100 appended, W = (XᵀX + λI)⁻¹ XᵀY
+  with λ = 1024.
+
+Features are the raw site tensors (no final norm), as in the authors' code. The sums take
+S·N·(C + d + 1)·d float64 values (sites S, tokens N, classes C, width d): a few MB for the toy,
+about 13 GB for ViT-B/32 with 1000 classes; pass fewer ``kinds`` per call on a small machine.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import _compat
+from .errors import VitclsError
+
+_compat.ensure_torchvision_ops()
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from .hooks import block_sites, hooks  # noqa: E402
+
+KINDS = ("resid_post", "attn_out", "mlp_out")
+METHODS = {"ridge": 1.0, "lsr": 1024.0}  # default regularization of each
+
+
+@dataclass
+class Sums:
+    """Sufficient statistics of the training features: per site S and token N."""
+
+    count: int
+    x: torch.Tensor  # [S, N, d]
+    xx: torch.Tensor  # [S, N, d, d]
+    class_x: torch.Tensor  # [S, N, C, d]
+    class_count: torch.Tensor  # [C]
+
+
+def solve(sums: Sums, method: str = "ridge", alpha: Optional[float] = None):
+    """Closed-form probes from the sums: weight [S, N, d', C] and bias [S, N, C], plus the
+    standardization (mean, scale) the features need first (identity for ridge)."""
+    if method not in METHODS:
+        raise VitclsError(f"probe method must be one of {list(METHODS)}, not {method!r}")
+    alpha = METHODS[method] if alpha is None else alpha
+    n = sums.count
+    mean = sums.x / n  # [S, N, d]
+    xy = 2 * sums.class_x.transpose(-1, -2) - sums.x[..., None]  # Xᵀ(2·onehot - 1): [S,N,d,C]
+    y_sum = 2 * sums.class_count - n  # [C]
+    centered_xx = sums.xx - n * mean[..., :, None] * mean[..., None, :]
+    centered_xy = xy - mean[..., None] * y_sum
+    eye = torch.eye(mean.shape[-1], dtype=mean.dtype, device=mean.device)
+    if method == "ridge":
+        weight = torch.linalg.solve(centered_xx + alpha * eye, centered_xy)
+        bias = y_sum / n - (mean[..., None, :] @ weight)[..., 0, :]
+        return weight, bias, mean * 0, torch.ones_like(mean)
+    # lsr: standardized features and a constant 100, no centering of the targets
+    var = (centered_xx.diagonal(dim1=-2, dim2=-1) / n).clamp_min(0)
+    scale = var.sqrt() + 1e-5
+    inv = 1 / scale
+    gram = centered_xx * inv[..., :, None] * inv[..., None, :]  # Σ x̃ x̃ᵀ (Σ x̃ = 0)
+    cross = centered_xy * inv[..., :, None]  # Σ x̃ yᵀ
+    d = gram.shape[-1]
+    full = torch.zeros(gram.shape[:-2] + (d + 1, d + 1), dtype=gram.dtype, device=gram.device)
+    full[..., :d, :d] = gram
+    full[..., d, d] = n * 100.0 ** 2
+    rhs = torch.cat([cross, (100.0 * y_sum).expand(cross.shape[:-2] + (1, -1))], dim=-2)
+    eye = torch.eye(d + 1, dtype=gram.dtype, device=gram.device)
+    solution = torch.linalg.solve(full + alpha * eye, rhs)
+    return solution[..., :d, :], 100.0 * solution[..., d, :], mean, scale
+
+
+@dataclass
+class Probes:
+    """Fitted probes of every (site, token); call :meth:`logits` on features."""
+
+    sites: List[str]
+    weight: torch.Tensor  # [S, N, d, C]
+    bias: torch.Tensor  # [S, N, C]
+    mean: torch.Tensor  # [S, N, d]
+    scale: torch.Tensor  # [S, N, d]
+    method: str
+    alpha: float
+
+    def logits(self, site: int, features: torch.Tensor) -> torch.Tensor:
+        """Features [B, N, d] of site index ``site`` -> class scores [B, N, C]."""
+        x = (features.to(self.weight.dtype) - self.mean[site]) / self.scale[site]
+        return torch.einsum("bnd,ndc->bnc", x, self.weight[site]) + self.bias[site]
+
+
+def _batches(model: nn.Module, dataset, batch_size: int, progress: bool, desc: str):
+    from .extract import _Preprocessed, _quiet
+    from .variants import TokenLayout
+
+    preprocess = model.vitcls_info.variant.preprocess
+    loader = torch.utils.data.DataLoader(
+        _Preprocessed(dataset, preprocess, TokenLayout.of(model), start=0),
+        batch_size=batch_size, shuffle=False, num_workers=0)
+    for batch in tqdm(loader, disable=_quiet(progress), desc=desc):
+        yield batch
+
+
+def fit_probes(model: nn.Module, dataset, kinds: Sequence[str] = KINDS, method: str = "ridge",
+               alpha: Optional[float] = None, batch_size: int = 32, progress: bool = True,
+               sites: Optional[Sequence[str]] = None) -> Probes:
+    """One pass over ``dataset`` (the training images), then the closed-form solve, for every
+    site of ``kinds`` (or the given ``sites``)."""
+    device = next(model.parameters()).device
+    sites = list(sites) if sites is not None else block_sites(model, kinds)
+    index = {name: i for i, name in enumerate(sites)}
+    num_classes = int(model.num_classes)
+    state: Dict[str, object] = {}
+
+    def accumulate(value: torch.Tensor, name: str) -> None:
+        x = value.detach().to(torch.float64)  # [B, N, d]
+        if "x" not in state:
+            shape = (len(sites),) + tuple(x.shape[1:])
+            state["x"] = torch.zeros(shape, dtype=torch.float64, device=device)
+            state["xx"] = torch.zeros(shape + (x.shape[-1],), dtype=torch.float64, device=device)
+            state["class_x"] = torch.zeros((len(sites), x.shape[1], num_classes, x.shape[2]),
+                                           dtype=torch.float64, device=device)
+        s = index[name]
+        state["x"][s] += x.sum(0)
+        state["xx"][s] += torch.einsum("bnd,bne->nde", x, x)
+        state["class_x"][s].index_add_(1, state["labels"], x.transpose(0, 1))
+
+    count, class_count = 0, torch.zeros(num_classes, dtype=torch.float64, device=device)
+    with torch.no_grad(), hooks(model, [(sites, accumulate)]):
+        for batch in _batches(model, dataset, batch_size, progress, "fit probes"):
+            labels = batch["label"].to(device)
+            state["labels"] = labels
+            model(batch["image"].to(device))
+            count += len(labels)
+            class_count += torch.bincount(labels, minlength=num_classes).double()
+    if count == 0:
+        raise VitclsError("the probe training set is empty")
+    sums = Sums(count, state["x"], state["xx"], state["class_x"], class_count)
+    weight, bias, mean, scale = solve(sums, method, alpha)
+    return Probes(sites, weight, bias, mean, scale, method,
+                  METHODS[method] if alpha is None else float(alpha))
+
+
+@dataclass
+class ProbeResults:
+    """Probe predictions on the test images: rank of the true class and top-1 [I, S, N]."""
+
+    sites: List[str]
+    labels: np.ndarray
+    rank: np.ndarray
+    top1: np.ndarray
+    num_prefix: int
+
+    def by_block(self, array: str, kind: str) -> np.ndarray:
+        columns = [i for i, s in enumerate(self.sites) if s.endswith("hook_" + kind)]
+        return getattr(self, array)[:, columns]
+
+
+def evaluate_probes(model: nn.Module, probes: Probes, dataset, batch_size: int = 32,
+                    progress: bool = True) -> ProbeResults:
+    """Apply every probe to the test images, reduced on the device to rank and top-1."""
+    device = next(model.parameters()).device
+    index = {name: i for i, name in enumerate(probes.sites)}
+    rows: Dict[str, List[np.ndarray]] = {"rank": [], "top1": []}
+    current: Dict[str, torch.Tensor] = {}
+
+    def reduce(value: torch.Tensor, name: str) -> None:
+        s = index[name]
+        scores = probes.logits(s, value.detach())
+        true = scores.gather(-1, current["labels"][:, None, None].expand(-1, scores.shape[1], 1))
+        current["rank"][:, s] = (scores > true).sum(-1).to(torch.int16)
+        current["top1"][:, s] = scores.argmax(-1).to(torch.int16)
+
+    labels_all = []
+    with torch.no_grad(), hooks(model, [(probes.sites, reduce)]):
+        for batch in _batches(model, dataset, batch_size, progress, "evaluate probes"):
+            labels = batch["label"].to(device)
+            shape = (len(labels), len(probes.sites), probes.weight.shape[1])
+            current.update(labels=labels,
+                           rank=torch.empty(shape, dtype=torch.int16, device=device),
+                           top1=torch.empty(shape, dtype=torch.int16, device=device))
+            model(batch["image"].to(device))
+            rows["rank"].append(current["rank"].cpu().numpy())
+            rows["top1"].append(current["top1"].cpu().numpy())
+            labels_all.append(batch["label"].numpy())
+    from .variants import TokenLayout
+
+    return ProbeResults(probes.sites, np.concatenate(labels_all), np.concatenate(rows["rank"]),
+                        np.concatenate(rows["top1"]), TokenLayout.of(model).num_prefix)
+
+
+def bytes_per_site(model: nn.Module) -> int:
+    """Memory of one site's sums (float64) and probes (float32) for ``model``."""
+    from .variants import TokenLayout
+
+    n, d, c = TokenLayout.of(model).n_tokens, int(model.embed_dim), int(model.num_classes)
+    return n * (c + d + 1) * d * 8 + n * d * c * 4
+
+
+def probe_results(model: nn.Module, train, test, kinds: Sequence[str] = KINDS,
+                  method: str = "ridge", alpha: Optional[float] = None, batch_size: int = 32,
+                  memory_gb: float = 2.0, progress: bool = True) -> ProbeResults:
+    """Fit every (site, token) probe on ``train`` and apply it to ``test``, a group of sites
+    at a time so that sums and probes stay within ``memory_gb``: one group for the toy, a few
+    sites per group for ViT-B/32 with 1000 classes (each site is read once per group pass)."""
+    sites = block_sites(model, kinds)
+    group = max(1, int(memory_gb * 2 ** 30 // bytes_per_site(model)))
+    parts = []
+    for start in range(0, len(sites), group):
+        probes = fit_probes(model, train, method=method, alpha=alpha, batch_size=batch_size,
+                            progress=progress, sites=sites[start:start + group])
+        parts.append(evaluate_probes(model, probes, test, batch_size=batch_size,
+                                     progress=progress))
+        del probes
+    first = parts[0]
+    return ProbeResults(sites, first.labels, np.concatenate([p.rank for p in parts], axis=1),
+                        np.concatenate([p.top1 for p in parts], axis=1), first.num_prefix)
+
+
+def accuracy_by_block(rank: np.ndarray, num_prefix: int) -> np.ndarray:
+    """Top-1 accuracy per block averaged over image tokens, from ranks [I, L, N]."""
+    return (rank[:, :, num_prefix:] == 0).mean(axis=(0, 2))
+
+
+def probe_table(probe: ProbeResults, projection, kinds: Sequence[str] = KINDS) -> pd.DataFrame:
+    """A12 left and middle: per block and site kind, the probes' top-1 accuracy and the class
+    projection's (share of image tokens whose true class is top-1), both over image tokens.
+    ``projection`` is an extraction store of the same model on the same test images."""
+    rows = []
+    for kind in kinds:
+        probe_acc = accuracy_by_block(probe.by_block("rank", kind), probe.num_prefix)
+        proj_acc = accuracy_by_block(projection.by_block("rank", kind), projection.num_prefix)
+        for block, (a, b) in enumerate(zip(probe_acc, proj_acc, strict=True)):
+            rows.append({"block": block + 1, "site": kind, "linear probe": float(a),
+                         "class projection": float(b)})
+    return pd.DataFrame(rows)
+
+
+def probe_orders(probe: ProbeResults) -> np.ndarray:
+    """E15's probe ordering: image tokens by the sum over blocks of the residual probes' rank of
+    the true class, ascending (most important first): [I, T]."""
+    total = probe.by_block("rank", "resid_post")[:, :, probe.num_prefix:].astype(np.int64).sum(1)
+    return np.argsort(total, axis=1, kind="stable")
