@@ -96,8 +96,8 @@ class Probes:
     alpha: float
 
     def logits(self, site: int, features: torch.Tensor) -> torch.Tensor:
-        """Features [B, N, d] of site index ``site`` -> class scores [B, N, C]."""
-        x = (features.to(self.weight.dtype) - self.mean[site]) / self.scale[site]
+        """Features [B, N, d] of site index ``site`` -> class scores [B, N, C] (float32)."""
+        x = (features.float() - self.mean[site]) / self.scale[site]
         return torch.einsum("bnd,ndc->bnc", x, self.weight[site]) + self.bias[site]
 
 
@@ -147,8 +147,12 @@ def fit_probes(model: nn.Module, dataset, kinds: Sequence[str] = KINDS, method: 
             class_count += torch.bincount(labels, minlength=num_classes).double()
     if count == 0:
         raise VitclsError("the probe training set is empty")
-    sums = Sums(count, state["x"], state["xx"], state["class_x"], class_count)
-    weight, bias, mean, scale = solve(sums, method, alpha)
+    parts = []  # one site at a time: the solve's temporaries are a site's, not the group's
+    for s in range(len(sites)):
+        sums = Sums(count, state["x"][s:s + 1], state["xx"][s:s + 1],
+                    state["class_x"][s:s + 1], class_count)
+        parts.append([t.float() for t in solve(sums, method, alpha)])
+    weight, bias, mean, scale = (torch.cat(ts) for ts in zip(*parts))
     return Probes(sites, weight, bias, mean, scale, method,
                   METHODS[method] if alpha is None else float(alpha))
 
@@ -206,7 +210,7 @@ def bytes_per_site(model: nn.Module) -> int:
     from .variants import TokenLayout
 
     n, d, c = TokenLayout.of(model).n_tokens, int(model.embed_dim), int(model.num_classes)
-    return n * (c + d + 1) * d * 8 + n * d * c * 4
+    return n * (c + d + 1) * d * 8 + n * d * c * 4  # sums (float64) + probes (float32)
 
 
 def probe_results(model: nn.Module, train, test, kinds: Sequence[str] = KINDS,
