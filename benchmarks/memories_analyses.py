@@ -96,7 +96,7 @@ def main() -> int:
               "analyses_total_s": analyses}
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "memories_analyses.json").write_text(json.dumps(record, indent=1))
-    print(f"| step | seconds |\n|---|---|")
+    print("| step | seconds |\n|---|---|")
     for name, seconds in timings.items():
         print(f"| {name} | {seconds:.2f} |")
     print(f"| **all analyses** | **{analyses:.2f}** |")

@@ -164,7 +164,7 @@ def test_key_value_agreement_by_sets(paper_text):
                         hits.append(bool(tokens & set(P[c].topk(5).indices.tolist())))
                 per_image.append(np.mean(hits))
             for c in np.unique(res.labels):
-                expected = 100 * np.mean([v for v, l in zip(per_image, res.labels) if l == c])
+                expected = 100 * np.mean([v for v, y in zip(per_image, res.labels) if y == c])
                 got = frame[(frame.block == b + 1) & (frame.layer == layer)
                             & (frame["class"] == c)].rate.item()
                 assert got == pytest.approx(expected)
