@@ -13,6 +13,7 @@ from PIL import Image
 
 from vitcls_utils import variants
 from vitcls_utils.preprocess import Preprocess
+from vitcls_utils.toy import TOY_PREPROCESS
 from vitcls_utils.variants import Variant
 
 import timm  # noqa: E402  (vitcls_utils imported first: torchvision shim)
@@ -63,6 +64,21 @@ def tiny_variant():
         preprocess=TINY_PREPROCESS, num_classes=10, pooling="token", n_tokens=17,
         dataset="folder", paper_key="-", weights="random", random=True,
         model_kwargs=tuple(TINY.items()),
+    )
+    variants.register(variant)
+    yield variant
+    variants.VARIANTS.pop(variant.key, None)
+
+
+@pytest.fixture
+def tiny_toy_variant():
+    """A registry entry for a 3-block ViT on the toy images (56 px, 7x7 grid), random init."""
+    variant = Variant(
+        key="test_tiny_toy", label="tiny toy ViT", arch="vit_tiny_patch16_224", tag=None,
+        preprocess=TOY_PREPROCESS, num_classes=24, pooling="token", n_tokens=50,
+        dataset="toy", paper_key="-", weights="random", random=True,
+        model_kwargs=(("img_size", 56), ("patch_size", 8), ("embed_dim", 32), ("depth", 3),
+                      ("num_heads", 2), ("num_classes", 24)),
     )
     variants.register(variant)
     yield variant

@@ -112,3 +112,32 @@ def test_random_orders_are_the_authors_draws():
         torch.manual_seed(seed)
         assert np.array_equal(order, torch.randperm(49).numpy())
     assert not np.array_equal(orders[0], orders[1])
+
+
+def test_cached_curves_equal_computed_ones_and_are_reused(tiny_toy_variant, tmp_path,
+                                                          monkeypatch):
+    from vitcls_utils.data import ToyDataset
+    from vitcls_utils.variants import load_variant
+
+    model = load_variant("test_tiny_toy", seed=1)
+    dataset = ToyDataset("val", n_per_class=1)
+    order = np.stack([np.random.default_rng(i).permutation(49) for i in range(len(dataset))])
+    orders = {"some": order, "random": explain.random_orders(49, [0, 1])}
+    counts = [1, 10, 30, 48]
+    plain, plain_areas = explain.perturbation_test(model, dataset, orders, counts=counts)
+    cached, _ = explain.perturbation_test(model, dataset, orders, counts=counts,
+                                          cache_dir=tmp_path)
+    assert np.array_equal(plain.accuracy, cached.accuracy)
+    assert len(list(tmp_path.glob("*.npy"))) == 2 * 3  # (one + two random orders) x two tests
+
+    def no_recompute(*args, **kwargs):
+        raise AssertionError("a cached curve was recomputed")
+
+    monkeypatch.setattr(explain, "perturbation_curve", no_recompute)
+    again, areas = explain.perturbation_test(model, dataset, orders, counts=counts,
+                                             cache_dir=tmp_path)
+    assert np.array_equal(plain.accuracy, again.accuracy)
+    assert areas.equals(plain_areas)
+    with pytest.raises(AssertionError, match="recomputed"):  # another order is another curve
+        explain.perturbation_test(model, dataset, {"other": order[:, ::-1].copy()},
+                                  counts=counts, cache_dir=tmp_path)

@@ -16,7 +16,7 @@ from vitcls_utils.perturb import (AttentionPerturbation, TokenRemoval, edit_patt
                                   perturbation_name)
 from vitcls_utils.projection import ClassProjector
 from vitcls_utils.toy import TOY_PREPROCESS
-from vitcls_utils.variants import TokenLayout, Variant, load_variant
+from vitcls_utils.variants import TokenLayout, load_variant
 
 
 def forward_with(model, images, perturbation):
@@ -130,21 +130,6 @@ def test_keeping_every_token_is_the_normal_forward(layout):
         with keeping_tokens(model, torch.arange(n).expand(3, n)):
             kept = model(images)
     assert torch.allclose(clean, kept, atol=1e-6)  # a gathered copy may sum in another order
-
-
-@pytest.fixture
-def tiny_toy_variant():
-    """A 3-block ViT on the toy images (56 px, 7x7 grid), random init."""
-    variant = Variant(
-        key="test_tiny_toy", label="tiny toy ViT", arch="vit_tiny_patch16_224", tag=None,
-        preprocess=TOY_PREPROCESS, num_classes=24, pooling="token", n_tokens=50,
-        dataset="toy", paper_key="-", weights="random", random=True,
-        model_kwargs=(("img_size", 56), ("patch_size", 8), ("embed_dim", 32), ("depth", 3),
-                      ("num_heads", 2), ("num_classes", 24)),
-    )
-    variants.register(variant)
-    yield variant
-    variants.VARIANTS.pop(variant.key, None)
 
 
 def one_image_reference(model, image, kept):

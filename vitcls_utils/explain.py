@@ -283,13 +283,50 @@ def mass_on_object(maps: np.ndarray, token_class: np.ndarray, num_prefix: int) -
             "object share of tokens": float(on_object.mean(1).mean())}
 
 
+def _curve_key(model: nn.Module, dataset, order: np.ndarray, positive: bool,
+               counts: Sequence[int]) -> str:
+    """What a perturbation curve depends on, hashed: weights, preprocessing, stimuli, order."""
+    import hashlib
+    import json
+
+    info = model.vitcls_info
+    config = {"variant": info.variant.key, "weights_id": info.weights_id,
+              "preprocess": repr(info.variant.preprocess), "stimuli": dataset.fingerprint(),
+              "order": hashlib.sha256(np.ascontiguousarray(order, dtype=np.int64)).hexdigest(),
+              "positive": bool(positive), "counts": [int(c) for c in counts]}
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def cached_curve(model: nn.Module, dataset, loader, order: np.ndarray, positive: bool,
+                 counts: Sequence[int], cache_dir=None) -> np.ndarray:
+    """:func:`perturbation_curve`, read from ``<cache_dir>/<key>.npy`` when an identical curve
+    (same weights, stimuli, order, test, counts) was computed before; written there otherwise.
+    Notebooks that test the same order (A11 and A12 both test the class-space and random
+    orders) then pay for it once."""
+    from pathlib import Path
+
+    if cache_dir is None or not hasattr(model, "vitcls_info"):
+        return perturbation_curve(model, loader, order, positive, counts)
+    path = Path(cache_dir) / f"{_curve_key(model, dataset, order, positive, counts)}.npy"
+    if path.is_file():
+        return np.load(path)
+    accuracy = perturbation_curve(model, loader, order, positive, counts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial.npy")
+    np.save(partial, accuracy)
+    partial.replace(path)  # atomic: an interrupted run never leaves a truncated curve
+    return accuracy
+
+
 def perturbation_test(model: nn.Module, dataset, orders: Dict[str, object],
-                      batch_size: int = 64, counts: Optional[Sequence[int]] = None):
+                      batch_size: int = 64, counts: Optional[Sequence[int]] = None,
+                      cache_dir=None):
     """Negative and positive perturbation curves of several orderings.
 
     Args:
         orders: method name -> [I, T] orders (per image), or a list of [T] orders applied to
             every image (the random baseline), whose curves are averaged.
+        cache_dir: folder of computed curves (see :func:`cached_curve`); None computes all.
 
     Returns:
         (curves, areas): DataFrames with columns (method, test, kept, removed, accuracy) and
@@ -304,12 +341,10 @@ def perturbation_test(model: nn.Module, dataset, orders: Dict[str, object],
     for method, order in orders.items():
         shared = isinstance(order, list)
         for test, positive in (("negative", False), ("positive", True)):
-            if shared:
-                accuracy = np.mean([perturbation_curve(
-                    model, loader, np.broadcast_to(o, (len(dataset), n_image)), positive, counts)
-                    for o in order], axis=0)
-            else:
-                accuracy = perturbation_curve(model, loader, order, positive, counts)
+            per_image = ([np.broadcast_to(o, (len(dataset), n_image)) for o in order]
+                         if shared else [order])
+            accuracy = np.mean([cached_curve(model, dataset, loader, o, positive, counts,
+                                             cache_dir) for o in per_image], axis=0)
             curves.append(pd.DataFrame({"method": method, "test": test, "kept": counts,
                                         "removed": 1 - np.asarray(counts) / n_image,
                                         "accuracy": accuracy}))
