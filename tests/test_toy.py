@@ -64,9 +64,46 @@ def test_shipped_checkpoints_reach_their_recorded_val_top1(key):
         assert result["top1"] >= 0.90
 
 
+def test_checkpoint_of_another_generator_version_is_refused(tmp_path, monkeypatch):
+    from safetensors.torch import load_file, save_file
+
+    from vitcls_utils.errors import WeightsError
+
+    (tmp_path / "toy").mkdir()
+    state = load_file(str(data_dir() / "toy" / "toy.safetensors"))
+    stale = str(toy.GENERATOR_VERSION - 1)
+    save_file(state, str(tmp_path / "toy" / "toy.safetensors"),
+              metadata={"generator_version": stale})
+    monkeypatch.setenv("VITCLS_DATA", str(tmp_path))
+    with pytest.raises(WeightsError, match=f"version {stale}.*make toy-model"):
+        load_variant("toy")
+    load_variant("toy", weights=tmp_path / "toy" / "toy.safetensors")  # an explicit file loads
+
+
 def test_toy_variants_layout():
     assert get_variant("toy").n_tokens == 50 and get_variant("toy_gap").n_tokens == 49
     assert get_variant("toy_random").base == "toy"
+
+
+def test_avg_pool_loss_reads_the_mean_of_the_image_tokens():
+    """The auxiliary readout equals timm's own average pooling of the same model (which skips
+    the [CLS]), and leaves the model's output, the [CLS] readout, as it is."""
+    import torch
+
+    from vitcls_utils.variants import build_model
+
+    model = build_model(get_variant("toy_random")).eval()
+    x = torch.randn(3, 3, toy.IMAGE_SIZE, toy.IMAGE_SIZE)
+    with torch.no_grad():
+        features = model.forward_features(x)
+        ours = toy.avg_pool_logits(model, features)
+        token = model(x)
+        model.global_pool = "avg"
+        timm_avg = model.forward_head(features)
+        model.global_pool = "token"
+        assert torch.allclose(ours, timm_avg, atol=1e-6)
+        assert not torch.allclose(ours, token, atol=1e-3)
+        assert torch.equal(model.forward_head(features), token)
 
 
 def test_training_smoke(tmp_path):

@@ -421,6 +421,21 @@ def _load_checkpoint(model: nn.Module, variant: Variant, path: Path) -> None:
     model.load_state_dict(state, strict=True)
 
 
+def _check_toy_generator(path: Path) -> None:
+    """Refuse a toy checkpoint trained on another version of the toy generator: its numbers
+    would be silently wrong on the images generated now."""
+    from safetensors import safe_open
+
+    from .toy import GENERATOR_VERSION
+
+    with safe_open(str(path), "pt") as f:
+        trained_on = (f.metadata() or {}).get("generator_version")
+    if trained_on != str(GENERATOR_VERSION):
+        raise WeightsError(
+            f"{path} was trained on toy generator version {trained_on}, but vitcls_utils/toy.py "
+            f"generates version {GENERATOR_VERSION}: retrain it with `make toy-model`")
+
+
 def _fetch_pretrained(variant: Variant) -> Tuple[Path, str]:
     """Find the published weights in the local caches, or download them if the network is up.
 
@@ -437,6 +452,8 @@ def _fetch_pretrained(variant: Variant) -> Tuple[Path, str]:
         if not local.is_file():
             raise WeightsError(f"{local} is missing: the {variant.key} checkpoint is "
                                f"{variant.weights_hint}")
+        if variant.dataset == "toy":
+            _check_toy_generator(local)
         return local, f"shipped:{variant.weights_url}:sha256={_sha256(local)[:16]}"
     if variant.weights == "timm":
         from huggingface_hub import hf_hub_download, try_to_load_from_cache
