@@ -302,12 +302,11 @@ def train(key: str, out_dir, recipe: Optional[dict] = None, log=_log,
         target = y  # class indices, or class probabilities under CutMix
         if recipe["cutmix_alpha"] > 0 and mix_rng.random() < recipe["cutmix_prob"]:
             x, target = cutmix(x, y, NUM_CLASSES, recipe["cutmix_alpha"], mix_rng)
+        features = model.forward_features(x)  # model(x) is forward_head of these
+        loss = cross_entropy(model.forward_head(features), target)
         if recipe["avg_pool_loss"] > 0:
-            features = model.forward_features(x)
-            loss = (cross_entropy(model.forward_head(features), target) + recipe["avg_pool_loss"]
-                    * cross_entropy(avg_pool_logits(model, features), target))
-        else:
-            loss = cross_entropy(model(x), target)
+            loss = loss + recipe["avg_pool_loss"] * cross_entropy(
+                avg_pool_logits(model, features), target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), recipe["grad_clip"])
