@@ -234,14 +234,13 @@ def stimulus_batches(model: nn.Module, dataset, batch_size: int = 64):
     """A loader for :func:`perturbation_curve`: (images, labels, positions) batches of the
     readable stimuli, preprocessed the variant's way."""
     from .data import UNREADABLE
-    from .extract import _Preprocessed
+    from .loader import stimulus_loader
 
     preprocess = model.vitcls_info.variant.preprocess
     layout = TokenLayout.of(model)
 
     def batches():
-        loader = torch.utils.data.DataLoader(_Preprocessed(dataset, preprocess, layout, 0),
-                                             batch_size=batch_size, shuffle=False)
+        loader = stimulus_loader(dataset, preprocess, layout, batch_size, num_workers=0)
         start = 0
         for batch in loader:
             positions = np.arange(start, start + len(batch["label"]))

@@ -10,16 +10,7 @@ is O(batch). The store is resumable: rows are written in place at their final po
 progress file, replaced atomically after each batch, says how many are done. A run killed at
 any point and restarted writes exactly the arrays of an uninterrupted run.
 
-Store layout (one folder per variant, dataset and configuration hash)::
-
-    <out>/<variant>/<dataset>-<hash12>/
-        manifest.json   configuration, versions, weights id, stimulus fingerprint, counts
-        progress.json   {"done": images written}
-        items.tsv       relative path and label of every image, in order
-        labels.npy pred.npy status.npy                   [I]
-        rank.npy top1.npy true_logit.npy                 [I, S, N]
-        token_class.npy token_class_paper.npy            [I, N]  (datasets with masks)
-        key_mlp.npy key_attn.npy                         [I, L, N, k]  (with key_topk=k)
+The store's format and reader are in :mod:`vitcls_utils.store`.
 
 A perturbation (:mod:`vitcls_utils.perturb`) is part of the configuration, so a perturbed run has
 its own store. Under token removal the arrays keep their full width: a removed token has rank
@@ -32,18 +23,15 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import hashlib
 import json
-import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import _compat
-from .data import CONVERTED, UNREADABLE, ImageDataset
+from .data import UNREADABLE, ImageDataset
 from .errors import StoreError, VitclsError
 
 _compat.ensure_torchvision_ops()
@@ -55,68 +43,21 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from . import __version__  # noqa: E402
 from .hooks import block_sites, hooks  # noqa: E402
-from .masks import token_labels, token_labels_paper  # noqa: E402
+from .loader import quiet, stimulus_loader  # noqa: E402
 from .perturb import (AttentionPerturbation, Perturbation, TokenRemoval,  # noqa: E402
-                      group_by_length, keeping_tokens, perturbation_config)
-from .preprocess import Preprocess  # noqa: E402
+                      group_by_length, keeping_tokens)
 from .projection import ClassProjector, reduce_logits  # noqa: E402
+from .store import (IMAGE_ARRAYS, KEY_ARRAYS, MASK_ARRAYS, REMOVED,  # noqa: E402,F401
+                    TOKEN_ARRAYS, Results, RowWriter, allocate, config_for, config_hash,
+                    find_store, find_stores, finish_store, open_results, store_path,
+                    write_json_atomic)
 from .variants import LoadedInfo, TokenLayout  # noqa: E402
 
-STORE_FORMAT = 1
 DEFAULT_KINDS: Tuple[str, ...] = ("resid_post", "attn_out", "mlp_out")
-TOKEN_ARRAYS = {"rank": np.int16, "top1": np.int16, "true_logit": np.float32}
-#: top-k key coefficient indices per block: array name -> site kind
-KEY_ARRAYS = {"key_mlp": "mlp.hook_pre", "key_attn": "attn.hook_z"}
-IMAGE_ARRAYS = {"labels": np.int32, "pred": np.int16, "status": np.int8}
-MASK_ARRAYS = {"token_class": np.int8, "token_class_paper": np.int8}
 PRECISIONS = ("fp32", "bf16")
-REMOVED = {"rank": -1, "top1": -1, "true_logit": np.nan, "key_mlp": -1,
-           "key_attn": -1}  # fill of removed tokens
 #: images decoded per loader batch under token removal, in batch sizes: more images give fuller
 #: batches of equal length
 REMOVAL_CHUNK = 4
-
-
-# ----------------------------------------------------------------------------------------------
-# Files
-# ----------------------------------------------------------------------------------------------
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as handle:
-        json.dump(payload, handle, indent=1, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-class _RowWriter:
-    """Writes rows of a preallocated ``.npy`` file in place, without mapping the whole file."""
-
-    def __init__(self, path: Path) -> None:
-        self.handle = open(path, "r+b")
-        version = np.lib.format.read_magic(self.handle)
-        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                       else np.lib.format.read_array_header_2_0)
-        shape, _, dtype = read_header(self.handle)
-        self.offset = self.handle.tell()
-        self.dtype = dtype
-        self.row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
-
-    def write(self, start: int, rows: np.ndarray) -> None:
-        self.handle.seek(self.offset + start * self.row_bytes)
-        self.handle.write(np.ascontiguousarray(rows, dtype=self.dtype).tobytes())
-
-    def sync(self) -> None:
-        self.handle.flush()
-        os.fsync(self.handle.fileno())
-
-    def close(self) -> None:
-        self.handle.close()
-
-
-def _allocate(path: Path, dtype, shape: Tuple[int, ...]) -> None:
-    array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
-    del array  # a sparse file of the final size; rows are filled batch by batch
 
 
 # ----------------------------------------------------------------------------------------------
@@ -133,92 +74,15 @@ def _loaded_info(model: nn.Module) -> LoadedInfo:
 def store_config(model: nn.Module, dataset: ImageDataset, kinds: Sequence[str],
                  precision: str, perturbation: Optional[Perturbation] = None,
                  key_topk: int = 0) -> dict:
-    """Everything that determines the arrays; its hash names the store folder."""
+    """:func:`vitcls_utils.store.config_for` of a loaded model."""
     info = _loaded_info(model)
-    config = {
-        "format": STORE_FORMAT,
-        "variant": info.variant.key,
-        "weights_id": info.weights_id,
-        "preprocess": repr(info.variant.preprocess),
-        "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint(),
-                    "num_classes": dataset.num_classes, "n_images": len(dataset),
-                    "selection": dataset.selection(), "has_masks": dataset.has_masks},
-        "kinds": list(kinds),
-        "precision": precision,
-    }
-    # optional entries are absent, not null, so the hashes of plain stores never change
-    if perturbation is not None:
-        config["perturbation"] = perturbation_config(perturbation)
-    if key_topk:
-        config["key_topk"] = int(key_topk)
-    return config
-
-
-def config_hash(config: dict) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
-
-
-def store_path(out: Union[str, Path], config: dict) -> Path:
-    """``<out>/<variant>/<dataset>-<hash12>``."""
-    return Path(out) / config["variant"] / f"{config['dataset']['name']}-{config_hash(config)[:12]}"
-
-
-# ----------------------------------------------------------------------------------------------
-# Loading images
-# ----------------------------------------------------------------------------------------------
-class _Preprocessed(torch.utils.data.Dataset):
-    """Stimuli ``start:`` decoded and preprocessed in the loader workers: a dict with the image
-    tensor, label, status and, for datasets with masks, both token labelings."""
-
-    def __init__(self, dataset: ImageDataset, preprocess: Preprocess, layout: TokenLayout,
-                 start: int) -> None:
-        self.dataset, self.preprocess, self.layout, self.start = dataset, preprocess, layout, start
-        self.labels = dataset.labels
-
-    def __len__(self) -> int:
-        return len(self.labels) - self.start
-
-    def __getitem__(self, i: int) -> Dict[str, object]:
-        index = self.start + i
-        if not self.dataset.has_masks:
-            image, status = self.dataset.load(index)
-            ids = category = None
-        else:
-            image, status, ids, category = self.dataset.load_with_mask(index)
-        if image is None:
-            tensor = torch.zeros((3,) + tuple(self.preprocess.output_size))
-        else:
-            tensor = self.preprocess(image)
-        out = {"image": tensor, "label": self.labels[index], "status": status}
-        if self.dataset.has_masks:
-            n = self.layout.n_tokens
-            if ids is None or category is None:
-                unknown = torch.full((n,), -1, dtype=torch.int8)
-                out["token_class"] = out["token_class_paper"] = unknown
-            else:
-                grid, prefix = self.layout.grid, self.layout.num_prefix
-                out["token_class"] = torch.from_numpy(
-                    token_labels(ids, category, self.preprocess, grid, prefix))
-                out["token_class_paper"] = torch.from_numpy(
-                    token_labels_paper(ids, category, grid, prefix))
-        return out
+    return config_for(info.variant.key, info.weights_id, repr(info.variant.preprocess), dataset,
+                      kinds, precision, perturbation, key_topk)
 
 
 # ----------------------------------------------------------------------------------------------
 # Extraction
 # ----------------------------------------------------------------------------------------------
-def _quiet(progress: bool) -> bool:
-    """No progress bar when asked, or when TQDM_DISABLE is set (CI, the book build)."""
-    return not progress or os.environ.get("TQDM_DISABLE", "").lower() in {"1", "true", "yes"}
-
-
-def _workers(num_workers: Optional[int], device: torch.device) -> int:
-    """Image-decoding workers: as given, else 0 on CPU (the cores compute) and up to 8 on GPU."""
-    if num_workers is not None:
-        return num_workers
-    return 0 if device.type == "cpu" else min(8, os.cpu_count() or 1)
-
-
 def _check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
         raise VitclsError(f"precision must be one of {PRECISIONS}, not {precision!r}")
@@ -358,15 +222,13 @@ def extract(
 
     per_image = ["status"] + (list(MASK_ARRAYS) if dataset.has_masks else [])
     token_arrays = list(TOKEN_ARRAYS) + (list(KEY_ARRAYS) if key_topk else [])
-    writers = {name: _RowWriter(path / f"{name}.npy")
+    writers = {name: RowWriter(path / f"{name}.npy")
                for name in token_arrays + ["pred"] + per_image}
-    loader = torch.utils.data.DataLoader(
-        _Preprocessed(dataset, info.variant.preprocess, layout, start=done),
-        batch_size=batch_size * (REMOVAL_CHUNK if removal else 1),
-        shuffle=False, num_workers=_workers(num_workers, device),
-        pin_memory=device.type == "cuda")
+    loader = stimulus_loader(dataset, info.variant.preprocess, layout,
+                             batch_size * (REMOVAL_CHUNK if removal else 1), start=done,
+                             num_workers=num_workers, device=device)
     started = time.perf_counter()
-    bar = tqdm(total=n_images, initial=done, unit="img", disable=_quiet(progress),
+    bar = tqdm(total=n_images, initial=done, unit="img", disable=quiet(progress),
                desc=f"extract {info.variant.key}")
     try:
         reducer = SiteReducer(model, sites, precision=precision,
@@ -387,13 +249,13 @@ def extract(
             if _after_write is not None:
                 _after_write(done + count)
             done += count
-            _write_json_atomic(path / "progress.json", {"done": done})
+            write_json_atomic(path / "progress.json", {"done": done})
             bar.update(count)
     finally:
         bar.close()
         for writer in writers.values():
             writer.close()
-    _finish_store(path, time.perf_counter() - started)
+    finish_store(path, time.perf_counter() - started)
     return path
 
 
@@ -430,12 +292,11 @@ def evaluate(model: nn.Module, dataset: ImageDataset, batch_size: int = 64,
     """Top-1 accuracy of the model's own output on the readable images of ``dataset``."""
     info = _loaded_info(model)
     device = next(model.parameters()).device
-    loader = torch.utils.data.DataLoader(
-        _Preprocessed(dataset, info.variant.preprocess, TokenLayout.of(model), start=0),
-        batch_size=batch_size, num_workers=_workers(num_workers, device))
+    loader = stimulus_loader(dataset, info.variant.preprocess, TokenLayout.of(model),
+                             batch_size, num_workers=num_workers, device=device)
     correct = readable = 0
     with torch.inference_mode():
-        for batch in tqdm(loader, disable=_quiet(progress),
+        for batch in tqdm(loader, disable=quiet(progress),
                           desc=f"evaluate {info.variant.key}"):
             ok = batch["status"] != UNREADABLE
             pred = model(batch["image"].to(device)).argmax(-1).cpu()
@@ -461,16 +322,16 @@ def _prepare_store(path: Path, config: dict, dataset: ImageDataset, force: bool,
     path.mkdir(parents=True, exist_ok=True)
     n_images, shape = len(dataset), (len(dataset), len(sites), layout.n_tokens)
     for name, dtype in TOKEN_ARRAYS.items():
-        _allocate(path / f"{name}.npy", dtype, shape)
+        allocate(path / f"{name}.npy", dtype, shape)
     if key_topk:
         for name in KEY_ARRAYS:
-            _allocate(path / f"{name}.npy", np.int16,
+            allocate(path / f"{name}.npy", np.int16,
                       (n_images, len(model.blocks), layout.n_tokens, key_topk))
     for name in ("pred", "status"):
-        _allocate(path / f"{name}.npy", IMAGE_ARRAYS[name], (n_images,))
+        allocate(path / f"{name}.npy", IMAGE_ARRAYS[name], (n_images,))
     if dataset.has_masks:
         for name, dtype in MASK_ARRAYS.items():
-            _allocate(path / f"{name}.npy", dtype, (n_images, layout.n_tokens))
+            allocate(path / f"{name}.npy", dtype, (n_images, layout.n_tokens))
     np.save(path / "labels.npy", np.asarray(dataset.labels, dtype=np.int32))
     with open(path / "items.tsv", "w") as handle:
         handle.write("name\tlabel\n")
@@ -493,131 +354,9 @@ def _prepare_store(path: Path, config: dict, dataset: ImageDataset, force: bool,
         "device": str(device),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    _write_json_atomic(path / "progress.json", {"done": 0})
-    _write_json_atomic(manifest_file, manifest)
+    write_json_atomic(path / "progress.json", {"done": 0})
+    write_json_atomic(manifest_file, manifest)
     return 0
-
-
-def _finish_store(path: Path, seconds: float) -> None:
-    manifest = json.loads((path / "manifest.json").read_text())
-    status = np.load(path / "status.npy")
-    if (path / "token_class.npy").exists():
-        labels = np.load(path / "token_class.npy", mmap_mode="r")
-        manifest["counts_masks"] = {"images_without_mask": int((labels.max(axis=1) < 0).sum())}
-    manifest.update({
-        "status": "complete",
-        "counts": {"images": int(status.size), "unreadable": int((status == UNREADABLE).sum()),
-                   "converted_to_rgb": int((status == CONVERTED).sum())},
-        "seconds_last_run": round(seconds, 3),
-        "completed": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    })
-    _write_json_atomic(path / "manifest.json", manifest)
-
-
-# ----------------------------------------------------------------------------------------------
-# Reading
-# ----------------------------------------------------------------------------------------------
-@dataclass
-class Results:
-    """An extraction store, read back. Token arrays are [I, S, N] in ``sites`` order;
-    ``token_class``/``token_class_paper`` [I, N] are there for datasets with masks, and
-    ``key_mlp``/``key_attn`` [I, L, N, k] for stores made with ``key_topk``.
-
-    Images that could not be decoded are left out unless ``open_results(include_unreadable=
-    True)``; ``n_unreadable`` counts them, and ``image_index`` gives each row's position in
-    the dataset.
-    """
-
-    path: Path
-    manifest: dict
-    sites: List[str]
-    labels: np.ndarray
-    pred: np.ndarray
-    status: np.ndarray
-    rank: np.ndarray
-    top1: np.ndarray
-    true_logit: np.ndarray
-    n_unreadable: int = 0
-    token_class: Optional[np.ndarray] = None
-    token_class_paper: Optional[np.ndarray] = None
-    key_mlp: Optional[np.ndarray] = None
-    key_attn: Optional[np.ndarray] = None
-    image_index: Optional[np.ndarray] = None  # dataset position of each row
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.manifest["num_classes"])
-
-    @property
-    def variant(self) -> str:
-        return self.manifest["config"]["variant"]
-
-    @property
-    def perturbation(self) -> Optional[dict]:
-        """The perturbation configuration of the run (None when unperturbed)."""
-        return self.manifest["config"].get("perturbation")
-
-    @property
-    def has_cls(self) -> bool:
-        return bool(self.manifest["layout"]["has_cls"])
-
-    @property
-    def num_prefix(self) -> int:
-        return int(self.manifest["layout"]["num_prefix"])
-
-    @property
-    def n_blocks(self) -> int:
-        return len({name.split(".")[1] for name in self.sites if name.startswith("blocks.")})
-
-    def site_indices(self, kind: str) -> List[int]:
-        """Positions in ``sites`` of one kind ("resid_post", "attn_out", ...), block order."""
-        suffix = kind if kind.startswith("hook_") or "." in kind else f"hook_{kind}"
-        found = [i for i, name in enumerate(self.sites) if name.endswith("." + suffix)]
-        if not found:
-            raise StoreError(f"no {kind!r} sites in {self.path}; it has {self.sites[:3]}...")
-        return found
-
-    def by_block(self, array: str, kind: str) -> np.ndarray:
-        """``array`` ("rank", "top1", "true_logit") at one site kind: [I, L, N]."""
-        return np.asarray(getattr(self, array)[:, self.site_indices(kind)])
-
-    def identifiability(self, kind: str = "resid_post") -> np.ndarray:
-        """1 - rank/C at one site kind: [I, L, N], float32."""
-        return 1.0 - self.by_block("rank", kind).astype(np.float32) / self.num_classes
-
-    @property
-    def accuracy(self) -> float:
-        """Top-1 accuracy of the model's own output on the readable images (under token
-        removal: on the images that could be run)."""
-        ran = self.pred >= 0
-        return float((self.pred[ran] == self.labels[ran]).mean())
-
-
-def open_results(path: Union[str, Path], include_unreadable: bool = False) -> Results:
-    """Read an extraction store written by :func:`extract` (arrays memory-mapped)."""
-    path = Path(path)
-    manifest_file = path / "manifest.json"
-    if not manifest_file.is_file():
-        raise StoreError(f"{path} is not an extraction store (no manifest.json); "
-                         "create one with `vitcls extract` or vitcls_utils.extract.extract")
-    manifest = json.loads(manifest_file.read_text())
-    done = json.loads((path / "progress.json").read_text())["done"]
-    n_images = manifest["config"]["dataset"]["n_images"]
-    if manifest.get("status") != "complete" or done < n_images:
-        raise StoreError(f"{path} is incomplete ({done}/{n_images} images); rerun the same "
-                         "extraction to resume it")
-    names = list(TOKEN_ARRAYS) + list(IMAGE_ARRAYS)
-    names += [name for name in list(MASK_ARRAYS) + list(KEY_ARRAYS)
-              if (path / f"{name}.npy").exists()]
-    arrays = {name: np.load(path / f"{name}.npy", mmap_mode="r") for name in names}
-    keep = arrays["status"] != UNREADABLE
-    n_unreadable = int((~keep).sum())
-    image_index = np.arange(keep.size)
-    if n_unreadable and not include_unreadable:
-        arrays = {name: np.asarray(a)[keep] for name, a in arrays.items()}
-        image_index = image_index[keep]
-    return Results(path=path, manifest=manifest, sites=list(manifest["sites"]),
-                   n_unreadable=n_unreadable, image_index=image_index, **arrays)
 
 
 def results_for(variant: str, dataset: str = "toy", data_dir: Optional[str] = None,
@@ -625,14 +364,20 @@ def results_for(variant: str, dataset: str = "toy", data_dir: Optional[str] = No
                 device: str = "auto", results_dir: Union[str, Path] = "results", seed: int = 0,
                 batch_size: int = 64, weights: Optional[str] = None,
                 progress: bool = True, kinds: Sequence[str] = DEFAULT_KINDS,
-                perturbation: Optional[Perturbation] = None, key_topk: int = 0) -> Results:
-    """What a notebook calls: load ``variant``, build the dataset, extract (reusing a complete
-    store of the same configuration), and open the results. Parameters are checked first, so a
-    wrong one fails with a message naming the fix.
+                perturbation: Optional[Perturbation] = None, key_topk: int = 0,
+                precision: str = "fp32") -> Results:
+    """What a notebook calls: the results of ``variant`` on a dataset, from a complete store
+    of the same configuration when there is one, else extracted (loading the model) and stored.
+    Parameters are checked first, so a wrong one fails with a message naming the fix.
 
-    ``kinds``, ``perturbation`` and ``key_topk`` are passed to :func:`extract`."""
+    The store is looked up before any weights are loaded: with ``weights`` given, the store
+    made from that file; for a random-init control, the one of that seed; for published or
+    user-supplied weights not given here, the newest store made from any checkpoint of the
+    variant (its manifest names which). Only when none exists is the model needed.
+    ``kinds``, ``perturbation``, ``key_topk`` and ``precision`` are passed to :func:`extract`.
+    """
     from .data import build_dataset
-    from .variants import get_variant, load_variant
+    from .variants import get_variant, load_variant, weights_identity
 
     spec = get_variant(variant)
     if batch_size < 1:
@@ -640,29 +385,16 @@ def results_for(variant: str, dataset: str = "toy", data_dir: Optional[str] = No
     if n_per_class is not None and n_per_class < 1:
         raise VitclsError(f"n_per_class must be at least 1 (or None for the default), "
                           f"not {n_per_class}")
+    _check_precision(precision)
     data = build_dataset(dataset, data_dir, num_classes=spec.num_classes,
                          n_per_class=n_per_class, split=split)
+    weights_id = weights_identity(variant, weights=weights, seed=seed)
+    config = config_for(spec.key, weights_id or "", repr(spec.preprocess), data, kinds,
+                        precision, perturbation, key_topk)
+    found = find_store(results_dir, config, any_weights=weights_id is None)
+    if found is not None:
+        return found
     model = load_variant(variant, weights=weights, device=device, seed=seed)
     return open_results(extract(model, data, results_dir, batch_size=batch_size,
                                 progress=progress, kinds=kinds, perturbation=perturbation,
-                                key_topk=key_topk))
-
-
-def find_stores(results_dir: Union[str, Path], dataset: Optional[str] = None,
-                perturbation: Optional[Perturbation] = None) -> List[Results]:
-    """Every complete store under ``results_dir`` (optionally of one dataset kind) made with
-    ``perturbation`` (default: unperturbed runs only), newest first within each variant; what
-    the cross-variant comparisons read."""
-    wanted = perturbation_config(perturbation)
-    found = []
-    for manifest in sorted(Path(results_dir).glob("*/*/manifest.json")):
-        try:
-            results = open_results(manifest.parent)
-        except StoreError:
-            continue  # incomplete: skipped, not compared
-        if results.perturbation != wanted:
-            continue
-        if dataset is None or results.manifest["config"]["dataset"]["name"] == dataset:
-            found.append(results)
-    found.sort(key=lambda r: (r.variant, r.manifest.get("completed", "")), reverse=True)
-    return found
+                                key_topk=key_topk, precision=precision))

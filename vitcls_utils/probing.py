@@ -102,14 +102,12 @@ class Probes:
 
 
 def _batches(model: nn.Module, dataset, batch_size: int, progress: bool, desc: str):
-    from .extract import _Preprocessed, _quiet
+    from .loader import quiet, stimulus_loader
     from .variants import TokenLayout
 
-    preprocess = model.vitcls_info.variant.preprocess
-    loader = torch.utils.data.DataLoader(
-        _Preprocessed(dataset, preprocess, TokenLayout.of(model), start=0),
-        batch_size=batch_size, shuffle=False, num_workers=0)
-    for batch in tqdm(loader, disable=_quiet(progress), desc=desc):
+    loader = stimulus_loader(dataset, model.vitcls_info.variant.preprocess,
+                             TokenLayout.of(model), batch_size, num_workers=0)
+    for batch in tqdm(loader, disable=quiet(progress), desc=desc):
         yield batch
 
 

@@ -306,22 +306,38 @@ def load_variant(
             its keys or shapes do not fit the architecture.
     """
     variant = get_variant(key)
-    path: Optional[Path] = None
-    if weights is not None:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise WeightsError(f"checkpoint file not found: {path}")
-        weights_id = f"file:{path.name}:sha256={_sha256(path)[:16]}"
-    elif variant.random or not pretrained:
-        weights_id = f"random-init:seed={seed}:timm={timm.__version__}"
-    else:  # find the weights before building, so that a missing file fails at once
-        path, weights_id = _fetch_pretrained(variant)
+    path, weights_id = _resolve_weights(variant, pretrained, weights, seed)
     model = build_model(variant, seed=seed)
     if path is not None:
         _load_checkpoint(model, variant, path)
     model.eval().requires_grad_(False)
     model.vitcls_info = LoadedInfo(variant=variant, weights_id=weights_id)
     return model.to(resolve_device(device))
+
+
+def _resolve_weights(variant: Variant, pretrained: bool, weights: Optional[PathLike],
+                     seed: int) -> Tuple[Optional[Path], str]:
+    """(checkpoint file or None for a random init, weights id), found before building so that
+    a missing file fails at once."""
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise WeightsError(f"checkpoint file not found: {path}")
+        return path, f"file:{path.name}:sha256={_sha256(path)[:16]}"
+    if variant.random or not pretrained:
+        return None, f"random-init:seed={seed}:timm={timm.__version__}"
+    return _fetch_pretrained(variant)
+
+
+def weights_identity(key: str, weights: Optional[PathLike] = None, seed: int = 0
+                     ) -> Optional[str]:
+    """The weights id that :func:`load_variant` would record, without loading anything; None
+    for published or user-supplied weights that are not given (finding them may need the
+    network or the user)."""
+    variant = get_variant(key)
+    if weights is None and not variant.random and variant.weights != "shipped":
+        return None
+    return _resolve_weights(variant, True, weights, seed)[1]
 
 
 def resolve_device(device: Union[str, torch.device]) -> torch.device:

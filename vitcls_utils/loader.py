@@ -1,0 +1,81 @@
+"""The stimulus loader: decoding and preprocessing images (with their token labels) in
+DataLoader workers, shared by extraction, evaluation, maps, probes and perturbation curves."""
+from __future__ import annotations
+
+import os
+from typing import Dict, Optional
+
+from . import _compat
+from .data import ImageDataset
+from .masks import token_labels, token_labels_paper
+from .preprocess import Preprocess
+
+_compat.ensure_torchvision_ops()
+
+import torch  # noqa: E402
+
+from .variants import TokenLayout  # noqa: E402
+
+
+class StimulusDataset(torch.utils.data.Dataset):
+    """Stimuli ``start:`` decoded and preprocessed in the loader workers: a dict with the image
+    tensor, label, status and, for datasets with masks, both token labelings."""
+
+    def __init__(self, dataset: ImageDataset, preprocess: Preprocess, layout: TokenLayout,
+                 start: int) -> None:
+        self.dataset, self.preprocess, self.layout, self.start = dataset, preprocess, layout, start
+        self.labels = dataset.labels
+
+    def __len__(self) -> int:
+        return len(self.labels) - self.start
+
+    def __getitem__(self, i: int) -> Dict[str, object]:
+        index = self.start + i
+        if not self.dataset.has_masks:
+            image, status = self.dataset.load(index)
+            ids = category = None
+        else:
+            image, status, ids, category = self.dataset.load_with_mask(index)
+        if image is None:
+            tensor = torch.zeros((3,) + tuple(self.preprocess.output_size))
+        else:
+            tensor = self.preprocess(image)
+        out = {"image": tensor, "label": self.labels[index], "status": status}
+        if self.dataset.has_masks:
+            n = self.layout.n_tokens
+            if ids is None or category is None:
+                unknown = torch.full((n,), -1, dtype=torch.int8)
+                out["token_class"] = out["token_class_paper"] = unknown
+            else:
+                grid, prefix = self.layout.grid, self.layout.num_prefix
+                out["token_class"] = torch.from_numpy(
+                    token_labels(ids, category, self.preprocess, grid, prefix))
+                out["token_class_paper"] = torch.from_numpy(
+                    token_labels_paper(ids, category, grid, prefix))
+        return out
+
+
+
+def stimulus_loader(dataset: ImageDataset, preprocess: Preprocess, layout: TokenLayout,
+                    batch_size: int, start: int = 0, num_workers: Optional[int] = None,
+                    device: Optional[torch.device] = None) -> torch.utils.data.DataLoader:
+    """The one stimulus DataLoader: in dataset order from ``start``, decoding workers chosen
+    for the device, pinned memory on CUDA."""
+    device = device or torch.device("cpu")
+    return torch.utils.data.DataLoader(
+        StimulusDataset(dataset, preprocess, layout, start), batch_size=batch_size,
+        shuffle=False, num_workers=workers(num_workers, device),
+        pin_memory=device.type == "cuda")
+
+
+def quiet(progress: bool) -> bool:
+    """No progress bar when asked, or when TQDM_DISABLE is set (CI, the book build)."""
+    return not progress or os.environ.get("TQDM_DISABLE", "").lower() in {"1", "true", "yes"}
+
+
+def workers(num_workers: Optional[int], device: torch.device) -> int:
+    """Image-decoding workers: as given, else 0 on CPU (the cores compute) and up to 8 on GPU."""
+    if num_workers is not None:
+        return num_workers
+    return 0 if device.type == "cpu" else min(8, os.cpu_count() or 1)
+

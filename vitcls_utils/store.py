@@ -1,0 +1,289 @@
+"""The extraction store: its on-disk format, the writer's primitives, and the validated reader.
+
+Store layout (one folder per variant, dataset and configuration hash)::
+
+    <out>/<variant>/<dataset>-<hash12>/
+        manifest.json   configuration, versions, weights id, stimulus fingerprint, counts
+        progress.json   {"done": images written}
+        items.tsv       relative path and label of every image, in order
+        labels.npy pred.npy status.npy                   [I]
+        rank.npy top1.npy true_logit.npy                 [I, S, N]
+        token_class.npy token_class_paper.npy            [I, N]  (datasets with masks)
+        key_mlp.npy key_attn.npy                         [I, L, N, k]  (with key_topk=k)
+
+Rows are written in place at their final position, and the progress file, replaced atomically
+after each batch, says how many are done, so an interrupted run resumes exactly. The
+configuration (:func:`config_for`) needs no model, so a complete store is found
+(:func:`find_store`) before any weights are loaded.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .data import CONVERTED, UNREADABLE, ImageDataset
+from .errors import StoreError
+from .perturb import Perturbation, perturbation_config
+
+STORE_FORMAT = 1
+TOKEN_ARRAYS = {"rank": np.int16, "top1": np.int16, "true_logit": np.float32}
+#: top-k key coefficient indices per block: array name -> site kind
+KEY_ARRAYS = {"key_mlp": "mlp.hook_pre", "key_attn": "attn.hook_z"}
+IMAGE_ARRAYS = {"labels": np.int32, "pred": np.int16, "status": np.int8}
+MASK_ARRAYS = {"token_class": np.int8, "token_class_paper": np.int8}
+REMOVED = {"rank": -1, "top1": -1, "true_logit": np.nan, "key_mlp": -1,
+           "key_attn": -1}  # fill of removed tokens
+
+
+# ----------------------------------------------------------------------------------------------
+# Files
+# ----------------------------------------------------------------------------------------------
+def write_json_atomic(path: Path, payload: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as handle:
+        json.dump(payload, handle, indent=1, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class RowWriter:
+    """Writes rows of a preallocated ``.npy`` file in place, without mapping the whole file."""
+
+    def __init__(self, path: Path) -> None:
+        self.handle = open(path, "r+b")
+        version = np.lib.format.read_magic(self.handle)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read_header(self.handle)
+        self.offset = self.handle.tell()
+        self.dtype = dtype
+        self.row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+
+    def write(self, start: int, rows: np.ndarray) -> None:
+        self.handle.seek(self.offset + start * self.row_bytes)
+        self.handle.write(np.ascontiguousarray(rows, dtype=self.dtype).tobytes())
+
+    def sync(self) -> None:
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def allocate(path: Path, dtype, shape: Tuple[int, ...]) -> None:
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    del array  # a sparse file of the final size; rows are filled batch by batch
+
+
+# ----------------------------------------------------------------------------------------------
+# Configuration
+# ----------------------------------------------------------------------------------------------
+def config_for(variant: str, weights_id: str, preprocess: str, dataset: ImageDataset,
+               kinds: Sequence[str], precision: str, perturbation: Optional[Perturbation] = None,
+               key_topk: int = 0) -> dict:
+    """Everything that determines the arrays; its hash names the store folder."""
+    config = {
+        "format": STORE_FORMAT,
+        "variant": variant,
+        "weights_id": weights_id,
+        "preprocess": preprocess,
+        "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint(),
+                    "num_classes": dataset.num_classes, "n_images": len(dataset),
+                    "selection": dataset.selection(), "has_masks": dataset.has_masks},
+        "kinds": list(kinds),
+        "precision": precision,
+    }
+    # optional entries are absent, not null, so the hashes of plain stores never change
+    if perturbation is not None:
+        config["perturbation"] = perturbation_config(perturbation)
+    if key_topk:
+        config["key_topk"] = int(key_topk)
+    return config
+
+
+def config_hash(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+
+def store_path(out: Union[str, Path], config: dict) -> Path:
+    """``<out>/<variant>/<dataset>-<hash12>``."""
+    return Path(out) / config["variant"] / f"{config['dataset']['name']}-{config_hash(config)[:12]}"
+
+
+
+def finish_store(path: Path, seconds: float) -> None:
+    manifest = json.loads((path / "manifest.json").read_text())
+    status = np.load(path / "status.npy")
+    if (path / "token_class.npy").exists():
+        labels = np.load(path / "token_class.npy", mmap_mode="r")
+        manifest["counts_masks"] = {"images_without_mask": int((labels.max(axis=1) < 0).sum())}
+    manifest.update({
+        "status": "complete",
+        "counts": {"images": int(status.size), "unreadable": int((status == UNREADABLE).sum()),
+                   "converted_to_rgb": int((status == CONVERTED).sum())},
+        "seconds_last_run": round(seconds, 3),
+        "completed": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    })
+    write_json_atomic(path / "manifest.json", manifest)
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class Results:
+    """An extraction store, read back. Token arrays are [I, S, N] in ``sites`` order;
+    ``token_class``/``token_class_paper`` [I, N] are there for datasets with masks, and
+    ``key_mlp``/``key_attn`` [I, L, N, k] for stores made with ``key_topk``.
+
+    Images that could not be decoded are left out unless ``open_results(include_unreadable=
+    True)``; ``n_unreadable`` counts them, and ``image_index`` gives each row's position in
+    the dataset.
+    """
+
+    path: Path
+    manifest: dict
+    sites: List[str]
+    labels: np.ndarray
+    pred: np.ndarray
+    status: np.ndarray
+    rank: np.ndarray
+    top1: np.ndarray
+    true_logit: np.ndarray
+    n_unreadable: int = 0
+    token_class: Optional[np.ndarray] = None
+    token_class_paper: Optional[np.ndarray] = None
+    key_mlp: Optional[np.ndarray] = None
+    key_attn: Optional[np.ndarray] = None
+    image_index: Optional[np.ndarray] = None  # dataset position of each row
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.manifest["num_classes"])
+
+    @property
+    def variant(self) -> str:
+        return self.manifest["config"]["variant"]
+
+    @property
+    def perturbation(self) -> Optional[dict]:
+        """The perturbation configuration of the run (None when unperturbed)."""
+        return self.manifest["config"].get("perturbation")
+
+    @property
+    def has_cls(self) -> bool:
+        return bool(self.manifest["layout"]["has_cls"])
+
+    @property
+    def num_prefix(self) -> int:
+        return int(self.manifest["layout"]["num_prefix"])
+
+    @property
+    def n_blocks(self) -> int:
+        return len({name.split(".")[1] for name in self.sites if name.startswith("blocks.")})
+
+    def site_indices(self, kind: str) -> List[int]:
+        """Positions in ``sites`` of one kind ("resid_post", "attn_out", ...), block order."""
+        suffix = kind if kind.startswith("hook_") or "." in kind else f"hook_{kind}"
+        found = [i for i, name in enumerate(self.sites) if name.endswith("." + suffix)]
+        if not found:
+            raise StoreError(f"no {kind!r} sites in {self.path}; it has {self.sites[:3]}...")
+        return found
+
+    def by_block(self, array: str, kind: str) -> np.ndarray:
+        """``array`` ("rank", "top1", "true_logit") at one site kind: [I, L, N]."""
+        return np.asarray(getattr(self, array)[:, self.site_indices(kind)])
+
+    def identifiability(self, kind: str = "resid_post") -> np.ndarray:
+        """1 - rank/C at one site kind: [I, L, N], float32."""
+        return 1.0 - self.by_block("rank", kind).astype(np.float32) / self.num_classes
+
+    @property
+    def accuracy(self) -> float:
+        """Top-1 accuracy of the model's own output on the readable images (under token
+        removal: on the images that could be run)."""
+        ran = self.pred >= 0
+        return float((self.pred[ran] == self.labels[ran]).mean())
+
+
+def open_results(path: Union[str, Path], include_unreadable: bool = False) -> Results:
+    """Read an extraction store written by :func:`vitcls_utils.extract.extract` (arrays memory-mapped)."""
+    path = Path(path)
+    manifest_file = path / "manifest.json"
+    if not manifest_file.is_file():
+        raise StoreError(f"{path} is not an extraction store (no manifest.json); "
+                         "create one with `vitcls extract` or vitcls_utils.extract.extract")
+    manifest = json.loads(manifest_file.read_text())
+    done = json.loads((path / "progress.json").read_text())["done"]
+    n_images = manifest["config"]["dataset"]["n_images"]
+    if manifest.get("status") != "complete" or done < n_images:
+        raise StoreError(f"{path} is incomplete ({done}/{n_images} images); rerun the same "
+                         "extraction to resume it")
+    names = list(TOKEN_ARRAYS) + list(IMAGE_ARRAYS)
+    names += [name for name in list(MASK_ARRAYS) + list(KEY_ARRAYS)
+              if (path / f"{name}.npy").exists()]
+    arrays = {name: np.load(path / f"{name}.npy", mmap_mode="r") for name in names}
+    keep = arrays["status"] != UNREADABLE
+    n_unreadable = int((~keep).sum())
+    image_index = np.arange(keep.size)
+    if n_unreadable and not include_unreadable:
+        arrays = {name: np.asarray(a)[keep] for name, a in arrays.items()}
+        image_index = image_index[keep]
+    return Results(path=path, manifest=manifest, sites=list(manifest["sites"]),
+                   n_unreadable=n_unreadable, image_index=image_index, **arrays)
+
+
+def find_stores(results_dir: Union[str, Path], dataset: Optional[str] = None,
+                perturbation: Optional[Perturbation] = None) -> List[Results]:
+    """Every complete store under ``results_dir`` (optionally of one dataset kind) made with
+    ``perturbation`` (default: unperturbed runs only), newest first within each variant; what
+    the cross-variant comparisons read."""
+    wanted = perturbation_config(perturbation)
+    found = []
+    for manifest in sorted(Path(results_dir).glob("*/*/manifest.json")):
+        try:
+            results = open_results(manifest.parent)
+        except StoreError:
+            continue  # incomplete: skipped, not compared
+        if results.perturbation != wanted:
+            continue
+        if dataset is None or results.manifest["config"]["dataset"]["name"] == dataset:
+            found.append(results)
+    found.sort(key=lambda r: (r.variant, r.manifest.get("completed", "")), reverse=True)
+    return found
+
+
+def find_store(results_dir: Union[str, Path], config: dict,
+               any_weights: bool = False) -> Optional[Results]:
+    """The complete store made with ``config``, or None. With ``any_weights`` the weights'
+    identity is not compared: the newest complete store of the same variant, stimuli and
+    settings is taken, whatever checkpoint it was made from (its manifest names it)."""
+    if not any_weights:
+        path = store_path(results_dir, config)
+        try:
+            return open_results(path) if (path / "manifest.json").is_file() else None
+        except StoreError:
+            return None
+    wanted = {k: v for k, v in config.items() if k != "weights_id"}
+    folder = Path(results_dir) / config["variant"]
+    found = []
+    for manifest in folder.glob(f"{config['dataset']['name']}-*/manifest.json"):
+        try:
+            results = open_results(manifest.parent)
+        except StoreError:
+            continue
+        made = {k: v for k, v in results.manifest["config"].items() if k != "weights_id"}
+        if made == wanted and not results.manifest["config"]["weights_id"].startswith(
+                "random-init"):
+            found.append(results)
+    found.sort(key=lambda r: r.manifest.get("completed", ""))
+    return found[-1] if found else None
