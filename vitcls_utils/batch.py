@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Sequence
 from . import __version__
 from .data import KINDS, MASKED_KINDS
 from .errors import VitclsError
-from .variants import PAPER_KEYS, get_variant
+from .registry import PAPER_KEYS, get_variant
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"

@@ -22,7 +22,7 @@ def _table(rows: List[List[str]], header: List[str]) -> str:
 
 
 def cmd_variants(args: argparse.Namespace) -> int:
-    from .variants import list_variants
+    from .registry import list_variants
 
     rows = [[v.key, v.label, v.timm_name, str(v.num_classes), str(v.n_tokens), v.pooling,
              v.dataset, v.weights, v.preprocess.describe()]
@@ -42,7 +42,8 @@ def cmd_variants(args: argparse.Namespace) -> int:
 
 def _dataset_and_model(args: argparse.Namespace):
     from .data import build_dataset
-    from .variants import get_variant, load_variant
+    from .registry import get_variant
+    from .loading import load_variant
 
     variant = get_variant(args.variant)
     dataset = build_dataset(args.data, args.data_dir, num_classes=variant.num_classes,

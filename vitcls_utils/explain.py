@@ -40,7 +40,7 @@ from torch import nn  # noqa: E402
 from .hooks import hooks  # noqa: E402
 from .perturb import keeping_tokens  # noqa: E402
 from .projection import ClassProjector  # noqa: E402
-from .variants import TokenLayout  # noqa: E402
+from .loading import TokenLayout  # noqa: E402
 
 METHODS = ("class_space", "gradient_rollout", "rollout", "attention")
 

@@ -51,7 +51,7 @@ from .store import (IMAGE_ARRAYS, KEY_ARRAYS, MASK_ARRAYS, REMOVED,  # noqa: E40
                     TOKEN_ARRAYS, Results, RowWriter, allocate, config_for, config_hash,
                     find_store, find_stores, finish_store, open_results, store_path,
                     write_json_atomic)
-from .variants import LoadedInfo, TokenLayout  # noqa: E402
+from .loading import LoadedInfo, TokenLayout  # noqa: E402
 
 DEFAULT_KINDS: Tuple[str, ...] = ("resid_post", "attn_out", "mlp_out")
 PRECISIONS = ("fp32", "bf16")
@@ -377,7 +377,8 @@ def results_for(variant: str, dataset: str = "toy", data_dir: Optional[str] = No
     ``kinds``, ``perturbation``, ``key_topk`` and ``precision`` are passed to :func:`extract`.
     """
     from .data import build_dataset
-    from .variants import get_variant, load_variant, weights_identity
+    from .registry import get_variant
+    from .loading import load_variant, weights_identity
 
     spec = get_variant(variant)
     if batch_size < 1:

@@ -14,7 +14,7 @@ _compat.ensure_torchvision_ops()
 
 import torch  # noqa: E402
 
-from .variants import TokenLayout  # noqa: E402
+from .loading import TokenLayout  # noqa: E402
 
 
 class StimulusDataset(torch.utils.data.Dataset):

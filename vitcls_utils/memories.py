@@ -309,7 +309,7 @@ def results_for(variant: str, **kwargs) -> Results:
 def memories_for(variant: str, device: str = "cpu", seed: int = 0,
                  weights: Optional[str] = None) -> Memories:
     """The value projections of a variant, loaded the way its store was made."""
-    from .variants import load_variant
+    from .loading import load_variant
 
     return Memories.of(load_variant(variant, weights=weights, device=device, seed=seed).cpu())
 

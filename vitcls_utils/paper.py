@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Dict, Mapping, Optional
 
 import pandas as pd
 
-from .variants import data_dir
+from .registry import data_dir
 
 if TYPE_CHECKING:
     from .extract import Results
@@ -60,7 +60,7 @@ def styled(table: pd.DataFrame, precision: int = 2):
 def compare_table(stores: Mapping[str, "Results"]) -> pd.DataFrame:
     """Table 1 across variants: one row per store, this run's values beside the paper's."""
     from .identifiability import headline
-    from .variants import get_variant
+    from .registry import get_variant
 
     rows = []
     for key, results in sorted(stores.items()):

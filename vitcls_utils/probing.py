@@ -103,7 +103,7 @@ class Probes:
 
 def _batches(model: nn.Module, dataset, batch_size: int, progress: bool, desc: str):
     from .loader import quiet, stimulus_loader
-    from .variants import TokenLayout
+    from .loading import TokenLayout
 
     loader = stimulus_loader(dataset, model.vitcls_info.variant.preprocess,
                              TokenLayout.of(model), batch_size, num_workers=0)
@@ -197,7 +197,7 @@ def evaluate_probes(model: nn.Module, probes: Probes, dataset, batch_size: int =
             rows["rank"].append(current["rank"].cpu().numpy())
             rows["top1"].append(current["top1"].cpu().numpy())
             labels_all.append(batch["label"].numpy())
-    from .variants import TokenLayout
+    from .loading import TokenLayout
 
     return ProbeResults(probes.sites, np.concatenate(labels_all), np.concatenate(rows["rank"]),
                         np.concatenate(rows["top1"]), TokenLayout.of(model).num_prefix)
@@ -205,7 +205,7 @@ def evaluate_probes(model: nn.Module, probes: Probes, dataset, batch_size: int =
 
 def bytes_per_site(model: nn.Module) -> int:
     """Memory of one site's sums (float64) and probes (float32) for ``model``."""
-    from .variants import TokenLayout
+    from .loading import TokenLayout
 
     n, d, c = TokenLayout.of(model).n_tokens, int(model.embed_dim), int(model.num_classes)
     return n * (c + d + 1) * d * 8 + n * d * c * 4  # sums (float64) + probes (float32)

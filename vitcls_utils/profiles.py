@@ -40,7 +40,7 @@ class Profile:
 
     def control(self, variant: str) -> str:
         """The registry key of the random-init control that ``variant`` is tested against."""
-        from .variants import get_variant
+        from .registry import get_variant
 
         spec = get_variant(variant)
         if self.paper_controls and spec.key in PAPER_CONTROLS:

@@ -259,7 +259,9 @@ def train(key: str, out_dir, recipe: Optional[dict] = None, log=_log,
 
     from torch.nn.functional import cross_entropy
 
-    from .variants import build_model, get_variant
+    from .registry import get_variant
+
+    from .loading import build_model
 
     recipe = {**RECIPE, **RECIPES.get(key, {}), **(recipe or {})}
     if threads is not None:
@@ -451,7 +453,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--threads", type=int, default=2,
                         help="torch threads per model (the shipped checkpoints used 2)")
     args = parser.parse_args(argv)
-    from .variants import data_dir
+    from .registry import data_dir
 
     out = Path(args.out or data_dir() / "toy")
     override = {"steps": args.steps} if args.steps else {}

@@ -1,0 +1,205 @@
+"""The registry of the paper's ViT variants (catalogue §2): one row per variant.
+
+Every variant pins its timm architecture and pretrained tag, the paper's preprocessing, its
+token layout, pooling and number of classes. ``<key>_random`` controls are the same
+architectures with timm's default initialization under a fixed seed. Loading them is
+:mod:`vitcls_utils.loading`'s job.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from .errors import UnknownVariantError
+from .preprocess import CIFAR, DEIT_REFINEMENT, HF_VIT, MIIL, Preprocess
+from .toy import IMAGE_SIZE as TOY_IMAGE_SIZE
+from .toy import NUM_CLASSES as TOY_CLASSES
+from .toy import PATCH_SIZE as TOY_PATCH
+from .toy import TOY_PREPROCESS
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of the registry.
+
+    Attributes:
+        key: registry key (``vit_b32``, ``vit_b16_random``, ...).
+        label: the paper's name for it.
+        arch: timm architecture name.
+        tag: pinned timm pretrained tag, or None when timm has no weights for it.
+        preprocess: the paper's preprocessing for this variant.
+        num_classes: classes of the head.
+        pooling: "token" ([CLS] feeds the head) or "avg" (mean of tokens, then ``fc_norm``).
+        n_tokens: tokens per image at 224 px, prefix tokens included.
+        dataset: the dataset the paper analysed it on.
+        paper_key: the key in the authors' code.
+        weights: "timm" (timm's hub), "url" (a published checkpoint), "user" (supplied by the
+            user), "shipped" (a file in this repository's ``data/``), or "random".
+        weights_url: download address for "url" weights; for "shipped" weights, the file's
+            path relative to ``data/``.
+        weights_hint: where the weights come from, shown when they cannot be had.
+        drop_prefixes: checkpoint keys to drop on load (parts of the training model the paper
+            does not analyse); any other mismatch is an error.
+        model_kwargs: extra ``timm.create_model`` arguments.
+        random: True for the random-init controls.
+        base: for a control, the key of the pretrained variant it mirrors.
+    """
+
+    key: str
+    label: str
+    arch: str
+    tag: Optional[str]
+    preprocess: Preprocess
+    num_classes: int
+    pooling: str
+    n_tokens: int
+    dataset: str
+    paper_key: str
+    weights: str
+    weights_url: Optional[str] = None
+    weights_hint: str = ""
+    drop_prefixes: Tuple[str, ...] = ()
+    model_kwargs: Tuple[Tuple[str, Any], ...] = ()
+    random: bool = False
+    base: Optional[str] = None
+
+    @property
+    def timm_name(self) -> str:
+        """``arch.tag`` as timm spells a pretrained model."""
+        return f"{self.arch}.{self.tag}" if self.tag else self.arch
+
+    @property
+    def has_cls(self) -> bool:
+        """True when token 0 is [CLS]."""
+        return self.pooling == "token"
+
+    @property
+    def random_key(self) -> str:
+        """Key of this variant's random-init control."""
+        return self.key if self.random else f"{self.key}_random"
+
+
+_PAPER_VARIANTS: List[Variant] = [
+    Variant(
+        key="vit_b32", label="ViT-B/32", arch="vit_base_patch32_224", tag="augreg_in21k_ft_in1k",
+        preprocess=HF_VIT, num_classes=1000, pooling="token", n_tokens=50,
+        dataset="imagenet-s", paper_key="vit_b_32", weights="timm",
+        weights_hint="timm hub: timm/vit_base_patch32_224.augreg_in21k_ft_in1k",
+    ),
+    Variant(
+        key="vit_b16", label="ViT-B/16", arch="vit_base_patch16_224", tag="augreg_in21k_ft_in1k",
+        preprocess=HF_VIT, num_classes=1000, pooling="token", n_tokens=197,
+        dataset="imagenet-s", paper_key="vit_b_16", weights="timm",
+        weights_hint="timm hub: timm/vit_base_patch16_224.augreg_in21k_ft_in1k "
+        "(not the default augreg2 tag)",
+    ),
+    Variant(
+        key="vit_l16", label="ViT-L/16", arch="vit_large_patch16_224", tag="augreg_in21k_ft_in1k",
+        preprocess=HF_VIT, num_classes=1000, pooling="token", n_tokens=197,
+        dataset="imagenet-s", paper_key="vit_large_16", weights="timm",
+        weights_hint="timm hub: timm/vit_large_patch16_224.augreg_in21k_ft_in1k",
+    ),
+    Variant(
+        key="vit_b16_miil", label="ViT-B/16-MIIL", arch="vit_base_patch16_224_miil",
+        tag="in21k_ft_in1k", preprocess=MIIL, num_classes=1000, pooling="token", n_tokens=197,
+        dataset="imagenet-s", paper_key="vit_miil_16", weights="timm",
+        weights_hint="timm hub: timm/vit_base_patch16_224_miil.in21k_ft_in1k",
+    ),
+    Variant(
+        key="vit_b16_cifar100", label="ViT-B/16-CIFAR100", arch="vit_base_patch16_224", tag=None,
+        preprocess=CIFAR, num_classes=100, pooling="token", n_tokens=197,
+        dataset="cifar100", paper_key="vit_cifar_16", weights="user",
+        weights_hint=(
+            "the authors' own fine-tune, vit_base_patch16_224-CIFAR100.pt, from the Google Drive "
+            "'model checkpoint folder' linked in step 2.3 of the README of "
+            "github.com/martinagvilas/vit-cls_emb; no public equivalent exists"
+        ),
+        model_kwargs=(("num_classes", 100),),
+    ),
+    Variant(
+        key="vit_b16_refinement", label="ViT-B/16-Refinement", arch="vit_base_patch16_224",
+        tag=None, preprocess=DEIT_REFINEMENT, num_classes=1000, pooling="token", n_tokens=197,
+        dataset="imagenet-s", paper_key="deit_ensemble_16", weights="url",
+        weights_url=(
+            "https://github.com/Muzammal-Naseer/Improving-Adversarial-Transferability-of-"
+            "Vision-Transformers/releases/download/v0/deit_base_trm.pth"
+        ),
+        weights_hint="Naseer et al. (ICLR 2022) release v0: deit_base_trm.pth",
+        drop_prefixes=("transformerheads.",),
+    ),
+    Variant(
+        key="vit_b16_gap", label="ViT-B/16-GAP", arch="vit_base_patch16_rpn_224", tag="sw_in1k",
+        preprocess=HF_VIT, num_classes=1000, pooling="avg", n_tokens=196,
+        dataset="imagenet-s", paper_key="vit_gap_16", weights="timm",
+        weights_hint="timm hub: timm/vit_base_patch16_rpn_224.sw_in1k",
+    ),
+]
+
+
+_TOY_ARCH = (("img_size", TOY_IMAGE_SIZE), ("patch_size", TOY_PATCH), ("embed_dim", 64),
+              ("depth", 12), ("num_heads", 4))
+_TOY_HINT = "shipped in data/toy/ (rebuild with `make toy-model`)"
+_TOY_VARIANTS: List[Variant] = [
+    Variant(
+        key="toy", label="Toy ViT (CLS)", arch="vit_tiny_patch16_224", tag=None,
+        preprocess=TOY_PREPROCESS, num_classes=TOY_CLASSES, pooling="token", n_tokens=50,
+        dataset="toy", paper_key="-", weights="shipped", weights_url="toy/toy.safetensors",
+        weights_hint=_TOY_HINT, model_kwargs=_TOY_ARCH,
+    ),
+    Variant(
+        key="toy_gap", label="Toy ViT (GAP, residual post-norm)",
+        arch="vit_base_patch16_rpn_224", tag=None, preprocess=TOY_PREPROCESS,
+        num_classes=TOY_CLASSES, pooling="avg", n_tokens=49, dataset="toy", paper_key="-",
+        weights="shipped", weights_url="toy/toy_gap.safetensors", weights_hint=_TOY_HINT,
+        model_kwargs=_TOY_ARCH,
+    ),
+]
+
+
+def data_dir() -> Path:
+    """The repository's ``data/`` folder (override with the VITCLS_DATA environment variable)."""
+    return Path(os.environ.get("VITCLS_DATA", Path(__file__).resolve().parents[1] / "data"))
+
+
+def _random_control(v: Variant) -> Variant:
+    return replace(
+        v, key=f"{v.key}_random", label=f"{v.label} (random init)", tag=None,
+        paper_key=f"{v.paper_key}_random", weights="random", weights_url=None,
+        weights_hint="timm default initialization under a fixed seed", drop_prefixes=(),
+        random=True, base=v.key,
+    )
+
+
+VARIANTS: Dict[str, Variant] = {}
+for _v in _PAPER_VARIANTS:
+    VARIANTS[_v.key] = _v
+for _v in _PAPER_VARIANTS:
+    VARIANTS[_v.key + "_random"] = _random_control(_v)
+for _v in _TOY_VARIANTS:
+    VARIANTS[_v.key] = _v
+for _v in _TOY_VARIANTS:
+    VARIANTS[_v.key + "_random"] = _random_control(_v)
+
+PAPER_KEYS: Tuple[str, ...] = tuple(v.key for v in _PAPER_VARIANTS)
+
+
+def register(variant: Variant) -> Variant:
+    """Add a variant (the toy models, a user's own fine-tune) to the registry."""
+    VARIANTS[variant.key] = variant
+    return variant
+
+
+def get_variant(key: str) -> Variant:
+    """The registry row for ``key``, or an error listing the known keys."""
+    try:
+        return VARIANTS[key]
+    except KeyError:
+        known = ", ".join(VARIANTS)
+        raise UnknownVariantError(f"unknown variant {key!r}; known variants: {known}") from None
+
+
+def list_variants(include_random: bool = True) -> List[Variant]:
+    """All registry rows, paper variants first."""
+    return [v for v in VARIANTS.values() if include_random or not v.random]
