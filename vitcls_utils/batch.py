@@ -1,8 +1,10 @@
 """The papermill matrix: every figure notebook x every variant, executed into ``book/runs/``.
 
 ``vitcls run`` executes ``notebooks/<name>.ipynb`` for each variant into
-``book/runs/<variant>/<name>.ipynb`` (and the cross-variant notebooks once, into
-``book/runs/compare/``), titled for the book with their parameter cells hidden. Extraction is
+``book/runs/<variant>/<name>.ipynb`` (``<variant>-paper/`` under the paper profile; the
+cross-variant notebooks once per profile, into ``book/runs/compare/``), titled for the book
+with their parameter cells hidden and a line saying the profile, weights and data. What runs
+comes from a run file (:mod:`vitcls_utils.runfile`) or from ``--variants``. Extraction is
 shared: every run of a variant reads the same store in ``results_dir``. A run is skipped when
 its output was made from the same notebook source, parameters and package version. A failed
 notebook does not stop the others; the summary lists what ran, was skipped and failed.
@@ -18,12 +20,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 from . import __version__
-from .data import KINDS, MASKED_KINDS
+from .data import MASKED_KINDS
 from .errors import VitclsError
-from .registry import PAPER_KEYS, get_variant
+from .profiles import DEFAULT_PROFILE, get_profile
+from .registry import get_variant
+from .runfile import GROUPS, VariantRun, expand_variants, from_arguments  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -46,13 +50,6 @@ CHAPTERS = {
                  "figA9_memory_compositionality", "compare_memories"),
     "chapter4": ("fig5_explanation_maps", "figA11_perturbation_test", "figA12_linear_probing"),
 }
-GROUPS = {
-    "paper": list(PAPER_KEYS),
-    "paper_random": [f"{k}_random" for k in PAPER_KEYS],
-    "toy": ["toy", "toy_gap", "toy_random"],
-}
-
-
 @dataclass
 class Job:
     """One notebook execution."""
@@ -74,17 +71,6 @@ class Job:
         return digest.hexdigest()[:16]
 
 
-def expand_variants(names: Sequence[str]) -> List[str]:
-    """Group names (paper, paper_random, toy) and keys -> validated registry keys, in order."""
-    keys: List[str] = []
-    for name in names:
-        for key in GROUPS.get(name, [name]):
-            get_variant(key)  # unknown keys fail here, before anything runs
-            if key not in keys:
-                keys.append(key)
-    return keys
-
-
 def source_notebooks(pattern: str = "*") -> List[Path]:
     """Figure notebooks in ``notebooks/`` whose name matches the glob ``pattern``, or those of
     a chapter (``chapter1``, ...)."""
@@ -97,33 +83,46 @@ def source_notebooks(pattern: str = "*") -> List[Path]:
     return found
 
 
-def plan(variants: Sequence[str], pattern: str, results_dir: Path, device: str,
-         data_dir: Optional[str], runs_dir: Path = RUNS,
-         dataset: Optional[str] = None) -> List[Job]:
-    """The jobs of the matrix, per-variant runs first, comparisons last. Each variant runs on
-    its own dataset (``Variant.dataset``) unless ``dataset`` overrides it; notebooks that need
-    segmentation masks run only on datasets that have them."""
+def run_folder(variant: Optional[str], profile: str) -> str:
+    """``book/runs/`` sub-folder of a variant's (or the comparisons') runs under a profile."""
+    name = variant or "compare"
+    return name if profile == DEFAULT_PROFILE else f"{name}-{profile}"
+
+
+def plan(variants: Sequence[Union[str, VariantRun]], pattern: str, results_dir: Path,
+         device: str, data_dir: Optional[str] = None, runs_dir: Path = RUNS,
+         dataset: Optional[str] = None, profile: str = DEFAULT_PROFILE) -> List[Job]:
+    """The jobs of the matrix under one profile, per-variant runs first, comparisons last.
+
+    ``variants`` are run-file entries, or registry keys that run on ``dataset`` (default:
+    each variant's own) from ``data_dir``. Notebooks that need segmentation masks run only on
+    datasets that have them."""
+    get_profile(profile)
+    runs = [v for v in variants if isinstance(v, VariantRun)]
+    keys = [v for v in variants if not isinstance(v, VariantRun)]
+    runs += from_arguments(keys, dataset, data_dir) if keys else []
     jobs = []
     notebooks = source_notebooks(pattern)
-    for variant in variants:
-        spec = get_variant(variant)
-        kind = dataset or (spec.dataset if spec.dataset in KINDS else "folder")
-        if kind != "toy" and not data_dir:
-            raise VitclsError(f"{variant} runs on {kind}: pass --data-dir")
+    for run in runs:
+        if run.dataset != "toy" and not run.data_dir:
+            raise VitclsError(f"{run.key} runs on {run.dataset}: pass --data-dir (or data_dirs "
+                              "in a run file)")
         for notebook in notebooks:
             if notebook.stem in COMPARISONS:
                 continue
-            if notebook.stem in NEEDS_MASKS and kind not in MASKED_KINDS:
+            if notebook.stem in NEEDS_MASKS and run.dataset not in MASKED_KINDS:
                 continue
-            if notebook.stem in NEEDS_PROBE_SPLIT and kind not in ("toy", "imagenet-s"):
+            if notebook.stem in NEEDS_PROBE_SPLIT and run.dataset not in ("toy", "imagenet-s"):
                 continue
-            params = {"variant": variant, "dataset": kind, "data_dir": data_dir,
-                      "device": device, "results_dir": str(results_dir)}
-            jobs.append(Job(notebook, runs_dir / variant / notebook.name, params, variant))
+            params = {**run.parameters(), "device": run.device or device,
+                      "results_dir": str(results_dir), "profile": profile}
+            output = runs_dir / run_folder(run.key, profile) / notebook.name
+            jobs.append(Job(notebook, output, params, run.key))
     for notebook in notebooks:
         if notebook.stem in COMPARISONS:
-            params = {"results_dir": str(results_dir), "device": device}
-            jobs.append(Job(notebook, runs_dir / "compare" / notebook.name, params, None))
+            params = {"results_dir": str(results_dir), "device": device, "profile": profile}
+            output = runs_dir / run_folder(None, profile) / notebook.name
+            jobs.append(Job(notebook, output, params, None))
     return jobs
 
 
@@ -144,9 +143,41 @@ def _title(job: Job) -> str:
     source = nbformat.read(job.notebook, as_version=4)
     heading = next((line[2:].strip() for c in source.cells if c.cell_type == "markdown"
                     for line in c.source.splitlines() if line.startswith("# ")), job.notebook.stem)
+    profile = job.parameters.get("profile", DEFAULT_PROFILE)
+    suffix = "" if profile == DEFAULT_PROFILE else f" ({profile} settings)"
     if job.variant is None:
-        return heading
-    return f"{heading.split(':')[0]}: {get_variant(job.variant).label}"
+        return heading + suffix
+    return f"{heading.split(':')[0]}: {get_variant(job.variant).label}{suffix}"
+
+
+_FILE_IDS: Dict[str, str] = {}
+
+
+def weights_description(job: Job) -> str:
+    """Which weights a run used, for its page: the file and its hash, or where they come from."""
+    weights = job.parameters.get("weights")
+    if weights:
+        if weights not in _FILE_IDS:
+            from .loading import weights_identity
+
+            _FILE_IDS[weights] = weights_identity(job.variant or "", weights=weights)
+        return f"`{_FILE_IDS[weights]}`"
+    spec = get_variant(job.variant or "")
+    if spec.random:
+        return f"random init (timm default, seed {job.parameters.get('seed', 0)})"
+    return spec.weights_hint or spec.timm_name
+
+
+def run_line(job: Job) -> str:
+    """The line under a run page's title: profile, weights, data."""
+    profile = get_profile(str(job.parameters.get("profile", DEFAULT_PROFILE)))
+    parts = [f"**Settings:** {profile.describe()}."]
+    if job.variant is not None:
+        data = job.parameters.get("dataset")
+        parts.append(f"**Weights:** {weights_description(job)}. **Data:** {data}"
+                     + (f" at `{job.parameters['data_dir']}`" if job.parameters.get("data_dir")
+                        else "") + ".")
+    return " ".join(parts)
 
 
 def execute(job: Job) -> Job:
@@ -165,8 +196,8 @@ def execute(job: Job) -> Job:
         first = executed.cells[0]
         if first.cell_type == "markdown":  # the book's title: figure and variant
             lines = first.source.splitlines()
-            first.source = "\n".join([f"# {_title(job)}"] + [ln for ln in lines[1:]
-                                                           if "colab-badge" not in ln])
+            first.source = "\n".join([f"# {_title(job)}", "", run_line(job)]
+                                     + [ln for ln in lines[1:] if "colab-badge" not in ln])
         for cell in executed.cells:
             tags = cell.metadata.get("tags", [])
             if "parameters" in tags or "injected-parameters" in tags:
@@ -193,14 +224,17 @@ def _short_error(exc: Exception) -> str:
     return f"{name}: {value[-1] if value else ''}"[:500]
 
 
-def run(variants: Sequence[str], pattern: str = "*", device: str = "auto", jobs: int = 1,
-        data_dir: Optional[str] = None, results_dir: Optional[Path] = None, force: bool = False,
-        runs_dir: Path = RUNS, dataset: Optional[str] = None, log=print) -> List[Job]:
-    """Execute the matrix. Variants of one job slot run in sequence (sharing their store);
-    with ``jobs`` > 1, variants run in parallel, spread over the visible GPUs."""
-    keys = expand_variants(variants)
+def run(variants: Sequence[Union[str, VariantRun]], pattern: str = "*", device: str = "auto",
+        jobs: int = 1, data_dir: Optional[str] = None, results_dir: Optional[Path] = None,
+        force: bool = False, runs_dir: Path = RUNS, dataset: Optional[str] = None,
+        profiles: Sequence[str] = (DEFAULT_PROFILE,), log=print) -> List[Job]:
+    """Execute the matrix under each profile. Variants of one job slot run in sequence
+    (sharing their store); with ``jobs`` > 1, variants run in parallel, spread over the
+    visible GPUs. The profiles share the stores: only the notebooks run again."""
     results_dir = Path(results_dir or ROOT / "results").resolve()
-    matrix = plan(keys, pattern, results_dir, device, data_dir, runs_dir, dataset)
+    matrix = [job for profile in profiles
+              for job in plan(variants, pattern, results_dir, device, data_dir, runs_dir,
+                              dataset, profile)]
     devices = _devices(device, jobs)
     by_variant: Dict[Optional[str], List[Job]] = {}
     for job in matrix:
@@ -208,7 +242,7 @@ def run(variants: Sequence[str], pattern: str = "*", device: str = "auto", jobs:
 
     def run_variant(slot: int, variant_jobs: List[Job]) -> None:
         for job in variant_jobs:
-            if "device" in job.parameters:
+            if "device" in job.parameters and job.parameters["device"] == device:
                 job.parameters["device"] = devices[slot % len(devices)]
             if not force and up_to_date(job):
                 job.status = "skipped"
@@ -245,10 +279,31 @@ def summary(matrix: Sequence[Job]) -> str:
 
 
 def main_run(args) -> int:
-    """``vitcls run`` (see cli.py for the options)."""
-    matrix = run(args.variants, args.notebooks, device=args.device, jobs=args.jobs,
-                 data_dir=args.data_dir, results_dir=args.results_dir, force=args.force,
-                 dataset=args.data)
+    """``vitcls run`` (see cli.py for the options): a run file, or ``--variants``; every
+    problem of either is reported before any notebook starts."""
+    from .runfile import check, load_run_file
+
+    if args.config:
+        if args.variants or args.data or args.data_dir or args.weights:
+            raise VitclsError("--config names the variants, data and weights: drop --variants, "
+                              "--data, --data-dir and --weights (or drop --config)")
+        runfile = load_run_file(args.config)
+        runs, profiles = runfile.variants, runfile.profiles
+        pattern = args.notebooks or runfile.notebooks
+        device = args.device or runfile.device
+        results_dir = args.results_dir or runfile.results_dir
+    else:
+        runs = list(check(from_arguments(args.variants or ["toy"], args.data, args.data_dir,
+                                         args.weights or ())))
+        profiles = [DEFAULT_PROFILE]
+        pattern, device, results_dir = args.notebooks or "*", args.device or "auto", \
+            args.results_dir
+    if args.profile:
+        profiles = [args.profile]
+    for profile in profiles:
+        get_profile(profile)
+    matrix = run(runs, pattern, device=device, jobs=args.jobs, results_dir=results_dir,
+                 force=args.force, profiles=profiles)
     print(summary(matrix), file=sys.stderr)
     return 1 if any(j.status == "failed" for j in matrix) else 0
 

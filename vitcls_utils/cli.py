@@ -146,15 +146,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="execute the figure notebooks for each variant into "
                        "book/runs/ (papermill), for the book")
-    p.add_argument("--variants", nargs="+", default=["toy"],
-                   help="keys, or groups: toy (toy toy_gap toy_random), paper, paper_random")
-    p.add_argument("--notebooks", default="*", help="glob on notebook names, e.g. 'tab1*', "
-                   "or a chapter: chapter1 ... chapter4")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--config", help="a run file (YAML): variants with their weights, data and "
+                   "resources, and the settings profile; see vitcls_utils/runfile.py")
+    p.add_argument("--profile", choices=["corrected", "paper"], default=None,
+                   help="settings profile (default: the run file's, else corrected)")
+    p.add_argument("--variants", nargs="+", default=None,
+                   help="keys, or groups: toy (toy toy_gap toy_random), paper, paper_random "
+                   "(default: toy)")
+    p.add_argument("--notebooks", default=None, help="glob on notebook names, e.g. 'tab1*', "
+                   "or a chapter: chapter1 ... chapter4 (default: all)")
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1")
     p.add_argument("--jobs", type=int, default=1, help="variants run in parallel (GPUs: spread)")
     p.add_argument("--data", default=None, help="dataset kind for every variant (default: "
                    "each variant's own: toy, imagenet-s or cifar100)")
     p.add_argument("--data-dir", help="dataset root for non-toy variants")
+    p.add_argument("--weights", nargs="+", default=None, metavar="KEY=FILE",
+                   help="checkpoint files per variant, e.g. vit_b16_cifar100=ckpt.pt")
     p.add_argument("--results-dir", default=None, help="extraction stores (default results/)")
     p.add_argument("--force", action="store_true", help="re-run up-to-date notebooks")
     p.set_defaults(func=cmd_run)

@@ -219,21 +219,48 @@ def _mismatch(model: nn.Module, state: Mapping[str, torch.Tensor]) -> List[str]:
     return problems
 
 
+def checkpoint_problems(key: str, path: PathLike) -> List[str]:
+    """Why the checkpoint at ``path`` would not load into ``key`` (empty when it would), found
+    without building real weights: what a run file is checked with before anything runs."""
+    variant = get_variant(key)
+    try:
+        state = read_state_dict(path)
+    except WeightsError as exc:
+        return [str(exc)]
+    if variant.drop_prefixes:
+        state = {k: v for k, v in state.items() if not k.startswith(variant.drop_prefixes)}
+    with torch.device("meta"):
+        model = build_model(variant)
+    return _fit(model, state)[1]
+
+
+def _fit(model: nn.Module, state: Dict[str, torch.Tensor]
+         ) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+    """(state to load, problems). A checkpoint in another layout timm knows (JAX or DeiT
+    exports) is renamed by timm's converter, but only when no tensor is resampled on the way:
+    a checkpoint of another patch size or grid is refused, never interpolated."""
+    problems = _mismatch(model, state)
+    if not problems:
+        return state, []
+    try:
+        from timm.models.vision_transformer import checkpoint_filter_fn
+
+        converted = checkpoint_filter_fn(dict(state), model)
+    except Exception:
+        return state, problems
+    resampled = [k for k, v in converted.items()
+                 if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if resampled or _mismatch(model, converted):
+        return state, problems
+    return converted, []
+
+
 def _load_checkpoint(model: nn.Module, variant: Variant, path: Path) -> None:
     """Load ``path`` strictly; the only keys ever dropped are the variant's ``drop_prefixes``."""
     state = read_state_dict(path)
     if variant.drop_prefixes:
         state = {k: v for k, v in state.items() if not k.startswith(variant.drop_prefixes)}
-    problems = _mismatch(model, state)
-    if problems:  # other timm-known layouts (JAX/DeiT exports): timm's own converter
-        try:
-            from timm.models.vision_transformer import checkpoint_filter_fn
-
-            converted = checkpoint_filter_fn(dict(state), model)
-            if not _mismatch(model, converted):
-                state, problems = converted, []
-        except Exception:
-            pass
+    state, problems = _fit(model, state)
     if problems:
         shown = "; ".join(problems[:6]) + (f"; ... ({len(problems)} in all)"
                                           if len(problems) > 6 else "")

@@ -1,0 +1,116 @@
+"""The notebooks' one setup call: their parameters in, the variant's results, model, stimuli,
+memories and random control out, each read the same way by every figure notebook.
+
+A notebook's parameters cell names the variant, its data, its weights and the settings
+profile; ``setup(...)`` keeps them, and everything that needs weights is loaded only when a
+notebook asks for it, so a notebook answered from an existing store needs no weights at all.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Optional
+
+from .profiles import Profile, get_profile
+from .registry import Variant, get_variant
+
+
+@dataclass
+class NotebookRun:
+    """One notebook's variant, data, weights and profile (see :func:`setup`)."""
+
+    variant: str
+    dataset: str = "toy"
+    data_dir: Optional[str] = None
+    n_per_class: Optional[int] = None
+    device: str = "auto"
+    results_dir: str = "results"
+    seed: int = 0
+    weights: Optional[str] = None
+    profile: Optional[str] = None
+
+    @property
+    def spec(self) -> Variant:
+        return get_variant(self.variant)
+
+    @property
+    def label(self) -> str:
+        return self.spec.label
+
+    @property
+    def settings(self) -> Profile:
+        """The profile's settings (catalogue §6: the authors' choices or the corrected ones)."""
+        return get_profile(self.profile)
+
+    @property
+    def control_key(self) -> str:
+        """The random-init control this variant is compared with under the profile."""
+        return self.settings.control(self.variant)
+
+    def _data(self, n_per_class: Optional[int] = None) -> dict:
+        return dict(dataset=self.dataset, data_dir=self.data_dir,
+                    n_per_class=self.n_per_class if n_per_class is None else n_per_class,
+                    device=self.device, results_dir=self.results_dir, seed=self.seed)
+
+    def results(self, **kwargs):
+        """The variant's store (see :func:`vitcls_utils.extract.results_for`)."""
+        from .extract import results_for
+
+        return results_for(self.variant, weights=self.weights, **self._data(), **kwargs)
+
+    def control_results(self, **kwargs):
+        """The random control's store on the same stimuli."""
+        from .extract import results_for
+
+        return results_for(self.control_key, **self._data(), **kwargs)
+
+    def memory_results(self):
+        """The store chapter 3 reads: every site kind and the top key indices."""
+        from .memories import KEY_TOPK, KINDS
+
+        return self.results(kinds=KINDS, key_topk=KEY_TOPK)
+
+    @cached_property
+    def model(self):
+        """The variant's model, loaded once (needs its weights)."""
+        from .loading import load_variant
+
+        return load_variant(self.variant, weights=self.weights, device=self.device,
+                            seed=self.seed)
+
+    def memories(self):
+        """The variant's value projections (from its weights)."""
+        from .memories import memories_for
+
+        return memories_for(self.variant, seed=self.seed, weights=self.weights)
+
+    def control_memories(self):
+        """The random control's value projections."""
+        from .memories import memories_for
+
+        return memories_for(self.control_key, seed=self.seed)
+
+    def stimuli(self, n_per_class: Optional[int] = None, split: Optional[str] = None):
+        """The dataset, as the stores index it."""
+        from .data import build_dataset
+
+        return build_dataset(self.dataset, self.data_dir, num_classes=self.spec.num_classes,
+                             n_per_class=self.n_per_class if n_per_class is None else n_per_class,
+                             split=split)
+
+    def setting(self, name: str, value=None):
+        """``value`` when the notebook sets it, else the profile's setting ``name``."""
+        from .profiles import setting
+
+        return setting(self.profile, name, value)
+
+
+def setup(variant: str, **parameters) -> NotebookRun:
+    """The notebook's parameters -> a :class:`NotebookRun`; applies the plot theme. Unknown
+    variants and profiles fail here, before any work."""
+    from .plots import set_theme
+
+    run = NotebookRun(variant, **parameters)
+    run.spec, run.settings  # noqa: B018  (validates both now)
+    set_theme()
+    return run
