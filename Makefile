@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test book toy-model venv clean-venv benchmark reference-outputs
+.PHONY: test book toy-model venv clean-venv benchmark reference-outputs paper-dry-run
 
 venv: $(STAMP)
 
@@ -28,6 +28,11 @@ book: $(STAMP)
 	TQDM_DISABLE=1 $(VENV)/bin/vitcls run --variants toy
 	$(VENV)/bin/jupyter-book build . --warningiserror --nitpick --keep-going
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
+
+# Every notebook for the seven architectures and their controls, under both profiles, on random
+# weights files and fabricated data, then the book of it (_dryrun/site/_build/html).
+paper-dry-run: $(STAMP)
+	TQDM_DISABLE=1 $(PY) -m vitcls_utils.dryrun --out _dryrun --jobs 2
 
 toy-model: $(STAMP)
 	$(PY) -m vitcls_utils.toy --out data/toy

@@ -1,4 +1,4 @@
-"""Chapter 2 metrics against loops written from the definitions (spec E7-E9, B5, B6)."""
+"""Chapter 2 metrics against loops written from the definitions (catalogue E7-E9, B5, B6)."""
 from __future__ import annotations
 
 import numpy as np
@@ -93,3 +93,38 @@ def test_group_identifiability_boxes_and_test():
     assert tests.p_value[1] == pytest.approx(0.01) and tests.significant[1]
     with pytest.raises(VitclsError, match="keep every token"):
         context.group_identifiability(make_results(rank, groups, perturbation=REMOVAL))
+
+
+def test_change_difference_is_the_class_minus_context_mean_increment_by_loops():
+    """A5b against a loop over images and tokens written from its definition."""
+    rng = np.random.default_rng(3)
+    n_images, n_blocks, n_tokens = 4, 3, 7
+    sites = [f"blocks.{b}.hook_{k}" for b in range(n_blocks) for k in ("resid_post", "attn_out")]
+    logit = rng.normal(size=(n_images, len(sites), n_tokens)).astype(np.float32)
+    token_class = rng.integers(0, 2, (n_images, n_tokens)).astype(np.int8)
+    token_class[:, 0] = -1
+    labels = np.zeros(n_images, np.int32)
+    res = Results(path="mem", manifest={"num_classes": 10, "config": {"variant": "x"},
+                                        "layout": {"has_cls": True, "num_prefix": 1}},
+                  sites=sites, labels=labels, pred=labels, status=np.zeros(n_images, np.int8),
+                  rank=np.zeros(logit.shape, np.int16), top1=np.zeros(logit.shape, np.int16),
+                  true_logit=logit, token_class=token_class, token_class_paper=None)
+    table = context.change_difference(res, n_permutations=50, seed=1)
+    assert table.block.tolist() == [2, 3]
+    for row in table.itertuples():
+        b = row.block - 1  # 0-based block of the attention output; its input is block b - 1
+        on, off = [], []
+        for i in range(n_images):
+            for t in range(1, n_tokens):
+                step = float(logit[i, 2 * b + 1, t]) - float(logit[i, 2 * (b - 1), t])
+                (on if token_class[i, t] == 1 else off).append(step)
+        assert row.difference == pytest.approx(np.mean(on) - np.mean(off), abs=1e-6)
+        assert (row.class_tokens, row.context_tokens) == (len(on), len(off))
+        assert 0 < row.p_value <= 1
+    paper = context.change_difference(res, n_permutations=50, seed=1, paper=True)
+    assert (paper.p_value <= table.p_value).all()  # count/n never exceeds (1 + count)/(1 + n)
+
+
+def test_paper_blocks_are_figure_3a_blocks_at_the_same_depth():
+    assert context.paper_blocks(12) == [1, 6, 10, 12]
+    assert context.paper_blocks(24) == [2, 12, 20, 24]

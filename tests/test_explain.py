@@ -124,20 +124,25 @@ def test_cached_curves_equal_computed_ones_and_are_reused(tiny_toy_variant, tmp_
     order = np.stack([np.random.default_rng(i).permutation(49) for i in range(len(dataset))])
     orders = {"some": order, "random": explain.random_orders(49, [0, 1])}
     counts = [1, 10, 30, 48]
-    plain, plain_areas = explain.perturbation_test(model, dataset, orders, counts=counts)
-    cached, _ = explain.perturbation_test(model, dataset, orders, counts=counts,
-                                          cache_dir=tmp_path)
+    plain, plain_areas, plain_scores = explain.perturbation_test(model, dataset, orders,
+                                                                 counts=counts)
+    cached, _, _ = explain.perturbation_test(model, dataset, orders, counts=counts,
+                                             cache_dir=tmp_path)
     assert np.array_equal(plain.accuracy, cached.accuracy)
     assert len(list(tmp_path.glob("*.npy"))) == 2 * 3  # (one + two random orders) x two tests
 
     def no_recompute(*args, **kwargs):
         raise AssertionError("a cached curve was recomputed")
 
-    monkeypatch.setattr(explain, "perturbation_curve", no_recompute)
-    again, areas = explain.perturbation_test(model, dataset, orders, counts=counts,
-                                             cache_dir=tmp_path)
+    monkeypatch.setattr(explain, "perturbation_outcomes", no_recompute)
+    again, areas, scores = explain.perturbation_test(model, dataset, orders, counts=counts,
+                                                     cache_dir=tmp_path)
     assert np.array_equal(plain.accuracy, again.accuracy)
-    assert areas.equals(plain_areas)
+    assert areas.equals(plain_areas) and scores.equals(plain_scores)
+    # an image's score is its share of the curve; the scores average to the curve's mean
+    for (method, test), group in scores.groupby(["method", "test"]):
+        curve = plain[(plain.method == method) & (plain.test == test)].accuracy
+        assert group.score.mean() == pytest.approx(curve.mean())
     with pytest.raises(AssertionError, match="recomputed"):  # another order is another curve
         explain.perturbation_test(model, dataset, {"other": order[:, ::-1].copy()},
                                   counts=counts, cache_dir=tmp_path)

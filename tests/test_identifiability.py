@@ -1,4 +1,4 @@
-"""Chapter 1 metrics against loops written from the paper's definitions (spec E2-E5a)."""
+"""Chapter 1 metrics against loops written from the paper's definitions (catalogue E2-E5a)."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Chapter 3 metrics against loops written from the definitions (spec E5b, E6, E10-E13), the
+"""Chapter 3 metrics against loops written from the definitions (catalogue E5b, E6, E10-E13), the
 streaming key reduction against full activations, and the model left untouched."""
 from __future__ import annotations
 

@@ -13,7 +13,8 @@ def test_reported_file_is_well_formed():
     assert set(frame.variant) <= set(VARIANTS)
     assert frame.source.str.len().min() > 5
     assert set(frame.approximate) <= {"yes", "no"}
-    assert set(frame.unit) <= {"%", "fraction", "paper AUC", "cosine", "percentage points"}
+    assert set(frame.unit) <= {"%", "fraction", "paper AUC", "cosine", "percentage points",
+                               "logit", "block", "identifiability"}
 
 
 def test_lookup_and_side_by_side():

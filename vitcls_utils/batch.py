@@ -35,7 +35,8 @@ RUNS = ROOT / "book" / "runs"
 #: notebooks that compare variants: run once, after the per-variant runs
 COMPARISONS = ("compare_variants", "compare_memories")
 #: notebooks that read segmentation masks: not run on datasets without them (CIFAR-100, folders)
-NEEDS_MASKS = ("fig3a_context_identifiability", "tab_context_perturbation")
+NEEDS_MASKS = ("fig3a_context_identifiability", "tab_context_perturbation",
+               "figA5b_context_change_difference")
 #: notebooks that need a few-shot training split (toy probe-train, ImageNet-S test)
 NEEDS_PROBE_SPLIT = ("figA12_linear_probing",)
 #: the book's chapters: ``--notebooks chapter2`` runs one
@@ -44,7 +45,8 @@ CHAPTERS = {
                  "figA4_block_change_rate", "compare_variants"),
     "chapter2": ("tab_attention_perturbation", "fig3a_context_identifiability",
                  "tab_context_perturbation"),
-    "chapter3": ("fig3b_sublayer_change_rate", "fig3c_residual_composition",
+    "chapter3": ("fig3b_sublayer_change_rate", "figA5b_context_change_difference",
+                 "fig3c_residual_composition",
                  "fig4a_class_value_agreement", "tabA6b_value_vectors",
                  "fig4b_key_value_agreement", "figA8_correct_vs_misclassified",
                  "figA9_memory_compositionality", "compare_memories"),
@@ -278,7 +280,7 @@ def summary(matrix: Sequence[Job]) -> str:
     return "\n".join(lines)
 
 
-def main_run(args) -> int:
+def main_run(args, runs_dir: Path = RUNS) -> int:
     """``vitcls run`` (see cli.py for the options): a run file, or ``--variants``; every
     problem of either is reported before any notebook starts."""
     from .runfile import check, load_run_file
@@ -303,7 +305,7 @@ def main_run(args) -> int:
     for profile in profiles:
         get_profile(profile)
     matrix = run(runs, pattern, device=device, jobs=args.jobs, results_dir=results_dir,
-                 force=args.force, profiles=profiles)
+                 force=args.force, profiles=profiles, runs_dir=runs_dir)
     print(summary(matrix), file=sys.stderr)
     return 1 if any(j.status == "failed" for j in matrix) else 0
 

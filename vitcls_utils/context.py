@@ -1,9 +1,10 @@
-"""Chapter 2 metrics, read off extraction stores (spec E7-E9): how attention and context make
+"""Chapter 2 metrics, read off extraction stores (catalogue E7-E9): how attention and context make
 image tokens class-identifiable.
 
 - E7 :func:`perturbed_rate` of an attention-perturbed store beside :func:`unperturbed_rate`.
 - E8 :func:`group_identifiability` / :func:`group_boxes` / :func:`group_test`: identifiability
   of class-labeled vs context-labeled image tokens per block, with a one-sided permutation test.
+- A5b :func:`change_difference`: the attention's logit increment, class- minus context-labeled.
 - E9 :func:`perturbed_rate` of a token-removal store beside :func:`unperturbed_rate` of the
   same group of tokens.
 
@@ -133,6 +134,44 @@ def group_test(results: Results, labels: str = "aligned", n_permutations: int = 
                                 n_permutations=n_permutations, seed=seed + block, paper=paper)
         rows.append((block + 1, p, p < 0.05))
     return pd.DataFrame(rows, columns=["block", "p_value", "significant"])
+
+
+#: the blocks of Fig 3a (1-based), a subset of A3's
+PAPER_BLOCKS = (1, 6, 10, 12)
+
+
+def paper_blocks(n_blocks: int) -> List[int]:
+    """Fig 3a's blocks (1, 6, 10, 12 of 12), at the same depth for another number of blocks."""
+    return sorted({max(1, round(b * n_blocks / 12)) for b in PAPER_BLOCKS})
+
+
+def change_difference(results: Results, layer: str = "attn", labels: str = "aligned",
+                      n_permutations: int = 300, seed: int = 0,
+                      paper: bool = False) -> pd.DataFrame:
+    """A5b: per block b = 2..L, the mean increment of the true-class logit from the block input
+    to the sub-layer's output (E5b's comparison, in logit units) over class-labeled image tokens
+    minus over context-labeled ones, with a seeded one-sided permutation test that class > context
+    (``paper=True``: the authors' uncorrected count/n, B19). Rows (block, difference, p_value,
+    significant, class_tokens, context_tokens)."""
+    if f"hook_{layer}_out" not in " ".join(results.sites):
+        raise VitclsError(f"{results.path} has no {layer}_out sites; extract with the default "
+                          "kinds (resid_post, attn_out, mlp_out)")
+    values = _group_values(results, labels)
+    image = slice(results.num_prefix, None)
+    before = results.by_block("true_logit", "resid_post")[:, :-1, image]
+    after = results.by_block("true_logit", f"{layer}_out")[:, 1:, image]
+    increment = (after.astype(np.float64) - before)  # [I, L-1, T]
+    rows = []
+    for b in range(increment.shape[1]):
+        on, off = increment[:, b][values["class"]], increment[:, b][values["context"]]
+        if not on.size or not off.size:
+            rows.append((b + 2, np.nan, np.nan, False, on.size, off.size))
+            continue
+        p = permutation_greater(on, off, n_permutations=n_permutations, seed=seed + b,
+                                paper=paper)
+        rows.append((b + 2, float(on.mean() - off.mean()), p, p < 0.05, on.size, off.size))
+    return pd.DataFrame(rows, columns=["block", "difference", "p_value", "significant",
+                                       "class_tokens", "context_tokens"])
 
 
 # ----------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ MASKED_KINDS = ("imagenet-s", "toy")
 #: status codes stored per image by extraction
 OK, CONVERTED, UNREADABLE = 0, 1, 2
 
-#: ImageNet classes that ImageNet-S merges with another one; the paper leaves them out (spec §3)
+#: ImageNet classes that ImageNet-S merges with another one; the paper leaves them out (catalogue §3)
 IMAGENET_S_EXCLUDED = (
     "n04356056", "n04355933", "n04493381", "n02808440", "n03642806",
     "n03832673", "n04008634", "n03773504", "n03887697", "n15075141",
@@ -278,7 +278,7 @@ def _read_categories(base: Path) -> Optional[Dict[str, int]]:
 
 
 class ImageNetSDataset(FileDataset):
-    """ImageNetS919 stimuli with their segmentation masks (spec §3).
+    """ImageNetS919 stimuli with their segmentation masks (catalogue §3).
 
     Class indices are the row numbers of ``LOC_synset_mapping.txt`` (ImageNet-1k order); the
     merged classes of :data:`IMAGENET_S_EXCLUDED` are left out. The stimulus set is the authors'
@@ -380,7 +380,7 @@ class _CifarUnpickler(pickle.Unpickler):
 
 class Cifar100Dataset(ImageDataset):
     """CIFAR-100 test split, first ``n_per_class`` images of each label in test order; classes
-    in order of first appearance in the test set (spec §3). No masks.
+    in order of first appearance in the test set (catalogue §3). No masks.
 
     Args:
         root: folder holding ``cifar-100-python/`` (torchvision's layout).

@@ -1,5 +1,5 @@
 """Chapter 4: explanation maps from the class embedding space and the perturbation test that
-measures their faithfulness (spec E14, E15).
+measures their faithfulness (catalogue E14, E15).
 
 Maps score each image token (the prefix tokens are never scored):
 
@@ -174,10 +174,11 @@ def upsample(token_map: torch.Tensor, grid, size) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 # Perturbation test
 # ----------------------------------------------------------------------------------------------
-def perturbation_curve(model: nn.Module, loader: Callable[[], "Sequence"], orders: np.ndarray,
-                       positive: bool = False, counts: Optional[Sequence[int]] = None
-                       ) -> np.ndarray:
-    """Top-1 accuracy when only the prefix tokens and n image tokens are kept, for each n.
+def perturbation_outcomes(model: nn.Module, loader: Callable[[], "Sequence"], orders: np.ndarray,
+                          positive: bool = False, counts: Optional[Sequence[int]] = None
+                          ) -> np.ndarray:
+    """Per image, whether the model is right when only the prefix tokens and n image tokens are
+    kept, for each n.
 
     Args:
         loader: returns an iterable of (images [B, 3, H, W], labels [B], positions [B]) batches,
@@ -189,28 +190,37 @@ def perturbation_curve(model: nn.Module, loader: Callable[[], "Sequence"], order
         counts: numbers of kept image tokens; default 1 .. T-1, as the paper.
 
     Returns:
-        accuracy [len(counts)].
+        correct [images the loader yields, len(counts)], bool, in loader order.
     """
     layout = TokenLayout.of(model)
     n_image = orders.shape[1]
     counts = list(range(1, n_image)) if counts is None else list(counts)
     ranked = orders[:, ::-1] if positive else orders
-    correct = np.zeros(len(counts))
-    total = 0
+    rows = []
     device = next(model.parameters()).device
     prefix = torch.arange(layout.num_prefix)
     with torch.no_grad():
         for images, labels, positions in loader():
             images = images.to(device)
-            total += len(labels)
             chosen = torch.from_numpy(np.ascontiguousarray(ranked[np.asarray(positions)]))
+            correct = np.zeros((len(labels), len(counts)), dtype=bool)
             for k, n in enumerate(counts):
                 image_tokens = chosen[:, :n].sort(dim=1).values + layout.num_prefix
                 kept = torch.cat([prefix.expand(len(labels), -1), image_tokens], dim=1)
                 with keeping_tokens(model, kept):
                     pred = model(images).argmax(-1).cpu()
-                correct[k] += int((pred == labels).sum())
-    return correct / max(total, 1)
+                correct[:, k] = (pred == labels).numpy()
+            rows.append(correct)
+    return np.concatenate(rows) if rows else np.zeros((0, len(counts)), dtype=bool)
+
+
+def perturbation_curve(model: nn.Module, loader: Callable[[], "Sequence"], orders: np.ndarray,
+                       positive: bool = False, counts: Optional[Sequence[int]] = None
+                       ) -> np.ndarray:
+    """Top-1 accuracy for each number of kept image tokens: :func:`perturbation_outcomes`
+    averaged over images. Returns accuracy [len(counts)]."""
+    outcomes = perturbation_outcomes(model, loader, orders, positive, counts)
+    return outcomes.mean(axis=0) if len(outcomes) else np.zeros(outcomes.shape[1])
 
 
 def paper_auc(accuracy: np.ndarray) -> float:
@@ -292,29 +302,30 @@ def _curve_key(model: nn.Module, dataset, order: np.ndarray, positive: bool,
     config = {"variant": info.variant.key, "weights_id": info.weights_id,
               "preprocess": repr(info.variant.preprocess), "stimuli": dataset.fingerprint(),
               "order": hashlib.sha256(np.ascontiguousarray(order, dtype=np.int64)).hexdigest(),
-              "positive": bool(positive), "counts": [int(c) for c in counts]}
+              "positive": bool(positive), "counts": [int(c) for c in counts],
+              "per_image": True}
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def cached_curve(model: nn.Module, dataset, loader, order: np.ndarray, positive: bool,
-                 counts: Sequence[int], cache_dir=None) -> np.ndarray:
-    """:func:`perturbation_curve`, read from ``<cache_dir>/<key>.npy`` when an identical curve
-    (same weights, stimuli, order, test, counts) was computed before; written there otherwise.
+def cached_outcomes(model: nn.Module, dataset, loader, order: np.ndarray, positive: bool,
+                    counts: Sequence[int], cache_dir=None) -> np.ndarray:
+    """:func:`perturbation_outcomes`, read from ``<cache_dir>/<key>.npy`` when an identical
+    test (same weights, stimuli, order, direction, counts) ran before; written there otherwise.
     Notebooks that test the same order (A11 and A12 both test the class-space and random
     orders) then pay for it once."""
     from pathlib import Path
 
     if cache_dir is None or not hasattr(model, "vitcls_info"):
-        return perturbation_curve(model, loader, order, positive, counts)
+        return perturbation_outcomes(model, loader, order, positive, counts)
     path = Path(cache_dir) / f"{_curve_key(model, dataset, order, positive, counts)}.npy"
     if path.is_file():
         return np.load(path)
-    accuracy = perturbation_curve(model, loader, order, positive, counts)
+    outcomes = perturbation_outcomes(model, loader, order, positive, counts)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial.npy")
-    np.save(partial, accuracy)
-    partial.replace(path)  # atomic: an interrupted run never leaves a truncated curve
-    return accuracy
+    np.save(partial, outcomes)
+    partial.replace(path)  # atomic: an interrupted run never leaves a truncated file
+    return outcomes
 
 
 def perturbation_test(model: nn.Module, dataset, orders: Dict[str, object],
@@ -325,31 +336,38 @@ def perturbation_test(model: nn.Module, dataset, orders: Dict[str, object],
     Args:
         orders: method name -> [I, T] orders (per image), or a list of [T] orders applied to
             every image (the random baseline), whose curves are averaged.
-        cache_dir: folder of computed curves (see :func:`cached_curve`); None computes all.
+        cache_dir: folder of computed outcomes (see :func:`cached_outcomes`); None computes all.
 
     Returns:
-        (curves, areas): DataFrames with columns (method, test, kept, removed, accuracy) and
-        (method, test, paper AUC, normalized AUC).
+        (curves, areas, scores): DataFrames with columns (method, test, kept, removed,
+        accuracy), (method, test, paper AUC, normalized AUC), and (method, test, image, score),
+        an image's share of the curve's points it is classified right at (averaged over the
+        random orders), what :func:`vitcls_utils.faithfulness.auc_tests` pairs over images.
     """
     import pandas as pd
 
     loader = stimulus_batches(model, dataset, batch_size)
     n_image = TokenLayout.of(model).n_tokens - TokenLayout.of(model).num_prefix
     counts = list(range(1, n_image)) if counts is None else list(counts)
-    curves, areas = [], []
+    curves, areas, scores = [], [], []
     for method, order in orders.items():
         shared = isinstance(order, list)
         for test, positive in (("negative", False), ("positive", True)):
             per_image = ([np.broadcast_to(o, (len(dataset), n_image)) for o in order]
                          if shared else [order])
-            accuracy = np.mean([cached_curve(model, dataset, loader, o, positive, counts,
-                                             cache_dir) for o in per_image], axis=0)
+            outcomes = np.mean([cached_outcomes(model, dataset, loader, o, positive, counts,
+                                                cache_dir) for o in per_image], axis=0)
+            accuracy = outcomes.mean(axis=0)
             curves.append(pd.DataFrame({"method": method, "test": test, "kept": counts,
                                         "removed": 1 - np.asarray(counts) / n_image,
                                         "accuracy": accuracy}))
             areas.append({"method": method, "test": test, "paper AUC": paper_auc(accuracy),
                           "normalized AUC": normalized_auc(accuracy, counts, n_image)})
-    return pd.concat(curves, ignore_index=True), pd.DataFrame(areas)
+            scores.append(pd.DataFrame({"method": method, "test": test,
+                                        "image": np.arange(len(outcomes)),
+                                        "score": outcomes.mean(axis=1)}))
+    return (pd.concat(curves, ignore_index=True), pd.DataFrame(areas),
+            pd.concat(scores, ignore_index=True))
 
 
 def explain_images(model: nn.Module, images: Sequence, classes: Sequence[int],
@@ -377,3 +395,48 @@ def explain_images(model: nn.Module, images: Sequence, classes: Sequence[int],
         maps["class_space_blocks"] = upsample(per_block.reshape(k * blocks, -1), layout.grid,
                                               size).reshape(k, blocks, *size).numpy()
     return views, maps
+
+
+def paper_cases(variant: str, dataset) -> List[Dict[str, object]]:
+    """The paper's own explanation cases (Fig 5, A10: ``data/paper/explanation_cases.csv``)
+    that ``dataset`` holds, for ``variant`` (the B/32 cases serve every ImageNet variant): each
+    a dict with the stimulus index, the class and its alternative, and the block (0-based) and
+    head of the per-head map, or None for A10's summed maps. Image k of a wnid is the k-th
+    stimulus of that class in dataset order."""
+    import pandas as pd
+
+    from .registry import data_dir
+
+    if dataset.num_classes != 1000:
+        return []
+    cases = pd.read_csv(data_dir() / "paper" / "explanation_cases.csv",
+                        dtype={"block": "Int64", "head": "Int64"})
+    own = cases[cases.variant == variant]
+    cases = own if len(own) else cases[cases.variant == "vit_b32"]
+    by_wnid: Dict[str, List[int]] = {}
+    for index, name in enumerate(dataset.item_names()):
+        by_wnid.setdefault(name.split("/")[-2], []).append(index)
+    found = []
+    for row in cases.itertuples():
+        indices = by_wnid.get(row.wnid, [])
+        if row.image < len(indices):
+            found.append({"figure": row.figure, "index": indices[row.image], "wnid": row.wnid,
+                          "image": int(row.image), "class": int(row[5]),
+                          "alternative": int(row.alternative),
+                          "block": None if pd.isna(row.block) else int(row.block),
+                          "head": None if pd.isna(row.head) else int(row.head)})
+    return found
+
+
+def head_maps(model: nn.Module, images: Sequence, classes: Sequence[int], block: int, head: int,
+              paper: bool = True) -> np.ndarray:
+    """Fig 5a: the class-space map of one block and head (not summed over heads) for chosen PIL
+    images and classes, upsampled onto the views of :func:`explain_images`: [K, H, W]."""
+    preprocess = model.vitcls_info.variant.preprocess
+    layout = TokenLayout.of(model)
+    device = next(model.parameters()).device
+    batch = torch.stack([preprocess(image) for image in images]).to(device)
+    targets = torch.as_tensor(list(classes), device=device)
+    chosen = class_space_maps(model, batch, targets, paper=paper)[:, block, head].cpu()
+    return upsample(chosen, layout.grid, batch.shape[-2:]).numpy()
+

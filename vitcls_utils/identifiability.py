@@ -1,4 +1,4 @@
-"""Chapter 1 metrics, read off an extraction store (spec §4 E2-E5a).
+"""Chapter 1 metrics, read off an extraction store (catalogue §4 E2-E5a).
 
 - E2 :func:`identifiability_rate`: % of image tokens whose true class is top-1 at the last block.
 - E3 :func:`images_with_identifiable_token`: % of images with at least one such token.

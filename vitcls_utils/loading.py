@@ -77,7 +77,7 @@ def build_model(variant: Variant, seed: int = 0, **overrides: Any) -> nn.Module:
     ``overrides`` are extra ``timm.create_model`` arguments that do not change the weights'
     shapes (e.g. ``drop_path_rate`` for training).
     """
-    timm.layers.set_fused_attn(False)  # spec §2: before creation, so no module starts fused
+    timm.layers.set_fused_attn(False)  # catalogue §2: before creation, so no module starts fused
     # The pinned tag selects the pretrained config and num_classes is explicit: an arch's default
     # tag can carry another head (vit_base_patch16_224_miil defaults to 11221 in21k classes).
     kwargs = {"num_classes": variant.num_classes, **dict(variant.model_kwargs), **overrides}

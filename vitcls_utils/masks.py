@@ -1,7 +1,7 @@
 """Segmentation masks -> per-token labels: 1 = class-labeled token, 0 = context, -1 = not an
 image token (prefix tokens) or no mask.
 
-Masks use the ImageNet-S encoding: category id = R + 256·G per pixel (spec §3), decoded in
+Masks use the ImageNet-S encoding: category id = R + 256·G per pixel (catalogue §3), decoded in
 int32 (the authors' uint8 arithmetic overflows under NumPy 2, bug B15a). Two labelings:
 
 - ``token_labels`` (default): the mask goes through the variant's own resize and crop

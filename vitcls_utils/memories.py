@@ -1,4 +1,4 @@
-"""Chapter 3: how the attention and MLP sub-layers build class representations (spec E5b, E6,
+"""Chapter 3: how the attention and MLP sub-layers build class representations (catalogue E5b, E6,
 E10-E13), read off an extraction store and the model's parameters.
 
 A sub-layer is read as a key-value memory (Geva et al.): its *values* are the columns of the

@@ -47,6 +47,11 @@ METRIC_LABELS = {
     "identifiability_rate_image_tokens": "identifiability rate, every image token (%)",
     "images_with_identifiable_token": "images with an identifiable token (%)",
     "top1_accuracy": "top-1 accuracy (%)",
+    "first_significant_block": "first block above random (p < 0.05)",
+    "perturbation_baseline_accuracy": "top-1, every token kept",
+    "perturbation_first_point_accuracy": "top-1 at the curve's first point (B17)",
+    "accuracy_kept_removed": "% of tokens removed, top-1 >= the first point",
+    "accuracy_kept_removed_unperturbed": "% of tokens removed, top-1 >= unperturbed",
 }
 
 

@@ -1,6 +1,6 @@
 """Causal perturbations of an unmodified timm ViT, made through the hooks of :mod:`.hooks`.
 
-- :class:`AttentionPerturbation` (spec E7) edits the post-softmax pattern ``A[b, h, i, j]``
+- :class:`AttentionPerturbation` (catalogue E7) edits the post-softmax pattern ``A[b, h, i, j]``
   (query i, key j) in all blocks or a chosen set:
 
   * ``self_only``: each image-token query attends only to itself. The paper's choice also takes
@@ -11,7 +11,7 @@
 
   Prefix-token rows ([CLS], distillation, registers) are never edited.
 
-- :class:`TokenRemoval` (spec E9) drops tokens right after the position embedding and runs the
+- :class:`TokenRemoval` (catalogue E9) drops tokens right after the position embedding and runs the
   blocks on the shorter sequence: keep the prefix tokens plus the class-labeled tokens, or plus
   the context-labeled ones, or plus a fixed set of image tokens. Images keep different numbers of
   tokens, so they are batched by length (:func:`group_by_length`), never one at a time.
@@ -45,7 +45,7 @@ LABEL_RULES = ("aligned", "paper")
 # ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class AttentionPerturbation:
-    """An edit of the attention pattern of image-token queries (spec E7).
+    """An edit of the attention pattern of image-token queries (catalogue E7).
 
     Args:
         mode: "self_only" or "no_cls".
@@ -128,7 +128,7 @@ def edit_pattern(pattern: torch.Tensor, mode: str, num_prefix: int, renormalize:
 # ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TokenRemoval:
-    """Run the blocks on the prefix tokens plus a subset of the image tokens (spec E9).
+    """Run the blocks on the prefix tokens plus a subset of the image tokens (catalogue E9).
 
     Args:
         keep: "class" (class-labeled image tokens: removes the context), "context"

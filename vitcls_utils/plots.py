@@ -207,14 +207,18 @@ def block_maps_figure(view, block_maps, title: str) -> plt.Figure:
     return fig
 
 
-def perturbation_figure(curves: pd.DataFrame, title: str = "") -> plt.Figure:
-    """A11 / A12 right: top-1 accuracy vs % of image tokens removed, negative and positive."""
+def perturbation_figure(curves: pd.DataFrame, title: str = "",
+                        baselines: Optional[Dict[str, float]] = None) -> plt.Figure:
+    """A11 / A12 right: top-1 accuracy vs % of image tokens removed, negative and positive,
+    with horizontal ``baselines`` (name -> accuracy) drawn dashed."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
     data = curves.assign(method=curves.method.map(lambda m: METHOD_LABELS.get(m, m)),
                          removed=100 * curves.removed)
     for ax, test in zip(axes, ("negative", "positive"), strict=True):
         sns.lineplot(data=data[data.test == test], x="removed", y="accuracy", hue="method",
                      ax=ax)
+        for (name, value), style in zip((baselines or {}).items(), ("--", ":"), strict=False):
+            ax.axhline(value, color="0.3", linestyle=style, linewidth=1, label=name)
         ax.set(title=f"{test} perturbation", xlabel="% of image tokens removed",
                ylabel="top-1 accuracy", ylim=(0, 1.02))
         ax.legend(fontsize="small")

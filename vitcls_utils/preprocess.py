@@ -1,4 +1,4 @@
-"""Image preprocessing exactly as the paper used it, per variant (spec §2).
+"""Image preprocessing exactly as the paper used it, per variant (catalogue §2).
 
 The geometric part (resize, crop) is a separate step so that segmentation masks can be put
 through the same geometry as their image (with nearest-neighbour sampling) and stay aligned.
@@ -104,7 +104,7 @@ def fmt(values: Tuple[float, ...]) -> str:
     return "(" + ", ".join(f"{v:g}" for v in values) + ")"
 
 
-# The recipes of spec §2.
+# The recipes of catalogue §2.
 HF_VIT = Preprocess(
     resize=(224, 224), crop=None, interpolation="bilinear",
     mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),

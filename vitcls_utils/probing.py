@@ -1,5 +1,5 @@
 """Chapter 4: few-shot linear probes per (site, token), the trained baseline the class-space
-projection is compared with (spec E16; the ViT paper's few-shot least squares, related C6).
+projection is compared with (catalogue E16; the ViT paper's few-shot least squares, related C6).
 
 One pass over the training images accumulates, for every site and token position, the sums a
 closed-form ridge regression needs (count, sum of x, x xᵀ, and per-class sums of x); the raw

@@ -1,6 +1,6 @@
 """Projection of any token onto the class embedding space, and the metrics read off it.
 
-The projection is the model's own readout applied per token (spec §1): the final LayerNorm (or
+The projection is the model's own readout applied per token (catalogue §1): the final LayerNorm (or
 ``fc_norm`` for average-pooled models), then the classifier with its bias. Because
 ``hook_attn_out``/``hook_mlp_out`` already carry the post-norm of residual post-norm blocks,
 the same projector serves every site of every variant.

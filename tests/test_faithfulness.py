@@ -1,0 +1,49 @@
+"""The perturbation test's readouts against definitions computed another way (catalogue E15)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from vitcls_utils import faithfulness
+
+
+def curve(method, test, accuracy, n_image=10):
+    kept = n_image - np.arange(1, len(accuracy) + 1)  # 10%, 20%, ... removed
+    return pd.DataFrame({"method": method, "test": test, "kept": kept,
+                         "removed": 1 - kept / n_image, "accuracy": accuracy})
+
+
+def test_accuracy_kept_is_the_last_removal_before_the_first_drop():
+    curves = curve("class_space", "negative", [0.9, 0.85, 0.8, 0.7, 0.3, 0.5])
+    # removed 10%, 20%, ... ; baseline 0.8: kept while >= 0.8, i.e. up to 30% removed
+    assert faithfulness.accuracy_kept(curves, 0.8) == pytest.approx(30.0)
+    assert faithfulness.accuracy_kept(curves, 0.95) == 0.0
+    assert faithfulness.accuracy_kept(curves, 0.1) == pytest.approx(60.0)
+
+
+def test_baselines_are_the_unperturbed_accuracy_and_the_curves_first_point():
+    curves = pd.concat([curve("class_space", "negative", [0.6, 0.5]),
+                        curve("class_space", "positive", [0.4, 0.1])])
+    lines = faithfulness.baselines(curves, 0.75)
+    assert list(lines.values()) == [0.75, 0.6]  # most tokens kept, negative test
+
+
+def test_auc_tests_pair_images_one_sided_as_scipy_does():
+    rng = np.random.default_rng(0)
+    n = 40
+    ours_neg, rand_neg = rng.uniform(0.5, 1, n), rng.uniform(0, 0.6, n)
+    ours_pos, rand_pos = rng.uniform(0, 0.5, n), rng.uniform(0.4, 1, n)
+    scores = pd.concat([
+        pd.DataFrame({"method": m, "test": t, "image": np.arange(n), "score": s})
+        for m, t, s in (("class_space", "negative", ours_neg), ("random", "negative", rand_neg),
+                        ("class_space", "positive", ours_pos), ("random", "positive", rand_pos))])
+    table = faithfulness.auc_tests(scores).set_index("test")
+    assert table.loc["negative", "p_value"] == pytest.approx(
+        stats.wilcoxon(ours_neg, rand_neg, alternative="greater").pvalue)
+    assert table.loc["positive", "p_value"] == pytest.approx(
+        stats.wilcoxon(ours_pos, rand_pos, alternative="less").pvalue)
+    assert table.significant.all()
+    same = scores.assign(score=0.5)
+    assert (faithfulness.auc_tests(same).p_value == 1.0).all()  # no evidence either way

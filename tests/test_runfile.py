@@ -1,0 +1,78 @@
+"""Run files: one clear error naming every problem before anything runs; entries per variant."""
+from __future__ import annotations
+
+import pytest
+
+from vitcls_utils import batch, dryrun, runfile
+from vitcls_utils.runfile import RunFileError
+
+
+def write(tmp_path, text):
+    path = tmp_path / "run.yml"
+    path.write_text(text)
+    return path
+
+
+def test_a_bad_run_file_names_every_problem_at_once(tmp_path):
+    bad_weights = tmp_path / "bad.safetensors"
+    bad_weights.write_bytes(b"not a checkpoint")
+    path = write(tmp_path, f"""
+profile: papers
+colour: blue
+data_dirs:
+  imagenet-s: {tmp_path}/nowhere
+variants:
+  vit_b99: {{}}
+  vit_b32: {{}}
+  vit_b16_cifar100: {{}}
+  vit_b16: {{weights: {tmp_path}/missing.pt, batch_size: 0}}
+  vit_b16_gap: {{weights: {bad_weights}}}
+""")
+    with pytest.raises(RunFileError) as caught:
+        runfile.load_run_file(path)
+    message = str(caught.value)
+    for expected in ("unknown profile 'papers'", "unknown key 'colour'", "unknown variant 'vit_b99'",
+                     "vit_b32: data_dir not found", "vit_b16_cifar100: needs weights",
+                     "vit_b16_cifar100: runs on cifar100 and needs data_dir",
+                     "vit_b16: weights file not found", "batch_size must be a positive integer",
+                     "vit_b16_gap: weights bad.safetensors do not fit", "nothing was run"):
+        assert expected in message, (expected, message)
+
+
+def test_weights_of_another_architecture_are_refused_by_shape(tmp_path):
+    weights = dryrun.write_random_weights("toy_gap", tmp_path / "gap.safetensors")
+    path = write(tmp_path, f"variants:\n  toy: {{weights: {weights}}}\n")
+    with pytest.raises(RunFileError, match="toy: weights gap.safetensors do not fit"):
+        runfile.load_run_file(path)
+
+
+def test_entries_are_per_variant_and_the_cli_fails_before_running(tmp_path, capsys):
+    from vitcls_utils.cli import main
+
+    data = dryrun.fabricate_imagenet_s(tmp_path / "data", n_classes=2, n_images=5)
+    cifar = dryrun.fabricate_cifar100(tmp_path / "cifar", n_labels=2, n_images=1)
+    weights = dryrun.write_random_weights("toy", tmp_path / "toy.safetensors")
+    path = write(tmp_path, f"""
+profile: [corrected, paper]
+controls: true
+data_dirs: {{imagenet-s: {data}, cifar100: {cifar}}}
+variants:
+  toy: {{weights: {weights.name}}}
+  vit_b32_random: {{}}
+  vit_b16_cifar100_random: {{}}
+""")
+    parsed = runfile.load_run_file(path)
+    by_key = {r.key: r for r in parsed.variants}
+    assert by_key["toy"].weights == str(weights) and by_key["toy"].data_dir is None
+    assert by_key["vit_b32_random"].data_dir == str(data)
+    assert by_key["vit_b16_cifar100_random"].data_dir == str(cifar)  # never ImageNet's (B20)
+    assert "toy_random" in by_key  # controls: true
+    jobs = batch.plan(parsed.variants, "tab1*", tmp_path / "r", "cpu", profile="paper",
+                      runs_dir=tmp_path / "runs")
+    assert {j.output.parent.name for j in jobs} >= {"toy-paper", "vit_b16_cifar100_random-paper"}
+    assert all(j.parameters["profile"] == "paper" for j in jobs)
+    assert jobs[0].parameters["weights"] == str(weights)
+    bad = write(tmp_path, "variants:\n  vit_b16_cifar100: {}\n")
+    assert main(["run", "--config", str(bad)]) == 2
+    assert "needs weights" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
