@@ -85,6 +85,17 @@ def source_notebooks(pattern: str = "*") -> List[Path]:
     return found
 
 
+def notebook_parameters(notebook: Path) -> List[str]:
+    """The names its parameters cell assigns: what a run may set in that notebook."""
+    import re
+
+    import nbformat
+
+    cells = nbformat.read(notebook, as_version=4).cells
+    source = next((c.source for c in cells if "parameters" in c.metadata.get("tags", [])), "")
+    return re.findall(r"^(\w+)\s*=", source, re.M)
+
+
 def run_folder(variant: Optional[str], profile: str) -> str:
     """``book/runs/`` sub-folder of a variant's (or the comparisons') runs under a profile."""
     name = variant or "compare"
@@ -93,12 +104,13 @@ def run_folder(variant: Optional[str], profile: str) -> str:
 
 def plan(variants: Sequence[Union[str, VariantRun]], pattern: str, results_dir: Path,
          device: str, data_dir: Optional[str] = None, runs_dir: Path = RUNS,
-         dataset: Optional[str] = None, profile: str = DEFAULT_PROFILE) -> List[Job]:
+         dataset: Optional[str] = None, profile: str = DEFAULT_PROFILE,
+         extra: Optional[Dict[str, object]] = None) -> List[Job]:
     """The jobs of the matrix under one profile, per-variant runs first, comparisons last.
 
     ``variants`` are run-file entries, or registry keys that run on ``dataset`` (default:
     each variant's own) from ``data_dir``. Notebooks that need segmentation masks run only on
-    datasets that have them."""
+    datasets that have them. ``extra`` parameters go to the notebooks that declare them."""
     get_profile(profile)
     runs = [v for v in variants if isinstance(v, VariantRun)]
     keys = [v for v in variants if not isinstance(v, VariantRun)]
@@ -116,7 +128,9 @@ def plan(variants: Sequence[Union[str, VariantRun]], pattern: str, results_dir: 
                 continue
             if notebook.stem in NEEDS_PROBE_SPLIT and run.dataset not in ("toy", "imagenet-s"):
                 continue
-            params = {**run.parameters(), "device": run.device or device,
+            declared = notebook_parameters(notebook)
+            params = {**{k: v for k, v in (extra or {}).items() if k in declared},
+                      **run.parameters(), "device": run.device or device,
                       "results_dir": str(results_dir), "profile": profile}
             output = runs_dir / run_folder(run.key, profile) / notebook.name
             jobs.append(Job(notebook, output, params, run.key))
@@ -229,14 +243,15 @@ def _short_error(exc: Exception) -> str:
 def run(variants: Sequence[Union[str, VariantRun]], pattern: str = "*", device: str = "auto",
         jobs: int = 1, data_dir: Optional[str] = None, results_dir: Optional[Path] = None,
         force: bool = False, runs_dir: Path = RUNS, dataset: Optional[str] = None,
-        profiles: Sequence[str] = (DEFAULT_PROFILE,), log=print) -> List[Job]:
+        profiles: Sequence[str] = (DEFAULT_PROFILE,), extra: Optional[Dict[str, object]] = None,
+        log=print) -> List[Job]:
     """Execute the matrix under each profile. Variants of one job slot run in sequence
     (sharing their store); with ``jobs`` > 1, variants run in parallel, spread over the
     visible GPUs. The profiles share the stores: only the notebooks run again."""
     results_dir = Path(results_dir or ROOT / "results").resolve()
     matrix = [job for profile in profiles
               for job in plan(variants, pattern, results_dir, device, data_dir, runs_dir,
-                              dataset, profile)]
+                              dataset, profile, extra)]
     devices = _devices(device, jobs)
     by_variant: Dict[Optional[str], List[Job]] = {}
     for job in matrix:
@@ -290,14 +305,14 @@ def main_run(args, runs_dir: Path = RUNS) -> int:
             raise VitclsError("--config names the variants, data and weights: drop --variants, "
                               "--data, --data-dir and --weights (or drop --config)")
         runfile = load_run_file(args.config)
-        runs, profiles = runfile.variants, runfile.profiles
+        runs, profiles, extra = runfile.variants, runfile.profiles, runfile.parameters
         pattern = args.notebooks or runfile.notebooks
         device = args.device or runfile.device
         results_dir = args.results_dir or runfile.results_dir
     else:
         runs = list(check(from_arguments(args.variants or ["toy"], args.data, args.data_dir,
                                          args.weights or ())))
-        profiles = [DEFAULT_PROFILE]
+        profiles, extra = [DEFAULT_PROFILE], {}
         pattern, device, results_dir = args.notebooks or "*", args.device or "auto", \
             args.results_dir
     if args.profile:
@@ -305,7 +320,7 @@ def main_run(args, runs_dir: Path = RUNS) -> int:
     for profile in profiles:
         get_profile(profile)
     matrix = run(runs, pattern, device=device, jobs=args.jobs, results_dir=results_dir,
-                 force=args.force, profiles=profiles, runs_dir=runs_dir)
+                 force=args.force, profiles=profiles, extra=extra, runs_dir=runs_dir)
     print(summary(matrix), file=sys.stderr)
     return 1 if any(j.status == "failed" for j in matrix) else 0
 

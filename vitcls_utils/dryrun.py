@@ -29,7 +29,7 @@ CASE_WNIDS = ("n02422699", "n04404412", "n04204347", "n07742313")
 
 
 def fabricate_imagenet_s(root: Path, n_classes: int = 3, n_images: int = 5,
-                         n_test: int = 2, seed: int = 0) -> Path:
+                         n_test: int = 10, seed: int = 0) -> Path:
     """An ImageNetS919 tree in the real layout (validation images, their masks, the test split,
     the class and category lists) with ``n_classes`` classes of noise images and a rectangle
     mask each. Returns the ImageNetS919 folder."""
@@ -91,7 +91,7 @@ def write_random_weights(key: str, path: Path, seed: int = 1) -> Path:
 
 
 def write_run_file(out: Path, keys: Sequence[str], weights: dict, data: dict,
-                   controls: bool = True, batch_size: int = 8) -> Path:
+                   controls: bool = True, batch_size: int = 8, n_points: int = 6) -> Path:
     """The dry run's run file (YAML), in the schema of :mod:`vitcls_utils.runfile`."""
     import yaml
 
@@ -100,7 +100,8 @@ def write_run_file(out: Path, keys: Sequence[str], weights: dict, data: dict,
         "results_dir": str(out / "results"),
         "controls": controls,
         "data_dirs": {kind: str(folder) for kind, folder in data.items()},
-        "defaults": {"batch_size": batch_size},
+        "defaults": {"batch_size": batch_size, "n_per_class": 2},
+        "parameters": {"n_points": n_points, "n_permutations": 50},
         "variants": {key: {"weights": str(weights[key])} for key in keys},
     }
     path = out / "paper-dry-run.yml"

@@ -223,6 +223,17 @@ def perturbation_curve(model: nn.Module, loader: Callable[[], "Sequence"], order
     return outcomes.mean(axis=0) if len(outcomes) else np.zeros(outcomes.shape[1])
 
 
+def kept_counts(n_image: int, n_points: Optional[int] = None) -> List[int]:
+    """Numbers of kept image tokens of the perturbation test: 1 .. T-1 as the paper (None), or
+    ``n_points`` of them spread evenly over that range (a quicker curve on a CPU)."""
+    every = list(range(1, n_image))
+    if n_points is None or n_points >= len(every):
+        return every
+    if n_points < 2:
+        raise ValueError(f"n_points must be at least 2 (or None for every count), not {n_points}")
+    return sorted({int(round(x)) for x in np.linspace(1, n_image - 1, n_points)})
+
+
 def paper_auc(accuracy: np.ndarray) -> float:
     """The authors' area (B18): sum of the points / (max point x (points + 1))."""
     accuracy = np.asarray(accuracy, dtype=float)

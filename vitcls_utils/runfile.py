@@ -7,6 +7,7 @@ A run file is YAML::
     device: auto                  # auto, cpu, cuda, cuda:1
     notebooks: "*"                # glob on notebook names, or a chapter (chapter1 ... chapter4)
     controls: true                # also run each variant's random-init control
+    parameters: {n_points: 12}    # notebook parameters set for every notebook that has them
     data_dirs:                    # one folder per dataset kind (never one for all: B20)
       imagenet-s: /data/ImageNetS919
       cifar100: /data/cifar       # the folder holding cifar-100-python/
@@ -35,7 +36,7 @@ from .profiles import PROFILES
 from .registry import PAPER_KEYS, get_variant
 
 TOP_KEYS = ("profile", "results_dir", "device", "notebooks", "controls", "data_dirs",
-            "defaults", "variants")
+            "defaults", "parameters", "variants")
 DEFAULT_KEYS = ("batch_size", "device", "n_per_class")
 ENTRY_KEYS = ("weights", "dataset", "data_dir", "batch_size", "device", "n_per_class")
 
@@ -75,6 +76,7 @@ class RunFile:
     device: str = "auto"
     notebooks: str = "*"
     path: Optional[Path] = None
+    parameters: Dict[str, object] = field(default_factory=dict)
 
 
 #: names that stand for several variants on the command line
@@ -201,6 +203,13 @@ def parse(data: object, base: Path, source: str = "run file") -> RunFile:
     if not isinstance(data_dirs, dict):
         problems.append("data_dirs must be a mapping of dataset kind to folder")
         data_dirs = {}
+    parameters = data.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        problems.append("parameters must be a mapping of notebook parameter to value")
+        parameters = {}
+    reserved = set(ENTRY_KEYS) | {"variant", "profile", "results_dir"}
+    problems += [f"parameters: {k!r} is set per variant or by the run, not here"
+                 for k in parameters if k in reserved]
     entries = data.get("variants")
     if not isinstance(entries, dict) or not entries:
         problems.append("variants must be a non-empty mapping of registry keys to entries")
@@ -246,7 +255,7 @@ def parse(data: object, base: Path, source: str = "run file") -> RunFile:
         raise RunFileError(f"{source} has {len(problems)} problem(s); nothing was run:\n"
                            + "\n".join(f"  - {p}" for p in problems))
     results_dir = data.get("results_dir")
-    return RunFile(variants=runs, profiles=profiles, device=device,
+    return RunFile(variants=runs, profiles=profiles, device=device, parameters=parameters,
                    results_dir=Path(resolve(results_dir)) if results_dir else None,
                    notebooks=str(data.get("notebooks", "*")))
 
