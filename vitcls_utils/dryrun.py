@@ -91,7 +91,7 @@ def write_random_weights(key: str, path: Path, seed: int = 1) -> Path:
 
 
 def write_run_file(out: Path, keys: Sequence[str], weights: dict, data: dict,
-                   controls: bool = True, batch_size: int = 8, n_points: int = 6) -> Path:
+                   controls: bool = True, batch_size: int = 8, n_points: int = 4) -> Path:
     """The dry run's run file (YAML), in the schema of :mod:`vitcls_utils.runfile`."""
     import yaml
 
@@ -100,8 +100,10 @@ def write_run_file(out: Path, keys: Sequence[str], weights: dict, data: dict,
         "results_dir": str(out / "results"),
         "controls": controls,
         "data_dirs": {kind: str(folder) for kind, folder in data.items()},
-        "defaults": {"batch_size": batch_size, "n_per_class": 2},
-        "parameters": {"n_points": n_points, "n_permutations": 50},
+        "defaults": {"batch_size": batch_size, "n_per_class": 1},
+        # small on purpose: the dry run checks that everything runs, not what it finds
+        "parameters": {"n_points": n_points, "n_permutations": 50, "n_random": 2,
+                       "probe_kinds": ["resid_post"]},
         "variants": {key: {"weights": str(weights[key])} for key in keys},
     }
     path = out / "paper-dry-run.yml"
