@@ -48,7 +48,7 @@ def main() -> int:
     import torch
 
     import vitcls_utils as vu
-    from vitcls_utils import explain, probing
+    from vitcls_utils import explain, faithfulness, probing
     from vitcls_utils.hooks import block_sites
 
     model = vu.load_variant(args.variant, device=args.device)
@@ -66,7 +66,7 @@ def main() -> int:
             timings[f"map: {method} (s/image)"] = (time.perf_counter() - started) / len(test)
         loader = explain.stimulus_batches(model, test, args.batch_size)
         started = time.perf_counter()
-        explain.perturbation_curve(model, loader, explain.orders_from_maps(maps["class_space"]))
+        faithfulness.perturbation_curve(model, loader, explain.orders_from_maps(maps["class_space"]))
         timings["one perturbation curve, 48 points (s/image)"] = \
             (time.perf_counter() - started) / len(test)
         sites = block_sites(model, probing.KINDS)

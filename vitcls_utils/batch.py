@@ -52,6 +52,8 @@ CHAPTERS = {
                  "figA9_memory_compositionality", "compare_memories"),
     "chapter4": ("fig5_explanation_maps", "figA11_perturbation_test", "figA12_linear_probing"),
 }
+
+
 @dataclass
 class Job:
     """One notebook execution."""
@@ -114,7 +116,7 @@ def plan(variants: Sequence[Union[str, VariantRun]], pattern: str, results_dir: 
     get_profile(profile)
     runs = [v for v in variants if isinstance(v, VariantRun)]
     keys = [v for v in variants if not isinstance(v, VariantRun)]
-    runs += from_arguments(keys, dataset, data_dir) if keys else []
+    runs += from_arguments(keys, dataset, data_dir, groups=False) if keys else []
     jobs = []
     notebooks = source_notebooks(pattern)
     for run in runs:

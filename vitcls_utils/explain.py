@@ -1,5 +1,5 @@
-"""Chapter 4: explanation maps from the class embedding space and the perturbation test that
-measures their faithfulness (catalogue E14, E15).
+"""Chapter 4: explanation maps from the class embedding space (catalogue E14), over chosen
+images, over a dataset, and on the paper's own cases.
 
 Maps score each image token (the prefix tokens are never scored):
 
@@ -17,14 +17,11 @@ Maps score each image token (the prefix tokens are never scored):
 
 Models without [CLS] read the mean attention row of all tokens instead of the [CLS] row.
 
-The perturbation test (:func:`perturbation_curve`) keeps the prefix tokens and the n most (or
-least) important image tokens after the position embedding, for n = 1 .. T-1, and measures
-top-1 accuracy; :func:`paper_auc` is the authors' area (B18), :func:`normalized_auc` the
-trapezoid area on the fraction-removed axis.
+How faithful a map's token order is, the perturbation test, is :mod:`vitcls_utils.faithfulness`.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 
@@ -38,7 +35,6 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from .hooks import hooks  # noqa: E402
-from .perturb import keeping_tokens  # noqa: E402
 from .projection import ClassProjector  # noqa: E402
 from .loading import TokenLayout  # noqa: E402
 
@@ -172,83 +168,6 @@ def upsample(token_map: torch.Tensor, grid, size) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------------
-# Perturbation test
-# ----------------------------------------------------------------------------------------------
-def perturbation_outcomes(model: nn.Module, loader: Callable[[], "Sequence"], orders: np.ndarray,
-                          positive: bool = False, counts: Optional[Sequence[int]] = None
-                          ) -> np.ndarray:
-    """Per image, whether the model is right when only the prefix tokens and n image tokens are
-    kept, for each n.
-
-    Args:
-        loader: returns an iterable of (images [B, 3, H, W], labels [B], positions [B]) batches,
-            positions indexing rows of ``orders``.
-        orders: image-token ranking per image [I, T], most important first (0-based image
-            token indices, prefix excluded).
-        positive: keep the least important tokens (removing the most important first);
-            otherwise keep the most important (the negative test).
-        counts: numbers of kept image tokens; default 1 .. T-1, as the paper.
-
-    Returns:
-        correct [images the loader yields, len(counts)], bool, in loader order.
-    """
-    layout = TokenLayout.of(model)
-    n_image = orders.shape[1]
-    counts = list(range(1, n_image)) if counts is None else list(counts)
-    ranked = orders[:, ::-1] if positive else orders
-    rows = []
-    device = next(model.parameters()).device
-    prefix = torch.arange(layout.num_prefix)
-    with torch.no_grad():
-        for images, labels, positions in loader():
-            images = images.to(device)
-            chosen = torch.from_numpy(np.ascontiguousarray(ranked[np.asarray(positions)]))
-            correct = np.zeros((len(labels), len(counts)), dtype=bool)
-            for k, n in enumerate(counts):
-                image_tokens = chosen[:, :n].sort(dim=1).values + layout.num_prefix
-                kept = torch.cat([prefix.expand(len(labels), -1), image_tokens], dim=1)
-                with keeping_tokens(model, kept):
-                    pred = model(images).argmax(-1).cpu()
-                correct[:, k] = (pred == labels).numpy()
-            rows.append(correct)
-    return np.concatenate(rows) if rows else np.zeros((0, len(counts)), dtype=bool)
-
-
-def perturbation_curve(model: nn.Module, loader: Callable[[], "Sequence"], orders: np.ndarray,
-                       positive: bool = False, counts: Optional[Sequence[int]] = None
-                       ) -> np.ndarray:
-    """Top-1 accuracy for each number of kept image tokens: :func:`perturbation_outcomes`
-    averaged over images. Returns accuracy [len(counts)]."""
-    outcomes = perturbation_outcomes(model, loader, orders, positive, counts)
-    return outcomes.mean(axis=0) if len(outcomes) else np.zeros(outcomes.shape[1])
-
-
-def kept_counts(n_image: int, n_points: Optional[int] = None) -> List[int]:
-    """Numbers of kept image tokens of the perturbation test: 1 .. T-1 as the paper (None), or
-    ``n_points`` of them spread evenly over that range (a quicker curve on a CPU)."""
-    every = list(range(1, n_image))
-    if n_points is None or n_points >= len(every):
-        return every
-    if n_points < 2:
-        raise ValueError(f"n_points must be at least 2 (or None for every count), not {n_points}")
-    return sorted({int(round(x)) for x in np.linspace(1, n_image - 1, n_points)})
-
-
-def paper_auc(accuracy: np.ndarray) -> float:
-    """The authors' area (B18): sum of the points / (max point x (points + 1))."""
-    accuracy = np.asarray(accuracy, dtype=float)
-    return float(accuracy.sum() / (accuracy.max() * (accuracy.size + 1)))
-
-
-def normalized_auc(accuracy: np.ndarray, counts: Sequence[int], n_image: int) -> float:
-    """Trapezoid area under accuracy vs fraction of image tokens removed, on [0, 1]."""
-    removed = 1 - np.asarray(counts, dtype=float) / n_image
-    order = np.argsort(removed)
-    return float(np.trapezoid(np.asarray(accuracy)[order], removed[order])
-                 / (removed.max() - removed.min()))
-
-
-# ----------------------------------------------------------------------------------------------
 # Over a dataset
 # ----------------------------------------------------------------------------------------------
 def stimulus_batches(model: nn.Module, dataset, batch_size: int = 64):
@@ -301,85 +220,6 @@ def mass_on_object(maps: np.ndarray, token_class: np.ndarray, num_prefix: int) -
     share = (positive * on_object).sum(1) / np.maximum(positive.sum(1), 1e-12)
     return {"map mass on the object": float(share.mean()),
             "object share of tokens": float(on_object.mean(1).mean())}
-
-
-def _curve_key(model: nn.Module, dataset, order: np.ndarray, positive: bool,
-               counts: Sequence[int]) -> str:
-    """What a perturbation curve depends on, hashed: weights, preprocessing, stimuli, order."""
-    import hashlib
-    import json
-
-    info = model.vitcls_info
-    config = {"variant": info.variant.key, "weights_id": info.weights_id,
-              "preprocess": repr(info.variant.preprocess), "stimuli": dataset.fingerprint(),
-              "order": hashlib.sha256(np.ascontiguousarray(order, dtype=np.int64)).hexdigest(),
-              "positive": bool(positive), "counts": [int(c) for c in counts],
-              "per_image": True}
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:20]
-
-
-def cached_outcomes(model: nn.Module, dataset, loader, order: np.ndarray, positive: bool,
-                    counts: Sequence[int], cache_dir=None) -> np.ndarray:
-    """:func:`perturbation_outcomes`, read from ``<cache_dir>/<key>.npy`` when an identical
-    test (same weights, stimuli, order, direction, counts) ran before; written there otherwise.
-    Notebooks that test the same order (A11 and A12 both test the class-space and random
-    orders) then pay for it once."""
-    from pathlib import Path
-
-    if cache_dir is None or not hasattr(model, "vitcls_info"):
-        return perturbation_outcomes(model, loader, order, positive, counts)
-    path = Path(cache_dir) / f"{_curve_key(model, dataset, order, positive, counts)}.npy"
-    if path.is_file():
-        return np.load(path)
-    outcomes = perturbation_outcomes(model, loader, order, positive, counts)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial.npy")
-    np.save(partial, outcomes)
-    partial.replace(path)  # atomic: an interrupted run never leaves a truncated file
-    return outcomes
-
-
-def perturbation_test(model: nn.Module, dataset, orders: Dict[str, object],
-                      batch_size: int = 64, counts: Optional[Sequence[int]] = None,
-                      cache_dir=None):
-    """Negative and positive perturbation curves of several orderings.
-
-    Args:
-        orders: method name -> [I, T] orders (per image), or a list of [T] orders applied to
-            every image (the random baseline), whose curves are averaged.
-        cache_dir: folder of computed outcomes (see :func:`cached_outcomes`); None computes all.
-
-    Returns:
-        (curves, areas, scores): DataFrames with columns (method, test, kept, removed,
-        accuracy), (method, test, paper AUC, normalized AUC), and (method, test, image, score),
-        an image's share of the curve's points it is classified right at (averaged over the
-        random orders), what :func:`vitcls_utils.faithfulness.auc_tests` pairs over images.
-    """
-    import pandas as pd
-
-    loader = stimulus_batches(model, dataset, batch_size)
-    n_image = TokenLayout.of(model).n_tokens - TokenLayout.of(model).num_prefix
-    counts = list(range(1, n_image)) if counts is None else list(counts)
-    curves, areas, scores = [], [], []
-    for method, order in orders.items():
-        shared = isinstance(order, list)
-        for test, positive in (("negative", False), ("positive", True)):
-            per_image = ([np.broadcast_to(o, (len(dataset), n_image)) for o in order]
-                         if shared else [order])
-            outcomes = np.mean([cached_outcomes(model, dataset, loader, o, positive, counts,
-                                                cache_dir) for o in per_image], axis=0)
-            accuracy = outcomes.mean(axis=0)
-            curves.append(pd.DataFrame({"method": method, "test": test, "kept": counts,
-                                        "removed": 1 - np.asarray(counts) / n_image,
-                                        "accuracy": accuracy}))
-            areas.append({"method": method, "test": test, "paper AUC": paper_auc(accuracy),
-                          "normalized AUC": normalized_auc(accuracy, counts, n_image)})
-            scores.append(pd.DataFrame({"method": method, "test": test,
-                                        "image": np.arange(len(outcomes)),
-                                        "score": outcomes.mean(axis=1)}))
-    return (pd.concat(curves, ignore_index=True), pd.DataFrame(areas),
-            pd.concat(scores, ignore_index=True))
-
 
 def explain_images(model: nn.Module, images: Sequence, classes: Sequence[int],
                    methods: Sequence[str] = ("class_space", "gradient_rollout", "rollout"),
@@ -450,4 +290,3 @@ def head_maps(model: nn.Module, images: Sequence, classes: Sequence[int], block:
     targets = torch.as_tensor(list(classes), device=device)
     chosen = class_space_maps(model, batch, targets, paper=paper)[:, block, head].cpu()
     return upsample(chosen, layout.grid, batch.shape[-2:]).numpy()
-

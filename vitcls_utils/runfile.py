@@ -277,9 +277,10 @@ def load_run_file(path: Union[str, os.PathLike]) -> RunFile:
 
 
 def from_arguments(variants: Sequence[str], dataset: Optional[str], data_dir: Optional[str],
-                   weights: Sequence[str] = ()) -> List[VariantRun]:
+                   weights: Sequence[str] = (), groups: bool = True) -> List[VariantRun]:
     """The entries of ``vitcls run --variants ...`` without a run file: one dataset kind and
-    folder for all (or each variant's own kind), ``--weights KEY=FILE`` per variant."""
+    folder for all (or each variant's own kind), ``--weights KEY=FILE`` per variant. Group
+    names (toy, paper, paper_random) expand unless ``groups`` is False."""
     given: Dict[str, str] = {}
     for item in weights:
         key, sep, file = item.partition("=")
@@ -287,7 +288,8 @@ def from_arguments(variants: Sequence[str], dataset: Optional[str], data_dir: Op
             raise VitclsError(f"--weights takes KEY=FILE, not {item!r}")
         given[key] = file
     runs = []
-    for key in expand_variants(variants):
+    keys = expand_variants(variants) if groups else [get_variant(k).key for k in variants]
+    for key in keys:
         kind = dataset or default_dataset(key)
         runs.append(VariantRun(key=key, dataset=kind,
                                data_dir=data_dir if kind != "toy" else None,
