@@ -76,3 +76,28 @@ variants:
     assert main(["run", "--config", str(bad)]) == 2
     assert "needs weights" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_an_unset_environment_variable_is_named(tmp_path, monkeypatch):
+    monkeypatch.delenv("VITCLS_TEST_UNSET", raising=False)
+    path = write(tmp_path, "data_dirs:\n  imagenet-s: ${VITCLS_TEST_UNSET}\n"
+                           "variants: {vit_b32_random: {}}\n")
+    with pytest.raises(RunFileError, match="environment variable VITCLS_TEST_UNSET is not set"):
+        runfile.load_run_file(path)
+
+
+def test_the_shipped_paper_run_file_names_the_seven_variants(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    shipped = Path(runfile.__file__).resolve().parents[1] / "data" / "runs" / "paper.yml"
+    monkeypatch.setenv("IMAGENET_S", str(tmp_path / "absent"))
+    monkeypatch.setenv("CIFAR100_DIR", str(tmp_path / "absent"))
+    monkeypatch.setenv("CIFAR100_WEIGHTS", str(tmp_path / "absent.pt"))
+    with pytest.raises(RunFileError) as caught:  # no data here: every variant says so
+        runfile.load_run_file(shipped)
+    message = str(caught.value)
+    from vitcls_utils.registry import PAPER_KEYS
+
+    for key in PAPER_KEYS:
+        assert f"  - {key}: " in message
+    assert "vit_b16_cifar100: weights file not found" in message

@@ -27,6 +27,7 @@ runs and reports every problem at once.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -195,14 +196,13 @@ def parse(data: object, base: Path, source: str = "run file") -> RunFile:
     if not isinstance(defaults, dict):
         problems.append("defaults must be a mapping")
         defaults = {}
-    problems += [f"data_dirs: unknown dataset kind {k!r}" for k in (data.get("data_dirs") or {})
-                 if isinstance(data.get("data_dirs"), dict) and k not in _kinds()]
     problems += [f"defaults: unknown key {k!r} (keys: {', '.join(DEFAULT_KEYS)})"
                  for k in defaults if k not in DEFAULT_KEYS]
     data_dirs = data.get("data_dirs") or {}
     if not isinstance(data_dirs, dict):
         problems.append("data_dirs must be a mapping of dataset kind to folder")
         data_dirs = {}
+    problems += [f"data_dirs: unknown dataset kind {k!r}" for k in data_dirs if k not in _kinds()]
     parameters = data.get("parameters") or {}
     if not isinstance(parameters, dict):
         problems.append("parameters must be a mapping of notebook parameter to value")
@@ -218,7 +218,12 @@ def parse(data: object, base: Path, source: str = "run file") -> RunFile:
     def resolve(value: Optional[str]) -> Optional[str]:
         if value is None:
             return None
-        path = Path(os.path.expandvars(str(value))).expanduser()
+        expanded = os.path.expandvars(str(value))
+        unset = re.findall(r"\$\{?(\w+)", expanded)
+        if unset:
+            problems.append(f"{value}: environment variable {unset[0]} is not set")
+            return None
+        path = Path(expanded).expanduser()
         return str(path if path.is_absolute() else (base / path).resolve())
 
     runs: List[VariantRun] = []
@@ -251,9 +256,7 @@ def parse(data: object, base: Path, source: str = "run file") -> RunFile:
                                        n_per_class=run.n_per_class))
     for run in runs:
         problems += entry_problems(run)
-    if problems:
-        raise RunFileError(f"{source} has {len(problems)} problem(s); nothing was run:\n"
-                           + "\n".join(f"  - {p}" for p in problems))
+    _raise(source, problems)
     results_dir = data.get("results_dir")
     return RunFile(variants=runs, profiles=profiles, device=device, parameters=parameters,
                    results_dir=Path(resolve(results_dir)) if results_dir else None,
@@ -302,8 +305,11 @@ def from_arguments(variants: Sequence[str], dataset: Optional[str], data_dir: Op
 
 def check(runs: Sequence[VariantRun], source: str = "the run") -> Tuple[VariantRun, ...]:
     """Every problem of a list of entries at once, as one :class:`RunFileError`."""
-    problems = [p for run in runs for p in entry_problems(run)]
+    _raise(source, [p for run in runs for p in entry_problems(run)])
+    return tuple(runs)
+
+
+def _raise(source: str, problems: Sequence[str]) -> None:
     if problems:
         raise RunFileError(f"{source} has {len(problems)} problem(s); nothing was run:\n"
                            + "\n".join(f"  - {p}" for p in problems))
-    return tuple(runs)
