@@ -41,6 +41,15 @@ def paper_series(metric: str, variant: str) -> pd.DataFrame:
     return rows[["block", "value"]].astype({"block": int}).sort_values("block")
 
 
+def paper_curve(metric: str, variant: str, n_blocks: int) -> pd.DataFrame:
+    """:func:`paper_series` on the variant's own blocks: the paper plots ViT-L/16 on 12
+    normalized blocks (the mean of blocks 2k-1 and 2k), drawn here between those two."""
+    series = paper_series(metric, variant)
+    if n_blocks == 24 and variant.startswith("vit_l16"):
+        series = series.assign(block=2 * series.block - 0.5)
+    return series
+
+
 #: How metrics are named in tables.
 METRIC_LABELS = {
     "identifiability_rate": "identifiability rate (%)",

@@ -38,11 +38,18 @@ def _finish(fig: plt.Figure, ax: plt.Axes, blocks, ylabel: str, ylim, title: str
     return fig
 
 
-def evolution_figure(frame: pd.DataFrame, title: str = "") -> plt.Figure:
-    """E4 / Fig 2: mean identifiability per block, one line per token type, chance at 0.5."""
+def evolution_figure(frame: pd.DataFrame, title: str = "",
+                     paper: Optional[pd.DataFrame] = None) -> plt.Figure:
+    """E4 / Fig 2: mean identifiability per block, one line per token type, chance at 0.5; the
+    paper's values where given (columns block, value, token) as crosses on dotted lines."""
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     sns.lineplot(data=frame, x="block", y="identifiability", hue="token", marker="o",
                  palette=TOKEN_COLOURS, ax=ax)
+    if paper is not None and not paper.empty:
+        for token, part in paper.groupby("token", sort=False):
+            ax.plot(part.block, part.value, ls=":", marker="x", lw=1,
+                    color=TOKEN_COLOURS.get(token, "0.35"))
+        ax.plot([], [], ls=":", marker="x", color="0.35", label="paper, approx.")
     return _finish(fig, ax, frame.block, "class identifiability", (0, 1.02), title)
 
 
