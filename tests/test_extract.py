@@ -181,3 +181,37 @@ def test_bad_arguments(tiny_variant, image_folder, tmp_path):
                                   num_classes=10), dataset, tmp_path)
     with pytest.raises(StoreError, match="not an extraction store"):
         open_results(tmp_path)
+
+
+def test_two_writers_of_one_store_write_it_once(tiny_variant, image_folder, tmp_path,
+                                                monkeypatch):
+    """The store's lock: a second extraction of the same configuration started while the first
+    runs waits, then finds the store complete (no rows written twice, none left zero)."""
+    import threading
+
+    from vitcls_utils import extract as extract_module
+
+    model = load_variant("test_tiny", seed=1)
+    dataset = ImageFolderDataset(image_folder, num_classes=10)
+    expected = open_results(extract(model, dataset, tmp_path / "alone", batch_size=2))
+    calls = []
+    original = extract_module.SiteReducer.__call__
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        time.sleep(0.05)  # keep the first writer busy while the second arrives
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(extract_module.SiteReducer, "__call__", counted)
+    paths = []
+    workers = [threading.Thread(target=lambda: paths.append(
+        extract(model, dataset, tmp_path / "shared", batch_size=2))) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert len(paths) == 2 and paths[0] == paths[1]
+    assert len(calls) == 5  # 9 images in batches of 2: one writer's batches only
+    shared = open_results(paths[0])
+    for name in ARRAYS:
+        np.testing.assert_array_equal(getattr(shared, name), getattr(expected, name))

@@ -49,8 +49,8 @@ from .perturb import (AttentionPerturbation, Perturbation, TokenRemoval,  # noqa
 from .projection import ClassProjector, reduce_logits  # noqa: E402
 from .store import (IMAGE_ARRAYS, KEY_ARRAYS, MASK_ARRAYS, REMOVED,  # noqa: E402,F401
                     TOKEN_ARRAYS, Results, RowWriter, allocate, config_for, config_hash,
-                    find_store, find_stores, finish_store, open_results, store_path,
-                    write_json_atomic)
+                    find_store, find_stores, finish_store, open_results, store_lock,
+                    store_path, write_json_atomic)
 from .loading import LoadedInfo, TokenLayout  # noqa: E402
 
 DEFAULT_KINDS: Tuple[str, ...] = ("resid_post", "attn_out", "mlp_out")
@@ -213,50 +213,51 @@ def extract(
     path = store_path(out, config)
     n_images = len(dataset)
 
-    done = _prepare_store(path, config, dataset, force, batch_size, sites=sites, layout=layout,
-                          model=model, device=device, key_topk=key_topk)
-    manifest = json.loads((path / "manifest.json").read_text())
-    batch_size = manifest["batch_size"]
-    if done >= n_images:
-        return path
+    with store_lock(path):  # one writer per store; a second waits, then finds it done
+        done = _prepare_store(path, config, dataset, force, batch_size, sites=sites, layout=layout,
+                              model=model, device=device, key_topk=key_topk)
+        manifest = json.loads((path / "manifest.json").read_text())
+        batch_size = manifest["batch_size"]
+        if done >= n_images:
+            return path
 
-    per_image = ["status"] + (list(MASK_ARRAYS) if dataset.has_masks else [])
-    token_arrays = list(TOKEN_ARRAYS) + (list(KEY_ARRAYS) if key_topk else [])
-    writers = {name: RowWriter(path / f"{name}.npy")
-               for name in token_arrays + ["pred"] + per_image}
-    loader = stimulus_loader(dataset, info.variant.preprocess, layout,
-                             batch_size * (REMOVAL_CHUNK if removal else 1), start=done,
-                             num_workers=num_workers, device=device)
-    started = time.perf_counter()
-    bar = tqdm(total=n_images, initial=done, unit="img", disable=quiet(progress),
-               desc=f"extract {info.variant.key}")
-    try:
-        reducer = SiteReducer(model, sites, precision=precision,
-                              perturbation=None if removal else perturbation, key_topk=key_topk)
-        for batch in loader:
-            if removal is None:
-                reduced = {k: v.cpu().numpy()
-                           for k, v in reducer(batch["image"], batch["label"]).items()}
-            else:
-                reduced = _reduce_removed(reducer, batch, removal, layout, batch_size)
-            for key, array in reduced.items():
-                writers[key].write(done, array)
-            for key in per_image:
-                writers[key].write(done, batch[key].numpy())
+        per_image = ["status"] + (list(MASK_ARRAYS) if dataset.has_masks else [])
+        token_arrays = list(TOKEN_ARRAYS) + (list(KEY_ARRAYS) if key_topk else [])
+        writers = {name: RowWriter(path / f"{name}.npy")
+                   for name in token_arrays + ["pred"] + per_image}
+        loader = stimulus_loader(dataset, info.variant.preprocess, layout,
+                                 batch_size * (REMOVAL_CHUNK if removal else 1), start=done,
+                                 num_workers=num_workers, device=device)
+        started = time.perf_counter()
+        bar = tqdm(total=n_images, initial=done, unit="img", disable=quiet(progress),
+                   desc=f"extract {info.variant.key}")
+        try:
+            reducer = SiteReducer(model, sites, precision=precision,
+                                  perturbation=None if removal else perturbation, key_topk=key_topk)
+            for batch in loader:
+                if removal is None:
+                    reduced = {k: v.cpu().numpy()
+                               for k, v in reducer(batch["image"], batch["label"]).items()}
+                else:
+                    reduced = _reduce_removed(reducer, batch, removal, layout, batch_size)
+                for key, array in reduced.items():
+                    writers[key].write(done, array)
+                for key in per_image:
+                    writers[key].write(done, batch[key].numpy())
+                for writer in writers.values():
+                    writer.sync()
+                count = batch["label"].shape[0]
+                if _after_write is not None:
+                    _after_write(done + count)
+                done += count
+                write_json_atomic(path / "progress.json", {"done": done})
+                bar.update(count)
+        finally:
+            bar.close()
             for writer in writers.values():
-                writer.sync()
-            count = batch["label"].shape[0]
-            if _after_write is not None:
-                _after_write(done + count)
-            done += count
-            write_json_atomic(path / "progress.json", {"done": done})
-            bar.update(count)
-    finally:
-        bar.close()
-        for writer in writers.values():
-            writer.close()
-    finish_store(path, time.perf_counter() - started)
-    return path
+                writer.close()
+        finish_store(path, time.perf_counter() - started)
+        return path
 
 
 def _reduce_removed(reducer: SiteReducer, batch: dict, removal: TokenRemoval,

@@ -10,6 +10,7 @@ test over images that a map beats random (:func:`auc_tests`), the baseline lines
 """
 from __future__ import annotations
 
+import os
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -134,7 +135,7 @@ def cached_outcomes(model: nn.Module, dataset, loader, order: np.ndarray, positi
         return np.load(path)
     outcomes = perturbation_outcomes(model, loader, order, positive, counts)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial.npy")
+    partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.npy")
     np.save(partial, outcomes)
     partial.replace(path)  # atomic: an interrupted run never leaves a truncated file
     return outcomes

@@ -18,13 +18,14 @@ configuration (:func:`config_for`) needs no model, so a complete store is found
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -45,8 +46,24 @@ REMOVED = {"rank": -1, "top1": -1, "true_logit": np.nan, "key_mlp": -1,
 # ----------------------------------------------------------------------------------------------
 # Files
 # ----------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def store_lock(path: Path) -> Iterator[None]:
+    """Hold the store's lock (``<store>.lock`` beside its folder) while writing it: a second
+    writer of the same configuration, in this process or another, waits and then finds the
+    store complete instead of writing it again."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # a name no other writer uses
     with open(tmp, "w") as handle:
         json.dump(payload, handle, indent=1, sort_keys=True)
         handle.flush()
