@@ -114,13 +114,16 @@ def test_every_notebook_is_in_a_chapter_and_in_the_toc():
 
 def test_chapter4_notebooks_on_random_b32_and_a_fabricated_imagenet_s(tmp_path):
     """Explanation maps, the perturbation test and the probes run on vit_b32_random with
-    ImageNet-S data (one image per class and one random order, to keep CI short)."""
+    ImageNet-S data (one image per class, one random order, four points per curve and probes of
+    the residual stream only, to keep CI short)."""
     tree = make_imagenet_s(tmp_path / "data") / "ImageNetS919"
     for notebook in batch.source_notebooks("chapter4"):
         params = {"variant": "vit_b32_random", "dataset": "imagenet-s", "data_dir": str(tree),
                   "device": "cpu", "results_dir": str(tmp_path / "results"), "n_per_class": 1}
-        if notebook.stem != "fig5_explanation_maps":
-            params["n_random"] = 1
+        if notebook.stem != "fig5_explanation_maps":  # a few curve points, residual probes
+            params.update(n_random=1, n_points=4)
+        if notebook.stem == "figA12_linear_probing":
+            params["probe_kinds"] = ["resid_post"]
         job = batch.execute(batch.Job(notebook, tmp_path / "runs" / notebook.name, params,
                                       "vit_b32_random"))
         assert job.status == "ran", job.message
