@@ -111,6 +111,7 @@ def setup(variant: str, **parameters) -> NotebookRun:
     from .plots import set_theme
 
     run = NotebookRun(variant, **parameters)
-    run.spec, run.settings  # noqa: B018  (validates both now)
+    get_variant(run.variant)
+    get_profile(run.profile)
     set_theme()
     return run

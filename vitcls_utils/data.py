@@ -34,7 +34,8 @@ MASKED_KINDS = ("imagenet-s", "toy")
 #: status codes stored per image by extraction
 OK, CONVERTED, UNREADABLE = 0, 1, 2
 
-#: ImageNet classes that ImageNet-S merges with another one; the paper leaves them out (catalogue §3)
+#: ImageNet classes that ImageNet-S merges with another one; the paper leaves them out
+#: (catalogue §3)
 IMAGENET_S_EXCLUDED = (
     "n04356056", "n04355933", "n04493381", "n02808440", "n03642806",
     "n03832673", "n04008634", "n03773504", "n03887697", "n15075141",

@@ -152,7 +152,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--classes", type=int, default=3, help="classes of fabricated data")
     parser.add_argument("--images", type=int, default=5, help="images per class")
     parser.add_argument("--no-controls", action="store_true")
-    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--jobs", type=int, default=1, help="variants run at a time")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
     parser.add_argument("--no-book", action="store_true", help="skip the book build")
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
@@ -160,8 +161,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     run_file = prepare(out, args.variants, args.classes, args.images, not args.no_controls)
     site = book_folder(out)
     prepared = time.perf_counter() - started
-    argv = ["run", "--config", str(run_file), "--notebooks", args.notebooks, "--device", "cpu",
-            "--jobs", str(args.jobs)] + (["--profile", args.profile] if args.profile else [])
+    argv = ["run", "--config", str(run_file), "--notebooks", args.notebooks, "--device",
+            args.device, "--jobs", str(args.jobs)]
+    argv += ["--profile", args.profile] if args.profile else []
     code = _run_matrix(argv, site)
     ran = time.perf_counter() - started - prepared
     if code == 0 and not args.no_book:

@@ -233,7 +233,8 @@ class Results:
 
 
 def open_results(path: Union[str, Path], include_unreadable: bool = False) -> Results:
-    """Read an extraction store written by :func:`vitcls_utils.extract.extract` (arrays memory-mapped)."""
+    """Read an extraction store written by :func:`vitcls_utils.extract.extract` (arrays
+    memory-mapped)."""
     path = Path(path)
     manifest_file = path / "manifest.json"
     if not manifest_file.is_file():
