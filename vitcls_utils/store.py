@@ -48,13 +48,15 @@ REMOVED = {"rank": -1, "top1": -1, "true_logit": np.nan, "key_mlp": -1,
 # ----------------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def store_lock(path: Path) -> Iterator[None]:
-    """Hold the store's lock (``<store>.lock`` beside its folder) while writing it: a second
-    writer of the same configuration, in this process or another, waits and then finds the
-    store complete instead of writing it again."""
+    """Hold the store's lock while writing it: a second writer of the same configuration, in
+    this process or another, waits and then finds the store complete instead of writing it
+    again. The lock file is ``<out>/.locks/<variant>/<store>.lock``, outside the variant's
+    folder, so that folder holds stores only."""
     import fcntl
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a") as handle:
+    lock = path.parent.parent / ".locks" / path.parent.name / f"{path.name}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
