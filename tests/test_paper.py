@@ -24,3 +24,12 @@ def test_lookup_and_side_by_side():
     table = paper.side_by_side("vit_b32", {"top1_accuracy": 80.0, "not_reported": 1.0})
     assert table.paper.tolist()[0] == pytest.approx(81.71)
     assert table.paper.isna().tolist() == [False, True]
+
+
+def test_paper_curves_of_deeper_models_sit_between_the_blocks_they_average():
+    normalized = paper.paper_series("identifiability_image", "vit_l16")
+    on_24 = paper.paper_curve("identifiability_image", "vit_l16", 24)
+    assert (on_24.block.to_numpy() == 2 * normalized.block.to_numpy() - 0.5).all()
+    assert on_24.value.tolist() == normalized.value.tolist()
+    same = paper.paper_curve("identifiability_image", "vit_b16_refinement", 12)
+    assert same.equals(paper.paper_series("identifiability_image", "vit_b16_refinement"))

@@ -42,11 +42,12 @@ def paper_series(metric: str, variant: str) -> pd.DataFrame:
 
 
 def paper_curve(metric: str, variant: str, n_blocks: int) -> pd.DataFrame:
-    """:func:`paper_series` on the variant's own blocks: the paper plots ViT-L/16 on 12
-    normalized blocks (the mean of blocks 2k-1 and 2k), drawn here between those two."""
+    """:func:`paper_series` on the variant's own blocks: the paper plots deeper models on 12
+    normalized blocks (ViT-L/16: the mean of blocks 2k-1 and 2k), drawn here at their centre."""
     series = paper_series(metric, variant)
-    if n_blocks == 24 and variant.startswith("vit_l16"):
-        series = series.assign(block=2 * series.block - 0.5)
+    per_block = n_blocks // 12
+    if n_blocks > 12 and n_blocks % 12 == 0:
+        series = series.assign(block=per_block * series.block - (per_block - 1) / 2)
     return series
 
 
