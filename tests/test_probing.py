@@ -88,9 +88,38 @@ def test_streaming_fit_equals_a_solve_on_captured_features(tiny_variant, image_f
 def test_site_groups_give_the_same_results(tiny_variant, image_folder):
     model = load_variant("test_tiny", seed=2)
     dataset = ImageFolderDataset(image_folder, num_classes=10)
-    whole = probing.probe_results(model, dataset, dataset, batch_size=4)
-    per_site = probing.bytes_per_site(model) / 2 ** 30
-    grouped = probing.probe_results(model, dataset, dataset, batch_size=4,
-                                    memory_gb=2.5 * per_site)  # groups of 2 sites
-    assert whole.rank.shape == (9, 9, 17)
-    assert np.array_equal(whole.rank, grouped.rank) and np.array_equal(whole.top1, grouped.top1)
+    for solver, n_train in (("primal", None), ("dual", len(dataset))):
+        whole = probing.probe_results(model, dataset, dataset, batch_size=4, solver=solver)
+        per_site = probing.bytes_per_site(model, n_train) / 2 ** 30
+        grouped = probing.probe_results(model, dataset, dataset, batch_size=4, solver=solver,
+                                        memory_gb=2.5 * per_site)  # groups of 2 sites
+        assert whole.rank.shape == (9, 9, 17)
+        assert np.array_equal(whole.rank, grouped.rank)
+        assert np.array_equal(whole.top1, grouped.top1)
+
+
+@pytest.mark.parametrize("method", ["ridge", "lsr"])
+def test_dual_solve_scores_equal_the_primal_solve(data, method):
+    X, labels = data
+    X = X[:4]  # fewer images than features: the dual's case
+    weight, bias, mean, scale = probing.solve(sums_of(X, labels[:4], 3), method)
+    dual = probing.solve_dual(torch.as_tensor(X)[:, None], torch.as_tensor(labels[:4]), 3,
+                              method)
+    test = torch.as_tensor(np.random.default_rng(1).normal(size=(7, 1, 5)))
+    primal_scores = ((test - mean[0]) / scale[0]) @ weight[0, 0] + bias[0]
+    assert torch.allclose(dual.logits(0, test).double(), primal_scores.float().double(),
+                          atol=1e-5)
+
+
+def test_dual_probes_rank_like_the_primal_ones(tiny_variant, image_folder):
+    model = load_variant("test_tiny", seed=2)
+    dataset = ImageFolderDataset(image_folder, num_classes=10)
+    assert probing.pick_solver(model, len(dataset)) == "dual"  # 9 images < width 32
+    for method in ("ridge", "lsr"):
+        primal = probing.probe_results(model, dataset, dataset, batch_size=4, method=method,
+                                       solver="primal")
+        dual = probing.probe_results(model, dataset, dataset, batch_size=4, method=method)
+        assert np.array_equal(primal.top1, dual.top1)
+        assert np.array_equal(primal.rank, dual.rank)
+    with pytest.raises(Exception, match="solver"):
+        probing.probe_results(model, dataset, dataset, solver="qr")

@@ -15,6 +15,11 @@ and -1 elsewhere.
 Features are the raw site tensors (no final norm), as in the authors' code. The sums take
 S·N·(C + d + 1)·d float64 values (sites S, tokens N, classes C, width d): a few MB for the toy,
 about 13 GB for ViT-B/32 with 1000 classes; pass fewer ``kinds`` per call on a small machine.
+
+With fewer training images n than the width d, the same probes are solved in the dual instead
+(W = Zᵀ(ZZᵀ + αI)⁻¹T on the centered or standardized features Z, the push-through identity):
+the training features themselves (n·N·d per site) are then far smaller than the sums, every
+site fits in one pass, and W is never formed: a test feature's scores are (z Zᵀ)(ZZᵀ + αI)⁻¹T.
 """
 from __future__ import annotations
 
@@ -95,10 +100,69 @@ class Probes:
     method: str
     alpha: float
 
+    @property
+    def n_tokens(self) -> int:
+        return int(self.weight.shape[1])
+
     def logits(self, site: int, features: torch.Tensor) -> torch.Tensor:
         """Features [B, N, d] of site index ``site`` -> class scores [B, N, C] (float32)."""
         x = (features.float() - self.mean[site]) / self.scale[site]
         return torch.einsum("bnd,ndc->bnc", x, self.weight[site]) + self.bias[site]
+
+
+@dataclass
+class DualProbes:
+    """The same probes solved in the dual, for n training images < width d: the transformed
+    training features Z [S, N, n, d], the dual coefficients (ZZᵀ + c + αI)⁻¹T [S, N, n, C],
+    the kernel's constant c (100² for lsr's bias feature, 0 for ridge) and the score offset."""
+
+    sites: List[str]
+    train: torch.Tensor  # Z, float64 [S, N, n, d]
+    coef: torch.Tensor  # [S, N, n, C]
+    offset: torch.Tensor  # [S, N, C]: ȳ for ridge, 0 for lsr
+    constant: float
+    mean: torch.Tensor  # [S, N, d]
+    scale: torch.Tensor  # [S, N, d]
+    method: str
+    alpha: float
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.train.shape[1])
+
+    def logits(self, site: int, features: torch.Tensor) -> torch.Tensor:
+        """Features [B, N, d] of site index ``site`` -> class scores [B, N, C] (float32)."""
+        z = (features.double() - self.mean[site]) / self.scale[site]
+        kernel = torch.einsum("bnd,nkd->bnk", z, self.train[site]) + self.constant
+        scores = torch.einsum("bnk,nkc->bnc", kernel, self.coef[site]) + self.offset[site]
+        return scores.float()
+
+
+def solve_dual(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
+               method: str = "ridge", alpha: Optional[float] = None) -> DualProbes:
+    """Dual probes of one site from its training features [n, N, d] (float64) and labels [n]:
+    the same scores as :func:`solve` on the sums of these features."""
+    if method not in METHODS:
+        raise VitclsError(f"probe method must be one of {list(METHODS)}, not {method!r}")
+    alpha = METHODS[method] if alpha is None else float(alpha)
+    x = features.double().transpose(0, 1)  # [N, n, d]
+    n = x.shape[1]
+    y = 2 * torch.nn.functional.one_hot(labels, num_classes).to(x) - 1  # [n, C]
+    mean = x.mean(1)  # [N, d]
+    if method == "ridge":
+        scale, constant = torch.ones_like(mean), 0.0
+        offset = y.mean(0).expand(x.shape[0], -1)
+        target = (y - y.mean(0)).expand(x.shape[0], -1, -1)
+    else:  # lsr: standardized features, a constant feature of 100, targets not centered
+        scale = x.var(1, unbiased=False).sqrt() + 1e-5
+        constant, offset = 100.0 ** 2, torch.zeros(x.shape[0], num_classes, dtype=x.dtype)
+        target = y.expand(x.shape[0], -1, -1)
+    z = (x - mean[:, None]) / scale[:, None]
+    gram = z @ z.transpose(-1, -2) + constant
+    eye = torch.eye(n, dtype=x.dtype, device=x.device)
+    coef = torch.linalg.solve(gram + alpha * eye, target.to(x.device))
+    return DualProbes([], z[None], coef[None], offset[None].to(x.device), constant, mean[None],
+                      scale[None], method, alpha)
 
 
 def _batches(model: nn.Module, dataset, batch_size: int, progress: bool, desc: str):
@@ -155,6 +219,34 @@ def fit_probes(model: nn.Module, dataset, kinds: Sequence[str] = KINDS, method: 
                   METHODS[method] if alpha is None else float(alpha))
 
 
+def fit_dual_probes(model: nn.Module, dataset, method: str = "ridge",
+                    alpha: Optional[float] = None, batch_size: int = 32, progress: bool = True,
+                    sites: Sequence[str] = ()) -> DualProbes:
+    """One pass over ``dataset`` keeping the ``sites``' training features, then the dual solve
+    of each site: the probes of :func:`fit_probes` when there are fewer images than widths."""
+    sites = list(sites)
+    captured: Dict[str, List[torch.Tensor]] = {name: [] for name in sites}
+
+    def keep(value: torch.Tensor, name: str) -> None:
+        captured[name].append(value.detach().to(torch.float64))
+
+    device = next(model.parameters()).device
+    labels = []
+    with torch.no_grad(), hooks(model, [(sites, keep)]):
+        for batch in _batches(model, dataset, batch_size, progress, "fit probes"):
+            model(batch["image"].to(device))
+            labels.append(batch["label"].to(device))
+    if not labels:
+        raise VitclsError("the probe training set is empty")
+    labels_all = torch.cat(labels)
+    parts = [solve_dual(torch.cat(captured.pop(name)), labels_all, int(model.num_classes),
+                        method, alpha) for name in sites]
+    return DualProbes(sites, *(torch.cat([getattr(p, f) for p in parts]) for f in
+                               ("train", "coef", "offset")), parts[0].constant,
+                      torch.cat([p.mean for p in parts]), torch.cat([p.scale for p in parts]),
+                      method, parts[0].alpha)
+
+
 @dataclass
 class ProbeResults:
     """Probe predictions on the test images: rank of the true class and top-1 [I, S, N]."""
@@ -170,7 +262,7 @@ class ProbeResults:
         return getattr(self, array)[:, columns]
 
 
-def evaluate_probes(model: nn.Module, probes: Probes, dataset, batch_size: int = 32,
+def evaluate_probes(model: nn.Module, probes: "Probes | DualProbes", dataset, batch_size: int = 32,
                     progress: bool = True) -> ProbeResults:
     """Apply every probe to the test images, reduced on the device to rank and top-1."""
     device = next(model.parameters()).device
@@ -189,7 +281,7 @@ def evaluate_probes(model: nn.Module, probes: Probes, dataset, batch_size: int =
     with torch.no_grad(), hooks(model, [(probes.sites, reduce)]):
         for batch in _batches(model, dataset, batch_size, progress, "evaluate probes"):
             labels = batch["label"].to(device)
-            shape = (len(labels), len(probes.sites), probes.weight.shape[1])
+            shape = (len(labels), len(probes.sites), probes.n_tokens)
             current.update(labels=labels,
                            rank=torch.empty(shape, dtype=torch.int16, device=device),
                            top1=torch.empty(shape, dtype=torch.int16, device=device))
@@ -203,26 +295,43 @@ def evaluate_probes(model: nn.Module, probes: Probes, dataset, batch_size: int =
                         np.concatenate(rows["top1"]), TokenLayout.of(model).num_prefix)
 
 
-def bytes_per_site(model: nn.Module) -> int:
-    """Memory of one site's sums (float64) and probes (float32) for ``model``."""
+def bytes_per_site(model: nn.Module, n_train: Optional[int] = None) -> int:
+    """Memory of one site's probes for ``model``: the primal's sums (float64) and weights
+    (float32), or with ``n_train`` images the dual's features and coefficients (float64)."""
     from .loading import TokenLayout
 
     n, d, c = TokenLayout.of(model).n_tokens, int(model.embed_dim), int(model.num_classes)
-    return n * (c + d + 1) * d * 8 + n * d * c * 4  # sums (float64) + probes (float32)
+    if n_train is not None:
+        return n * n_train * (d + c) * 8
+    return n * (c + d + 1) * d * 8 + n * d * c * 4
+
+
+def pick_solver(model: nn.Module, n_train: int) -> str:
+    """``"dual"`` when there are fewer training images than feature widths, else ``"primal"``:
+    the smaller of the two systems (the results are the same)."""
+    return "dual" if n_train < int(model.embed_dim) else "primal"
 
 
 def probe_results(model: nn.Module, train, test, kinds: Sequence[str] = KINDS,
                   method: str = "ridge", alpha: Optional[float] = None, batch_size: int = 32,
-                  memory_gb: float = 2.0, progress: bool = True) -> ProbeResults:
+                  memory_gb: float = 2.0, progress: bool = True,
+                  solver: str = "auto") -> ProbeResults:
     """Fit every (site, token) probe on ``train`` and apply it to ``test``, a group of sites
     at a time so that sums and probes stay within ``memory_gb``: one group for the toy, a few
-    sites per group for ViT-B/32 with 1000 classes (each site is read once per group pass)."""
+    sites per group for ViT-B/32 with 1000 classes (each site is read once per group pass).
+    ``solver``: "primal", "dual" or "auto" (:func:`pick_solver`)."""
+    if solver not in ("auto", "primal", "dual"):
+        raise VitclsError(f"probe solver must be auto, primal or dual, not {solver!r}")
     sites = block_sites(model, kinds)
-    group = max(1, int(memory_gb * 2 ** 30 // bytes_per_site(model)))
+    n_train = len(train)
+    solver = pick_solver(model, n_train) if solver == "auto" else solver
+    fit = fit_dual_probes if solver == "dual" else fit_probes
+    per_site = bytes_per_site(model, n_train if solver == "dual" else None)
+    group = max(1, int(memory_gb * 2 ** 30 // per_site))
     parts = []
     for start in range(0, len(sites), group):
-        probes = fit_probes(model, train, method=method, alpha=alpha, batch_size=batch_size,
-                            progress=progress, sites=sites[start:start + group])
+        probes = fit(model, train, method=method, alpha=alpha, batch_size=batch_size,
+                     progress=progress, sites=sites[start:start + group])
         parts.append(evaluate_probes(model, probes, test, batch_size=batch_size,
                                      progress=progress))
         del probes
