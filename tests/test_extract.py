@@ -81,7 +81,10 @@ def test_unreadable_images_are_skipped_counted_and_reported(tiny_variant, image_
     path = extract(model, ImageFolderDataset(image_folder, num_classes=10), tmp_path / "o")
     res = open_results(path)
     assert res.n_unreadable == 1 and res.rank.shape[0] == 8
-    assert res.manifest["counts"] == {"images": 9, "unreadable": 1, "converted_to_rgb": 2}
+    assert res.manifest["counts"] == {"images": 9, "unreadable": 1, "converted_to_rgb": 2,
+                                      "exif_orientation_ignored": 0}
+    assert res.manifest["files"]["unreadable"] == ["1/img2.jpg"]  # listed, not only counted
+    assert res.manifest["files"]["converted_to_rgb"] == ["1/img0.jpg", "2/img1.png"]
     full = open_results(path, include_unreadable=True)
     assert full.status.tolist()[5] == UNREADABLE and full.rank.shape[0] == 9
 

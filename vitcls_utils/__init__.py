@@ -23,6 +23,8 @@ _EXPORTS = {
     "WeightsError": "errors",
     "DatasetError": "errors",
     "StoreError": "errors",
+    "IncompleteStoreError": "errors",
+    "DamagedStoreError": "errors",
     "Variant": "variants",
     "VARIANTS": "variants",
     "get_variant": "variants",

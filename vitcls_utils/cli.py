@@ -82,7 +82,17 @@ def cmd_extract(args: argparse.Namespace) -> int:
     counts = results.manifest.get("counts", {})
     print(f"store: {path}")
     print(f"images: {counts.get('images')}  unreadable (skipped): {counts.get('unreadable')}  "
-          f"converted to RGB: {counts.get('converted_to_rgb')}")
+          f"converted to RGB: {counts.get('converted_to_rgb')}  EXIF orientation not applied: "
+          f"{counts.get('exif_orientation_ignored', 0)}")
+    files = results.manifest.get("files", {})
+    if args.verbose:
+        for key, names in files.items():
+            for name in names:
+                print(f"  {key.replace('_', ' ')}: {name}")
+    elif files.get("unreadable"):
+        print(f"  skipped: {', '.join(files['unreadable'][:5])}"
+              + (" ..." if len(files["unreadable"]) > 5 else "") + " (--verbose lists all; "
+              "the manifest's 'files' has them)")
     print(f"sites: {len(results.sites)}  tokens: {results.rank.shape[2]}  "
           f"top-1 accuracy: {100 * results.accuracy:.2f}%"
           + (f"  perturbation: {args.perturb}" if perturbation else ""))
@@ -133,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="root folder of extraction stores")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--force", action="store_true", help="recompute a complete store")
+    p.add_argument("--verbose", action="store_true", help="list the files skipped, converted "
+                   "or used without their EXIF rotation")
     p.add_argument("--kinds", nargs="+", default=None, help="site kinds per block (default: "
                    "resid_post attn_out mlp_out)")
     p.add_argument("--perturb", default=None, help="run under a perturbation: self_only, "

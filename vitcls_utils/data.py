@@ -23,6 +23,8 @@ from PIL import Image
 
 from . import toy
 from .errors import DatasetError
+# status codes and decoding live in .images; re-exported for the datasets' callers
+from .images import CONVERTED, EXIF_IGNORED, OK, UNREADABLE, load_image  # noqa: F401
 from .masks import decode_mask
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
@@ -31,8 +33,6 @@ KINDS = ("folder", "imagenet-s", "cifar100", "toy")
 #: dataset kinds with segmentation masks (token class/context labels)
 MASKED_KINDS = ("imagenet-s", "toy")
 
-#: status codes stored per image by extraction
-OK, CONVERTED, UNREADABLE = 0, 1, 2
 
 #: ImageNet classes that ImageNet-S merges with another one; the paper leaves them out
 #: (catalogue §3)
@@ -86,18 +86,6 @@ def class_names(dataset: str, num_classes: int) -> List[str]:
     if num_classes == 1000:
         return imagenet_class_names()
     return [str(i) for i in range(num_classes)]
-
-
-def load_image(path: Path) -> Tuple[Optional[Image.Image], int]:
-    """Decode an image as RGB. Returns (image or None, status: OK / CONVERTED / UNREADABLE)."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode == "RGB":
-                return image.copy(), OK
-            return image.convert("RGB"), CONVERTED
-    except Exception:
-        return None, UNREADABLE
 
 
 class ImageDataset:

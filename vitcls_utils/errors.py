@@ -23,3 +23,12 @@ class DatasetError(VitclsError):
 
 class StoreError(VitclsError):
     """An extraction store is missing, incomplete, or was made with another configuration."""
+
+
+class IncompleteStoreError(StoreError):
+    """A store an interrupted run left: rerunning the same extraction resumes it."""
+
+
+class DamagedStoreError(StoreError):
+    """A store whose files do not match its manifest (truncated, garbage, or a checksum that
+    differs): it is never read or resumed; the message names the file."""

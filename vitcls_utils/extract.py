@@ -48,9 +48,9 @@ from .perturb import (AttentionPerturbation, Perturbation, TokenRemoval,  # noqa
                       group_by_length, keeping_tokens)
 from .projection import ClassProjector, reduce_logits  # noqa: E402
 from .store import (IMAGE_ARRAYS, KEY_ARRAYS, MASK_ARRAYS, REMOVED,  # noqa: E402,F401
-                    TOKEN_ARRAYS, Results, RowWriter, allocate, config_for, config_hash,
-                    find_store, find_stores, finish_store, open_results, store_lock,
-                    store_path, write_json_atomic)
+                    TOKEN_ARRAYS, Results, RowWriter, allocate, check_files, config_for,
+                    config_hash, find_store, find_stores, finish_store, open_results,
+                    read_manifest, read_progress, store_lock, store_path, write_json_atomic)
 from .loading import LoadedInfo, TokenLayout  # noqa: E402
 
 DEFAULT_KINDS: Tuple[str, ...] = ("resid_post", "attn_out", "mlp_out")
@@ -219,6 +219,8 @@ def extract(
         manifest = json.loads((path / "manifest.json").read_text())
         batch_size = manifest["batch_size"]
         if done >= n_images:
+            if manifest.get("status") != "complete":  # killed after the last row
+                finish_store(path, 0.0)
             return path
 
         per_image = ["status"] + (list(MASK_ARRAYS) if dataset.has_masks else [])
@@ -313,10 +315,14 @@ def _prepare_store(path: Path, config: dict, dataset: ImageDataset, force: bool,
     """Create the store, or find how far an earlier run got. Returns images already done."""
     manifest_file = path / "manifest.json"
     if manifest_file.exists() and not force:
-        manifest = json.loads(manifest_file.read_text())
+        fix = (f"the store cannot be resumed: rerun with --force (force=True) to start it "
+               f"over, or delete {path}")
+        manifest = read_manifest(path, fix)
         if manifest.get("config") != config:
             raise StoreError(f"{path} holds another configuration; delete it or use force")
-        return int(json.loads((path / "progress.json").read_text())["done"])
+        done = read_progress(path, len(dataset), fix)
+        check_files(path, manifest, fix)  # a truncated or garbage file is never resumed
+        return done
     if path.exists():
         for old in path.iterdir():
             old.unlink()

@@ -15,6 +15,12 @@ Rows are written in place at their final position, and the progress file, replac
 after each batch, says how many are done, so an interrupted run resumes exactly. The
 configuration (:func:`config_for`) needs no model, so a complete store is found
 (:func:`find_store`) before any weights are loaded.
+
+Nothing is trusted that was not checked: before a store is resumed or read, every array file's
+header (dtype, shape) and size are compared with what the manifest implies
+(:func:`check_files`), and a complete store's SHA-256 checksums, recorded when it was finished,
+are verified when it is opened (once per process and file version). A mismatch is a
+:class:`~vitcls_utils.errors.DamagedStoreError` naming the file.
 """
 from __future__ import annotations
 
@@ -23,14 +29,16 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .data import CONVERTED, UNREADABLE, ImageDataset
-from .errors import StoreError
+from .data import ImageDataset
+from .images import CONVERTED, EXIF_IGNORED, UNREADABLE
+from .errors import DamagedStoreError, IncompleteStoreError, StoreError
 from .perturb import Perturbation, perturbation_config
 
 STORE_FORMAT = 1
@@ -56,8 +64,19 @@ def store_lock(path: Path) -> Iterator[None]:
 
     lock = path.parent.parent / ".locks" / path.parent.name / f"{path.name}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    with open(lock, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            print(f"vitcls: {path.name} is being written by {holder}; waiting for it to finish",
+                  file=sys.stderr)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
         try:
             yield
         finally:
@@ -73,15 +92,22 @@ def write_json_atomic(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
+def read_npy_header(handle) -> Tuple[Tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran_order, dtype) of an open ``.npy`` file, leaving it at the data."""
+    version = np.lib.format.read_magic(handle)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(handle)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(handle)
+    raise ValueError(f"unsupported .npy format version {version}")
+
+
 class RowWriter:
     """Writes rows of a preallocated ``.npy`` file in place, without mapping the whole file."""
 
     def __init__(self, path: Path) -> None:
         self.handle = open(path, "r+b")
-        version = np.lib.format.read_magic(self.handle)
-        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                       else np.lib.format.read_array_header_2_0)
-        shape, _, dtype = read_header(self.handle)
+        shape, _, dtype = read_npy_header(self.handle)
         self.offset = self.handle.tell()
         self.dtype = dtype
         self.row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
@@ -139,18 +165,118 @@ def store_path(out: Union[str, Path], config: dict) -> Path:
 
 
 
+# ----------------------------------------------------------------------------------------------
+# Integrity
+# ----------------------------------------------------------------------------------------------
+def read_json(path: Path, fix: str) -> dict:
+    """A store's JSON file, or a :class:`DamagedStoreError` naming it and ``fix``."""
+    try:
+        payload = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DamagedStoreError(f"{path} is missing; {fix}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DamagedStoreError(f"{path} is not readable JSON ({error}); {fix}") from None
+    if not isinstance(payload, dict):
+        raise DamagedStoreError(f"{path} does not hold a JSON object; {fix}")
+    return payload
+
+
+def read_progress(path: Path, n_images: int, fix: str) -> int:
+    """Images done, from ``progress.json``, checked to be a count between 0 and ``n_images``."""
+    done = read_json(path / "progress.json", fix).get("done")
+    if not isinstance(done, int) or isinstance(done, bool) or not 0 <= done <= n_images:
+        raise DamagedStoreError(f"{path / 'progress.json'} says done={done!r}, not a count of "
+                                f"0..{n_images} images; {fix}")
+    return done
+
+
+def expected_files(manifest: dict) -> dict:
+    """Every array file the manifest implies: name -> (dtype, shape)."""
+    config = manifest["config"]
+    n_images, n_sites = config["dataset"]["n_images"], len(manifest["sites"])
+    n_tokens = manifest["layout"]["n_tokens"]
+    files = {name: (np.dtype(dtype), (n_images, n_sites, n_tokens))
+             for name, dtype in TOKEN_ARRAYS.items()}
+    files.update({name: (np.dtype(dtype), (n_images,)) for name, dtype in IMAGE_ARRAYS.items()})
+    if config["dataset"].get("has_masks"):
+        files.update({name: (np.dtype(dtype), (n_images, n_tokens))
+                      for name, dtype in MASK_ARRAYS.items()})
+    if config.get("key_topk"):
+        n_blocks = len({name.split(".")[1] for name in manifest["sites"]})
+        files.update({name: (np.dtype(np.int16), (n_images, n_blocks, n_tokens,
+                                                  config["key_topk"])) for name in KEY_ARRAYS})
+    return {f"{name}.npy": spec for name, spec in files.items()}
+
+
+def check_files(path: Path, manifest: dict, fix: str) -> None:
+    """Each array file's header and size against the manifest (cheap: no data is read)."""
+    for name, (dtype, shape) in expected_files(manifest).items():
+        file = path / name
+        try:
+            with open(file, "rb") as handle:
+                found_shape, fortran, found_dtype = read_npy_header(handle)
+                offset = handle.tell()
+        except FileNotFoundError:
+            raise DamagedStoreError(f"{file} is missing; {fix}") from None
+        except (OSError, ValueError, SyntaxError, EOFError) as error:
+            raise DamagedStoreError(f"{file} is not a valid .npy file ({error}); {fix}") from None
+        if found_dtype != dtype or tuple(found_shape) != shape or fortran:
+            raise DamagedStoreError(f"{file} holds {found_dtype} {tuple(found_shape)}, the "
+                                    f"manifest expects {dtype} {shape}; {fix}")
+        size = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if file.stat().st_size != size:
+            raise DamagedStoreError(f"{file} has {file.stat().st_size} bytes, expected {size} "
+                                    f"(truncated or overwritten); {fix}")
+
+
+def file_sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+_VERIFIED: dict = {}  # (file, size, mtime_ns) -> checksum seen to match, this process
+
+
+def verify_checksums(path: Path, manifest: dict, fix: str) -> None:
+    """Each file's SHA-256 against the one recorded when the store was finished."""
+    for name, recorded in manifest.get("checksums", {}).items():
+        file = path / name
+        stat = file.stat()
+        key = (str(file.resolve()), stat.st_size, stat.st_mtime_ns)
+        if _VERIFIED.get(key) == recorded:
+            continue
+        if file_sha256(file) != recorded:
+            raise DamagedStoreError(f"{file} does not match the checksum recorded when the store "
+                                    f"was finished (changed on disk since); {fix}")
+        _VERIFIED[key] = recorded
+
+
 def finish_store(path: Path, seconds: float) -> None:
+    """Counts and checksums into the manifest and status "complete": idempotent, so a rerun
+    after a kill at any moment (even between the last row and this) completes the store."""
     manifest = json.loads((path / "manifest.json").read_text())
     status = np.load(path / "status.npy")
     if (path / "token_class.npy").exists():
         labels = np.load(path / "token_class.npy", mmap_mode="r")
         manifest["counts_masks"] = {"images_without_mask": int((labels.max(axis=1) < 0).sum())}
+    names = [line.split("\t")[0] for line in
+             (path / "items.tsv").read_text().splitlines()[1:]]
+    listed = {"unreadable": UNREADABLE, "converted_to_rgb": CONVERTED,
+              "exif_orientation_ignored": EXIF_IGNORED}
     manifest.update({
         "status": "complete",
-        "counts": {"images": int(status.size), "unreadable": int((status == UNREADABLE).sum()),
-                   "converted_to_rgb": int((status == CONVERTED).sum())},
+        "counts": {"images": int(status.size),
+                   **{key: int((status == code).sum()) for key, code in listed.items()}},
+        # which files, so that a skipped or converted image can be looked at
+        "files": {key: [names[i] for i in np.flatnonzero(status == code)]
+                  for key, code in listed.items()},
         "seconds_last_run": round(seconds, 3),
         "completed": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "checksums": {name: file_sha256(path / name)
+                      for name in sorted(expected_files(manifest)) + ["items.tsv"]},
     })
     write_json_atomic(path / "manifest.json", manifest)
 
@@ -234,6 +360,22 @@ class Results:
         return float((self.pred[ran] == self.labels[ran]).mean())
 
 
+def read_manifest(path: Path, fix: str) -> dict:
+    """``manifest.json``, checked to have the entries the reader and resumer rely on."""
+    manifest = read_json(path / "manifest.json", fix)
+    try:
+        n_images = manifest["config"]["dataset"]["n_images"]
+        valid = (isinstance(n_images, int) and n_images >= 0
+                 and isinstance(manifest["sites"], list) and bool(manifest["sites"])
+                 and isinstance(manifest["layout"]["n_tokens"], int))
+    except (KeyError, TypeError):
+        valid = False
+    if not valid:
+        raise DamagedStoreError(f"{path / 'manifest.json'} lacks the configuration, sites or "
+                                f"layout a store's manifest has; {fix}")
+    return manifest
+
+
 def open_results(path: Union[str, Path], include_unreadable: bool = False) -> Results:
     """Read an extraction store written by :func:`vitcls_utils.extract.extract` (arrays
     memory-mapped)."""
@@ -242,12 +384,16 @@ def open_results(path: Union[str, Path], include_unreadable: bool = False) -> Re
     if not manifest_file.is_file():
         raise StoreError(f"{path} is not an extraction store (no manifest.json); "
                          "create one with `vitcls extract` or vitcls_utils.extract.extract")
-    manifest = json.loads(manifest_file.read_text())
-    done = json.loads((path / "progress.json").read_text())["done"]
+    fix = (f"the store cannot be read: delete {path} and rerun the extraction (or run it "
+           "again with --force / force=True)")
+    manifest = read_manifest(path, fix)
     n_images = manifest["config"]["dataset"]["n_images"]
+    done = read_progress(path, n_images, fix)
     if manifest.get("status") != "complete" or done < n_images:
-        raise StoreError(f"{path} is incomplete ({done}/{n_images} images); rerun the same "
-                         "extraction to resume it")
+        raise IncompleteStoreError(f"{path} is incomplete ({done}/{n_images} images); rerun "
+                                   "the same extraction to resume it")
+    check_files(path, manifest, fix)
+    verify_checksums(path, manifest, fix)
     names = list(TOKEN_ARRAYS) + list(IMAGE_ARRAYS)
     names += [name for name in list(MASK_ARRAYS) + list(KEY_ARRAYS)
               if (path / f"{name}.npy").exists()]
@@ -272,8 +418,8 @@ def find_stores(results_dir: Union[str, Path], dataset: Optional[str] = None,
     for manifest in sorted(Path(results_dir).glob("*/*/manifest.json")):
         try:
             results = open_results(manifest.parent)
-        except StoreError:
-            continue  # incomplete: skipped, not compared
+        except IncompleteStoreError:
+            continue  # incomplete: skipped, not compared (a damaged one is reported)
         if results.perturbation != wanted:
             continue
         if dataset is None or results.manifest["config"]["dataset"]["name"] == dataset:
@@ -291,7 +437,7 @@ def find_store(results_dir: Union[str, Path], config: dict,
         path = store_path(results_dir, config)
         try:
             return open_results(path) if (path / "manifest.json").is_file() else None
-        except StoreError:
+        except IncompleteStoreError:
             return None
     wanted = {k: v for k, v in config.items() if k != "weights_id"}
     folder = Path(results_dir) / config["variant"]
@@ -299,7 +445,7 @@ def find_store(results_dir: Union[str, Path], config: dict,
     for manifest in folder.glob(f"{config['dataset']['name']}-*/manifest.json"):
         try:
             results = open_results(manifest.parent)
-        except StoreError:
+        except IncompleteStoreError:
             continue
         made = {k: v for k, v in results.manifest["config"].items() if k != "weights_id"}
         if made == wanted and not results.manifest["config"]["weights_id"].startswith(
