@@ -127,3 +127,63 @@ def test_chapter4_notebooks_on_random_b32_and_a_fabricated_imagenet_s(tmp_path):
         job = batch.execute(batch.Job(notebook, tmp_path / "runs" / notebook.name, params,
                                       "vit_b32_random"))
         assert job.status == "ran", job.message
+
+
+def write_notebook(path, source):
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_markdown_cell("# a test page"),
+                      nbformat.v4.new_code_cell(source)]
+    nbformat.write(notebook, path)
+    return path
+
+
+def test_a_stale_failure_file_goes_when_the_notebook_succeeds(tmp_path):
+    source = tmp_path / "page.ipynb"
+    job = batch.Job(write_notebook(source, "raise ValueError('broken')"),
+                    tmp_path / "runs" / "page.ipynb", {}, "toy")
+    assert batch.execute(job).status == "failed" and "broken" in job.message
+    failed = tmp_path / "runs" / "page.failed.ipynb"
+    assert failed.is_file()
+    write_notebook(source, "print('fixed')")
+    assert batch.execute(job).status == "ran"
+    assert job.output.is_file() and not failed.exists()
+
+
+INTERRUPT_SCRIPT = """
+import sys, threading
+from pathlib import Path
+from vitcls_utils import batch
+job = batch.Job(Path(sys.argv[1]), Path(sys.argv[2]), {}, "toy")
+stop = threading.Event()
+try:
+    batch._run_threads(stop, 1, [(batch.execute, (job, stop))])
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+def test_ctrl_c_stops_a_run_at_once_and_leaves_no_partial_output(tmp_path):
+    import signal
+    import time
+
+    marker = tmp_path / "kernel.pid"
+    source = write_notebook(tmp_path / "slow.ipynb", (
+        f"import os, time\nopen({str(marker)!r}, 'w').write(str(os.getpid()))\n"
+        "time.sleep(120)"))
+    output = tmp_path / "runs" / "slow.ipynb"
+    script = tmp_path / "run.py"
+    script.write_text(INTERRUPT_SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script), str(source), str(output)])
+    deadline = time.time() + 60
+    while not (marker.is_file() and marker.read_text()) and time.time() < deadline:
+        time.sleep(0.1)
+    assert marker.is_file(), "the kernel never started"
+    sent = time.time()
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 130
+    assert time.time() - sent < 5, f"took {time.time() - sent:.1f} s to stop"
+    assert sorted(p.name for p in output.parent.iterdir()) == []  # no partial, no failure file
+    kernel = int(marker.read_text())
+    time.sleep(0.2)
+    assert not os.path.exists(f"/proc/{kernel}") or "zombie" in open(
+        f"/proc/{kernel}/status").read().lower(), "the kernel outlived the run"

@@ -124,3 +124,66 @@ def test_toy_extract_under_a_perturbation(tmp_path):
     assert res.perturbation["keep"] == "class" and res.rank.shape == (48, 12, 50)
     assert "perturbation: keep_class" in result.stdout
     assert (res.rank[:, -1] == -1).any() and (res.rank[:, -1, 0] >= 0).all()  # [CLS] kept
+
+
+EDGE_CASES = {  # issue: each once ended in a library traceback, or in exit 0 with wrong numbers
+    "batch size 0": (["--batch-size", "0"], "--batch-size: must be at least 1"),
+    "negative n per class": (["--n-per-class", "-1"], "--n-per-class: must be at least 1"),
+    "device gpu": (["--device", "gpu"], "'gpu' is not a device"),
+    "out is a file": (["--out", "{file}"], "is a file; it must be a folder"),
+    "data dir for toy": (["--data-dir", "{tmp}"], "--data toy is generated"),
+    "unknown variant": (["--variant", "vit_b99"], "unknown variant 'vit_b99'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EDGE_CASES))
+def test_bad_arguments_are_rejected_before_torch_is_imported(case, tmp_path):
+    """Checked at the edge: exit 2, the fix named, and no heavy import (so: fast)."""
+    extra, expected = EDGE_CASES[case]
+    (tmp_path / "afile").write_text("")
+    extra = [e.format(file=tmp_path / "afile", tmp=tmp_path) for e in extra]
+    argv = ["extract", "--variant", "toy", "--data", "toy", "--out", str(tmp_path / "o")]
+    argv += extra
+    code = ("import sys\nfrom vitcls_utils import cli\ntry:\n    rc = cli.main(%r)\n"
+            "except SystemExit as e:\n    rc = e.code\nprint('torch' in sys.modules, rc)" % argv)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.stdout.split() == ["False", "2"], result.stdout + result.stderr
+    assert expected in result.stderr and "Traceback" not in result.stderr
+
+
+def test_dataset_arguments_that_would_be_ignored_are_refused(tmp_path, monkeypatch):
+    from vitcls_utils import DatasetError
+    from vitcls_utils.data import build_dataset
+
+    write_image(tmp_path / "imgs" / "n01440764" / "a.jpg", seed=1)
+    with pytest.raises(DatasetError, match="--split applies to"):
+        build_dataset("folder", str(tmp_path / "imgs"), 1000, split="test")
+    with pytest.raises(DatasetError, match="n_per_class must be a positive"):
+        build_dataset("toy", None, 24, n_per_class=-1)
+    with pytest.raises(DatasetError, match="are ImageNet wnids.*100 classes.*0..99"):
+        build_dataset("folder", str(tmp_path / "imgs"), 100)
+    import torchvision.datasets
+
+    def offline(*args, **kwargs):
+        raise OSError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR100", offline)
+    with pytest.raises(DatasetError, match="could not download CIFAR-100.*by hand"):
+        build_dataset("cifar100", str(tmp_path / "cifar"), 100, download=True)
+
+
+def test_a_refused_pickle_says_how_to_convert_it(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo never",))
+
+    torch.save({"x": Evil()}, tmp_path / "evil.pt")
+    from vitcls_utils import WeightsError
+    from vitcls_utils.loading import read_state_dict
+
+    with pytest.raises(WeightsError) as error:
+        read_state_dict(tmp_path / "evil.pt")
+    message = str(error.value)
+    assert "safetensors" in message and "system" in message
+    assert "In PyTorch 2.6" not in message  # torch's own advice is not passed on

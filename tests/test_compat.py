@@ -19,7 +19,7 @@ def test_shim_does_nothing_when_the_compiled_ops_load():
         loaded = []
         torch.ops.load_library = lambda path: loaded.append(path)  # a working torchvision
         from vitcls_utils import _compat
-        print(_compat.ensure_torchvision_ops(), _compat._state["library"] is None, len(loaded))
+        print(_compat.ensure_torchvision_ops(), _compat.shim_state["library"] is None, len(loaded))
     """)
     assert out == "False True 1"
 
@@ -49,3 +49,19 @@ def test_shim_declares_the_schemas_when_the_ops_fail_and_is_idempotent():
         print(first, second, hasattr(torch.ops.torchvision, "qnms"))
     """)
     assert out == "True True True"
+
+
+def test_the_pth_file_runs_the_shim_without_importing_the_package(tmp_path):
+    """A copied project must import its own vitcls_utils: the interpreter start-up hook is a
+    standalone copy of the shim, not an import of the package that installed it."""
+    from vitcls_utils import _compat
+
+    pth = _compat.install_pth(str(tmp_path))
+    assert "vitcls_utils" not in pth.read_text()
+    out = run(f"""
+        import site, sys
+        site.addsitedir({str(tmp_path)!r})
+        hooks = [type(f).__module__ for f in sys.meta_path]
+        print("vitcls_utils" in sys.modules, "{_compat.SHIM_MODULE}" in hooks)
+    """)
+    assert out == "False True"

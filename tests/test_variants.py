@@ -156,3 +156,21 @@ def test_real_network_probe_is_quick():
 def test_cifar_checkpoint_must_be_supplied():
     with pytest.raises(WeightsError, match="Google Drive.*weights=PATH"):
         load_variant("vit_b16_cifar100", pretrained=True)
+
+
+@pytest.mark.parametrize("change", [{"patch_size": 4, "img_size": 56},
+                                    {"patch_size": 8, "img_size": 32}])
+def test_a_checkpoint_of_another_patch_size_or_grid_is_refused_not_resampled(tmp_path, change):
+    """timm's checkpoint filter would resize the patch and position embeddings to fit: a
+    checkpoint of another architecture must be refused, with the shapes named."""
+    import timm
+
+    variant = get_variant("toy")
+    kwargs = {**dict(variant.model_kwargs), **change}
+    other = timm.create_model(variant.timm_name, pretrained=False,
+                              num_classes=variant.num_classes, **kwargs)
+    state = {k: v.contiguous() for k, v in other.state_dict().items()}
+    save_file(state, str(tmp_path / "other.safetensors"))
+    with pytest.raises(WeightsError, match=r"does not fit toy.*shape of (pos_embed|patch_embed)"):
+        load_variant("toy", weights=tmp_path / "other.safetensors")
+    assert build_model(variant).pos_embed.shape != other.pos_embed.shape

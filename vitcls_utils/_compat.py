@@ -1,13 +1,12 @@
-"""Environment quirks handled in one place: a torchvision whose compiled ops do not load, and
-offline machines asked for pretrained weights.
+"""Environment quirks handled in one place: a torchvision whose compiled ops do not load (the
+shim itself is :mod:`vitcls_utils._tvshim`, installed for every interpreter by
+:func:`install_pth`), and offline machines asked for pretrained weights.
 
-This module imports only the standard library at import time, because a ``.pth`` file imports
-it at every interpreter start of the project's virtual environment (see :func:`install_pth`).
+This module imports only the standard library at import time: ``import vitcls_utils`` stays
+cheap.
 """
 from __future__ import annotations
 
-import importlib.abc
-import importlib.util
 import os
 import socket
 import sys
@@ -17,83 +16,27 @@ from typing import Optional
 from urllib.parse import urlparse
 
 PTH_NAME = "vitcls_torchvision_shim.pth"
+SHIM_MODULE = "vitcls_tvshim"  # the copy of ._tvshim that the .pth file imports
 _PTH_LINE = (
-    "import sys; exec('try:\\n import vitcls_utils._compat as c; c.install_import_hook()\\n"
+    f"import sys; exec('try:\\n import {SHIM_MODULE}; {SHIM_MODULE}.install_import_hook()\\n"
     "except Exception:\\n pass')\n"
 )
 
-_state = {"checked": False, "shimmed": False, "library": None}
-
-
-def ensure_torchvision_ops() -> bool:
-    """Make ``import torchvision`` work when its compiled ops cannot be loaded.
-
-    A CUDA build of torchvision beside a CPU build of torch fails at import with "operator
-    torchvision::nms does not exist" (pytorch/vision#9085): torchvision registers fake kernels
-    for ``nms`` and ``qnms`` whether or not its ``_C`` library loaded. When ``_C`` loads, this
-    does nothing; when it does not, it declares those two schemas so the import succeeds
-    (detection ops then raise if called, which no analysis here does).
-
-    Returns:
-        True when the schemas had to be declared, False when torchvision needs no help.
-    """
-    if _state["checked"]:
-        return bool(_state["shimmed"])
-    _state["checked"] = True
-    spec = importlib.util.find_spec("torchvision")
-    if spec is None or not spec.submodule_search_locations:
-        return False
-    import torch
-
-    lib_path = None
-    for location in spec.submodule_search_locations:
-        for candidate in Path(location).glob("_C*.so"):
-            lib_path = candidate
-    if lib_path is not None:
-        try:
-            torch.ops.load_library(str(lib_path))
-            return False
-        except (OSError, RuntimeError):
-            pass
-    if hasattr(torch.ops.torchvision, "nms"):  # declared by somebody else already
-        return False
-    library = torch.library.Library("torchvision", "DEF")
-    library.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    library.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    _state["library"] = library  # the schemas live as long as this object
-    _state["shimmed"] = True
-    return True
-
-
-class _TorchvisionFirstImport(importlib.abc.MetaPathFinder):
-    """Runs :func:`ensure_torchvision_ops` just before the first ``import torchvision``."""
-
-    def find_spec(self, fullname, path, target=None):  # noqa: D102 (importlib protocol)
-        if fullname == "torchvision":
-            if self in sys.meta_path:
-                sys.meta_path.remove(self)
-            try:
-                ensure_torchvision_ops()
-            except Exception:  # never break an import because of the shim itself
-                pass
-        return None
-
-
-def install_import_hook() -> None:
-    """Arrange for the torchvision shim to run lazily, on the first torchvision import."""
-    if "torchvision" in sys.modules:
-        return
-    if not any(isinstance(f, _TorchvisionFirstImport) for f in sys.meta_path):
-        sys.meta_path.insert(0, _TorchvisionFirstImport())
+from ._tvshim import (TorchvisionFirstImport, ensure_torchvision_ops,  # noqa: F401,E402
+                      install_import_hook, shim_state)
 
 
 def install_pth(site_dir: Optional[str] = None) -> Path:
-    """Write the ``.pth`` file that installs the import hook in every interpreter of this env.
+    """Write the ``.pth`` file that installs the import hook in every interpreter of this env,
+    and beside it the standalone copy of :mod:`vitcls_utils._tvshim` that it imports.
 
     Jupyter kernels started by papermill, nbval and jupyter-book then import timm without
-    importing ``vitcls_utils`` first. The hook costs nothing until torchvision is imported.
+    importing ``vitcls_utils`` first. The hook costs nothing until torchvision is imported, and
+    no interpreter imports ``vitcls_utils`` because of it (a copied project imports its own).
     """
-    target = Path(site_dir or sysconfig.get_paths()["purelib"]) / PTH_NAME
+    folder = Path(site_dir or sysconfig.get_paths()["purelib"])
+    (folder / f"{SHIM_MODULE}.py").write_text((Path(__file__).parent / "_tvshim.py").read_text())
+    target = folder / PTH_NAME
     target.write_text(_PTH_LINE)
     return target
 

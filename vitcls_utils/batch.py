@@ -15,9 +15,12 @@ import fnmatch
 import hashlib
 import json
 import os
+import subprocess
 import sys
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+import weakref
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
@@ -198,18 +201,58 @@ def run_line(job: Job) -> str:
     return " ".join(parts)
 
 
-def execute(job: Job) -> Job:
-    """Run one job with papermill; on success, title it for the book and write it atomically."""
+_KERNELS: "weakref.WeakSet" = weakref.WeakSet()  # kernel managers of running notebooks
+_MANAGER_CLASS = None
+
+
+def _kernel_manager_class():
+    """nbclient's kernel manager, remembering each kernel (so that Ctrl-C can stop it at once)
+    and sending the kernel's own stderr (ipykernel's log lines, not the notebook's outputs,
+    which the notebook keeps) to nothing."""
+    global _MANAGER_CLASS
+    if _MANAGER_CLASS is None:
+        from jupyter_client.manager import AsyncKernelManager
+
+        class TrackedKernelManager(AsyncKernelManager):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                _KERNELS.add(self)
+
+            async def start_kernel(self, **kwargs):
+                kwargs.setdefault("stderr", subprocess.DEVNULL)
+                return await super().start_kernel(**kwargs)
+
+        _MANAGER_CLASS = TrackedKernelManager
+    return _MANAGER_CLASS
+
+
+def kill_kernels() -> int:
+    """Kill every kernel this process started that is still running; returns how many."""
+    killed = 0
+    for manager in list(_KERNELS):
+        process = getattr(getattr(manager, "provisioner", None), "process", None)
+        if process is not None and process.poll() is None:
+            process.kill()
+            killed += 1
+    return killed
+
+
+def execute(job: Job, stop: Optional[threading.Event] = None) -> Job:
+    """Run one job with papermill; on success, title it for the book and write it atomically
+    (removing a failure file an earlier run left). Stopped by ``stop`` (Ctrl-C), it leaves
+    nothing behind."""
     import nbformat
     import papermill
 
     started = time.perf_counter()
     job.output.parent.mkdir(parents=True, exist_ok=True)
     partial = job.output.with_name(f".{job.output.stem}.partial.ipynb")
+    failed = job.output.with_name(f"{job.output.stem}.failed.ipynb")
     try:
         papermill.execute_notebook(
             str(job.notebook), str(partial), parameters=job.parameters, cwd=str(NOTEBOOKS),
-            kernel_name="python3", progress_bar=False, log_output=False)
+            kernel_name="python3", progress_bar=False, log_output=False,
+            kernel_manager_class=_kernel_manager_class())
         executed = nbformat.read(partial, as_version=4)
         first = executed.cells[0]
         if first.cell_type == "markdown":  # the book's title: figure and variant
@@ -224,15 +267,22 @@ def execute(job: Job) -> Job:
                                        "parameters": job.parameters, "version": __version__}
         nbformat.write(executed, partial)
         os.replace(partial, job.output)
+        failed.unlink(missing_ok=True)  # stale: this run succeeded
         job.status = "ran"
-    except Exception as exc:  # papermill's PapermillExecutionError carries the cell's error
-        job.status = "failed"
-        job.message = _short_error(exc)
-        if partial.exists():
-            failed = job.output.with_name(f"{job.output.stem}.failed.ipynb")
-            os.replace(partial, failed)
-            job.message += f" (executed notebook: {failed})"
-    job.seconds = time.perf_counter() - started
+    except BaseException as exc:  # papermill's PapermillExecutionError carries the cell's error
+        if (stop is not None and stop.is_set()) or not isinstance(exc, Exception):
+            partial.unlink(missing_ok=True)
+            job.status = "interrupted"
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            job.status = "failed"
+            job.message = _short_error(exc)
+            if partial.exists():
+                os.replace(partial, failed)
+                job.message += f" (executed notebook: {failed})"
+    finally:
+        job.seconds = time.perf_counter() - started
     return job
 
 
@@ -259,8 +309,12 @@ def run(variants: Sequence[Union[str, VariantRun]], pattern: str = "*", device: 
     for job in matrix:
         by_variant.setdefault(job.variant, []).append(job)
 
+    stop = threading.Event()
+
     def run_variant(slot: int, variant_jobs: List[Job]) -> None:
         for job in variant_jobs:
+            if stop.is_set():
+                return
             if "device" in job.parameters and job.parameters["device"] == device:
                 job.parameters["device"] = devices[slot % len(devices)]
             if not force and up_to_date(job):
@@ -268,15 +322,36 @@ def run(variants: Sequence[Union[str, VariantRun]], pattern: str = "*", device: 
                 log(f"skip  {job.output.relative_to(runs_dir.parent)} (up to date)")
                 continue
             log(f"run   {job.output.relative_to(runs_dir.parent)}")
-            execute(job)
-            done = "ok" if job.status == "ran" else f"FAILED: {job.message}"
-            log(f"      {job.seconds:.0f} s, {done}")
+            execute(job, stop)
+            if job.status != "interrupted":
+                done = "ok" if job.status == "ran" else f"FAILED: {job.message}"
+                log(f"      {job.seconds:.0f} s, {done}")
 
     per_variant = [js for v, js in by_variant.items() if v is not None]
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        list(pool.map(run_variant, range(len(per_variant)), per_variant))
-    run_variant(0, by_variant.get(None, []))
+    _run_threads(stop, jobs, [(run_variant, (i, js)) for i, js in enumerate(per_variant)])
+    _run_threads(stop, 1, [(run_variant, (0, by_variant.get(None, [])))])
     return matrix
+
+
+def _run_threads(stop: threading.Event, jobs: int, calls) -> None:
+    """Run ``calls`` on ``jobs`` threads. Ctrl-C (in the main thread, which only waits) sets
+    ``stop``, kills the running kernels, lets the threads return and re-raises: the run ends
+    within a second or two, with no partial output."""
+    pool = ThreadPoolExecutor(max_workers=max(1, jobs))
+    futures = [pool.submit(function, *args) for function, args in calls]
+    try:
+        while not all(f.done() for f in futures):
+            wait(futures, timeout=0.2)
+    except KeyboardInterrupt:
+        stop.set()
+        for future in futures:
+            future.cancel()
+        kill_kernels()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    for future in futures:
+        future.result()  # a bug in the runner itself is raised, not swallowed
 
 
 def _devices(device: str, jobs: int) -> List[str]:

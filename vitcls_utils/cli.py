@@ -6,10 +6,53 @@ an interrupted extraction exits with 130 and resumes when the same command is ru
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+from pathlib import Path
 from typing import List, Optional, Sequence
 
 from .errors import VitclsError
+
+
+DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer of at least 0."""
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
+def device_name(text: str) -> str:
+    """argparse type: auto, cpu, mps, cuda or cuda:N, checked before torch is imported."""
+    if not DEVICE.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device: use auto, cpu, cuda, "
+                                         "cuda:N or mps")
+    return text
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+
+
+def _check_out(out: str) -> None:
+    path = Path(out).expanduser()
+    if path.exists() and not path.is_dir():
+        raise VitclsError(f"--out {out} is a file; it must be a folder (the root of the "
+                          "extraction stores), existing or not")
 
 
 def _table(rows: List[List[str]], header: List[str]) -> str:
@@ -56,7 +99,19 @@ def _dataset_and_model(args: argparse.Namespace):
     return dataset, model
 
 
+def _check_cheap(args: argparse.Namespace) -> None:
+    """What can be checked without torch (a variant name, a dataset's arguments), first: a bad
+    argument is rejected in well under a second."""
+    from .registry import get_variant
+
+    get_variant(args.variant)
+    if args.data == "toy" and args.data_dir:
+        raise VitclsError(f"--data toy is generated, not read from disk: drop --data-dir "
+                          f"{args.data_dir}")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    _check_cheap(args)
     from .extract import evaluate
 
     dataset, model = _dataset_and_model(args)
@@ -69,6 +124,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
+    _check_cheap(args)
+    _check_out(args.out)
     from .extract import DEFAULT_KINDS, extract, open_results
     from .perturb import parse_perturbation
 
@@ -122,19 +179,20 @@ def build_parser() -> argparse.ArgumentParser:
         w = p.add_mutually_exclusive_group()
         w.add_argument("--weights", help="checkpoint file (safetensors or torch state dict)")
         w.add_argument("--random-init", action="store_true", help="timm's default init, seeded")
-        p.add_argument("--seed", type=int, default=0, help="seed of the random init (default 0)")
+        p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the random init (default 0)")
         p.add_argument("--data", required=True, choices=KINDS, help="dataset kind")
         p.add_argument("--data-dir", help="dataset root: folder ROOT/<wnid or index>/<image>; "
                        "imagenet-s the ImageNetS919 folder; cifar100 the folder holding "
                        "cifar-100-python/; none for toy")
         p.add_argument("--split", default=None, help="imagenet-s: validation (default) or "
                        "test; toy: val (default), train or probe-train")
-        p.add_argument("--n-per-class", type=int, default=None,
+        p.add_argument("--n-per-class", type=positive_int, default=None,
                        help="images per class (defaults: imagenet-s 5, cifar100 5, toy all)")
         p.add_argument("--download", action="store_true", help="cifar100: download if missing")
-        p.add_argument("--batch-size", type=int, default=16)
-        p.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda:1")
-        p.add_argument("--workers", type=int, default=None, help="image decoding workers")
+        p.add_argument("--batch-size", type=positive_int, default=16)
+        p.add_argument("--device", type=device_name, default="auto",
+                       help="auto (cuda if present), cpu, cuda:1")
+        p.add_argument("--workers", type=non_negative_int, default=None, help="image decoding workers")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("extract", help="project every token at every block onto class space "
@@ -167,8 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: toy)")
     p.add_argument("--notebooks", default=None, help="glob on notebook names, e.g. 'tab1*', "
                    "or a chapter: chapter1 ... chapter4 (default: all)")
-    p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1")
-    p.add_argument("--jobs", type=int, default=1, help="variants run in parallel (GPUs: spread)")
+    p.add_argument("--device", type=device_name, default=None,
+                   help="auto (default), cpu, cuda, cuda:1")
+    p.add_argument("--jobs", type=positive_int, default=1, help="variants run in parallel (GPUs: spread)")
     p.add_argument("--data", default=None, help="dataset kind for every variant (default: "
                    "each variant's own: toy, imagenet-s or cifar100)")
     p.add_argument("--data-dir", help="dataset root for non-toy variants")

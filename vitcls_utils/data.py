@@ -206,7 +206,13 @@ class ImageFolderDataset(FileDataset):
                 files = files[:n_per_class]
             per_class.setdefault(label, []).extend(files)
         if bad_names:
-            shown = ", ".join(bad_names[:5])
+            shown = ", ".join(bad_names[:5]) + (" ..." if len(bad_names) > 5 else "")
+            if num_classes != 1000 and all(WNID.match(name) for name in bad_names):
+                raise DatasetError(
+                    f"{root}: class folders {shown} are ImageNet wnids, which name classes of a "
+                    f"1000-class head, but this model's head has {num_classes} classes: pick a "
+                    f"variant with an ImageNet head, or name the folders by class index "
+                    f"0..{num_classes - 1}")
             raise DatasetError(
                 f"{root}: class folders {shown} are neither ImageNet wnids nor class indices "
                 f"below {num_classes}; {layout}")
@@ -384,7 +390,13 @@ class Cifar100Dataset(ImageDataset):
         if download and not test_file.is_file():
             from torchvision.datasets import CIFAR100
 
-            CIFAR100(str(root), train=False, download=True)
+            try:
+                CIFAR100(str(root), train=False, download=True)
+            except (OSError, RuntimeError) as exc:  # offline, a proxy, a full disk
+                raise DatasetError(
+                    f"could not download CIFAR-100 into {root} ({exc}); without internet, "
+                    "copy cifar-100-python/ (from https://www.cs.toronto.edu/~kriz/cifar-100-"
+                    "python.tar.gz) there by hand") from None
         if not test_file.is_file():
             raise DatasetError(
                 f"{test_file} not found. Expected torchvision's layout ROOT/cifar-100-python/"
@@ -470,7 +482,19 @@ class ToyDataset(ImageDataset):
 def build_dataset(kind: str, data_dir: Optional[str], num_classes: int,
                   n_per_class: Optional[int] = None, split: Optional[str] = None,
                   download: bool = False) -> ImageDataset:
-    """The dataset named on the command line (``--data``), checked against the model's head."""
+    """The dataset named on the command line (``--data``), checked against the model's head.
+    Arguments that the kind would ignore are refused rather than silently dropped."""
+    if n_per_class is not None and (isinstance(n_per_class, bool) or n_per_class < 1):
+        raise DatasetError(f"n_per_class must be a positive count of images per class (or "
+                           f"unset for the default), not {n_per_class!r}")
+    if split is not None and kind in ("folder", "cifar100"):
+        raise DatasetError(f"--split applies to imagenet-s (validation, test) and toy (val, "
+                           f"train, probe-train); {kind} has one split: drop --split {split}")
+    if data_dir and kind == "toy":
+        raise DatasetError(f"--data toy is generated, not read from disk: drop --data-dir "
+                           f"{data_dir}")
+    if download and kind != "cifar100":
+        raise DatasetError(f"--download applies to cifar100 only, not {kind}")
     if kind == "folder":
         if not data_dir:
             raise DatasetError("--data folder needs --data-dir DIR (ROOT/<class>/<image>.jpg)")

@@ -43,7 +43,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from . import __version__  # noqa: E402
 from .hooks import block_sites, hooks  # noqa: E402
-from .loader import quiet, stimulus_loader  # noqa: E402
+from .loader import quiet, stimulus_loader, with_progress  # noqa: E402
 from .perturb import (AttentionPerturbation, Perturbation, TokenRemoval,  # noqa: E402
                       group_by_length, keeping_tokens)
 from .projection import ClassProjector, reduce_logits  # noqa: E402
@@ -299,8 +299,8 @@ def evaluate(model: nn.Module, dataset: ImageDataset, batch_size: int = 64,
                              batch_size, num_workers=num_workers, device=device)
     correct = readable = 0
     with torch.inference_mode():
-        for batch in tqdm(loader, disable=quiet(progress),
-                          desc=f"evaluate {info.variant.key}"):
+        for batch in with_progress(loader, len(dataset), f"evaluate {info.variant.key}",
+                                   progress):
             ok = batch["status"] != UNREADABLE
             pred = model(batch["image"].to(device)).argmax(-1).cpu()
             correct += int(((pred == batch["label"]) & ok).sum())

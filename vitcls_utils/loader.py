@@ -79,3 +79,14 @@ def workers(num_workers: Optional[int], device: torch.device) -> int:
         return num_workers
     return 0 if device.type == "cpu" else min(8, os.cpu_count() or 1)
 
+
+
+def with_progress(loader, total: int, desc: str, progress: bool = True):
+    """Yield the loader's batches under a progress bar that counts images (the one convention
+    of every command), not batches."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, unit="img", desc=desc, disable=quiet(progress)) as bar:
+        for batch in loader:
+            yield batch
+            bar.update(len(batch["label"]))

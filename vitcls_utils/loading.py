@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
@@ -151,12 +153,19 @@ def resolve_device(device: Union[str, torch.device]) -> torch.device:
     """"auto" -> cuda when available, else cpu; a clear error for an unusable device."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        from .errors import VitclsError
+    from .errors import VitclsError
 
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise VitclsError(f"{device!r} is not a device: use 'auto', 'cpu', 'cuda', 'cuda:N' "
+                          "or 'mps'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
         raise VitclsError(f"device {device!r} was asked for but CUDA is not available here; "
                           "use device='cpu' or 'auto'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise VitclsError(f"device {device!r}: this machine has {torch.cuda.device_count()} "
+                          "CUDA device(s), numbered from 0")
     return dev
 
 
@@ -187,10 +196,20 @@ def read_state_dict(path: PathLike) -> Dict[str, torch.Tensor]:
             state: Any = load_file(str(path))
         else:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling, truncated file, not a checkpoint at all
+    except pickle.UnpicklingError as exc:  # refused by weights_only: it would run code
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        raise WeightsError(
+            f"refused to load {path}: unpickling it needs "
+            f"{found.group(1) if found else 'objects other than tensors'}, and a checkpoint "
+            "is only read without running code. If you trust where it came from, convert it "
+            "once to safetensors and pass that file: python -c \"import torch, safetensors."
+            "torch as s; s.save_file({k: v.contiguous() for k, v in torch.load('IN', "
+            "weights_only=False)['state_dict'].items()}, 'OUT.safetensors')\" (drop "
+            "['state_dict'] if the file holds the tensors directly)") from None
+    except Exception as exc:  # truncated file, not a checkpoint at all
         raise WeightsError(
             f"cannot read {path} as a checkpoint ({type(exc).__name__}: {str(exc)[:200]}). "
-            "Supply a .safetensors file or a torch state dict loadable with weights_only=True."
+            "Supply a .safetensors file or a torch state dict of tensors."
         ) from None
     for _ in range(3):
         if isinstance(state, Mapping) and not any(torch.is_tensor(v) for v in state.values()):

@@ -8,9 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Tuple, Union
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from PIL import Image
+
+if TYPE_CHECKING:  # torch is imported when an image is converted, not with the registry
+    import torch
 
 _RESAMPLE = {
     "bilinear": Image.Resampling.BILINEAR,
@@ -76,7 +80,7 @@ class Preprocess:
             image = image.crop(self.crop_box(*image.size))
         return image
 
-    def __call__(self, image: Image.Image) -> torch.Tensor:
+    def __call__(self, image: Image.Image) -> "torch.Tensor":
         """RGB PIL image -> float32 tensor [3, H, W], normalized."""
         if image.mode != "RGB":
             image = image.convert("RGB")
@@ -84,6 +88,8 @@ class Preprocess:
         mean = np.asarray(self.mean, dtype=np.float32)
         std = np.asarray(self.std, dtype=np.float32)
         array = (array - mean) / std
+        import torch
+
         return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
 
     def describe(self) -> str:

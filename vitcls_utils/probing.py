@@ -36,7 +36,6 @@ _compat.ensure_torchvision_ops()
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
 
 from .hooks import block_sites, hooks  # noqa: E402
 
@@ -166,13 +165,12 @@ def solve_dual(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
 
 
 def _batches(model: nn.Module, dataset, batch_size: int, progress: bool, desc: str):
-    from .loader import quiet, stimulus_loader
+    from .loader import stimulus_loader, with_progress
     from .loading import TokenLayout
 
     loader = stimulus_loader(dataset, model.vitcls_info.variant.preprocess,
                              TokenLayout.of(model), batch_size, num_workers=0)
-    for batch in tqdm(loader, disable=quiet(progress), desc=desc):
-        yield batch
+    yield from with_progress(loader, len(dataset), desc, progress)
 
 
 def fit_probes(model: nn.Module, dataset, kinds: Sequence[str] = KINDS, method: str = "ridge",
