@@ -35,7 +35,7 @@ paper-dry-run: $(STAMP)
 	TQDM_DISABLE=1 $(PY) -m vitcls_utils.dryrun --out _dryrun --jobs 2
 
 toy-model: $(STAMP)
-	$(PY) -m vitcls_utils.toy --out data/toy
+	$(PY) -m vitcls_utils.toy_training --out data/toy
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/extract_overhead.py

@@ -15,7 +15,8 @@ from vitcls_utils import DamagedStoreError, IncompleteStoreError, StoreError, st
 from vitcls_utils import extract as extract_module
 from vitcls_utils.data import ImageFolderDataset
 from vitcls_utils.extract import extract
-from vitcls_utils.store import expected_files, open_results
+from vitcls_utils.results import open_results
+from vitcls_utils.store import expected_files
 from vitcls_utils.variants import load_variant
 
 ARRAYS = ("rank", "top1", "true_logit", "pred", "labels", "status")

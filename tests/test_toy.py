@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from vitcls_utils import toy
+from vitcls_utils import toy, toy_training
 from vitcls_utils.data import ToyDataset
 from vitcls_utils.extract import evaluate
 from vitcls_utils.masks import decode_mask
@@ -96,7 +96,7 @@ def test_avg_pool_loss_reads_the_mean_of_the_image_tokens():
     x = torch.randn(3, 3, toy.IMAGE_SIZE, toy.IMAGE_SIZE)
     with torch.no_grad():
         features = model.forward_features(x)
-        ours = toy.avg_pool_logits(model, features)
+        ours = toy_training.avg_pool_logits(model, features)
         token = model(x)
         model.global_pool = "avg"
         timm_avg = model.forward_head(features)
@@ -107,11 +107,11 @@ def test_avg_pool_loss_reads_the_mean_of_the_image_tokens():
 
 
 def test_training_smoke(tmp_path):
-    record = toy.train("toy", tmp_path, {"steps": 3, "warmup_steps": 1, "batch_size": 8,
+    record = toy_training.train("toy", tmp_path, {"steps": 3, "warmup_steps": 1, "batch_size": 8,
                                          "train_per_class": 1}, log=lambda *a: None)
     assert (tmp_path / "toy.safetensors").is_file()
     assert record["recipe"]["steps"] == 3 and 0 <= record["val_top1"] <= 1
-    toy.write_model_card([record], tmp_path)
+    toy_training.write_model_card([record], tmp_path)
     assert "val top-1" in (tmp_path / "MODEL_CARD.md").read_text()
 
 

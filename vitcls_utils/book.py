@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Optional
 
+from .errors import VitclsError
 from .profiles import Profile, get_profile
 from .registry import Variant, get_variant
 
@@ -102,7 +103,11 @@ class NotebookRun:
         """``value`` when the notebook sets it, else the profile's setting ``name``."""
         from .profiles import setting
 
-        return setting(self.profile, name, value)
+        chosen = setting(self.profile, name, value)
+        if name == "n_random" and (not isinstance(chosen, int) or chosen < 1):
+            raise VitclsError(f"n_random must be a positive number of random orders (or None "
+                              f"for the profile's), not {chosen!r}")
+        return chosen
 
 
 def setup(variant: str, **parameters) -> NotebookRun:
@@ -110,6 +115,12 @@ def setup(variant: str, **parameters) -> NotebookRun:
     variants and profiles fail here, before any work."""
     from .plots import set_theme
 
+    for name, least in (("n_per_class", 1), ("seed", 0)):
+        value = parameters.get(name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                  or value < least):
+            raise VitclsError(f"parameter {name} must be an integer of at least {least}, "
+                              f"not {value!r}")
     run = NotebookRun(variant, **parameters)
     get_variant(run.variant)
     get_profile(run.profile)

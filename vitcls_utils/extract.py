@@ -10,7 +10,7 @@ is O(batch). The store is resumable: rows are written in place at their final po
 progress file, replaced atomically after each batch, says how many are done. A run killed at
 any point and restarted writes exactly the arrays of an uninterrupted run.
 
-The store's format and reader are in :mod:`vitcls_utils.store`.
+The store's format is in :mod:`vitcls_utils.store`, its reader in :mod:`vitcls_utils.results`.
 
 A perturbation (:mod:`vitcls_utils.perturb`) is part of the configuration, so a perturbed run has
 its own store. Under token removal the arrays keep their full width: a removed token has rank
@@ -47,10 +47,11 @@ from .loader import quiet, stimulus_loader, with_progress  # noqa: E402
 from .perturb import (AttentionPerturbation, Perturbation, TokenRemoval,  # noqa: E402
                       group_by_length, keeping_tokens)
 from .projection import ClassProjector, reduce_logits  # noqa: E402
+from .results import Results, find_store, find_stores, open_results  # noqa: E402,F401
 from .store import (IMAGE_ARRAYS, KEY_ARRAYS, MASK_ARRAYS, REMOVED,  # noqa: E402,F401
-                    TOKEN_ARRAYS, Results, RowWriter, allocate, check_files, config_for,
-                    config_hash, find_store, find_stores, finish_store, open_results,
-                    read_manifest, read_progress, store_lock, store_path, write_json_atomic)
+                    TOKEN_ARRAYS, RowWriter, allocate, check_files, config_for, config_hash,
+                    finish_store, read_manifest, read_progress, store_lock, store_path,
+                    write_json_atomic)
 from .loading import LoadedInfo, TokenLayout  # noqa: E402
 
 DEFAULT_KINDS: Tuple[str, ...] = ("resid_post", "attn_out", "mlp_out")

@@ -1,4 +1,5 @@
-"""The extraction store: its on-disk format, the writer's primitives, and the validated reader.
+"""The extraction store: its on-disk format, configuration, the writer's primitives and the
+checks of its files (the reader is :mod:`vitcls_utils.results`).
 
 Store layout (one folder per variant, dataset and configuration hash)::
 
@@ -14,7 +15,7 @@ Store layout (one folder per variant, dataset and configuration hash)::
 Rows are written in place at their final position, and the progress file, replaced atomically
 after each batch, says how many are done, so an interrupted run resumes exactly. The
 configuration (:func:`config_for`) needs no model, so a complete store is found
-(:func:`find_store`) before any weights are loaded.
+(:func:`vitcls_utils.results.find_store`) before any weights are loaded.
 
 Nothing is trusted that was not checked: before a store is resumed or read, every array file's
 header (dtype, shape) and size are compared with what the manifest implies
@@ -30,15 +31,14 @@ import hashlib
 import json
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .data import ImageDataset
+from .dataset_base import ImageDataset
+from .errors import DamagedStoreError
 from .images import CONVERTED, EXIF_IGNORED, UNREADABLE
-from .errors import DamagedStoreError, IncompleteStoreError, StoreError
 from .perturb import Perturbation, perturbation_config
 
 STORE_FORMAT = 1
@@ -281,85 +281,6 @@ def finish_store(path: Path, seconds: float) -> None:
     write_json_atomic(path / "manifest.json", manifest)
 
 
-# ----------------------------------------------------------------------------------------------
-# Reading
-# ----------------------------------------------------------------------------------------------
-@dataclass
-class Results:
-    """An extraction store, read back. Token arrays are [I, S, N] in ``sites`` order;
-    ``token_class``/``token_class_paper`` [I, N] are there for datasets with masks, and
-    ``key_mlp``/``key_attn`` [I, L, N, k] for stores made with ``key_topk``.
-
-    Images that could not be decoded are left out unless ``open_results(include_unreadable=
-    True)``; ``n_unreadable`` counts them, and ``image_index`` gives each row's position in
-    the dataset.
-    """
-
-    path: Path
-    manifest: dict
-    sites: List[str]
-    labels: np.ndarray
-    pred: np.ndarray
-    status: np.ndarray
-    rank: np.ndarray
-    top1: np.ndarray
-    true_logit: np.ndarray
-    n_unreadable: int = 0
-    token_class: Optional[np.ndarray] = None
-    token_class_paper: Optional[np.ndarray] = None
-    key_mlp: Optional[np.ndarray] = None
-    key_attn: Optional[np.ndarray] = None
-    image_index: Optional[np.ndarray] = None  # dataset position of each row
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.manifest["num_classes"])
-
-    @property
-    def variant(self) -> str:
-        return self.manifest["config"]["variant"]
-
-    @property
-    def perturbation(self) -> Optional[dict]:
-        """The perturbation configuration of the run (None when unperturbed)."""
-        return self.manifest["config"].get("perturbation")
-
-    @property
-    def has_cls(self) -> bool:
-        return bool(self.manifest["layout"]["has_cls"])
-
-    @property
-    def num_prefix(self) -> int:
-        return int(self.manifest["layout"]["num_prefix"])
-
-    @property
-    def n_blocks(self) -> int:
-        return len({name.split(".")[1] for name in self.sites if name.startswith("blocks.")})
-
-    def site_indices(self, kind: str) -> List[int]:
-        """Positions in ``sites`` of one kind ("resid_post", "attn_out", ...), block order."""
-        suffix = kind if kind.startswith("hook_") or "." in kind else f"hook_{kind}"
-        found = [i for i, name in enumerate(self.sites) if name.endswith("." + suffix)]
-        if not found:
-            raise StoreError(f"no {kind!r} sites in {self.path}; it has {self.sites[:3]}...")
-        return found
-
-    def by_block(self, array: str, kind: str) -> np.ndarray:
-        """``array`` ("rank", "top1", "true_logit") at one site kind: [I, L, N]."""
-        return np.asarray(getattr(self, array)[:, self.site_indices(kind)])
-
-    def identifiability(self, kind: str = "resid_post") -> np.ndarray:
-        """1 - rank/C at one site kind: [I, L, N], float32."""
-        return 1.0 - self.by_block("rank", kind).astype(np.float32) / self.num_classes
-
-    @property
-    def accuracy(self) -> float:
-        """Top-1 accuracy of the model's own output on the readable images (under token
-        removal: on the images that could be run)."""
-        ran = self.pred >= 0
-        return float((self.pred[ran] == self.labels[ran]).mean())
-
-
 def read_manifest(path: Path, fix: str) -> dict:
     """``manifest.json``, checked to have the entries the reader and resumer rely on."""
     manifest = read_json(path / "manifest.json", fix)
@@ -374,82 +295,3 @@ def read_manifest(path: Path, fix: str) -> dict:
         raise DamagedStoreError(f"{path / 'manifest.json'} lacks the configuration, sites or "
                                 f"layout a store's manifest has; {fix}")
     return manifest
-
-
-def open_results(path: Union[str, Path], include_unreadable: bool = False) -> Results:
-    """Read an extraction store written by :func:`vitcls_utils.extract.extract` (arrays
-    memory-mapped)."""
-    path = Path(path)
-    manifest_file = path / "manifest.json"
-    if not manifest_file.is_file():
-        raise StoreError(f"{path} is not an extraction store (no manifest.json); "
-                         "create one with `vitcls extract` or vitcls_utils.extract.extract")
-    fix = (f"the store cannot be read: delete {path} and rerun the extraction (or run it "
-           "again with --force / force=True)")
-    manifest = read_manifest(path, fix)
-    n_images = manifest["config"]["dataset"]["n_images"]
-    done = read_progress(path, n_images, fix)
-    if manifest.get("status") != "complete" or done < n_images:
-        raise IncompleteStoreError(f"{path} is incomplete ({done}/{n_images} images); rerun "
-                                   "the same extraction to resume it")
-    check_files(path, manifest, fix)
-    verify_checksums(path, manifest, fix)
-    names = list(TOKEN_ARRAYS) + list(IMAGE_ARRAYS)
-    names += [name for name in list(MASK_ARRAYS) + list(KEY_ARRAYS)
-              if (path / f"{name}.npy").exists()]
-    arrays = {name: np.load(path / f"{name}.npy", mmap_mode="r") for name in names}
-    keep = arrays["status"] != UNREADABLE
-    n_unreadable = int((~keep).sum())
-    image_index = np.arange(keep.size)
-    if n_unreadable and not include_unreadable:
-        arrays = {name: np.asarray(a)[keep] for name, a in arrays.items()}
-        image_index = image_index[keep]
-    return Results(path=path, manifest=manifest, sites=list(manifest["sites"]),
-                   n_unreadable=n_unreadable, image_index=image_index, **arrays)
-
-
-def find_stores(results_dir: Union[str, Path], dataset: Optional[str] = None,
-                perturbation: Optional[Perturbation] = None) -> List[Results]:
-    """Every complete store under ``results_dir`` (optionally of one dataset kind) made with
-    ``perturbation`` (default: unperturbed runs only), newest first within each variant; what
-    the cross-variant comparisons read."""
-    wanted = perturbation_config(perturbation)
-    found = []
-    for manifest in sorted(Path(results_dir).glob("*/*/manifest.json")):
-        try:
-            results = open_results(manifest.parent)
-        except IncompleteStoreError:
-            continue  # incomplete: skipped, not compared (a damaged one is reported)
-        if results.perturbation != wanted:
-            continue
-        if dataset is None or results.manifest["config"]["dataset"]["name"] == dataset:
-            found.append(results)
-    found.sort(key=lambda r: (r.variant, r.manifest.get("completed", "")), reverse=True)
-    return found
-
-
-def find_store(results_dir: Union[str, Path], config: dict,
-               any_weights: bool = False) -> Optional[Results]:
-    """The complete store made with ``config``, or None. With ``any_weights`` the weights'
-    identity is not compared: the newest complete store of the same variant, stimuli and
-    settings is taken, whatever checkpoint it was made from (its manifest names it)."""
-    if not any_weights:
-        path = store_path(results_dir, config)
-        try:
-            return open_results(path) if (path / "manifest.json").is_file() else None
-        except IncompleteStoreError:
-            return None
-    wanted = {k: v for k, v in config.items() if k != "weights_id"}
-    folder = Path(results_dir) / config["variant"]
-    found = []
-    for manifest in folder.glob(f"{config['dataset']['name']}-*/manifest.json"):
-        try:
-            results = open_results(manifest.parent)
-        except IncompleteStoreError:
-            continue
-        made = {k: v for k, v in results.manifest["config"].items() if k != "weights_id"}
-        if made == wanted and not results.manifest["config"]["weights_id"].startswith(
-                "random-init"):
-            found.append(results)
-    found.sort(key=lambda r: r.manifest.get("completed", ""))
-    return found[-1] if found else None
