@@ -91,19 +91,19 @@ def run_chapter(tmp_path, variant: str, chapter: str, expected: int) -> str:
 def test_chapter2_notebooks_on_random_b32_and_a_fabricated_imagenet_s(tmp_path):
     """The three chapter-2 notebooks run on vit_b32_random with ImageNet-S masks (offline)."""
     printed = run_chapter(tmp_path, "vit_b32_random", "chapter2",
-                          expected=len(batch.CHAPTERS["chapter2"]))
+                          expected=len(batch.chapters()["chapter2"]))
     assert "class-labeled" in printed and "context-labeled" in printed and "self_only" in printed
 
 
 def test_chapter3_notebooks_on_random_b16_and_a_fabricated_imagenet_s(tmp_path):
     """Every chapter-3 notebook, and the comparison, runs on vit_b16_random (offline)."""
     printed = run_chapter(tmp_path, "vit_b16_random", "chapter3",
-                          expected=len(batch.CHAPTERS["chapter3"]))
+                          expected=len(batch.chapters()["chapter3"]))
     assert "variants with chapter-3 summaries: vit_b16_random" in printed
 
 
 def test_every_notebook_is_in_a_chapter_and_in_the_toc():
-    listed = [name for names in batch.CHAPTERS.values() for name in names]
+    listed = [name for names in batch.chapters().values() for name in names]
     on_disk = sorted(p.stem for p in batch.NOTEBOOKS.glob("*.ipynb"))
     assert sorted(listed) == on_disk
     toc = (batch.ROOT / "_toc.yml").read_text()

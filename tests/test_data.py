@@ -66,3 +66,12 @@ def test_load_image_statuses(tmp_path):
     assert status == CONVERTED and image.mode == "RGB"
     (tmp_path / "c.jpg").write_bytes(b"garbage")
     assert load_image(tmp_path / "c.jpg") == (None, UNREADABLE)
+
+
+def test_probe_training_sets_are_named_in_one_place():
+    from vitcls_utils.data import PROBE_SPLITS, probe_training_set
+
+    train = probe_training_set("toy", None, 24)
+    assert train.split == PROBE_SPLITS["toy"] == "probe-train" and len(train) == 240
+    with pytest.raises(DatasetError, match="toy and imagenet-s have, not 'cifar100'"):
+        probe_training_set("cifar100", "/nowhere", 100)

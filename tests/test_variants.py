@@ -174,3 +174,22 @@ def test_a_checkpoint_of_another_patch_size_or_grid_is_refused_not_resampled(tmp
     with pytest.raises(WeightsError, match=r"does not fit toy.*shape of (pos_embed|patch_embed)"):
         load_variant("toy", weights=tmp_path / "other.safetensors")
     assert build_model(variant).pos_embed.shape != other.pos_embed.shape
+
+
+def test_fused_attention_is_switched_inside_the_block_and_restored(tiny_variant):
+    from vitcls_utils.loading import fused_attention
+
+    model = load_variant("test_tiny")
+    flags = lambda: {m.fused_attn for m in model.modules() if hasattr(m, "fused_attn")}  # noqa: E731
+    assert flags() == {False}  # loaded for analysis: explicit attention
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        explicit = model(x)
+        with fused_attention(model):
+            assert flags() == {True}
+            fused = model(x)
+    assert flags() == {False}
+    torch.testing.assert_close(fused, explicit, rtol=1e-4, atol=1e-5)
+    with pytest.raises(RuntimeError), fused_attention(model):
+        raise RuntimeError("an error inside")
+    assert flags() == {False}  # restored on errors too

@@ -23,10 +23,10 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from . import __version__
-from .data import MASKED_KINDS
+from .data import MASKED_KINDS, PROBE_SPLITS
 from .errors import VitclsError
 from .profiles import DEFAULT_PROFILE, get_profile
 from .registry import get_variant
@@ -42,19 +42,21 @@ NEEDS_MASKS = ("fig3a_context_identifiability", "tab_context_perturbation",
                "figA5b_context_change_difference")
 #: notebooks that need a few-shot training split (toy probe-train, ImageNet-S test)
 NEEDS_PROBE_SPLIT = ("figA12_linear_probing",)
-#: the book's chapters: ``--notebooks chapter2`` runs one
-CHAPTERS = {
-    "chapter1": ("tab1_identifiability_rate", "fig2_identifiability_evolution",
-                 "figA4_block_change_rate", "compare_variants"),
-    "chapter2": ("tab_attention_perturbation", "fig3a_context_identifiability",
-                 "tab_context_perturbation"),
-    "chapter3": ("fig3b_sublayer_change_rate", "figA5b_context_change_difference",
-                 "fig3c_residual_composition",
-                 "fig4a_class_value_agreement", "tabA6b_value_vectors",
-                 "fig4b_key_value_agreement", "figA8_correct_vs_misclassified",
-                 "figA9_memory_compositionality", "compare_memories"),
-    "chapter4": ("fig5_explanation_maps", "figA11_perturbation_test", "figA12_linear_probing"),
-}
+
+
+def chapters(toc: Path = ROOT / "_toc.yml") -> Dict[str, Tuple[str, ...]]:
+    """The book's chapters and their notebooks, in page order, read from ``_toc.yml`` (the one
+    place they are listed): ``--notebooks chapter2`` runs one."""
+    import yaml
+
+    found: Dict[str, Tuple[str, ...]] = {}
+    for part in yaml.safe_load(toc.read_text())["parts"]:
+        for chapter in part["chapters"]:
+            names = tuple(section["glob"].rsplit("/", 1)[1]
+                          for section in chapter.get("sections", []) if "glob" in section)
+            if names:
+                found[Path(chapter["file"]).name] = names
+    return found
 
 
 @dataclass
@@ -81,8 +83,9 @@ class Job:
 def source_notebooks(pattern: str = "*") -> List[Path]:
     """Figure notebooks in ``notebooks/`` whose name matches the glob ``pattern``, or those of
     a chapter (``chapter1``, ...)."""
-    if pattern in CHAPTERS:
-        return [NOTEBOOKS / f"{name}.ipynb" for name in CHAPTERS[pattern]]
+    book_chapters = chapters()
+    if pattern in book_chapters:
+        return [NOTEBOOKS / f"{name}.ipynb" for name in book_chapters[pattern]]
     found = [p for p in sorted(NOTEBOOKS.glob("*.ipynb"))
              if fnmatch.fnmatch(p.stem, pattern) or fnmatch.fnmatch(p.name, pattern)]
     if not found:
@@ -131,7 +134,7 @@ def plan(variants: Sequence[Union[str, VariantRun]], pattern: str, results_dir: 
                 continue
             if notebook.stem in NEEDS_MASKS and run.dataset not in MASKED_KINDS:
                 continue
-            if notebook.stem in NEEDS_PROBE_SPLIT and run.dataset not in ("toy", "imagenet-s"):
+            if notebook.stem in NEEDS_PROBE_SPLIT and run.dataset not in PROBE_SPLITS:
                 continue
             declared = notebook_parameters(notebook)
             params = {**{k: v for k, v in (extra or {}).items() if k in declared},

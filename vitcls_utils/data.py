@@ -29,6 +29,8 @@ WNID = re.compile(r"^n\d{8}$")
 KINDS = ("folder", "imagenet-s", "cifar100", "toy")
 #: dataset kinds with segmentation masks (token class/context labels)
 MASKED_KINDS = ("imagenet-s", "toy")
+#: the few-shot split each kind offers for training linear probes (catalogue E16)
+PROBE_SPLITS = {"toy": "probe-train", "imagenet-s": "test"}
 
 
 def imagenet_wnids() -> List[str]:
@@ -204,3 +206,12 @@ def build_dataset(kind: str, data_dir: Optional[str], num_classes: int,
                            f"head has {num_classes}; pick the variant made for it "
                            "(see `vitcls variants`, column dataset)")
     return dataset
+
+
+def probe_training_set(kind: str, data_dir: Optional[str], num_classes: int) -> ImageDataset:
+    """The few-shot training images of the linear probes: the toy's ``probe-train`` split, or
+    ImageNet-S ``test`` (10 per class, as the paper). Other kinds have none."""
+    if kind not in PROBE_SPLITS:
+        raise DatasetError(f"linear probes need a few-shot training split, which only "
+                           f"{' and '.join(PROBE_SPLITS)} have, not {kind!r}")
+    return build_dataset(kind, data_dir, num_classes=num_classes, split=PROBE_SPLITS[kind])

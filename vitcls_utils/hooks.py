@@ -22,6 +22,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Un
 
 from . import _compat
 from .errors import VitclsError
+from .sites import BLOCK_SITES, GLOBAL_SITES, site_kind
 
 _compat.ensure_torchvision_ops()
 
@@ -31,20 +32,6 @@ from torch import nn  # noqa: E402
 
 HookFn = Callable[[torch.Tensor, str], Optional[torch.Tensor]]
 NameFilter = Union[str, Sequence[str], Callable[[str], bool]]
-
-#: Per-block site kinds, in the order they are computed in the forward pass.
-BLOCK_SITES: Tuple[str, ...] = (
-    "hook_resid_pre",
-    "attn.hook_pattern",
-    "attn.hook_z",
-    "hook_attn_out",
-    "hook_resid_mid",
-    "mlp.hook_pre",
-    "mlp.hook_post",
-    "hook_mlp_out",
-    "hook_resid_post",
-)
-GLOBAL_SITES: Tuple[str, ...] = ("hook_embed",)
 
 _BLOCK_NAME = re.compile(r"^blocks\.(\d+)\.(.+)$")
 
@@ -105,7 +92,7 @@ def site_names(model: nn.Module, kinds: Optional[Sequence[str]] = None) -> List[
 
     Kinds may be written with or without the ``hook_`` prefix (``"resid_post"``).
     """
-    wanted = None if kinds is None else {_normalise_kind(k) for k in kinds}
+    wanted = None if kinds is None else {site_kind(k) for k in kinds}
     names = [n for n in GLOBAL_SITES if wanted is None or n in wanted]
     for i in range(len(model.blocks)):
         names += [f"blocks.{i}.{k}" for k in BLOCK_SITES if wanted is None or k in wanted]
@@ -114,19 +101,8 @@ def site_names(model: nn.Module, kinds: Optional[Sequence[str]] = None) -> List[
 
 def block_sites(model: nn.Module, kinds: Sequence[str]) -> List[str]:
     """``blocks.{i}.<kind>`` for every block, kinds in the order given (block-major)."""
-    full = [_normalise_kind(k) for k in kinds]
+    full = [site_kind(k) for k in kinds]
     return [f"blocks.{i}.{k}" for i in range(len(model.blocks)) for k in full]
-
-
-def _normalise_kind(kind: str) -> str:
-    if kind in BLOCK_SITES or kind in GLOBAL_SITES:
-        return kind
-    if f"hook_{kind}" in BLOCK_SITES:
-        return f"hook_{kind}"
-    for full in BLOCK_SITES:
-        if full.endswith("." + kind) or full.endswith(".hook_" + kind):
-            return full
-    raise VitclsError(f"unknown site kind {kind!r}; kinds are {BLOCK_SITES + GLOBAL_SITES}")
 
 
 def _matching(model: nn.Module, names: NameFilter) -> List[str]:

@@ -5,13 +5,14 @@ Loading never mutates weights after the checkpoint is in and never ignores a key
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 from . import _compat
 from .errors import WeightsError
@@ -71,6 +72,22 @@ def disable_fused_attn(model: nn.Module) -> nn.Module:
         if hasattr(module, "fused_attn"):
             module.fused_attn = False
     return model
+
+
+@contextlib.contextmanager
+def fused_attention(model: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
+    """Attention modules set to the fused (SDPA) path, or to the explicit one with
+    ``enabled=False``, inside the block, and restored to what each was afterwards: the one
+    switch for training fast while analyses keep the explicit softmax."""
+    modules = [m for m in model.modules() if hasattr(m, "fused_attn")]
+    before = [m.fused_attn for m in modules]
+    for module in modules:
+        module.fused_attn = enabled
+    try:
+        yield model
+    finally:
+        for module, value in zip(modules, before, strict=True):
+            module.fused_attn = value
 
 
 def build_model(variant: Variant, seed: int = 0, **overrides: Any) -> nn.Module:

@@ -33,6 +33,7 @@ import pandas as pd
 from . import _compat
 from .errors import StoreError, VitclsError
 from .extract import Results
+from .sites import positions_of_kind
 from .stats import box_summary, permutation_greater, wilcoxon_greater
 
 _compat.ensure_torchvision_ops()
@@ -153,7 +154,7 @@ def value_vector_classes(memories: Memories, block: int, columns: Sequence[int],
 # Store metrics
 # ----------------------------------------------------------------------------------------------
 def _require(results: Results, kinds: Sequence[str] = (), keys: bool = False) -> None:
-    missing = [k for k in kinds if not any(s.endswith("hook_" + k) for s in results.sites)]
+    missing = [k for k in kinds if not positions_of_kind(results.sites, k)]
     if missing or (keys and results.key_mlp is None):
         raise StoreError(
             f"{results.path} lacks {'key indices' if not missing else missing}: chapter 3 needs "

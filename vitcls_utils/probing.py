@@ -38,6 +38,8 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from .hooks import block_sites, hooks  # noqa: E402
+from .projection import reduce_logits  # noqa: E402
+from .sites import positions_of_kind  # noqa: E402
 
 KINDS = ("resid_post", "attn_out", "mlp_out")
 METHODS = {"ridge": 1.0, "lsr": 1024.0}  # default regularization of each
@@ -256,8 +258,7 @@ class ProbeResults:
     num_prefix: int
 
     def by_block(self, array: str, kind: str) -> np.ndarray:
-        columns = [i for i, s in enumerate(self.sites) if s.endswith("hook_" + kind)]
-        return getattr(self, array)[:, columns]
+        return getattr(self, array)[:, positions_of_kind(self.sites, kind)]
 
 
 def evaluate_probes(model: nn.Module, probes: "Probes | DualProbes", dataset, batch_size: int = 32,
@@ -270,10 +271,9 @@ def evaluate_probes(model: nn.Module, probes: "Probes | DualProbes", dataset, ba
 
     def reduce(value: torch.Tensor, name: str) -> None:
         s = index[name]
-        scores = probes.logits(s, value.detach())
-        true = scores.gather(-1, current["labels"][:, None, None].expand(-1, scores.shape[1], 1))
-        current["rank"][:, s] = (scores > true).sum(-1).to(torch.int16)
-        current["top1"][:, s] = scores.argmax(-1).to(torch.int16)
+        reduced = reduce_logits(probes.logits(s, value.detach()), current["labels"])
+        current["rank"][:, s] = reduced["rank"]
+        current["top1"][:, s] = reduced["top1"]
 
     labels_all = []
     with torch.no_grad(), hooks(model, [(probes.sites, reduce)]):

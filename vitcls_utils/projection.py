@@ -78,7 +78,11 @@ def rank_of_true_class(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
 
     Equals the position in a descending sort when there are no ties, in O(C) per token.
     """
-    true = true_class_logit(logits, labels)
+    return _rank(logits, true_class_logit(logits, labels))
+
+
+def _rank(logits: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+    """The one definition of the rank: classes whose logit is strictly above the true one."""
     return (logits > true.unsqueeze(-1)).sum(-1)
 
 
@@ -91,7 +95,7 @@ def reduce_logits(logits: torch.Tensor, labels: torch.Tensor) -> Dict[str, torch
     """The compact per-token summary kept by extraction: rank, top-1 class, true-class logit."""
     true = true_class_logit(logits, labels)
     return {
-        "rank": (logits > true.unsqueeze(-1)).sum(-1).to(torch.int16),
+        "rank": _rank(logits, true).to(torch.int16),
         "top1": logits.argmax(-1).to(torch.int16),
         "true_logit": true.float(),
     }

@@ -11,6 +11,7 @@ import numpy as np
 from .errors import IncompleteStoreError, StoreError
 from .images import UNREADABLE
 from .perturb import Perturbation, perturbation_config
+from .sites import positions_of_kind
 from .store import (IMAGE_ARRAYS, KEY_ARRAYS, MASK_ARRAYS, TOKEN_ARRAYS, check_files,
                     read_manifest, read_progress, store_path, verify_checksums)
 
@@ -69,8 +70,7 @@ class Results:
 
     def site_indices(self, kind: str) -> List[int]:
         """Positions in ``sites`` of one kind ("resid_post", "attn_out", ...), block order."""
-        suffix = kind if kind.startswith("hook_") or "." in kind else f"hook_{kind}"
-        found = [i for i, name in enumerate(self.sites) if name.endswith("." + suffix)]
+        found = positions_of_kind(self.sites, kind)
         if not found:
             raise StoreError(f"no {kind!r} sites in {self.path}; it has {self.sites[:3]}...")
         return found

@@ -72,44 +72,16 @@ def _log(message: str) -> None:
     print(message, flush=True)  # progress shows at once through pipes, `tee` and workers
 
 
-def train(key: str, out_dir, recipe: Optional[dict] = None, log=_log,
-          threads: Optional[int] = None) -> dict:
-    """Train a toy variant from its seeded init and write ``<out_dir>/<key>.safetensors``.
-
-    Args:
-        recipe: changes to the model's recipe (``RECIPE`` updated with ``RECIPES[key]``).
-        threads: torch CPU threads; the result is reproducible for a given CPU and count.
-
-    Returns the training record (recipe, val top-1, seconds) that the model card shows.
-    """
+def _optimize(model, recipe: dict, train_x: np.ndarray, train_y: np.ndarray, log,
+              started: float, key: str) -> None:
+    """The recipe's optimisation steps on ``model`` (in place)."""
     import math
     import time
-    from pathlib import Path
 
     import torch
-    from safetensors.torch import save_file
     from timm.optim import param_groups_weight_decay
-
     from torch.nn.functional import cross_entropy
 
-    from .registry import get_variant
-
-    from .loading import build_model
-
-    recipe = {**RECIPE, **RECIPES.get(key, {}), **(recipe or {})}
-    if threads is not None:
-        torch.set_num_threads(threads)
-    started = time.perf_counter()
-    torch.manual_seed(recipe["seed"])
-    variant = get_variant(key)
-    model = build_model(variant, seed=recipe["seed"],
-                        drop_path_rate=recipe["drop_path_rate"]).train()
-    for module in model.modules():  # SDPA while training (faster); analyses use explicit attention
-        if hasattr(module, "fused_attn"):
-            module.fused_attn = True
-    train_x, train_y = split_arrays("train", seed=recipe["seed"],
-                                    n_per_class=recipe["train_per_class"])
-    val_x, val_y = split_arrays("val", seed=recipe["seed"])
     params = param_groups_weight_decay(model, recipe["weight_decay"])
     optimizer = torch.optim.AdamW(params, lr=recipe["lr"], betas=(0.9, 0.999))
     steps, warmup = recipe["steps"], recipe["warmup_steps"]
@@ -151,10 +123,41 @@ def train(key: str, out_dir, recipe: Optional[dict] = None, log=_log,
             log(f"{key} step {step + 1}/{steps} loss {np.mean(running):.3f} "
                 f"({time.perf_counter() - started:.0f} s)")
             running = []
+
+
+def train(key: str, out_dir, recipe: Optional[dict] = None, log=_log,
+          threads: Optional[int] = None) -> dict:
+    """Train a toy variant from its seeded init and write ``<out_dir>/<key>.safetensors``.
+
+    Args:
+        recipe: changes to the model's recipe (``RECIPE`` updated with ``RECIPES[key]``).
+        threads: torch CPU threads; the result is reproducible for a given CPU and count.
+
+    Returns the training record (recipe, val top-1, seconds) that the model card shows.
+    """
+    import time
+    from pathlib import Path
+
+    import torch
+    from safetensors.torch import save_file
+
+    from .loading import build_model, fused_attention
+    from .registry import get_variant
+
+    recipe = {**RECIPE, **RECIPES.get(key, {}), **(recipe or {})}
+    if threads is not None:
+        torch.set_num_threads(threads)
+    started = time.perf_counter()
+    torch.manual_seed(recipe["seed"])
+    variant = get_variant(key)
+    model = build_model(variant, seed=recipe["seed"],
+                        drop_path_rate=recipe["drop_path_rate"]).train()
+    train_x, train_y = split_arrays("train", seed=recipe["seed"],
+                                    n_per_class=recipe["train_per_class"])
+    val_x, val_y = split_arrays("val", seed=recipe["seed"])
+    with fused_attention(model):  # SDPA while training (faster); analyses use explicit attention
+        _optimize(model, recipe, train_x, train_y, log, started, key)
     model.eval()
-    for module in model.modules():
-        if hasattr(module, "fused_attn"):
-            module.fused_attn = False
     with torch.no_grad():
         pred = torch.cat([model(to_input(val_x[i:i + 256])).argmax(-1)
                           for i in range(0, len(val_y), 256)]).numpy()
