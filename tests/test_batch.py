@@ -137,7 +137,7 @@ def write_notebook(path, source):
     return path
 
 
-def test_a_stale_failure_file_goes_when_the_notebook_succeeds(tmp_path):
+def test_a_stale_failure_file_goes_when_the_notebook_succeeds(tmp_path, capfd):
     source = tmp_path / "page.ipynb"
     job = batch.Job(write_notebook(source, "raise ValueError('broken')"),
                     tmp_path / "runs" / "page.ipynb", {}, "toy")
@@ -147,6 +147,7 @@ def test_a_stale_failure_file_goes_when_the_notebook_succeeds(tmp_path):
     write_notebook(source, "print('fixed')")
     assert batch.execute(job).status == "ran"
     assert job.output.is_file() and not failed.exists()
+    assert "without encryption" not in capfd.readouterr().err  # the kernel's log stays quiet
 
 
 INTERRUPT_SCRIPT = """

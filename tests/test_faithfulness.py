@@ -47,3 +47,14 @@ def test_auc_tests_pair_images_one_sided_as_scipy_does():
     assert table.significant.all()
     same = scores.assign(score=0.5)
     assert (faithfulness.auc_tests(same).p_value == 1.0).all()  # no evidence either way
+
+
+def test_paper_areas_sit_beside_each_order_and_test():
+    areas = pd.DataFrame({"method": ["class_space", "gradient_rollout", "random", "probe"],
+                          "test": ["negative", "negative", "positive", "negative"],
+                          "paper AUC": [0.5, 0.6, 0.7, 0.8]})
+    with_paper = faithfulness.with_paper_areas(areas, "vit_b32")
+    assert list(with_paper.columns) == ["method", "test", "paper AUC", "paper"]
+    assert with_paper.paper.iloc[0] == pytest.approx(0.8363)  # reported.csv, A11 (ours)
+    assert with_paper.paper.iloc[1] == pytest.approx(0.8454)  # Chefer et al.
+    assert list(with_paper["paper AUC"]) == [0.5, 0.6, 0.7, 0.8]  # this run's untouched

@@ -33,3 +33,15 @@ def test_paper_curves_of_deeper_models_sit_between_the_blocks_they_average():
     assert on_24.value.tolist() == normalized.value.tolist()
     same = paper.paper_curve("identifiability_image", "vit_b16_refinement", 12)
     assert same.equals(paper.paper_series("identifiability_image", "vit_b16_refinement"))
+
+
+def test_series_by_stacks_one_reported_line_per_level():
+    import pandas as pd
+
+    stacked = paper.series_by("memory_match_{}", "vit_b32", "layer", ("attn", "mlp"))
+    by_hand = pd.concat([paper.paper_series(f"memory_match_{layer}", "vit_b32").assign(
+        layer=layer) for layer in ("attn", "mlp")])
+    pd.testing.assert_frame_equal(stacked, by_hand)
+    assert set(stacked.layer) <= {"attn", "mlp"}
+    relabelled = paper.series_by("memory_match_{}", "vit_b32", "line", {"mlp": "MLP"})
+    assert set(relabelled.line) <= {"MLP"}

@@ -101,3 +101,12 @@ def test_the_shipped_paper_run_file_names_the_seven_variants(monkeypatch, tmp_pa
     for key in PAPER_KEYS:
         assert f"  - {key}: " in message
     assert "vit_b16_cifar100: weights file not found" in message
+
+
+def test_run_with_an_unknown_data_kind_names_the_kind(capsys):
+    """It once said "pass --data-dir", sending the user the wrong way."""
+    from vitcls_utils.cli import main
+
+    assert main(["run", "--variants", "vit_b32", "--data", "imagenet"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown dataset 'imagenet'" in err and "--data-dir" not in err

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import VitclsError
-from .extract import Results
+from .results import Results
 from .perturb import AttentionPerturbation, perturbation_name
 from .stats import box_summary, permutation_greater
 

@@ -248,37 +248,6 @@ def explain_images(model: nn.Module, images: Sequence, classes: Sequence[int],
     return views, maps
 
 
-def paper_cases(variant: str, dataset) -> List[Dict[str, object]]:
-    """The paper's own explanation cases (Fig 5, A10: ``data/paper/explanation_cases.csv``)
-    that ``dataset`` holds, for ``variant`` (the B/32 cases serve every ImageNet variant): each
-    a dict with the stimulus index, the class and its alternative, and the block (0-based) and
-    head of the per-head map, or None for A10's summed maps. Image k of a wnid is the k-th
-    stimulus of that class in dataset order."""
-    import pandas as pd
-
-    from .registry import data_dir
-
-    if dataset.num_classes != 1000:
-        return []
-    cases = pd.read_csv(data_dir() / "paper" / "explanation_cases.csv",
-                        dtype={"block": "Int64", "head": "Int64"})
-    own = cases[cases.variant == variant]
-    cases = own if len(own) else cases[cases.variant == "vit_b32"]
-    by_wnid: Dict[str, List[int]] = {}
-    for index, name in enumerate(dataset.item_names()):
-        by_wnid.setdefault(name.split("/")[-2], []).append(index)
-    found = []
-    for row in cases.itertuples():
-        indices = by_wnid.get(row.wnid, [])
-        if row.image < len(indices):
-            found.append({"figure": row.figure, "index": indices[row.image], "wnid": row.wnid,
-                          "image": int(row.image), "class": int(row[5]),
-                          "alternative": int(row.alternative),
-                          "block": None if pd.isna(row.block) else int(row.block),
-                          "head": None if pd.isna(row.head) else int(row.head)})
-    return found
-
-
 def head_maps(model: nn.Module, images: Sequence, classes: Sequence[int], block: int, head: int,
               paper: bool = True) -> np.ndarray:
     """Fig 5a: the class-space map of one block and head (not summed over heads) for chosen PIL

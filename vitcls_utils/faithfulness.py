@@ -235,3 +235,33 @@ def accuracy_kept(curves: pd.DataFrame, baseline: float, method: str = "class_sp
         return float(100 * removed.max())
     first_drop = int(np.argmax(below))
     return float(100 * removed[first_drop - 1]) if first_drop else 0.0
+
+
+#: the names ``data/paper/reported.csv`` gives the token orders of the perturbation test
+PAPER_ORDER_NAMES = {"class_space": "ours", "gradient_rollout": "chefer", "probe": "probe",
+                     "random": "random"}
+
+
+def map_orders(model: nn.Module, stimuli, methods: Sequence[str], n_random: int,
+               paper: bool = True, extra: Optional[Dict[str, object]] = None
+               ) -> Dict[str, object]:
+    """The token orders of the test: one per explanation method (its maps, highest first),
+    then ``extra`` ones (e.g. the probe's), then ``n_random`` seeded random orders."""
+    from .explain import dataset_maps, orders_from_maps, random_orders
+
+    orders: Dict[str, object] = {
+        method: orders_from_maps(dataset_maps(method, model, stimuli, paper=paper))
+        for method in methods}
+    orders.update(extra or {})
+    orders["random"] = random_orders(model.patch_embed.num_patches, range(n_random))
+    return orders
+
+
+def with_paper_areas(areas: pd.DataFrame, variant: str) -> pd.DataFrame:
+    """``areas`` of :func:`perturbation_test` with the paper's AUC of the same order and test
+    beside each row (NaN where the paper reports none)."""
+    from .paper import paper_value
+
+    return areas.assign(paper=[
+        paper_value(f"perturbation_auc_{row.test}_{PAPER_ORDER_NAMES[row.method]}", variant)
+        for row in areas.itertuples()])

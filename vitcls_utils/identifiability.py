@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import VitclsError
-from .extract import Results
+from .results import Results
 from .stats import box_summary, wilcoxon_greater
 
 

@@ -32,7 +32,7 @@ import pandas as pd
 
 from . import _compat
 from .errors import StoreError, VitclsError
-from .extract import Results
+from .results import Results
 from .sites import positions_of_kind
 from .stats import box_summary, permutation_greater, wilcoxon_greater
 
@@ -328,3 +328,64 @@ def load_summary(results: Results, name: str) -> Optional[pd.DataFrame]:
     """A summary written by :func:`save_summary`, or None if this store has none."""
     path = Path(results.path) / "summaries" / f"{name}.csv"
     return pd.read_csv(path) if path.is_file() else None
+
+
+def collect_summaries(stores: Sequence[Results]) -> Dict[tuple, pd.DataFrame]:
+    """The chapter-3 summaries of many stores for the comparison page: (variant, name) ->
+    the value per normalised block and layer, averaged over tokens; the first store of a
+    variant that has the summary wins (:func:`~vitcls_utils.results.find_stores` lists the
+    newest first)."""
+    from .identifiability import normalized_blocks
+
+    summaries: Dict[tuple, pd.DataFrame] = {}
+    for store in stores:
+        for name in ("class_value_agreement", "key_value_agreement"):
+            frame = load_summary(store, name)
+            if frame is not None and (store.variant, name) not in summaries:
+                value = "agreement" if name == "class_value_agreement" else "rate"
+                frame = frame.groupby(["block", "layer"], as_index=False)[value].mean()
+                summaries[(store.variant, name)] = normalized_blocks(frame, store.n_blocks,
+                                                                     value, by=["layer"])
+    return summaries
+
+
+def value_vector_table(memories: "Memories", variant: str, class_names: Sequence[str],
+                       labels: Sequence[int], block: Optional[int] = None,
+                       columns: Optional[Sequence[int]] = None):
+    """A6b as the notebook shows it: the top classes of the value vectors the paper describes
+    (or ``columns``, or the strongest ones) of ``block`` (1-based; default the paper's block,
+    else the last), with the paper's reading beside them. Returns (table, block)."""
+    from .paper import value_vector_descriptions
+
+    described = value_vector_descriptions(variant)
+    read_block = block or (int(described.block.iloc[0]) if len(described)
+                           else memories.n_blocks - 1)
+    if columns is None:
+        chosen = described.column.tolist() or strongest_values(memories, read_block - 1)
+    else:
+        chosen = list(columns)
+    table = value_vector_classes(memories, read_block - 1, chosen, class_names,
+                                 allowed=sorted(set(np.asarray(labels).tolist())))
+    if len(described):
+        table = table.merge(described[described.block == read_block][["column", "classes"]]
+                            .rename(columns={"column": "value vector", "classes": "paper"}),
+                            on="value vector", how="left")
+    return table, read_block
+
+
+def composition_table(fixed: pd.DataFrame, buggy: pd.DataFrame, variant: str) -> pd.DataFrame:
+    """Fig 3c's table: the corrected composition per block and source (percent of tokens),
+    the paper's definition beside it (B1), and the paper's reported values where it has them
+    (``fixed`` and ``buggy`` from :func:`residual_composition`)."""
+    from .paper import paper_series
+
+    table = fixed.pivot(index="block", columns="source", values="percent")
+    table["composition (paper, B1)"] = (buggy.query("source == 'composition'")
+                                        .set_index("block").percent)
+    table["total (paper, B1)"] = buggy.groupby("block").percent.sum()
+    reported = paper_series("composition_previous", variant).set_index("block").value
+    if not reported.empty:
+        table["previous (paper)"] = reported
+        table["total (paper)"] = (paper_series("composition_total", variant)
+                                  .set_index("block").value)
+    return table

@@ -9,7 +9,7 @@ import pandas as pd
 from .registry import data_dir
 
 if TYPE_CHECKING:
-    from .extract import Results
+    from .results import Results
 
 
 @lru_cache(maxsize=1)
@@ -39,6 +39,15 @@ def paper_series(metric: str, variant: str) -> pd.DataFrame:
     frame = reported()
     rows = frame[(frame.metric == metric) & (frame.variant == variant) & frame.block.notna()]
     return rows[["block", "value"]].astype({"block": int}).sort_values("block")
+
+
+def series_by(template: str, variant: str, column: str, levels) -> pd.DataFrame:
+    """:func:`paper_series` of ``template.format(level)`` for each level, stacked, with the
+    level in ``column`` (e.g. one reported line per sub-layer: ``column="layer"``). ``levels``
+    may map a metric's level to the label shown."""
+    labels = levels if isinstance(levels, dict) else {level: level for level in levels}
+    return pd.concat([paper_series(template.format(level), variant).assign(**{column: label})
+                      for level, label in labels.items()])
 
 
 def paper_curve(metric: str, variant: str, n_blocks: int) -> pd.DataFrame:

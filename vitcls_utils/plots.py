@@ -232,3 +232,12 @@ def perturbation_figure(curves: pd.DataFrame, title: str = "",
     fig.suptitle(title, fontweight="bold")
     fig.tight_layout()
     return fig
+
+
+def probe_figure(table: pd.DataFrame, title: str) -> plt.Figure:
+    """A12: top-1 accuracy per block of the linear probes and the class projection, one line
+    per site kind and reader (``table`` from :func:`vitcls_utils.probing.probe_table`)."""
+    long = table.melt(id_vars=["block", "site"], var_name="reader", value_name="top-1")
+    long["line"] = long.site + ", " + long.reader
+    return per_block_figure(long, "top-1", "line", "top-1 accuracy (image tokens)", title,
+                            ylim=(0, 1.02))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import Dict, List, Optional, Union
 
 import numpy as np
 
@@ -168,3 +168,13 @@ def find_store(results_dir: Union[str, Path], config: dict,
             found.append(results)
     found.sort(key=lambda r: r.manifest.get("completed", ""))
     return found[-1] if found else None
+
+
+def newest_by_variant(results_dir: Union[str, Path], dataset: Optional[str] = None
+                      ) -> Dict[str, Results]:
+    """The newest complete, unperturbed store of each variant under ``results_dir``: what the
+    cross-variant comparison reads."""
+    stores: Dict[str, Results] = {}
+    for results in find_stores(results_dir, dataset):
+        stores.setdefault(results.variant, results)
+    return stores

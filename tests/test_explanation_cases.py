@@ -1,0 +1,42 @@
+"""Which images Figure 5 explains: the default cases and the paper's own ones."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from vitcls_utils import dryrun, explanation_cases
+from vitcls_utils.imagenet_s import ImageNetSDataset
+
+
+class Stimuli:
+    def load(self, i):
+        return f"image {i}", 0
+
+
+def test_default_cases_are_the_first_right_and_first_wrong_rows():
+    results = SimpleNamespace(pred=np.array([3, 1, 2, 0]), labels=np.array([0, 1, 2, 1]),
+                              image_index=np.array([10, 11, 12, 13]))
+    names = [f"class {i}" for i in range(5)]
+    cases = explanation_cases.chosen_cases(results, Stimuli(), names, "folder")
+    # row 1 is the first right one, row 0 the first wrong one (true and predicted class)
+    assert cases == [("#0: true class 0", "image 10", 0), ("#0: predicted class 3", "image 10", 3),
+                     ("#1: true class 1", "image 11", 1)]
+    chosen = explanation_cases.chosen_cases(results, Stimuli(), names, "folder", images=[2])
+    assert chosen == [("#2: true class 2", "image 12", 2)]
+    toy = explanation_cases.chosen_cases(results, Stimuli(), [str(i) for i in range(24)], "toy")
+    assert [title.split(":")[0] for title, _, _ in toy[-2:]] == ["two objects"] * 2
+
+
+def test_the_papers_cases_are_found_by_wnid_and_image_number(tmp_path):
+    root = dryrun.fabricate_imagenet_s(tmp_path, n_classes=4, n_images=2)
+    stimuli = ImageNetSDataset(root, n_per_class=2)
+    found = explanation_cases.paper_cases("vit_b32", stimuli)
+    assert found, "the fabricated tree holds the paper's case wnids"
+    names = stimuli.item_names()
+    for case in found:  # image k of a wnid: the k-th stimulus of that class, in order
+        of_class = [i for i, name in enumerate(names) if name.split("/")[-2] == case["wnid"]]
+        assert case["index"] == of_class[case["image"]]
+        assert stimuli.labels[case["index"]] == case["class"]
+    impala = [c for c in found if c["wnid"] == "n02422699" and c["image"] == 0]
+    assert impala and impala[0]["block"] is not None  # Fig 5a: a per-head map
