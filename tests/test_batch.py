@@ -9,7 +9,7 @@ import sys
 import nbformat
 import pytest
 
-from test_datasets_real import make_imagenet_s
+from conftest import make_imagenet_s
 from vitcls_utils import batch
 from vitcls_utils.errors import UnknownVariantError, VitclsError
 

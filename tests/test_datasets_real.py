@@ -1,7 +1,6 @@
 """ImageNet-S and CIFAR-100 loaders on fabricated trees in the real on-disk formats."""
 from __future__ import annotations
 
-import csv
 import os
 import pickle
 from pathlib import Path
@@ -10,58 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import write_image
-from vitcls_utils.data import (IMAGENET_S_EXCLUDED, Cifar100Dataset, ImageNetSDataset,
-                               build_dataset, imagenet_wnids)
+from conftest import WNIDS, make_imagenet_s
+from vitcls_utils.data import Cifar100Dataset, ImageNetSDataset, build_dataset
 from vitcls_utils.errors import DatasetError
 from vitcls_utils.extract import extract, open_results
 from vitcls_utils.masks import decode_mask, token_labels, token_labels_paper
 from vitcls_utils.variants import TokenLayout, load_variant
-
-WNIDS = imagenet_wnids()
-# class index 0 (6 images), 1 (5 images, one corrupt, one without mask), 2 (3 images: too few),
-# an excluded class (5 images), class 3 (5 images)
-TREE = {WNIDS[0]: 6, WNIDS[1]: 5, WNIDS[2]: 3, IMAGENET_S_EXCLUDED[0]: 5, WNIDS[3]: 5}
-
-
-def category_ids():
-    """Category ids (1-based lines of the categories file) chosen above 255 for one class."""
-    return {WNIDS[0]: 1, WNIDS[1]: 300, WNIDS[2]: 2, IMAGENET_S_EXCLUDED[0]: 3, WNIDS[3]: 4}
-
-
-def make_imagenet_s(root: Path, with_csv: bool = False) -> Path:
-    base = root / "ImageNetS919"
-    base.mkdir(parents=True)
-    (base / "LOC_synset_mapping.txt").write_text("".join(f"{w} class {i}\n"
-                                                         for i, w in enumerate(WNIDS)))
-    ids = category_ids()
-    lines = ["n00000000"] * 300
-    for wnid, cid in ids.items():
-        lines[cid - 1] = wnid
-    (base / "ImageNetS_categories_im919.txt").write_text("\n".join(lines) + "\n")
-    for wnid, count in TREE.items():
-        for j in range(count):
-            name = f"ILSVRC2012_val_{j * 7 + 3:08d}"
-            write_image(base / "validation" / wnid / f"{name}.JPEG", seed=j, size=(64, 48))
-            mask = np.zeros((48, 64), dtype=np.int32)
-            mask[:24, :32] = ids[wnid]
-            mask[30:, 40:] = 1000  # the ignore value counts as context
-            rgb = np.stack([mask % 256, mask // 256, np.zeros_like(mask)], -1).astype(np.uint8)
-            (base / "validation-segmentation" / wnid).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(rgb).save(base / "validation-segmentation" / wnid / f"{name}.png")
-    cls1 = sorted((base / "validation" / WNIDS[1]).iterdir())
-    cls1[1].write_bytes(b"\xff\xd8\xff not a jpeg")
-    (base / "validation-segmentation" / WNIDS[1] / f"{cls1[2].stem}.png").unlink()
-    for j in range(12):
-        write_image(base / "test" / WNIDS[0] / f"ILSVRC2012_test_{j:08d}.JPEG", seed=j)
-    if with_csv:
-        with open(base / "validation_stim_info.csv", "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["imagenet_id", "index", "cat", "img_name", "img_index"])
-            for k, name in enumerate(sorted((base / "validation" / WNIDS[0]).iterdir())[1:]):
-                writer.writerow([WNIDS[0], 0, "tench", name.stem, k])
-            writer.writerow([WNIDS[3], 3, "x", sorted((base / "validation" / WNIDS[3]).iterdir())[4].name, 0])
-    return root
 
 
 def test_sorted_selection_excludes_and_skips(tmp_path):
