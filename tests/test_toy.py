@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from vitcls_utils import toy, toy_training
 from vitcls_utils.data import ToyDataset
@@ -106,13 +107,25 @@ def test_avg_pool_loss_reads_the_mean_of_the_image_tokens():
         assert torch.equal(model.forward_head(features), token)
 
 
-def test_training_smoke(tmp_path):
-    record = toy_training.train("toy", tmp_path, {"steps": 3, "warmup_steps": 1, "batch_size": 8,
-                                         "train_per_class": 1}, log=lambda *a: None)
-    assert (tmp_path / "toy.safetensors").is_file()
-    assert record["recipe"]["steps"] == 3 and 0 <= record["val_top1"] <= 1
-    toy_training.write_model_card([record], tmp_path)
-    assert "val top-1" in (tmp_path / "MODEL_CARD.md").read_text()
+def test_training_is_seeded_changes_the_weights_and_writes_a_strict_checkpoint(tmp_path):
+    from safetensors.torch import load_file
+
+    from vitcls_utils.loading import build_model
+
+    recipe = {"steps": 3, "warmup_steps": 1, "batch_size": 8, "train_per_class": 1}
+    records = [toy_training.train("toy", tmp_path / run, recipe, log=lambda *a: None)
+               for run in ("a", "b")]
+    first, second = (load_file(str(tmp_path / run / "toy.safetensors")) for run in ("a", "b"))
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)  # same seed, same weights
+    init = build_model(get_variant("toy"), seed=0).state_dict()
+    assert any(not torch.equal(first[k], init[k]) for k in first)  # the steps moved them
+    assert records[0]["val_top1"] == records[1]["val_top1"]
+    assert records[0]["recipe"]["steps"] == 3
+    load_variant("toy", weights=tmp_path / "a" / "toy.safetensors")  # loads strictly
+    toy_training.write_model_card(records[:1], tmp_path)
+    card = (tmp_path / "MODEL_CARD.md").read_text()
+    assert "val top-1" in card and f"{100 * records[0]['val_top1']:.2f}" in card
 
 
 def test_toy_store_shows_the_papers_direction(tmp_path):

@@ -146,11 +146,20 @@ def test_pretrained_without_network_fails_fast_and_says_how(monkeypatch, tmp_pat
         load_variant("vit_b16_gap")
 
 
-def test_real_network_probe_is_quick():
-    """On this offline machine the real probe must answer within about a second."""
+def test_network_probe_tells_an_open_port_from_a_closed_one_quickly():
+    """The probe that makes offline `pretrained=True` fail fast: True for a listening port,
+    False (at once, not after timm's retries) for a closed one."""
+    import socket
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+        assert variants._compat.host_reachable(f"http://127.0.0.1:{port}/", timeout=1.0)
     started = time.perf_counter()
-    variants._compat.host_reachable("https://127.0.0.1:9/", timeout=1.0)
+    assert not variants._compat.host_reachable(f"http://127.0.0.1:{port}/", timeout=1.0)
     assert time.perf_counter() - started < 2.5
+    assert not variants._compat.host_reachable("not a url")
 
 
 def test_cifar_checkpoint_must_be_supplied():
