@@ -187,3 +187,12 @@ def test_a_refused_pickle_says_how_to_convert_it(tmp_path):
     message = str(error.value)
     assert "safetensors" in message and "system" in message
     assert "In PyTorch 2.6" not in message  # torch's own advice is not passed on
+
+
+def test_run_refuses_a_results_dir_that_is_a_file(tmp_path, capsys):
+    from vitcls_utils.cli import main
+
+    (tmp_path / "afile").write_text("")
+    code = main(["run", "--variants", "toy", "--notebooks", "tab1*", "--results-dir",
+                 str(tmp_path / "afile")])
+    assert code == 2 and "--results-dir" in capsys.readouterr().err

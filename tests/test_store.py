@@ -184,3 +184,10 @@ def test_force_waits_for_the_writer_holding_the_store(setup, tmp_path, capfd):
     forced.join()
     assert "is being written by pid" in capfd.readouterr().err
     assert open_results(result[0]).manifest["status"] == "complete"
+
+
+def test_an_out_folder_that_is_a_file_is_refused(setup, tmp_path):
+    model, dataset, _ = setup
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(StoreError, match="is a file; it must be a folder"):
+        extract(model, dataset, tmp_path / "afile")

@@ -395,6 +395,10 @@ def main_run(args, runs_dir: Path = RUNS) -> int:
         profiles, extra = [DEFAULT_PROFILE], {}
         pattern, device, results_dir = args.notebooks or "*", args.device or "auto", \
             args.results_dir
+    if results_dir is not None:
+        from .store import check_out_folder
+
+        check_out_folder(results_dir, "--results-dir")
     if args.profile:
         profiles = [args.profile]
     for profile in profiles:

@@ -49,6 +49,7 @@ def _int(text: str) -> int:
 
 
 def _check_out(out: str) -> None:
+    """:func:`vitcls_utils.store.check_out_folder`'s check, without importing torch."""
     path = Path(out).expanduser()
     if path.exists() and not path.is_dir():
         raise VitclsError(f"--out {out} is a file; it must be a folder (the root of the "

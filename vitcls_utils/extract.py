@@ -49,7 +49,8 @@ from .perturb import (AttentionPerturbation, Perturbation, TokenRemoval,  # noqa
 from .projection import ClassProjector, reduce_logits  # noqa: E402
 from .results import Results, find_store, find_stores, open_results  # noqa: E402,F401
 from .store import (IMAGE_ARRAYS, KEY_ARRAYS, MASK_ARRAYS, REMOVED,  # noqa: E402,F401
-                    TOKEN_ARRAYS, RowWriter, allocate, check_files, config_for, config_hash,
+                    TOKEN_ARRAYS, RowWriter, allocate, check_files, check_out_folder, config_for,
+                    config_hash,
                     finish_store, read_manifest, read_progress, store_lock, store_path,
                     write_json_atomic)
 from .loading import LoadedInfo, TokenLayout  # noqa: E402
@@ -211,7 +212,7 @@ def extract(
     if key_topk < 0:
         raise VitclsError("key_topk must be 0 (none) or positive")
     config = store_config(model, dataset, kinds, precision, perturbation, key_topk)
-    path = store_path(out, config)
+    path = store_path(check_out_folder(out), config)
     n_images = len(dataset)
 
     with store_lock(path):  # one writer per store; a second waits, then finds it done

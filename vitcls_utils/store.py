@@ -37,7 +37,7 @@ from typing import Iterator, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .dataset_base import ImageDataset
-from .errors import DamagedStoreError
+from .errors import DamagedStoreError, StoreError
 from .images import CONVERTED, EXIF_IGNORED, UNREADABLE
 from .perturb import Perturbation, perturbation_config
 
@@ -81,6 +81,15 @@ def store_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def check_out_folder(out: Union[str, Path], what: str = "the results folder") -> Path:
+    """``out`` as a folder for stores (it may not exist yet); a file there is refused."""
+    path = Path(out).expanduser()
+    if path.exists() and not path.is_dir():
+        raise StoreError(f"{what} {out} is a file; it must be a folder (the root of the "
+                         "extraction stores), existing or not")
+    return path
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
