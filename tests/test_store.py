@@ -191,3 +191,17 @@ def test_an_out_folder_that_is_a_file_is_refused(setup, tmp_path):
     (tmp_path / "afile").write_text("")
     with pytest.raises(StoreError, match="is a file; it must be a folder"):
         extract(model, dataset, tmp_path / "afile")
+
+
+def test_stores_are_chosen_on_their_manifests_and_only_the_chosen_are_opened(setup, tmp_path):
+    from vitcls_utils.results import find_stores, newest_by_variant
+
+    model, dataset, clean = setup
+    out = clean.parent.parent
+    time.sleep(1.1)  # a later "completed" stamp (seconds)
+    newer = extract(model, dataset, out, batch_size=5, kinds=["resid_post"])
+    assert [r.path for r in find_stores(out)] == [newer, clean]  # newest first
+    damage(clean / "rank.npy", "flipped")  # the older store, never chosen below
+    assert newest_by_variant(out)["test_tiny"].path == newer
+    with pytest.raises(DamagedStoreError, match=r"rank\.npy"):
+        find_stores(out)  # opens every store it returns, so the damage is reported

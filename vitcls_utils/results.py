@@ -123,24 +123,35 @@ def open_results(path: Union[str, Path], include_unreadable: bool = False) -> Re
                    n_unreadable=n_unreadable, image_index=image_index, **arrays)
 
 
+def _complete_manifests(paths) -> List[tuple]:
+    """(store folder, manifest) of the complete stores among ``paths`` (manifest files),
+    read without opening their arrays: stores are filtered on their manifests, and only the
+    ones chosen are opened (and checksummed). A manifest that is not readable is reported."""
+    found = []
+    for manifest_file in paths:
+        folder = manifest_file.parent
+        manifest = read_manifest(folder, f"delete {folder} or rerun its extraction with --force")
+        if manifest.get("status") == "complete":
+            found.append((folder, manifest))
+    return found
+
+
+def _newest_first(entries: List[tuple]) -> List[tuple]:
+    return sorted(entries, key=lambda e: (e[1]["config"]["variant"], e[1].get("completed", "")),
+                  reverse=True)
+
+
 def find_stores(results_dir: Union[str, Path], dataset: Optional[str] = None,
                 perturbation: Optional[Perturbation] = None) -> List[Results]:
     """Every complete store under ``results_dir`` (optionally of one dataset kind) made with
     ``perturbation`` (default: unperturbed runs only), newest first within each variant; what
     the cross-variant comparisons read."""
     wanted = perturbation_config(perturbation)
-    found = []
-    for manifest in sorted(Path(results_dir).glob("*/*/manifest.json")):
-        try:
-            results = open_results(manifest.parent)
-        except IncompleteStoreError:
-            continue  # incomplete: skipped, not compared (a damaged one is reported)
-        if results.perturbation != wanted:
-            continue
-        if dataset is None or results.manifest["config"]["dataset"]["name"] == dataset:
-            found.append(results)
-    found.sort(key=lambda r: (r.variant, r.manifest.get("completed", "")), reverse=True)
-    return found
+    entries = [(folder, m) for folder, m in
+               _complete_manifests(sorted(Path(results_dir).glob("*/*/manifest.json")))
+               if m["config"].get("perturbation") == wanted
+               and (dataset is None or m["config"]["dataset"]["name"] == dataset)]
+    return [open_results(folder) for folder, _ in _newest_first(entries)]
 
 
 def find_store(results_dir: Union[str, Path], config: dict,
@@ -156,25 +167,22 @@ def find_store(results_dir: Union[str, Path], config: dict,
             return None
     wanted = {k: v for k, v in config.items() if k != "weights_id"}
     folder = Path(results_dir) / config["variant"]
-    found = []
-    for manifest in folder.glob(f"{config['dataset']['name']}-*/manifest.json"):
-        try:
-            results = open_results(manifest.parent)
-        except IncompleteStoreError:
-            continue
-        made = {k: v for k, v in results.manifest["config"].items() if k != "weights_id"}
-        if made == wanted and not results.manifest["config"]["weights_id"].startswith(
-                "random-init"):
-            found.append(results)
-    found.sort(key=lambda r: r.manifest.get("completed", ""))
-    return found[-1] if found else None
+    entries = [(path, m) for path, m in _complete_manifests(
+                   folder.glob(f"{config['dataset']['name']}-*/manifest.json"))
+               if {k: v for k, v in m["config"].items() if k != "weights_id"} == wanted
+               and not m["config"]["weights_id"].startswith("random-init")]
+    return open_results(_newest_first(entries)[0][0]) if entries else None
 
 
 def newest_by_variant(results_dir: Union[str, Path], dataset: Optional[str] = None
                       ) -> Dict[str, Results]:
     """The newest complete, unperturbed store of each variant under ``results_dir``: what the
-    cross-variant comparison reads."""
-    stores: Dict[str, Results] = {}
-    for results in find_stores(results_dir, dataset):
-        stores.setdefault(results.variant, results)
-    return stores
+    cross-variant comparison reads (only those stores are opened)."""
+    newest: Dict[str, Path] = {}
+    entries = [(folder, m) for folder, m in
+               _complete_manifests(sorted(Path(results_dir).glob("*/*/manifest.json")))
+               if m["config"].get("perturbation") is None
+               and (dataset is None or m["config"]["dataset"]["name"] == dataset)]
+    for folder, manifest in _newest_first(entries):
+        newest.setdefault(manifest["config"]["variant"], folder)
+    return {variant: open_results(folder) for variant, folder in newest.items()}
