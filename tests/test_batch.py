@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -182,9 +183,14 @@ def test_ctrl_c_stops_a_run_at_once_and_leaves_no_partial_output(tmp_path):
     sent = time.time()
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=30) == 130
-    assert time.time() - sent < 5, f"took {time.time() - sent:.1f} s to stop"
+    took = time.time() - sent
+    print(f"stopped {took:.2f} s after Ctrl-C")
+    assert took < 5, f"took {took:.1f} s to stop"
     assert sorted(p.name for p in output.parent.iterdir()) == []  # no partial, no failure file
-    kernel = int(marker.read_text())
-    time.sleep(0.2)
-    assert not os.path.exists(f"/proc/{kernel}") or "zombie" in open(
-        f"/proc/{kernel}/status").read().lower(), "the kernel outlived the run"
+    kernel = Path(f"/proc/{int(marker.read_text())}/status")
+    deadline = time.time() + 5  # SIGKILL was sent; give the kernel's exit a moment
+    while kernel.exists() and "zombie" not in kernel.read_text().lower() and \
+            time.time() < deadline:
+        time.sleep(0.05)
+    assert not kernel.exists() or "zombie" in kernel.read_text().lower(), \
+        "the kernel outlived the run"
