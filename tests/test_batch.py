@@ -152,9 +152,12 @@ def test_a_stale_failure_file_goes_when_the_notebook_succeeds(tmp_path, capfd):
 
 
 INTERRUPT_SCRIPT = """
-import sys, threading
+import signal, sys, threading
 from pathlib import Path
 from vitcls_utils import batch
+# as in a terminal: a shell starting this suite in the background (`make test &`) hands its
+# children SIGINT ignored, and Python would then never raise KeyboardInterrupt
+signal.signal(signal.SIGINT, signal.default_int_handler)
 job = batch.Job(Path(sys.argv[1]), Path(sys.argv[2]), {}, "toy")
 stop = threading.Event()
 try:
