@@ -40,3 +40,12 @@ def test_the_papers_cases_are_found_by_wnid_and_image_number(tmp_path):
         assert stimuli.labels[case["index"]] == case["class"]
     impala = [c for c in found if c["wnid"] == "n02422699" and c["image"] == 0]
     assert impala and impala[0]["block"] is not None  # Fig 5a: a per-head map
+
+
+def test_the_focus_sentence_says_why_there_is_none_without_masks():
+    import pandas as pd
+
+    row = pd.Series({"map mass on the object": 0.4567, "object share of tokens": 0.25})
+    assert "45.7% of the positive mass" in explanation_cases.focus_sentence(row, "toy")
+    assert "25.0% of the tokens" in explanation_cases.focus_sentence(row, "toy")
+    assert "no segmentation masks" in explanation_cases.focus_sentence(None, "cifar100")

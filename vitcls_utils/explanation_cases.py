@@ -109,3 +109,15 @@ def object_mass_table(model, stimuli, results: Results, methods: Sequence[str],
         rows.append({"method": method,
                      **mass_on_object(scores, results.token_class, results.num_prefix)})
     return pd.DataFrame(rows)
+
+
+def focus_sentence(ours: Optional[pd.Series], dataset: str) -> str:
+    """The page's sentence on where the class-space maps put their mass (``ours``: its row of
+    :func:`object_mass_table`), or why it is not measured (a dataset without masks)."""
+    if ours is None:
+        return (f"The {dataset} stimuli have no segmentation masks, so where the maps put their "
+                "mass (on the object or its context) is not measured here.")
+    return (f"Over the stimuli with masks, {100 * ours['map mass on the object']:.1f}% of the "
+            "positive mass of the class-space maps lies on the object's tokens, which make up "
+            f"{100 * ours['object share of tokens']:.1f}% of the tokens; a map that knew nothing "
+            "would put about that share there.")
