@@ -21,7 +21,7 @@ test: $(STAMP)
 
 # Refresh the headline outputs stored in notebooks/ (nbval's reference) after a deliberate change.
 reference-outputs: $(STAMP)
-	TQDM_DISABLE=1 $(PY) -m vitcls_utils.batch
+	TQDM_DISABLE=1 $(PY) -m vitcls_utils.reference_outputs
 
 book: $(STAMP)
 	$(VENV)/bin/vitcls variants --markdown > book/generated/variants_table.md

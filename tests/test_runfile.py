@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from vitcls_utils import batch, dryrun, runfile
+from vitcls_utils import dryrun, runfile, runner
 from vitcls_utils.runfile import RunFileError
 
 
@@ -67,7 +67,7 @@ variants:
     assert by_key["vit_b32_random"].data_dir == str(data)
     assert by_key["vit_b16_cifar100_random"].data_dir == str(cifar)  # never ImageNet's (B20)
     assert "toy_random" in by_key  # controls: true
-    jobs = batch.plan(parsed.variants, "tab1*", tmp_path / "r", "cpu", profile="paper",
+    jobs = runner.plan(parsed.variants, "tab1*", tmp_path / "r", "cpu", profile="paper",
                       runs_dir=tmp_path / "runs")
     assert {j.output.parent.name for j in jobs} >= {"toy-paper", "vit_b16_cifar100_random-paper"}
     assert all(j.parameters["profile"] == "paper" for j in jobs)

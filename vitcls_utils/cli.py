@@ -158,7 +158,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .batch import main_run
+    from .runner import main_run
 
     return main_run(args)
 
@@ -228,7 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "or a chapter: chapter1 ... chapter4 (default: all)")
     p.add_argument("--device", type=device_name, default=None,
                    help="auto (default), cpu, cuda, cuda:1")
-    p.add_argument("--jobs", type=positive_int, default=1, help="variants run in parallel (GPUs: spread)")
+    p.add_argument("--jobs", type=positive_int, default=1,
+                   help="notebooks run at once, each worker in a warm kernel (and on a GPU "
+                   "of its own when there are several)")
     p.add_argument("--data", default=None, help="dataset kind for every variant (default: "
                    "each variant's own: toy, imagenet-s or cifar100)")
     p.add_argument("--data-dir", help="dataset root for non-toy variants")

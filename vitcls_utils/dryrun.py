@@ -177,9 +177,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def _run_matrix(argv: List[str], site: Path) -> int:
     """``vitcls run`` with the runs written into the dry run's book folder."""
-    from . import batch, cli
+    from . import cli, runner
 
-    return batch.main_run(cli.build_parser().parse_args(argv), runs_dir=site / "book" / "runs")
+    return runner.main_run(cli.build_parser().parse_args(argv), runs_dir=site / "book" / "runs")
 
 
 def _noise(rng: np.random.Generator, size) -> Image.Image:

@@ -1,9 +1,15 @@
-"""Figures: one seaborn theme, functions that take tidy DataFrames and return a Figure."""
+"""Figures: one seaborn theme, functions that take tidy DataFrames and return a Figure.
+
+Every figure is reproducible to the pixel: seaborn's bootstrapped confidence bands get a fixed
+seed (``SEED``) and the strip plots' jitter is drawn from a seeded generator.
+"""
 from __future__ import annotations
 
-from typing import Dict, Optional
+import contextlib
+from typing import Dict, Iterator, Optional
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 
@@ -17,6 +23,21 @@ def set_theme() -> None:
     """The book's look (whitegrid, paper context), applied once per notebook."""
     sns.set_theme(context="notebook", style="whitegrid", font_scale=0.95,
                   rc={"figure.dpi": 110, "savefig.dpi": 110, "axes.titleweight": "bold"})
+
+
+SEED = 0  # of the confidence bands' bootstrap and the strip plots' jitter
+
+
+@contextlib.contextmanager
+def seeded_global_rng(seed: int = SEED) -> Iterator[None]:
+    """numpy's global generator seeded for the block, then restored: seaborn's strip plot
+    draws its jitter from it and takes no seed."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
 
 
 def show(fig: plt.Figure) -> None:
@@ -44,7 +65,7 @@ def evolution_figure(frame: pd.DataFrame, title: str = "",
     paper's values where given (columns block, value, token) as crosses on dotted lines."""
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     sns.lineplot(data=frame, x="block", y="identifiability", hue="token", marker="o",
-                 palette=TOKEN_COLOURS, ax=ax)
+                 palette=TOKEN_COLOURS, ax=ax, seed=SEED)
     if paper is not None and not paper.empty:
         for token, part in paper.groupby("token", sort=False):
             ax.plot(part.block, part.value, ls=":", marker="x", lw=1,
@@ -97,7 +118,7 @@ def compare_evolution_figure(frames: Dict[str, pd.DataFrame]) -> plt.Figure:
         part = data[data.token == token]
         if not part.empty:
             sns.lineplot(data=part, x="block", y="identifiability", hue="variant", marker="o",
-                         ax=ax)
+                         ax=ax, seed=SEED)
         ax.axhline(0.5, color="0.4", ls="--", lw=1)
         ax.set(title=f"{token} token" + ("s" if token == "image" else ""),
                xlabel="normalized block", ylim=(0, 1.02))
@@ -115,7 +136,8 @@ def per_block_figure(frame: pd.DataFrame, y: str, hue: str, ylabel: str, title: 
     """A quantity per block, one line per ``hue`` (and ``style``) level; the paper's values,
     where given (columns block, value and ``hue``), as crosses on dotted lines."""
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    sns.lineplot(data=frame, x="block", y=y, hue=hue, style=style, marker="o", ax=ax)
+    sns.lineplot(data=frame, x="block", y=y, hue=hue, style=style, marker="o", ax=ax,
+                 seed=SEED)
     if paper is not None and not paper.empty:
         for level, part in paper.groupby(hue, sort=False):
             ax.plot(part.block, part.value, ls=":", marker="x", color="0.35", lw=1)
@@ -158,8 +180,9 @@ def per_class_figure(frame: pd.DataFrame, y: str, ylabel: str, title: str = "") 
                              squeeze=False)
     for ax, layer in zip(axes[0], layers, strict=True):
         part = frame[frame.layer == layer]
-        sns.stripplot(data=part, x="block", y=y, color=LAYER_COLOURS[layer], alpha=0.35,
-                      size=3, jitter=0.25, ax=ax, native_scale=True)
+        with seeded_global_rng():
+            sns.stripplot(data=part, x="block", y=y, color=LAYER_COLOURS[layer], alpha=0.35,
+                          size=3, jitter=0.25, ax=ax, native_scale=True)
         means = part.groupby("block")[y].mean()
         ax.plot(means.index, means.to_numpy(), color="black", marker="o", lw=1.5, label="mean")
         ax.set(title=f"{layer}", xlabel="block", ylabel=ylabel)
@@ -223,7 +246,7 @@ def perturbation_figure(curves: pd.DataFrame, title: str = "",
                          removed=100 * curves.removed)
     for ax, test in zip(axes, ("negative", "positive"), strict=True):
         sns.lineplot(data=data[data.test == test], x="removed", y="accuracy", hue="method",
-                     ax=ax)
+                     ax=ax, seed=SEED)
         for (name, value), style in zip((baselines or {}).items(), ("--", ":"), strict=False):
             ax.axhline(value, color="0.3", linestyle=style, linewidth=1, label=name)
         ax.set(title=f"{test} perturbation", xlabel="% of image tokens removed",

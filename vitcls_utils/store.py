@@ -54,12 +54,17 @@ REMOVED = {"rank": -1, "top1": -1, "true_logit": np.nan, "key_mlp": -1,
 # ----------------------------------------------------------------------------------------------
 # Files
 # ----------------------------------------------------------------------------------------------
+QUIET_WAITS = "VITCLS_QUIET_WAITS"
+
+
 @contextlib.contextmanager
 def store_lock(path: Path) -> Iterator[None]:
     """Hold the store's lock while writing it: a second writer of the same configuration, in
     this process or another, waits and then finds the store complete instead of writing it
     again. The lock file is ``<out>/.locks/<variant>/<store>.lock``, outside the variant's
-    folder, so that folder holds stores only."""
+    folder, so that folder holds stores only. The wait is announced on stderr, except in the
+    notebook runner's kernels (``VITCLS_QUIET_WAITS``): a book page shows results, not which
+    worker extracted first."""
     import fcntl
 
     lock = path.parent.parent / ".locks" / path.parent.name / f"{path.name}.lock"
@@ -70,8 +75,9 @@ def store_lock(path: Path) -> Iterator[None]:
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
-            print(f"vitcls: {path.name} is being written by {holder}; waiting for it to finish",
-                  file=sys.stderr)
+            if not os.environ.get(QUIET_WAITS):
+                print(f"vitcls: {path.name} is being written by {holder}; waiting for it to "
+                      "finish", file=sys.stderr)
             fcntl.flock(handle, fcntl.LOCK_EX)
         handle.seek(0)
         handle.truncate()

@@ -11,29 +11,29 @@ import nbformat
 import pytest
 
 from conftest import make_imagenet_s
-from vitcls_utils import batch
+from vitcls_utils import runner
 from vitcls_utils.errors import UnknownVariantError, VitclsError
 
 
 def test_groups_and_plan(tmp_path):
-    assert batch.expand_variants(["toy", "toy_gap"]) == ["toy", "toy_gap", "toy_random"]
-    assert len(batch.expand_variants(["paper"])) == 7
+    assert runner.expand_variants(["toy", "toy_gap"]) == ["toy", "toy_gap", "toy_random"]
+    assert len(runner.expand_variants(["paper"])) == 7
     with pytest.raises(UnknownVariantError):
-        batch.expand_variants(["vit_b99"])
-    jobs = batch.plan(["toy", "toy_gap"], "*", tmp_path, "cpu", None, tmp_path / "runs")
+        runner.expand_variants(["vit_b99"])
+    jobs = runner.plan(["toy", "toy_gap"], "*", tmp_path, "cpu", None, tmp_path / "runs")
     per_variant = [j for j in jobs if j.variant]
-    assert len(per_variant) == 2 * (len(batch.source_notebooks()) - len(batch.COMPARISONS))
+    assert len(per_variant) == 2 * (len(runner.source_notebooks()) - len(runner.COMPARISONS))
     assert jobs[-1].variant is None and jobs[-1].output.parent.name == "compare"
     assert jobs[0].parameters["dataset"] == "toy"
     with pytest.raises(VitclsError, match="--data-dir"):
-        batch.plan(["vit_b32"], "tab1*", tmp_path, "cpu", None)
+        runner.plan(["vit_b32"], "tab1*", tmp_path, "cpu", None)
     with pytest.raises(VitclsError, match="no notebook"):
-        batch.source_notebooks("fig99*")
+        runner.source_notebooks("fig99*")
 
 
 def test_run_titles_hides_parameters_and_skips_when_up_to_date(tmp_path):
     runs, results = tmp_path / "runs", tmp_path / "results"
-    matrix = batch.run(["toy_random"], "tab1*", device="cpu", results_dir=results,
+    matrix = runner.run(["toy_random"], "tab1*", device="cpu", results_dir=results,
                        runs_dir=runs, log=lambda *a: None)
     assert [j.status for j in matrix] == ["ran"], matrix[0].message
     executed = nbformat.read(runs / "toy_random" / "tab1_identifiability_rate.ipynb", 4)
@@ -41,10 +41,10 @@ def test_run_titles_hides_parameters_and_skips_when_up_to_date(tmp_path):
     hidden = [c for c in executed.cells if "remove-cell" in c.metadata.get("tags", [])]
     assert any("injected-parameters" in c.metadata["tags"] for c in hidden)
     assert executed.metadata["vitcls"]["status"] == "ok"
-    again = batch.run(["toy_random"], "tab1*", device="cpu", results_dir=results,
+    again = runner.run(["toy_random"], "tab1*", device="cpu", results_dir=results,
                       runs_dir=runs, log=lambda *a: None)
     assert [j.status for j in again] == ["skipped"]
-    assert "0 ran, 1 skipped, 0 failed" in batch.summary(again)
+    assert "0 ran, 1 skipped, 0 failed" in runner.summary(again)
 
 
 def test_random_paper_variant_offline_and_real_variant_without_weights(tmp_path):
@@ -53,9 +53,9 @@ def test_random_paper_variant_offline_and_real_variant_without_weights(tmp_path)
     stop the others."""
     tree = make_imagenet_s(tmp_path / "data") / "ImageNetS919"
     env = dict(os.environ, TQDM_DISABLE="1", HF_HUB_OFFLINE="1")
-    script = ("import sys; from vitcls_utils import batch; from pathlib import Path; "
-              "m = batch.run(sys.argv[1:], 'tab1*', device='cpu', data_dir=%r, "
-              "results_dir=Path(%r), runs_dir=Path(%r)); print(batch.summary(m)); "
+    script = ("import sys; from vitcls_utils import runner; from pathlib import Path; "
+              "m = runner.run(sys.argv[1:], 'tab1*', device='cpu', data_dir=%r, "
+              "results_dir=Path(%r), runs_dir=Path(%r)); print(runner.summary(m)); "
               "sys.exit(1 if any(j.status == 'failed' for j in m) else 0)")
     code = script % (str(tree), str(tmp_path / "results"), str(tmp_path / "runs"))
     result = subprocess.run([sys.executable, "-c", code, "vit_b32", "vit_b16_random"],
@@ -69,21 +69,21 @@ def test_random_paper_variant_offline_and_real_variant_without_weights(tmp_path)
 
 
 def test_mask_notebooks_only_where_there_are_masks(tmp_path):
-    jobs = batch.plan(["vit_b16_cifar100"], "*", tmp_path, "cpu", str(tmp_path))
+    jobs = runner.plan(["vit_b16_cifar100"], "*", tmp_path, "cpu", str(tmp_path))
     names = {j.notebook.stem for j in jobs if j.variant}
-    assert names and not names & set(batch.NEEDS_MASKS)
-    jobs = batch.plan(["vit_b32"], "*", tmp_path, "cpu", str(tmp_path))
-    assert set(batch.NEEDS_MASKS) <= {j.notebook.stem for j in jobs}
+    assert names and not names & set(runner.NEEDS_MASKS)
+    jobs = runner.plan(["vit_b32"], "*", tmp_path, "cpu", str(tmp_path))
+    assert set(runner.NEEDS_MASKS) <= {j.notebook.stem for j in jobs}
 
 
 def run_chapter(tmp_path, variant: str, chapter: str, expected: int) -> str:
     """Run a chapter's notebooks for ``variant`` on a fabricated ImageNet-S tree; returns the
     text the runs printed."""
     tree = make_imagenet_s(tmp_path / "data") / "ImageNetS919"
-    matrix = batch.run([variant], chapter, device="cpu", data_dir=str(tree),
+    matrix = runner.run([variant], chapter, device="cpu", data_dir=str(tree),
                        results_dir=tmp_path / "results", runs_dir=tmp_path / "runs",
                        log=lambda *a: None)
-    assert [j.status for j in matrix] == ["ran"] * expected, batch.summary(matrix)
+    assert [j.status for j in matrix] == ["ran"] * expected, runner.summary(matrix)
     return "".join(o.get("text", "") for job in matrix
                    for c in nbformat.read(job.output, 4).cells if c.cell_type == "code"
                    for o in c.outputs)
@@ -92,25 +92,25 @@ def run_chapter(tmp_path, variant: str, chapter: str, expected: int) -> str:
 def test_chapter2_notebooks_on_random_b32_and_a_fabricated_imagenet_s(tmp_path):
     """The three chapter-2 notebooks run on vit_b32_random with ImageNet-S masks (offline)."""
     printed = run_chapter(tmp_path, "vit_b32_random", "chapter2",
-                          expected=len(batch.chapters()["chapter2"]))
+                          expected=len(runner.chapters()["chapter2"]))
     assert "class-labeled" in printed and "context-labeled" in printed and "self_only" in printed
 
 
 def test_chapter3_notebooks_on_random_b16_and_a_fabricated_imagenet_s(tmp_path):
     """Every chapter-3 notebook, and the comparison, runs on vit_b16_random (offline)."""
     printed = run_chapter(tmp_path, "vit_b16_random", "chapter3",
-                          expected=len(batch.chapters()["chapter3"]))
+                          expected=len(runner.chapters()["chapter3"]))
     assert "variants with chapter-3 summaries: vit_b16_random" in printed
 
 
 def test_every_notebook_is_in_a_chapter_and_in_the_toc():
-    listed = [name for names in batch.chapters().values() for name in names]
-    on_disk = sorted(p.stem for p in batch.NOTEBOOKS.glob("*.ipynb"))
+    listed = [name for names in runner.chapters().values() for name in names]
+    on_disk = sorted(p.stem for p in runner.NOTEBOOKS.glob("*.ipynb"))
     assert sorted(listed) == on_disk
-    toc = (batch.ROOT / "_toc.yml").read_text()
+    toc = (runner.ROOT / "_toc.yml").read_text()
     for name in listed:
         assert f"/{name}\n" in toc, f"{name} is not in _toc.yml"
-    assert batch.source_notebooks("chapter2")[0].stem == "tab_attention_perturbation"
+    assert runner.source_notebooks("chapter2")[0].stem == "tab_attention_perturbation"
 
 
 def test_chapter4_notebooks_on_random_b32_and_a_fabricated_imagenet_s(tmp_path):
@@ -118,14 +118,14 @@ def test_chapter4_notebooks_on_random_b32_and_a_fabricated_imagenet_s(tmp_path):
     ImageNet-S data (one image per class, one random order, four points per curve and probes of
     the residual stream only, to keep CI short)."""
     tree = make_imagenet_s(tmp_path / "data") / "ImageNetS919"
-    for notebook in batch.source_notebooks("chapter4"):
+    for notebook in runner.source_notebooks("chapter4"):
         params = {"variant": "vit_b32_random", "dataset": "imagenet-s", "data_dir": str(tree),
                   "device": "cpu", "results_dir": str(tmp_path / "results"), "n_per_class": 1}
         if notebook.stem != "fig5_explanation_maps":  # a few curve points, residual probes
             params.update(n_random=1, n_points=4)
         if notebook.stem == "figA12_linear_probing":
             params["probe_kinds"] = ["resid_post"]
-        job = batch.execute(batch.Job(notebook, tmp_path / "runs" / notebook.name, params,
+        job = runner.execute(runner.Job(notebook, tmp_path / "runs" / notebook.name, params,
                                       "vit_b32_random"))
         assert job.status == "ran", job.message
 
@@ -140,13 +140,13 @@ def write_notebook(path, source):
 
 def test_a_stale_failure_file_goes_when_the_notebook_succeeds(tmp_path, capfd):
     source = tmp_path / "page.ipynb"
-    job = batch.Job(write_notebook(source, "raise ValueError('broken')"),
+    job = runner.Job(write_notebook(source, "raise ValueError('broken')"),
                     tmp_path / "runs" / "page.ipynb", {}, "toy")
-    assert batch.execute(job).status == "failed" and "broken" in job.message
+    assert runner.execute(job).status == "failed" and "broken" in job.message
     failed = tmp_path / "runs" / "page.failed.ipynb"
     assert failed.is_file()
     write_notebook(source, "print('fixed')")
-    assert batch.execute(job).status == "ran"
+    assert runner.execute(job).status == "ran"
     assert job.output.is_file() and not failed.exists()
     assert "without encryption" not in capfd.readouterr().err  # the kernel's log stays quiet
 
@@ -154,14 +154,14 @@ def test_a_stale_failure_file_goes_when_the_notebook_succeeds(tmp_path, capfd):
 INTERRUPT_SCRIPT = """
 import signal, sys, threading
 from pathlib import Path
-from vitcls_utils import batch
+from vitcls_utils import runner
 # as in a terminal: a shell starting this suite in the background (`make test &`) hands its
 # children SIGINT ignored, and Python would then never raise KeyboardInterrupt
 signal.signal(signal.SIGINT, signal.default_int_handler)
-job = batch.Job(Path(sys.argv[1]), Path(sys.argv[2]), {}, "toy")
+job = runner.Job(Path(sys.argv[1]), Path(sys.argv[2]), {}, "toy")
 stop = threading.Event()
 try:
-    batch._run_threads(stop, 1, [(batch.execute, (job, stop))])
+    runner._run_threads(stop, 1, [(runner.execute, (job, stop))])
 except KeyboardInterrupt:
     sys.exit(130)
 """

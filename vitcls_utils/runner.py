@@ -1,4 +1,5 @@
-"""The papermill matrix: every figure notebook x every variant, executed into ``book/runs/``.
+"""The notebook runner: every figure notebook x every variant, executed with papermill into
+``book/runs/``.
 
 ``vitcls run`` executes ``notebooks/<name>.ipynb`` for each variant into
 ``book/runs/<variant>/<name>.ipynb`` (``<variant>-paper/`` under the paper profile; the
@@ -15,17 +16,16 @@ import fnmatch
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
-import weakref
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Deque, Dict, List, Optional, Sequence, Tuple, Union
 
-from . import __version__
+from . import __version__, kernels
 from .data import MASKED_KINDS, PROBE_SPLITS
 from .errors import VitclsError
 from .profiles import DEFAULT_PROFILE, get_profile
@@ -204,46 +204,11 @@ def run_line(job: Job) -> str:
     return " ".join(parts)
 
 
-_KERNELS: "weakref.WeakSet" = weakref.WeakSet()  # kernel managers of running notebooks
-_MANAGER_CLASS = None
-
-
-def _kernel_manager_class():
-    """nbclient's kernel manager, remembering each kernel (so that Ctrl-C can stop it at once)
-    and sending the kernel's own stderr (ipykernel's log lines, not the notebook's outputs,
-    which the notebook keeps) to nothing."""
-    global _MANAGER_CLASS
-    if _MANAGER_CLASS is None:
-        from jupyter_client.manager import AsyncKernelManager
-
-        class TrackedKernelManager(AsyncKernelManager):
-            def __init__(self, *args, **kwargs):
-                super().__init__(*args, **kwargs)
-                _KERNELS.add(self)
-
-            async def start_kernel(self, **kwargs):
-                kwargs.setdefault("stderr", subprocess.DEVNULL)
-                return await super().start_kernel(**kwargs)
-
-        _MANAGER_CLASS = TrackedKernelManager
-    return _MANAGER_CLASS
-
-
-def kill_kernels() -> int:
-    """Kill every kernel this process started that is still running; returns how many."""
-    killed = 0
-    for manager in list(_KERNELS):
-        process = getattr(getattr(manager, "provisioner", None), "process", None)
-        if process is not None and process.poll() is None:
-            process.kill()
-            killed += 1
-    return killed
-
-
-def execute(job: Job, stop: Optional[threading.Event] = None) -> Job:
-    """Run one job with papermill; on success, title it for the book and write it atomically
-    (removing a failure file an earlier run left). Stopped by ``stop`` (Ctrl-C), it leaves
-    nothing behind."""
+def execute(job: Job, stop: Optional[threading.Event] = None, keep_kernel: bool = False) -> Job:
+    """Run one job with papermill in this thread's warm kernel (:mod:`vitcls_utils.kernels`);
+    on success, title it for the book and write it atomically (removing a failure file an
+    earlier run left). Stopped by ``stop`` (Ctrl-C), it leaves nothing behind. The kernel is
+    kept for the thread's next job with ``keep_kernel``, and never after a failure."""
     import nbformat
     import papermill
 
@@ -255,8 +220,9 @@ def execute(job: Job, stop: Optional[threading.Event] = None) -> Job:
         papermill.execute_notebook(
             str(job.notebook), str(partial), parameters=job.parameters, cwd=str(NOTEBOOKS),
             kernel_name="python3", progress_bar=False, log_output=False,
-            kernel_manager_class=_kernel_manager_class())
+            engine_name=kernels.register_engine())
         executed = nbformat.read(partial, as_version=4)
+        kernels.renumber(executed)
         first = executed.cells[0]
         if first.cell_type == "markdown":  # the book's title: figure and variant
             lines = first.source.splitlines()
@@ -286,6 +252,8 @@ def execute(job: Job, stop: Optional[threading.Event] = None) -> Job:
                 job.message += f" (executed notebook: {failed})"
     finally:
         job.seconds = time.perf_counter() - started
+        if job.status != "ran" or not keep_kernel:
+            kernels.discard_thread_kernel()
     return job
 
 
@@ -300,39 +268,48 @@ def run(variants: Sequence[Union[str, VariantRun]], pattern: str = "*", device: 
         force: bool = False, runs_dir: Path = RUNS, dataset: Optional[str] = None,
         profiles: Sequence[str] = (DEFAULT_PROFILE,), extra: Optional[Dict[str, object]] = None,
         log=print) -> List[Job]:
-    """Execute the matrix under each profile. Variants of one job slot run in sequence
-    (sharing their store); with ``jobs`` > 1, variants run in parallel, spread over the
-    visible GPUs. The profiles share the stores: only the notebooks run again."""
+    """Execute the matrix under each profile on ``jobs`` workers, each with a warm kernel
+    and, on a machine with several GPUs, a device of its own. Any worker takes the next
+    notebook; the stores' locks make the first notebook of a variant extract while the others
+    of that variant wait for it. Comparisons run after every variant's notebooks. The profiles
+    share the stores: only the notebooks run again."""
     results_dir = Path(results_dir or ROOT / "results").resolve()
     matrix = [job for profile in profiles
               for job in plan(variants, pattern, results_dir, device, data_dir, runs_dir,
                               dataset, profile, extra)]
     devices = _devices(device, jobs)
-    by_variant: Dict[Optional[str], List[Job]] = {}
-    for job in matrix:
-        by_variant.setdefault(job.variant, []).append(job)
-
+    kernels.share_cpus(jobs)
     stop = threading.Event()
 
-    def run_variant(slot: int, variant_jobs: List[Job]) -> None:
-        for job in variant_jobs:
-            if stop.is_set():
-                return
-            if "device" in job.parameters and job.parameters["device"] == device:
-                job.parameters["device"] = devices[slot % len(devices)]
-            if not force and up_to_date(job):
-                job.status = "skipped"
-                log(f"skip  {job.output.relative_to(runs_dir.parent)} (up to date)")
-                continue
-            log(f"run   {job.output.relative_to(runs_dir.parent)}")
-            execute(job, stop)
-            if job.status != "interrupted":
-                done = "ok" if job.status == "ran" else f"FAILED: {job.message}"
-                log(f"      {job.seconds:.0f} s, {done}")
+    def run_one(slot: int, job: Job) -> None:
+        if "device" in job.parameters and job.parameters["device"] == device:
+            job.parameters["device"] = devices[slot % len(devices)]
+        if not force and up_to_date(job):
+            job.status = "skipped"
+            log(f"skip  {job.output.relative_to(runs_dir.parent)} (up to date)")
+            return
+        log(f"run   {job.output.relative_to(runs_dir.parent)}")
+        execute(job, stop, keep_kernel=True)
+        if job.status != "interrupted":
+            done = "ok" if job.status == "ran" else f"FAILED: {job.message}"
+            log(f"      {job.output.stem} [{job.variant or 'compare'}]: "
+                f"{job.seconds:.0f} s, {done}")
 
-    per_variant = [js for v, js in by_variant.items() if v is not None]
-    _run_threads(stop, jobs, [(run_variant, (i, js)) for i, js in enumerate(per_variant)])
-    _run_threads(stop, 1, [(run_variant, (0, by_variant.get(None, [])))])
+    def worker(slot: int, queue: Deque[Job]) -> None:
+        try:
+            while not stop.is_set() and queue:
+                try:
+                    job = queue.popleft()
+                except IndexError:
+                    return
+                run_one(slot, job)
+        finally:
+            kernels.discard_thread_kernel()
+
+    for stage in ([j for j in matrix if j.variant is not None],
+                  [j for j in matrix if j.variant is None]):
+        queue = deque(stage)
+        _run_threads(stop, jobs, [(worker, (i, queue)) for i in range(max(1, jobs))])
     return matrix
 
 
@@ -349,7 +326,7 @@ def _run_threads(stop: threading.Event, jobs: int, calls) -> None:
         stop.set()
         for future in futures:
             future.cancel()
-        kill_kernels()
+        kernels.kill_kernels()
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
@@ -407,39 +384,3 @@ def main_run(args, runs_dir: Path = RUNS) -> int:
                  force=args.force, profiles=profiles, extra=extra, runs_dir=runs_dir)
     print(summary(matrix), file=sys.stderr)
     return 1 if any(j.status == "failed" for j in matrix) else 0
-
-
-def store_reference_outputs(pattern: str = "*", results_dir: Optional[Path] = None) -> None:
-    """Execute the source notebooks with their default parameters and keep, in the source,
-    only the outputs of the cells tagged ``nbval-check-output``: the headline numbers that
-    ``make test`` (nbval) compares against. Every other cell is stored without output."""
-    import tempfile
-
-    import nbformat
-    import papermill
-
-    for notebook in source_notebooks(pattern):
-        with tempfile.TemporaryDirectory() as tmp:
-            executed_path = Path(tmp) / notebook.name
-            params = {"results_dir": str(results_dir)} if results_dir else {}
-            papermill.execute_notebook(str(notebook), str(executed_path), parameters=params,
-                                       cwd=str(NOTEBOOKS), kernel_name="python3",
-                                       progress_bar=False)
-            executed = nbformat.read(executed_path, as_version=4)
-        source = nbformat.read(notebook, as_version=4)
-        ran = [c for c in executed.cells if c.cell_type == "code"
-               and "injected-parameters" not in c.metadata.get("tags", [])]
-        count = 0
-        for cell, done in zip([c for c in source.cells if c.cell_type == "code"], ran,
-                              strict=True):
-            if "nbval-check-output" in cell.metadata.get("tags", []):
-                count += 1
-                cell.outputs, cell.execution_count = done.outputs, count
-            else:
-                cell.outputs, cell.execution_count = [], None
-        nbformat.write(source, notebook)
-        print(f"stored reference outputs of {notebook.name}")
-
-
-if __name__ == "__main__":
-    store_reference_outputs(sys.argv[1] if len(sys.argv) > 1 else "*")
