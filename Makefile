@@ -25,7 +25,7 @@ reference-outputs: $(STAMP)
 
 book: $(STAMP)
 	$(VENV)/bin/vitcls variants --markdown > book/generated/variants_table.md
-	TQDM_DISABLE=1 $(VENV)/bin/vitcls run --variants toy
+	TQDM_DISABLE=1 $(VENV)/bin/vitcls run --variants toy --jobs 2
 	$(VENV)/bin/jupyter-book build . --warningiserror --nitpick --keep-going
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
 

@@ -66,7 +66,7 @@ def main() -> int:
             timings[f"map: {method} (s/image)"] = (time.perf_counter() - started) / len(test)
         loader = explain.stimulus_batches(model, test, args.batch_size)
         started = time.perf_counter()
-        faithfulness.perturbation_curve(model, loader, explain.orders_from_maps(maps["class_space"]))
+        faithfulness.faithfulness_curve(model, loader, explain.orders_from_maps(maps["class_space"]))
         timings["one perturbation curve, 48 points (s/image)"] = \
             (time.perf_counter() - started) / len(test)
         sites = block_sites(model, probing.KINDS)

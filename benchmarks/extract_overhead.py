@@ -11,7 +11,7 @@ Usage::
     .venv/bin/python benchmarks/extract_overhead.py                 # CPU, both parts
     .venv/bin/python benchmarks/extract_overhead.py --device cuda --batch-size 256 --skip-rss
 
-Results are printed as a markdown table and written to ``benchmarks/results/<name>.json``.
+Store are printed as a markdown table and written to ``benchmarks/results/<name>.json``.
 """
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ def throughput(variant: str, device: str, batch_size: int, repeats: int, precisi
     import torch
 
     import vitcls_utils as vu
-    from vitcls_utils.extract import DEFAULT_KINDS, SiteReducer
+    from vitcls_utils.extract import DEFAULT_KINDS
+    from vitcls_utils.reduce import SiteReducer
     from vitcls_utils.hooks import block_sites
     from vitcls_utils.variants import TokenLayout
 

@@ -59,7 +59,7 @@ def main() -> int:
         path = extract(model, dataset, root / "out", kinds=mem.KINDS, key_topk=mem.KEY_TOPK,
                           batch_size=args.batch_size, progress=False)
         timings["extraction (4 site kinds + top-5 keys)"] = time.perf_counter() - started
-        res = vu.open_results(path)
+        res = vu.open_store(path)
         # a random model gets every image wrong, which would skip E12's test: mark 80% right
         right = np.random.default_rng(0).random(len(res.labels)) < 0.8
         res.pred = np.where(right, res.labels, res.pred)

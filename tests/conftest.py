@@ -176,3 +176,31 @@ def make_imagenet_s(root: Path, with_csv: bool = False) -> Path:
                 writer.writerow([WNIDS[0], 0, "tench", name.stem, k])
             writer.writerow([WNIDS[3], 3, "x", sorted((base / "validation" / WNIDS[3]).iterdir())[4].name, 0])
     return root
+
+
+def memory_store(rank, *, kinds=("resid_post",), classes: int = 10, has_cls: bool = True,
+                 labels=None, pred=None, top1=None, true_logit=None, token_class=None,
+                 perturbation=None, fingerprint: str = "f", key_mlp=None, key_attn=None):
+    """A :class:`~vitcls_utils.store_reader.Store` held in memory, for metric tests: ``rank``
+    (and the other token arrays) [images, blocks x kinds, tokens] at the sites
+    ``blocks.{b}.hook_{kind}`` in block-major order; [CLS] at token 0 when ``has_cls``. What is
+    not given is zero (labels, top-1s, logits) or the labels (predictions)."""
+    from vitcls_utils.store_reader import Store
+
+    rank = np.asarray(rank, dtype=np.int16)
+    n_images, n_sites, _ = rank.shape
+    sites = [f"blocks.{b}.hook_{k}" for b in range(n_sites // len(kinds)) for k in kinds]
+    labels = np.zeros(n_images, np.int32) if labels is None else np.asarray(labels)
+    config = {"variant": "x", "dataset": {"name": "toy", "fingerprint": fingerprint}}
+    if perturbation is not None:
+        config["perturbation"] = perturbation
+    return Store(
+        path="mem", sites=sites, labels=labels, status=np.zeros(n_images, np.int8),
+        manifest={"num_classes": classes, "sites": sites, "config": config,
+                  "layout": {"has_cls": has_cls, "num_prefix": int(has_cls)}},
+        pred=labels.copy() if pred is None else np.asarray(pred), rank=rank,
+        top1=np.zeros_like(rank) if top1 is None else np.asarray(top1, np.int16),
+        true_logit=(np.zeros(rank.shape, np.float32) if true_logit is None
+                    else np.asarray(true_logit, np.float32)),
+        token_class=None if token_class is None else np.asarray(token_class, np.int8),
+        token_class_paper=None, key_mlp=key_mlp, key_attn=key_attn)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import write_image
-from vitcls_utils.extract import open_results
+from vitcls_utils.extract import open_store
 from vitcls_utils.variants import VARIANTS
 
 VITCLS = Path(sys.executable).with_name("vitcls")
@@ -46,7 +46,7 @@ def test_extract_random_b16_on_a_folder_of_jpegs(jpegs, tmp_path):
                     "--data-dir", str(jpegs), "--out", str(tmp_path), "--batch-size", "2")
     assert result.returncode == 0, result.stderr
     store = Path(re.search(r"^store: (.+)$", result.stdout, re.M).group(1))
-    res = open_results(store)
+    res = open_store(store)
     assert len(res.sites) == 36
     assert res.rank.shape == res.top1.shape == res.true_logit.shape == (3, 36, 197)
     assert res.labels.tolist() == [0, 1, 1] and res.pred.shape == (3,)
@@ -111,7 +111,7 @@ def test_toy_end_to_end_evaluate_agrees_with_the_store(tmp_path):
     top1 = float(re.search(r"top-1 ([\d.]+)%", evaluated.stdout).group(1))
     extracted = vitcls("extract", "--variant", "toy", "--data", "toy", "--out", str(tmp_path))
     assert extracted.returncode == 0, extracted.stderr
-    res = open_results(Path(re.search(r"^store: (.+)$", extracted.stdout, re.M).group(1)))
+    res = open_store(Path(re.search(r"^store: (.+)$", extracted.stdout, re.M).group(1)))
     assert res.token_class is not None and res.rank.shape[1:] == (36, 50)
     assert round(100 * res.accuracy, 2) == top1
 
@@ -120,7 +120,7 @@ def test_toy_extract_under_a_perturbation(tmp_path):
     result = vitcls("extract", "--variant", "toy", "--data", "toy", "--n-per-class", "2",
                     "--out", str(tmp_path), "--kinds", "resid_post", "--perturb", "keep_class")
     assert result.returncode == 0, result.stderr
-    res = open_results(Path(re.search(r"^store: (.+)$", result.stdout, re.M).group(1)))
+    res = open_store(Path(re.search(r"^store: (.+)$", result.stdout, re.M).group(1)))
     assert res.perturbation["keep"] == "class" and res.rank.shape == (48, 12, 50)
     assert "perturbation: keep_class" in result.stdout
     assert (res.rank[:, -1] == -1).any() and (res.rank[:, -1, 0] >= 0).all()  # [CLS] kept

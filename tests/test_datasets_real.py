@@ -12,7 +12,7 @@ from PIL import Image
 from conftest import WNIDS, make_imagenet_s
 from vitcls_utils.data import Cifar100Dataset, ImageNetSDataset, build_dataset
 from vitcls_utils.errors import DatasetError
-from vitcls_utils.extract import extract, open_results
+from vitcls_utils.extract import extract, open_store
 from vitcls_utils.masks import decode_mask, token_labels, token_labels_paper
 from vitcls_utils.variants import TokenLayout, load_variant
 
@@ -44,7 +44,7 @@ def test_extraction_on_the_tree_with_masks(tmp_path):
     root = make_imagenet_s(tmp_path / "data")
     model = load_variant("vit_b32_random")
     dataset = build_dataset("imagenet-s", str(root), num_classes=1000)
-    res = open_results(extract(model, dataset, tmp_path / "out", batch_size=8), )
+    res = open_store(extract(model, dataset, tmp_path / "out", batch_size=8), )
     assert res.n_unreadable == 1 and res.rank.shape == (14, 36, 50)
     assert res.manifest["counts_masks"] == {"images_without_mask": 1}
     assert "sorted file name" in res.manifest["config"]["dataset"]["selection"]

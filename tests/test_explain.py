@@ -90,9 +90,9 @@ def test_perturbation_curve_keeping_every_token_is_the_clean_accuracy():
         yield images[4:], labels[4:], np.arange(4, 6)
 
     orders = np.stack([np.random.default_rng(i).permutation(16) for i in range(6)])
-    full = faithfulness.perturbation_curve(model, loader, orders, counts=[16])
+    full = faithfulness.faithfulness_curve(model, loader, orders, counts=[16])
     assert full[0] == pytest.approx(4 / 6)
-    curve = faithfulness.perturbation_curve(model, loader, orders)
+    curve = faithfulness.faithfulness_curve(model, loader, orders)
     assert curve.shape == (15,)
     maps = explain.maps_for("class_space", model, images, labels)
     assert maps.shape == (6, 16)
@@ -124,9 +124,9 @@ def test_cached_curves_equal_computed_ones_and_are_reused(tiny_toy_variant, tmp_
     order = np.stack([np.random.default_rng(i).permutation(49) for i in range(len(dataset))])
     orders = {"some": order, "random": explain.random_orders(49, [0, 1])}
     counts = [1, 10, 30, 48]
-    plain, plain_areas, plain_scores = faithfulness.perturbation_test(model, dataset, orders,
+    plain, plain_areas, plain_scores = faithfulness.faithfulness_test(model, dataset, orders,
                                                                  counts=counts)
-    cached, _, _ = faithfulness.perturbation_test(model, dataset, orders, counts=counts,
+    cached, _, _ = faithfulness.faithfulness_test(model, dataset, orders, counts=counts,
                                              cache_dir=tmp_path)
     assert np.array_equal(plain.accuracy, cached.accuracy)
     assert len(list(tmp_path.glob("*.npy"))) == 2 * 3  # (one + two random orders) x two tests
@@ -134,8 +134,8 @@ def test_cached_curves_equal_computed_ones_and_are_reused(tiny_toy_variant, tmp_
     def no_recompute(*args, **kwargs):
         raise AssertionError("a cached curve was recomputed")
 
-    monkeypatch.setattr(faithfulness, "perturbation_outcomes", no_recompute)
-    again, areas, scores = faithfulness.perturbation_test(model, dataset, orders, counts=counts,
+    monkeypatch.setattr(faithfulness, "faithfulness_outcomes", no_recompute)
+    again, areas, scores = faithfulness.faithfulness_test(model, dataset, orders, counts=counts,
                                                      cache_dir=tmp_path)
     assert np.array_equal(plain.accuracy, again.accuracy)
     assert areas.equals(plain_areas) and scores.equals(plain_scores)
@@ -144,5 +144,5 @@ def test_cached_curves_equal_computed_ones_and_are_reused(tiny_toy_variant, tmp_
         curve = plain[(plain.method == method) & (plain.test == test)].accuracy
         assert group.score.mean() == pytest.approx(curve.mean())
     with pytest.raises(AssertionError, match="recomputed"):  # another order is another curve
-        faithfulness.perturbation_test(model, dataset, {"other": order[:, ::-1].copy()},
+        faithfulness.faithfulness_test(model, dataset, {"other": order[:, ::-1].copy()},
                                   counts=counts, cache_dir=tmp_path)

@@ -17,7 +17,7 @@ import torch
 
 from vitcls_utils import StoreError, VitclsError
 from vitcls_utils.data import CONVERTED, UNREADABLE, ImageFolderDataset, load_image
-from vitcls_utils.extract import extract, open_results
+from vitcls_utils.extract import extract, open_store
 from vitcls_utils.hooks import run_with_cache
 from vitcls_utils.projection import ClassProjector
 from vitcls_utils.variants import load_variant
@@ -53,7 +53,7 @@ def test_store_matches_a_direct_computation(tiny_variant, image_folder, tmp_path
     dataset = ImageFolderDataset(image_folder, num_classes=10)
     path = extract(model, dataset, tmp_path / "out", batch_size=4)
     check()
-    res = open_results(path)
+    res = open_store(path)
     n_blocks, n_tokens = len(model.blocks), 17
     assert res.sites[:3] == ["blocks.0.hook_resid_post", "blocks.0.hook_attn_out",
                              "blocks.0.hook_mlp_out"]
@@ -79,13 +79,13 @@ def test_unreadable_images_are_skipped_counted_and_reported(tiny_variant, image_
     (image_folder / "1" / "img2.jpg").write_bytes(b"\xff\xd8 truncated jpeg")
     model = load_variant("test_tiny")
     path = extract(model, ImageFolderDataset(image_folder, num_classes=10), tmp_path / "o")
-    res = open_results(path)
+    res = open_store(path)
     assert res.n_unreadable == 1 and res.rank.shape[0] == 8
     assert res.manifest["counts"] == {"images": 9, "unreadable": 1, "converted_to_rgb": 2,
                                       "exif_orientation_ignored": 0}
     assert res.manifest["files"]["unreadable"] == ["1/img2.jpg"]  # listed, not only counted
     assert res.manifest["files"]["converted_to_rgb"] == ["1/img0.jpg", "2/img1.png"]
-    full = open_results(path, include_unreadable=True)
+    full = open_store(path, include_unreadable=True)
     assert full.status.tolist()[5] == UNREADABLE and full.rank.shape[0] == 9
 
 
@@ -102,13 +102,13 @@ def test_complete_store_is_reused_and_force_recomputes(tiny_variant, image_folde
     other = extract(load_variant("test_tiny", seed=9), dataset, tmp_path / "o")
     assert other != path and other.parent == path.parent  # another weights id, another store
     only_resid = extract(model, dataset, tmp_path / "o", kinds=["resid_post"])
-    assert open_results(only_resid).rank.shape[1] == len(model.blocks)
+    assert open_store(only_resid).rank.shape[1] == len(model.blocks)
 
 
 def test_interrupted_run_resumes_to_identical_arrays(tiny_variant, image_folder, tmp_path):
     model = load_variant("test_tiny", seed=2)
     dataset = ImageFolderDataset(image_folder, num_classes=10)
-    clean = open_results(extract(model, dataset, tmp_path / "clean", batch_size=2))
+    clean = open_store(extract(model, dataset, tmp_path / "clean", batch_size=2))
 
     def interrupt(done):  # rows written, progress not yet saved: the worst moment to die
         if done >= 4:
@@ -119,8 +119,8 @@ def test_interrupted_run_resumes_to_identical_arrays(tiny_variant, image_folder,
     path = next((tmp_path / "resumed" / "test_tiny").iterdir())
     assert json.loads((path / "progress.json").read_text())["done"] == 2
     with pytest.raises(StoreError, match="incomplete"):
-        open_results(path)
-    resumed = open_results(extract(model, dataset, tmp_path / "resumed", batch_size=5))
+        open_store(path)
+    resumed = open_store(extract(model, dataset, tmp_path / "resumed", batch_size=5))
     assert resumed.manifest["batch_size"] == 2  # a resumed run keeps its batch size
     for name in ARRAYS:
         np.testing.assert_array_equal(getattr(resumed, name), getattr(clean, name))
@@ -166,8 +166,8 @@ def test_sigkill_mid_run_then_resume_gives_identical_arrays(image_folder, tmp_pa
     done = json.loads(progress.read_text())["done"]
     assert 3 <= done < 9, f"killed too late to test resuming (done={done})"
     subprocess.run(cmd + [str(tmp_path / "killed"), "0"], check=True, env=env)
-    clean = open_results(next((tmp_path / "clean" / "test_tiny").iterdir()))
-    resumed = open_results(progress.parent)
+    clean = open_store(next((tmp_path / "clean" / "test_tiny").iterdir()))
+    resumed = open_store(progress.parent)
     for name in ARRAYS:
         np.testing.assert_array_equal(getattr(resumed, name), getattr(clean, name))
 
@@ -183,7 +183,7 @@ def test_bad_arguments(tiny_variant, image_folder, tmp_path):
         extract(timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=1,
                                   num_classes=10), dataset, tmp_path)
     with pytest.raises(StoreError, match="not an extraction store"):
-        open_results(tmp_path)
+        open_store(tmp_path)
 
 
 def test_two_writers_of_one_store_write_it_once(tiny_variant, image_folder, tmp_path,
@@ -196,7 +196,7 @@ def test_two_writers_of_one_store_write_it_once(tiny_variant, image_folder, tmp_
 
     model = load_variant("test_tiny", seed=1)
     dataset = ImageFolderDataset(image_folder, num_classes=10)
-    expected = open_results(extract(model, dataset, tmp_path / "alone", batch_size=2))
+    expected = open_store(extract(model, dataset, tmp_path / "alone", batch_size=2))
     calls = []
     original = extract_module.SiteReducer.__call__
 
@@ -215,6 +215,6 @@ def test_two_writers_of_one_store_write_it_once(tiny_variant, image_folder, tmp_
         worker.join()
     assert len(paths) == 2 and paths[0] == paths[1]
     assert len(calls) == 5  # 9 images in batches of 2: one writer's batches only
-    shared = open_results(paths[0])
+    shared = open_store(paths[0])
     for name in ARRAYS:
         np.testing.assert_array_equal(getattr(shared, name), getattr(expected, name))

@@ -4,30 +4,25 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import memory_store
 from scipy import stats as scipy_stats
 
 from vitcls_utils import identifiability as ident
 from vitcls_utils.errors import VitclsError
-from vitcls_utils.extract import Results
 from vitcls_utils.stats import wilcoxon_greater
 
 
 def fake_results(has_cls=True, n_images=6, n_blocks=3, n_tokens=5, classes=10, seed=0,
                  fingerprint="abc"):
     rng = np.random.default_rng(seed)
-    sites = [f"blocks.{b}.hook_{k}" for b in range(n_blocks)
-             for k in ("resid_post", "attn_out", "mlp_out")]
-    shape = (n_images, len(sites), n_tokens)
-    rank = rng.integers(0, 3, shape).astype(np.int16)
-    manifest = {"num_classes": classes, "sites": sites,
-                "layout": {"has_cls": has_cls, "num_prefix": int(has_cls)},
-                "config": {"variant": "x", "dataset": {"fingerprint": fingerprint}}}
+    shape = (n_images, 3 * n_blocks, n_tokens)
+    rank = rng.integers(0, 3, shape)
     labels = rng.integers(0, classes, n_images)
-    return Results(path=None, manifest=manifest, sites=sites, labels=labels,
-                   pred=np.where(rng.random(n_images) < 0.5, labels, (labels + 1) % classes),
-                   status=np.zeros(n_images, np.int8), rank=rank,
-                   top1=rng.integers(0, classes, shape).astype(np.int16),
-                   true_logit=rng.normal(size=shape).astype(np.float32))
+    return memory_store(rank, kinds=("resid_post", "attn_out", "mlp_out"), classes=classes,
+                        has_cls=has_cls, fingerprint=fingerprint, labels=labels,
+                        pred=np.where(rng.random(n_images) < 0.5, labels,
+                                      (labels + 1) % classes),
+                        top1=rng.integers(0, classes, shape), true_logit=rng.normal(size=shape))
 
 
 @pytest.mark.parametrize("has_cls", [True, False])

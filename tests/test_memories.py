@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import memory_store, tiny_model
 from scipy import stats as scipy_stats
 
 from vitcls_utils import memories as mem
 from vitcls_utils.data import ImageFolderDataset, load_image
 from vitcls_utils.errors import StoreError
-from vitcls_utils.extract import Results, extract, open_results
+from vitcls_utils.extract import extract, open_store
 from vitcls_utils.hooks import run_with_cache
 from vitcls_utils.variants import load_variant
 
@@ -21,19 +21,16 @@ KINDS = ("resid_post", "attn_out", "mlp_out", "resid_mid")
 def fake_store(n_images=8, n_blocks=3, n_tokens=5, classes=6, d=4, seed=0, has_cls=True):
     """A chapter-3 store in memory with random ranks, top-1s, logits and key indices."""
     rng = np.random.default_rng(seed)
-    sites = [f"blocks.{b}.hook_{k}" for b in range(n_blocks) for k in KINDS]
-    shape = (n_images, len(sites), n_tokens)
+    shape = (n_images, n_blocks * len(KINDS), n_tokens)
     labels = rng.integers(0, classes, n_images)
     keys = lambda m: rng.integers(0, m, (n_images, n_blocks, n_tokens, 5)).astype(np.int16)  # noqa: E731
-    return Results(
-        path="mem", sites=sites, labels=labels, status=np.zeros(n_images, np.int8),
-        manifest={"num_classes": classes, "config": {"variant": "x"},
-                  "layout": {"has_cls": has_cls, "num_prefix": int(has_cls)}},
-        pred=np.where(rng.random(n_images) < 0.5, labels, (labels + 1) % classes),
-        rank=rng.integers(0, classes, shape).astype(np.int16),
-        top1=rng.integers(0, classes, shape).astype(np.int16),
-        true_logit=rng.normal(size=shape).astype(np.float32),
-        key_mlp=keys(4 * d), key_attn=keys(d))
+    pred = np.where(rng.random(n_images) < 0.5, labels, (labels + 1) % classes)
+    rank = rng.integers(0, classes, shape)
+    top1 = rng.integers(0, classes, shape)
+    logit = rng.normal(size=shape)
+    return memory_store(rank, kinds=KINDS, classes=classes, has_cls=has_cls, labels=labels,
+                        pred=pred, top1=top1, true_logit=logit, key_mlp=keys(4 * d),
+                        key_attn=keys(d))
 
 
 def fake_memories(n_blocks=3, classes=6, d=4, seed=0):
@@ -89,7 +86,7 @@ def test_value_vector_classes():
 def test_top_keys_from_the_stream_equal_full_activations(tiny_variant, image_folder, tmp_path):
     model = load_variant("test_tiny", seed=5)
     dataset = ImageFolderDataset(image_folder, num_classes=10)
-    res = open_results(extract(model, dataset, tmp_path, kinds=KINDS, key_topk=5, batch_size=4))
+    res = open_store(extract(model, dataset, tmp_path, kinds=KINDS, key_topk=5, batch_size=4))
     assert res.key_mlp.shape == (9, 3, 17, 5) and res.key_attn.shape == (9, 3, 17, 5)
     preprocess = model.vitcls_info.variant.preprocess
     for i, item in enumerate(dataset.items):
@@ -100,7 +97,7 @@ def test_top_keys_from_the_stream_equal_full_activations(tiny_variant, image_fol
             z = cache[f"blocks.{b}.attn.hook_z"][0].flatten(1)  # [N, d], head-major
             assert np.array_equal(res.key_mlp[i, b], pre.topk(5, -1).indices.numpy())
             assert np.array_equal(res.key_attn[i, b], z.topk(5, -1).indices.numpy())
-    plain = open_results(extract(model, dataset, tmp_path, batch_size=4))
+    plain = open_store(extract(model, dataset, tmp_path, batch_size=4))
     assert plain.key_mlp is None and plain.path != res.path
     with pytest.raises(StoreError, match="key_topk=5"):
         mem.memory_compositionality(plain, mem.Memories.of(model))

@@ -9,7 +9,7 @@ from conftest import tiny_model
 
 from vitcls_utils import VitclsError, variants
 from vitcls_utils.data import ImageFolderDataset, ToyDataset
-from vitcls_utils.extract import extract, open_results
+from vitcls_utils.extract import extract, open_store
 from vitcls_utils.hooks import capture
 from vitcls_utils.perturb import (AttentionPerturbation, TokenRemoval, edit_pattern,
                                   group_by_length, keeping_tokens, parse_perturbation,
@@ -150,7 +150,7 @@ def test_removal_store_matches_one_image_at_a_time(tiny_toy_variant, tmp_path, k
     check = weights_unchanged(model)
     dataset = ToyDataset("val", n_per_class=1)
     removal = TokenRemoval(keep)
-    res = open_results(extract(model, dataset, tmp_path, kinds=("resid_post",), batch_size=4,
+    res = open_store(extract(model, dataset, tmp_path, kinds=("resid_post",), batch_size=4,
                                perturbation=removal))
     check()
     assert res.perturbation == removal.config()
@@ -177,9 +177,9 @@ def test_removal_store_matches_one_image_at_a_time(tiny_toy_variant, tmp_path, k
 def test_removal_of_nothing_equals_the_unperturbed_store(tiny_toy_variant, tmp_path):
     model = load_variant("test_tiny_toy", seed=3)
     dataset = ToyDataset("val", n_per_class=1)
-    clean = open_results(extract(model, dataset, tmp_path, batch_size=8))
+    clean = open_store(extract(model, dataset, tmp_path, batch_size=8))
     everything = TokenRemoval("indices", indices=range(1, 50))
-    kept = open_results(extract(model, dataset, tmp_path, batch_size=8,
+    kept = open_store(extract(model, dataset, tmp_path, batch_size=8,
                                 perturbation=everything))
     assert kept.path != clean.path
     assert np.array_equal(kept.rank, clean.rank) and np.array_equal(kept.pred, clean.pred)
@@ -201,7 +201,7 @@ def test_attention_store_matches_a_hooked_forward(tiny_toy_variant, tmp_path):
     model = load_variant("test_tiny_toy", seed=3)
     dataset = ToyDataset("val", n_per_class=1)
     perturbation = AttentionPerturbation("self_only")
-    res = open_results(extract(model, dataset, tmp_path, kinds=("resid_post",),
+    res = open_store(extract(model, dataset, tmp_path, kinds=("resid_post",),
                                batch_size=8, perturbation=perturbation))
     images = torch.stack([TOY_PREPROCESS(dataset.load(i)[0]) for i in range(len(dataset))])
     logits, last = forward_with(model, images, perturbation)

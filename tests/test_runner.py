@@ -11,7 +11,7 @@ import nbformat
 import pytest
 
 from conftest import make_imagenet_s
-from vitcls_utils import runner
+from vitcls_utils import kernels, runner
 from vitcls_utils.errors import UnknownVariantError, VitclsError
 
 
@@ -126,8 +126,9 @@ def test_chapter4_notebooks_on_random_b32_and_a_fabricated_imagenet_s(tmp_path):
         if notebook.stem == "figA12_linear_probing":
             params["probe_kinds"] = ["resid_post"]
         job = runner.execute(runner.Job(notebook, tmp_path / "runs" / notebook.name, params,
-                                      "vit_b32_random"))
+                                        "vit_b32_random"), keep_kernel=True)
         assert job.status == "ran", job.message
+    kernels.discard_thread_kernel()
 
 
 def write_notebook(path, source):

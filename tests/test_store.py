@@ -15,7 +15,7 @@ from vitcls_utils import DamagedStoreError, IncompleteStoreError, StoreError, st
 from vitcls_utils import extract as extract_module
 from vitcls_utils.data import ImageFolderDataset
 from vitcls_utils.extract import extract
-from vitcls_utils.results import open_results
+from vitcls_utils.store_reader import open_store
 from vitcls_utils.store import expected_files
 from vitcls_utils.variants import load_variant
 
@@ -56,7 +56,7 @@ def fail_at(mp: pytest.MonkeyPatch, step: int) -> list:
 
 def test_a_failure_at_any_write_step_resumes_to_the_clean_arrays(setup, tmp_path):
     model, dataset, clean = setup
-    expected = open_results(clean)
+    expected = open_store(clean)
     step, failed_at = 0, []
     while True:
         step += 1
@@ -70,7 +70,7 @@ def test_a_failure_at_any_write_step_resumes_to_the_clean_arrays(setup, tmp_path
             else:
                 break  # no write step left to fail at
         path = extract(model, dataset, out, batch_size=5)  # the rerun
-        resumed = open_results(path)
+        resumed = open_store(path)
         assert resumed.manifest["status"] == "complete"
         for name in ARRAYS:
             np.testing.assert_array_equal(getattr(resumed, name), getattr(expected, name),
@@ -88,8 +88,8 @@ def test_a_kill_after_the_last_row_is_finished_by_the_rerun(setup, tmp_path):
     path = next((tmp_path / "o" / "test_tiny").iterdir())
     assert json.loads((path / "progress.json").read_text())["done"] == len(dataset)
     with pytest.raises(IncompleteStoreError, match="incomplete"):
-        open_results(path)
-    assert open_results(extract(model, dataset, tmp_path / "o")).manifest["status"] == "complete"
+        open_store(path)
+    assert open_store(extract(model, dataset, tmp_path / "o")).manifest["status"] == "complete"
 
 
 def damage(file, how: str) -> None:
@@ -122,7 +122,7 @@ def test_any_damaged_file_of_a_complete_store_is_named(setup, tmp_path, how):
         shutil.copytree(clean, copy)
         damage(copy / name, how)
         with pytest.raises(DamagedStoreError, match=name.replace(".", r"\.")) as error:
-            open_results(copy)
+            open_store(copy)
         assert "delete" in str(error.value)
 
 
@@ -140,7 +140,7 @@ def test_an_interrupted_store_with_a_damaged_file_is_not_resumed(setup, tmp_path
     with pytest.raises(DamagedStoreError, match=r"rank\.npy.*--force"):
         extract(model, dataset, tmp_path / "o", batch_size=5)
     fresh = extract(model, dataset, tmp_path / "o", batch_size=5, force=True)
-    assert open_results(fresh).manifest["status"] == "complete"
+    assert open_store(fresh).manifest["status"] == "complete"
 
 
 @pytest.mark.parametrize("name, content", [
@@ -153,7 +153,7 @@ def test_a_garbage_manifest_or_progress_file_is_named(setup, tmp_path, name, con
     shutil.copytree(clean, copy)
     (copy / name).write_text(content)
     with pytest.raises(DamagedStoreError, match=name.replace(".", r"\.")):
-        open_results(copy)
+        open_store(copy)
     with pytest.raises(StoreError, match=name.replace(".", r"\.")):  # nor resumed
         extract(model, dataset, tmp_path / "copy", batch_size=5)
 
@@ -183,7 +183,7 @@ def test_force_waits_for_the_writer_holding_the_store(setup, tmp_path, capfd):
     holder.join()
     forced.join()
     assert "is being written by pid" in capfd.readouterr().err
-    assert open_results(result[0]).manifest["status"] == "complete"
+    assert open_store(result[0]).manifest["status"] == "complete"
 
 
 def test_an_out_folder_that_is_a_file_is_refused(setup, tmp_path):
@@ -194,7 +194,7 @@ def test_an_out_folder_that_is_a_file_is_refused(setup, tmp_path):
 
 
 def test_stores_are_chosen_on_their_manifests_and_only_the_chosen_are_opened(setup, tmp_path):
-    from vitcls_utils.results import find_stores, newest_by_variant
+    from vitcls_utils.store_reader import find_stores, newest_by_variant
 
     model, dataset, clean = setup
     out = clean.parent.parent

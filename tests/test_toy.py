@@ -131,12 +131,12 @@ def test_training_is_seeded_changes_the_weights_and_writes_a_strict_checkpoint(t
 def test_toy_store_shows_the_papers_direction(tmp_path):
     """`extract --variant toy --data toy`: [CLS] becomes identifiable, image tokens grow more
     identifiable with depth, far above the random-init control."""
-    from vitcls_utils.extract import extract, open_results
+    from vitcls_utils.extract import extract, open_store
     from vitcls_utils.identifiability import evolution, identifiability_rate
 
     dataset = ToyDataset("val", n_per_class=5)
-    res = open_results(extract(load_variant("toy"), dataset, tmp_path))
-    rand = open_results(extract(load_variant("toy_random"), dataset, tmp_path))
+    res = open_store(extract(load_variant("toy"), dataset, tmp_path))
+    rand = open_store(extract(load_variant("toy_random"), dataset, tmp_path))
     frame = evolution(res).pivot(index="block", columns="token", values="identifiability")
     assert frame["[CLS]"].iloc[-1] >= 0.99
     assert frame["image"].iloc[-1] > frame["image"].iloc[0] + 0.1

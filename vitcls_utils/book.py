@@ -53,23 +53,23 @@ class NotebookRun:
                     n_per_class=self.n_per_class if n_per_class is None else n_per_class,
                     device=self.device, results_dir=self.results_dir, seed=self.seed)
 
-    def results(self, **kwargs):
-        """The variant's store (see :func:`vitcls_utils.extract.results_for`)."""
-        from .extract import results_for
+    def store(self, **kwargs):
+        """The variant's store (see :func:`vitcls_utils.extract.store_for`)."""
+        from .extract import store_for
 
-        return results_for(self.variant, weights=self.weights, **self._data(), **kwargs)
+        return store_for(self.variant, weights=self.weights, **self._data(), **kwargs)
 
-    def control_results(self, **kwargs):
+    def control_store(self, **kwargs):
         """The random control's store on the same stimuli."""
-        from .extract import results_for
+        from .extract import store_for
 
-        return results_for(self.control_key, **self._data(), **kwargs)
+        return store_for(self.control_key, **self._data(), **kwargs)
 
-    def memory_results(self):
+    def memory_store(self):
         """The store chapter 3 reads: every site kind and the top key indices."""
         from .memories import KEY_TOPK, KINDS
 
-        return self.results(kinds=KINDS, key_topk=KEY_TOPK)
+        return self.store(kinds=KINDS, key_topk=KEY_TOPK)
 
     @cached_property
     def model(self):

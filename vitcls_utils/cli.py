@@ -127,7 +127,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_extract(args: argparse.Namespace) -> int:
     _check_cheap(args)
     _check_out(args.out)
-    from .extract import DEFAULT_KINDS, extract, open_results
+    from .extract import DEFAULT_KINDS, extract, open_store
     from .perturb import parse_perturbation
 
     perturbation = parse_perturbation(args.perturb) if args.perturb else None
@@ -136,7 +136,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
                    num_workers=args.workers, precision=args.precision, force=args.force,
                    progress=not args.quiet, perturbation=perturbation,
                    kinds=args.kinds or DEFAULT_KINDS)
-    results = open_results(path)
+    results = open_store(path)
     counts = results.manifest.get("counts", {})
     print(f"store: {path}")
     print(f"images: {counts.get('images')}  unreadable (skipped): {counts.get('unreadable')}  "

@@ -171,7 +171,7 @@ def upsample(token_map: torch.Tensor, grid, size) -> torch.Tensor:
 # Over a dataset
 # ----------------------------------------------------------------------------------------------
 def stimulus_batches(model: nn.Module, dataset, batch_size: int = 64):
-    """A loader for :func:`perturbation_curve`: (images, labels, positions) batches of the
+    """A loader for :func:`faithfulness_curve`: (images, labels, positions) batches of the
     readable stimuli, preprocessed the variant's way."""
     from .data import UNREADABLE
     from .loader import stimulus_loader

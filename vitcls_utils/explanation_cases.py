@@ -10,14 +10,14 @@ import numpy as np
 import pandas as pd
 
 from .explain import dataset_maps, explain_images, head_maps, mass_on_object
-from .results import Results
+from .store_reader import Store
 
 Case = Tuple[str, object, int]  # (title, PIL image, class of interest)
 #: (views, method -> maps, titles) of one figure of maps
 MapsFigure = Tuple[list, Dict[str, np.ndarray], List[str]]
 
 
-def chosen_cases(results: Results, stimuli, names: Sequence[str], dataset: str,
+def chosen_cases(results: Store, stimuli, names: Sequence[str], dataset: str,
                  images: Optional[Sequence[int]] = None) -> List[Case]:
     """The store rows ``images``, or the first correctly classified stimulus and the first
     misclassified one; a misclassified one is explained for its true and its predicted class.
@@ -99,7 +99,7 @@ def paper_case_maps(model, variant: str, stimuli, names: Sequence[str],
     return figures
 
 
-def object_mass_table(model, stimuli, results: Results, methods: Sequence[str],
+def object_mass_table(model, stimuli, results: Store, methods: Sequence[str],
                       paper: bool = True) -> pd.DataFrame:
     """Per method, the share of the maps' positive mass on the object's tokens over the
     stimuli with masks, beside the object's share of the tokens (:func:`mass_on_object`)."""

@@ -10,7 +10,8 @@ is O(batch). The store is resumable: rows are written in place at their final po
 progress file, replaced atomically after each batch, says how many are done. A run killed at
 any point and restarted writes exactly the arrays of an uninterrupted run.
 
-The store's format is in :mod:`vitcls_utils.store`, its reader in :mod:`vitcls_utils.results`.
+The store's format is in :mod:`vitcls_utils.store`, its reader in :mod:`vitcls_utils.store_reader`, the
+on-device reductions in :mod:`vitcls_utils.reduce`.
 
 A perturbation (:mod:`vitcls_utils.perturb`) is part of the configuration, so a perturbed run has
 its own store. Under token removal the arrays keep their full width: a removed token has rank
@@ -21,7 +22,6 @@ Token labels (1 class-labeled, 0 context, -1 prefix token or no mask) come in bo
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
 import time
@@ -42,13 +42,12 @@ from torch import nn  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from . import __version__  # noqa: E402
-from .hooks import block_sites, hooks  # noqa: E402
+from .hooks import block_sites  # noqa: E402
 from .loader import quiet, stimulus_loader, with_progress  # noqa: E402
-from .perturb import (AttentionPerturbation, Perturbation, TokenRemoval,  # noqa: E402
-                      group_by_length, keeping_tokens)
-from .projection import ClassProjector, reduce_logits  # noqa: E402
-from .results import Results, find_store, find_stores, open_results  # noqa: E402,F401
-from .store import (IMAGE_ARRAYS, KEY_ARRAYS, MASK_ARRAYS, REMOVED,  # noqa: E402,F401
+from .perturb import Perturbation, TokenRemoval  # noqa: E402
+from .reduce import SiteReducer, check_precision, reduce_removed  # noqa: E402
+from .store_reader import Store, find_store, find_stores, open_store  # noqa: E402,F401
+from .store import (IMAGE_ARRAYS, KEY_ARRAYS, MASK_ARRAYS,  # noqa: E402,F401
                     TOKEN_ARRAYS, RowWriter, allocate, check_files, check_out_folder, config_for,
                     config_hash,
                     finish_store, read_manifest, read_progress, store_lock, store_path,
@@ -56,7 +55,6 @@ from .store import (IMAGE_ARRAYS, KEY_ARRAYS, MASK_ARRAYS, REMOVED,  # noqa: E40
 from .loading import LoadedInfo, TokenLayout  # noqa: E402
 
 DEFAULT_KINDS: Tuple[str, ...] = ("resid_post", "attn_out", "mlp_out")
-PRECISIONS = ("fp32", "bf16")
 #: images decoded per loader batch under token removal, in batch sizes: more images give fuller
 #: batches of equal length
 REMOVAL_CHUNK = 4
@@ -85,84 +83,6 @@ def store_config(model: nn.Module, dataset: ImageDataset, kinds: Sequence[str],
 # ----------------------------------------------------------------------------------------------
 # Extraction
 # ----------------------------------------------------------------------------------------------
-def _check_precision(precision: str) -> None:
-    if precision not in PRECISIONS:
-        raise VitclsError(f"precision must be one of {PRECISIONS}, not {precision!r}")
-
-
-class SiteReducer:
-    """Forward a batch with hooks that project every site and keep only the reductions.
-
-    Calling it returns, on the model's device, ``rank``/``top1`` int16 and ``true_logit``
-    float32 of shape [B, S, N] in ``sites`` order, and ``pred`` int16 [B], the model's own
-    top-1. The hooks exist only during the call, so the model stays clean in between.
-    """
-
-    def __init__(self, model: nn.Module, sites: Sequence[str], precision: str = "fp32",
-                 perturbation: Optional[AttentionPerturbation] = None,
-                 key_topk: int = 0) -> None:
-        _check_precision(precision)
-        self.model = model
-        self.key_topk = key_topk
-        self.n_blocks = len(model.blocks)
-        self.perturbation_hooks = [] if perturbation is None else perturbation.fwd_hooks(model)
-        self.sites = list(sites)
-        self.device = next(model.parameters()).device
-        self.projector = ClassProjector(model).to(self.device)
-        self.index = {name: i for i, name in enumerate(self.sites)}
-        self.precision = precision
-        self._buffers: Dict[str, torch.Tensor] = {}
-        self._labels: Optional[torch.Tensor] = None
-
-    def _reduce(self, value: torch.Tensor, name: str) -> None:
-        reduced = reduce_logits(self.projector(value), self._labels)
-        for key, tensor in reduced.items():
-            buffer = self._buffers.get(key)
-            if buffer is None:
-                shape = (value.shape[0], len(self.sites), value.shape[1])
-                buffer = self._buffers[key] = torch.empty(shape, dtype=tensor.dtype,
-                                                          device=self.device)
-            buffer[:, self.index[name]] = tensor
-        return None
-
-    def _top_keys(self, value: torch.Tensor, name: str) -> None:
-        """Indices of the ``key_topk`` largest (signed) coefficients of every token."""
-        array = "key_mlp" if name.endswith("mlp.hook_pre") else "key_attn"
-        coefficients = value.flatten(2)  # hook_z [B, N, H, dh] -> [B, N, d], head-major
-        top = coefficients.topk(self.key_topk, dim=-1).indices.to(torch.int16)
-        buffer = self._buffers.get(array)
-        if buffer is None:
-            shape = (value.shape[0], self.n_blocks, value.shape[1], self.key_topk)
-            buffer = self._buffers[array] = torch.empty(shape, dtype=torch.int16,
-                                                        device=self.device)
-        buffer[:, int(name.split(".")[1])] = top
-        return None
-
-    @torch.inference_mode()
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor,
-                 kept: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
-        """Reductions of one batch; with ``kept`` [B, K] the model runs on those tokens only
-        and the token arrays are [B, S, K]."""
-        self._labels = labels.to(self.device)
-        self._buffers = {}
-        with contextlib.ExitStack() as stack:
-            if kept is not None:
-                stack.enter_context(keeping_tokens(self.model, kept))
-            # perturbation hooks first: the reducing hooks then read the edited values
-            reducing = [(self.sites, self._reduce)]
-            if self.key_topk:
-                reducing.append(([f"blocks.{b}.{kind}" for b in range(self.n_blocks)
-                                  for kind in KEY_ARRAYS.values()], self._top_keys))
-            stack.enter_context(hooks(self.model, self.perturbation_hooks + reducing))
-            stack.enter_context(torch.autocast(device_type=self.device.type,
-                                               dtype=torch.bfloat16,
-                                               enabled=self.precision == "bf16"))
-            logits = self.model(images.to(self.device, non_blocking=True))
-        out = dict(self._buffers)
-        out["pred"] = logits.float().argmax(-1).to(torch.int16)
-        return out
-
-
 def extract(
     model: nn.Module,
     dataset: ImageDataset,
@@ -184,7 +104,7 @@ def extract(
         model: a model from :func:`vitcls_utils.load_variant`, on the device to run on.
         dataset: the stimuli, in a fixed order.
         out: root folder of stores; the store goes to ``<out>/<variant>/<dataset>-<hash>``.
-        kinds: site kinds per block, in the order they appear in ``Results.sites``.
+        kinds: site kinds per block, in the order they appear in ``Store.sites``.
         batch_size: images per forward. A resumed run keeps the batch size it started with.
         num_workers: image-decoding workers (default: 0 on CPU, up to 8 on GPU).
         precision: "fp32", or "bf16" (GPU forward in bfloat16; projection stays float32).
@@ -196,9 +116,9 @@ def extract(
             MLP and attention key coefficients (chapter 3; 0: none).
 
     Returns:
-        The store folder, readable with :func:`open_results`.
+        The store folder, readable with :func:`open_store`.
     """
-    _check_precision(precision)
+    check_precision(precision)
     if batch_size < 1:
         raise VitclsError("batch_size must be at least 1")
     removal = perturbation if isinstance(perturbation, TokenRemoval) else None
@@ -243,7 +163,7 @@ def extract(
                     reduced = {k: v.cpu().numpy()
                                for k, v in reducer(batch["image"], batch["label"]).items()}
                 else:
-                    reduced = _reduce_removed(reducer, batch, removal, layout, batch_size)
+                    reduced = reduce_removed(reducer, batch, removal, layout, batch_size)
                 for key, array in reduced.items():
                     writers[key].write(done, array)
                 for key in per_image:
@@ -262,34 +182,6 @@ def extract(
                 writer.close()
         finish_store(path, time.perf_counter() - started)
         return path
-
-
-def _reduce_removed(reducer: SiteReducer, batch: dict, removal: TokenRemoval,
-                    layout: TokenLayout, batch_size: int) -> Dict[str, np.ndarray]:
-    """One loader batch under token removal: images grouped by kept length, each group run on
-    its kept tokens, the results put back at full width (removed tokens filled)."""
-    n_images, n_sites = len(batch["label"]), len(reducer.sites)
-    out = {key: np.full((n_images, n_sites, layout.n_tokens), REMOVED[key], dtype=dtype)
-           for key, dtype in TOKEN_ARRAYS.items()}
-    if reducer.key_topk:
-        shape = (n_images, reducer.n_blocks, layout.n_tokens, reducer.key_topk)
-        out.update({key: np.full(shape, REMOVED[key], dtype=np.int16) for key in KEY_ARRAYS})
-    out["pred"] = np.full(n_images, -1, dtype=IMAGE_ARRAYS["pred"])
-    labels = batch[removal.label_array].numpy() if removal.needs_masks else None
-    kept = [removal.kept(layout, None if labels is None else labels[i]) for i in range(n_images)]
-    runnable = [i for i in range(n_images) if kept[i] is not None]
-    for group in group_by_length([len(kept[i]) for i in runnable], batch_size):
-        members = [runnable[g] for g in group]
-        index = torch.from_numpy(np.stack([kept[i] for i in members]))
-        reduced = reducer(batch["image"][members], batch["label"][members], kept=index)
-        for key, tensor in reduced.items():
-            values = tensor.cpu().numpy()
-            for row, image in enumerate(members):
-                if key == "pred":
-                    out[key][image] = values[row]
-                else:  # [S or L, K, ...] -> the kept positions of [S or L, N, ...]
-                    out[key][image][:, kept[image]] = values[row]
-    return out
 
 
 def evaluate(model: nn.Module, dataset: ImageDataset, batch_size: int = 64,
@@ -368,13 +260,13 @@ def _prepare_store(path: Path, config: dict, dataset: ImageDataset, force: bool,
     return 0
 
 
-def results_for(variant: str, dataset: str = "toy", data_dir: Optional[str] = None,
+def store_for(variant: str, dataset: str = "toy", data_dir: Optional[str] = None,
                 n_per_class: Optional[int] = None, split: Optional[str] = None,
                 device: str = "auto", results_dir: Union[str, Path] = "results", seed: int = 0,
                 batch_size: int = 64, weights: Optional[str] = None,
                 progress: bool = True, kinds: Sequence[str] = DEFAULT_KINDS,
                 perturbation: Optional[Perturbation] = None, key_topk: int = 0,
-                precision: str = "fp32") -> Results:
+                precision: str = "fp32") -> Store:
     """What a notebook calls: the results of ``variant`` on a dataset, from a complete store
     of the same configuration when there is one, else extracted (loading the model) and stored.
     Parameters are checked first, so a wrong one fails with a message naming the fix.
@@ -395,7 +287,7 @@ def results_for(variant: str, dataset: str = "toy", data_dir: Optional[str] = No
     if n_per_class is not None and n_per_class < 1:
         raise VitclsError(f"n_per_class must be at least 1 (or None for the default), "
                           f"not {n_per_class}")
-    _check_precision(precision)
+    check_precision(precision)
     data = build_dataset(dataset, data_dir, num_classes=spec.num_classes,
                          n_per_class=n_per_class, split=split)
     weights_id = weights_identity(variant, weights=weights, seed=seed)
@@ -405,6 +297,6 @@ def results_for(variant: str, dataset: str = "toy", data_dir: Optional[str] = No
     if found is not None:
         return found
     model = load_variant(variant, weights=weights, device=device, seed=seed)
-    return open_results(extract(model, data, results_dir, batch_size=batch_size,
+    return open_store(extract(model, data, results_dir, batch_size=batch_size,
                                 progress=progress, kinds=kinds, perturbation=perturbation,
                                 key_topk=key_topk, precision=precision))

@@ -30,7 +30,7 @@ from .perturb import keeping_tokens  # noqa: E402
 
 
 
-def perturbation_outcomes(model: nn.Module, loader: Callable[[], "Sequence"], orders: np.ndarray,
+def faithfulness_outcomes(model: nn.Module, loader: Callable[[], "Sequence"], orders: np.ndarray,
                           positive: bool = False, counts: Optional[Sequence[int]] = None
                           ) -> np.ndarray:
     """Per image, whether the model is right when only the prefix tokens and n image tokens are
@@ -70,12 +70,12 @@ def perturbation_outcomes(model: nn.Module, loader: Callable[[], "Sequence"], or
     return np.concatenate(rows) if rows else np.zeros((0, len(counts)), dtype=bool)
 
 
-def perturbation_curve(model: nn.Module, loader: Callable[[], "Sequence"], orders: np.ndarray,
+def faithfulness_curve(model: nn.Module, loader: Callable[[], "Sequence"], orders: np.ndarray,
                        positive: bool = False, counts: Optional[Sequence[int]] = None
                        ) -> np.ndarray:
-    """Top-1 accuracy for each number of kept image tokens: :func:`perturbation_outcomes`
+    """Top-1 accuracy for each number of kept image tokens: :func:`faithfulness_outcomes`
     averaged over images. Returns accuracy [len(counts)]."""
-    outcomes = perturbation_outcomes(model, loader, orders, positive, counts)
+    outcomes = faithfulness_outcomes(model, loader, orders, positive, counts)
     return outcomes.mean(axis=0) if len(outcomes) else np.zeros(outcomes.shape[1])
 
 
@@ -122,18 +122,18 @@ def _curve_key(model: nn.Module, dataset, order: np.ndarray, positive: bool,
 
 def cached_outcomes(model: nn.Module, dataset, loader, order: np.ndarray, positive: bool,
                     counts: Sequence[int], cache_dir=None) -> np.ndarray:
-    """:func:`perturbation_outcomes`, read from ``<cache_dir>/<key>.npy`` when an identical
+    """:func:`faithfulness_outcomes`, read from ``<cache_dir>/<key>.npy`` when an identical
     test (same weights, stimuli, order, direction, counts) ran before; written there otherwise.
     Notebooks that test the same order (A11 and A12 both test the class-space and random
     orders) then pay for it once."""
     from pathlib import Path
 
     if cache_dir is None or not hasattr(model, "vitcls_info"):
-        return perturbation_outcomes(model, loader, order, positive, counts)
+        return faithfulness_outcomes(model, loader, order, positive, counts)
     path = Path(cache_dir) / f"{_curve_key(model, dataset, order, positive, counts)}.npy"
     if path.is_file():
         return np.load(path)
-    outcomes = perturbation_outcomes(model, loader, order, positive, counts)
+    outcomes = faithfulness_outcomes(model, loader, order, positive, counts)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.npy")
     np.save(partial, outcomes)
@@ -141,7 +141,7 @@ def cached_outcomes(model: nn.Module, dataset, loader, order: np.ndarray, positi
     return outcomes
 
 
-def perturbation_test(model: nn.Module, dataset, orders: Dict[str, object],
+def faithfulness_test(model: nn.Module, dataset, orders: Dict[str, object],
                       batch_size: int = 64, counts: Optional[Sequence[int]] = None,
                       cache_dir=None):
     """Negative and positive perturbation curves of several orderings.

@@ -17,38 +17,38 @@ import numpy as np
 import pandas as pd
 
 from .errors import VitclsError
-from .results import Results
+from .store_reader import Store
 from .stats import box_summary, wilcoxon_greater
 
 
-def image_columns(results: Results, paper: bool = False) -> slice:
+def image_columns(results: Store, paper: bool = False) -> slice:
     """Token columns of the image (patch) tokens; ``paper=True`` always drops column 0 (B4)."""
     return slice(max(results.num_prefix, 1 if paper else 0), None)
 
 
-def last_block_ranks(results: Results, kind: str = "resid_post") -> np.ndarray:
+def last_block_ranks(results: Store, kind: str = "resid_post") -> np.ndarray:
     """Ranks at the last block: [I, N]."""
     return results.by_block("rank", kind)[:, -1]
 
 
-def identifiability_rate(results: Results, paper: bool = False) -> float:
+def identifiability_rate(results: Store, paper: bool = False) -> float:
     """E2 (Table 1): mean over images of the % of image tokens identifiable at the last block."""
     ranks = last_block_ranks(results)[:, image_columns(results, paper)]
     return float(100 * (ranks == 0).mean(axis=1).mean())
 
 
-def images_with_identifiable_token(results: Results, paper: bool = False) -> float:
+def images_with_identifiable_token(results: Store, paper: bool = False) -> float:
     """E3 (A1): % of images with at least one identifiable image token at the last block."""
     ranks = last_block_ranks(results)[:, image_columns(results, paper)]
     return float(100 * (ranks == 0).any(axis=1).mean())
 
 
-def top1_accuracy(results: Results) -> float:
+def top1_accuracy(results: Store) -> float:
     """% of images the model's own output classifies correctly."""
     return 100 * results.accuracy
 
 
-def headline(results: Results) -> Dict[str, float]:
+def headline(results: Store) -> Dict[str, float]:
     """Table 1 + A1 numbers of one run, the paper's way (B4) and over image tokens only."""
     return {
         "identifiability_rate": identifiability_rate(results, paper=True),
@@ -59,7 +59,7 @@ def headline(results: Results) -> Dict[str, float]:
     }
 
 
-def evolution(results: Results) -> pd.DataFrame:
+def evolution(results: Store) -> pd.DataFrame:
     """E4: mean identifiability per block; rows (block 1-based, token "[CLS]"/"image", value)."""
     ident = results.identifiability("resid_post")  # [I, L, N]
     rows = []
@@ -71,7 +71,7 @@ def evolution(results: Results) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["block", "token", "identifiability"])
 
 
-def block_boxes(results: Results) -> pd.DataFrame:
+def block_boxes(results: Store) -> pd.DataFrame:
     """A2 boxplot statistics per block and token type (:func:`~vitcls_utils.stats.box_summary`)."""
     ident = results.identifiability("resid_post")
     rows = []
@@ -83,7 +83,7 @@ def block_boxes(results: Results) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def wilcoxon_vs_random(results: Results, random: Results, paper: bool = False) -> pd.DataFrame:
+def wilcoxon_vs_random(results: Store, random: Store, paper: bool = False) -> pd.DataFrame:
     """E4 significance: per block, paired one-sided Wilcoxon signed-rank of identifiability,
     pretrained > random, over all images x all tokens ([CLS] included), as the paper does.
 
@@ -110,7 +110,7 @@ def wilcoxon_vs_random(results: Results, random: Results, paper: bool = False) -
     return pd.DataFrame(rows, columns=["block", "p_value", "significant"])
 
 
-def block_change_rate(results: Results) -> pd.DataFrame:
+def block_change_rate(results: Store) -> pd.DataFrame:
     """E5a: for blocks 2..L, the fraction of (image, image token) pairs whose true-class logit
     increases from the previous block's output to this one's."""
     logits = results.by_block("true_logit", "resid_post")[:, :, image_columns(results, True)]

@@ -32,7 +32,7 @@ import pandas as pd
 
 from . import _compat
 from .errors import StoreError, VitclsError
-from .results import Results
+from .store_reader import Store
 from .sites import positions_of_kind
 from .stats import box_summary, permutation_greater, wilcoxon_greater
 
@@ -153,23 +153,24 @@ def value_vector_classes(memories: Memories, block: int, columns: Sequence[int],
 # ----------------------------------------------------------------------------------------------
 # Store metrics
 # ----------------------------------------------------------------------------------------------
-def _require(results: Results, kinds: Sequence[str] = (), keys: bool = False) -> None:
+def _require(results: Store, kinds: Sequence[str] = (), keys: bool = False) -> None:
     missing = [k for k in kinds if not positions_of_kind(results.sites, k)]
     if missing or (keys and results.key_mlp is None):
         raise StoreError(
             f"{results.path} lacks {'key indices' if not missing else missing}: chapter 3 needs "
             f"a store made with kinds={KINDS} and key_topk={KEY_TOPK} "
-            "(vitcls_utils.memories.results_for does that)")
+            "(vitcls_utils.store_for(variant, kinds=memories.KINDS, "
+            "key_topk=memories.KEY_TOPK) makes it)")
 
 
-def _token_split(results: Results) -> Dict[str, slice]:
+def _token_split(results: Store) -> Dict[str, slice]:
     split = {"image": slice(results.num_prefix, None)}
     if results.has_cls:
         split = {"[CLS]": slice(0, 1), **split}
     return split
 
 
-def sublayer_change_rate(results: Results, exact: bool = False) -> pd.DataFrame:
+def sublayer_change_rate(results: Store, exact: bool = False) -> pd.DataFrame:
     """E5b (Fig 3b, A5 left): for blocks 2..L, the fraction of tokens whose true-class logit is
     higher at the sub-layer's output than at its input, both read with the final norm and head.
 
@@ -191,7 +192,7 @@ def sublayer_change_rate(results: Results, exact: bool = False) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["block", "layer", "token", "rate"])
 
 
-def residual_composition(results: Results, paper: bool = False) -> pd.DataFrame:
+def residual_composition(results: Store, paper: bool = False) -> pd.DataFrame:
     """E6 (Fig 3c, A5 right): for blocks 2..L, the % of tokens ([CLS] included) whose top-1
     class after the block equals the top-1 of the previous state, of the attention output, of
     the MLP output, or none of them ("composition"). The categories overlap.
@@ -213,7 +214,7 @@ def residual_composition(results: Results, paper: bool = False) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["block", "source", "percent"])
 
 
-def _agreement(results: Results, memories: Memories, layer: str, paper_text: bool
+def _agreement(results: Store, memories: Memories, layer: str, paper_text: bool
                ) -> np.ndarray:
     """Key-value agreement [I, L, N] (bool): some top key of the token is among its true
     class's top memories (the code's rule), or (``paper_text``) the true class is among the top
@@ -238,7 +239,7 @@ def _agreement(results: Results, memories: Memories, layer: str, paper_text: boo
     return out
 
 
-def key_value_agreement(results: Results, memories: Memories, paper_text: bool = False
+def key_value_agreement(results: Store, memories: Memories, paper_text: bool = False
                         ) -> pd.DataFrame:
     """E11 (Fig 4b, A7): per block, layer and class, the % of its images' tokens ([CLS]
     included) whose top-5 keys meet the class's top-5 memories. Rows (block, layer, class,
@@ -255,7 +256,7 @@ def key_value_agreement(results: Results, memories: Memories, paper_text: bool =
     return pd.concat(frames, ignore_index=True)
 
 
-def correct_vs_misclassified(results: Results, memories: Memories, n_permutations: int = 300,
+def correct_vs_misclassified(results: Store, memories: Memories, n_permutations: int = 300,
                              seed: int = 0, paper: bool = False) -> pd.DataFrame:
     """E12 (A8): per block and layer, % key-value agreement of token 0 ([CLS]) over correctly
     classified images minus over misclassified ones, with a one-sided permutation test of the
@@ -277,7 +278,7 @@ def correct_vs_misclassified(results: Results, memories: Memories, n_permutation
     return pd.DataFrame(rows, columns=["block", "layer", "difference", "p_value", "significant"])
 
 
-def memory_compositionality(results: Results, memories: Memories) -> pd.DataFrame:
+def memory_compositionality(results: Store, memories: Memories) -> pd.DataFrame:
     """E13 (A9): per block and layer, the % of tokens ([CLS] included) whose sub-layer top-1
     class (its output read with the final norm and head) is the top class of one of the token's
     top-5 memories ("match"); 100 - match is the compositional share. Rows (block, layer,
@@ -299,14 +300,6 @@ def memory_compositionality(results: Results, memories: Memories) -> pd.DataFram
 # ----------------------------------------------------------------------------------------------
 # Running
 # ----------------------------------------------------------------------------------------------
-def results_for(variant: str, **kwargs) -> Results:
-    """:func:`vitcls_utils.results_for` with what chapter 3 needs: the four site kinds and the
-    top-5 key indices (one store shared by the chapter's notebooks)."""
-    from .extract import results_for as _results_for
-
-    return _results_for(variant, kinds=KINDS, key_topk=KEY_TOPK, **kwargs)
-
-
 def memories_for(variant: str, device: str = "cpu", seed: int = 0,
                  weights: Optional[str] = None) -> Memories:
     """The value projections of a variant, loaded the way its store was made."""
@@ -315,7 +308,7 @@ def memories_for(variant: str, device: str = "cpu", seed: int = 0,
     return Memories.of(load_variant(variant, weights=weights, device=device, seed=seed).cpu())
 
 
-def save_summary(results: Results, name: str, frame: pd.DataFrame) -> Path:
+def save_summary(results: Store, name: str, frame: pd.DataFrame) -> Path:
     """Keep a per-variant summary beside its store, for the cross-variant comparisons."""
     folder = Path(results.path) / "summaries"
     folder.mkdir(exist_ok=True)
@@ -324,13 +317,13 @@ def save_summary(results: Results, name: str, frame: pd.DataFrame) -> Path:
     return path
 
 
-def load_summary(results: Results, name: str) -> Optional[pd.DataFrame]:
+def load_summary(results: Store, name: str) -> Optional[pd.DataFrame]:
     """A summary written by :func:`save_summary`, or None if this store has none."""
     path = Path(results.path) / "summaries" / f"{name}.csv"
     return pd.read_csv(path) if path.is_file() else None
 
 
-def collect_summaries(stores: Sequence[Results]) -> Dict[tuple, pd.DataFrame]:
+def collect_summaries(stores: Sequence[Store]) -> Dict[tuple, pd.DataFrame]:
     """The chapter-3 summaries of many stores for the comparison page: (variant, name) ->
     the value per normalised block and layer, averaged over tokens; the first store of a
     variant that has the summary wins (:func:`~vitcls_utils.results.find_stores` lists the

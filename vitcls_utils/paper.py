@@ -9,7 +9,7 @@ import pandas as pd
 from .registry import data_dir
 
 if TYPE_CHECKING:
-    from .results import Results
+    from .store_reader import Store
 
 
 @lru_cache(maxsize=1)
@@ -81,7 +81,7 @@ def styled(table: pd.DataFrame, precision: int = 2):
     return table.style.hide(axis="index").format(precision=precision, na_rep="–")
 
 
-def compare_table(stores: Mapping[str, "Results"]) -> pd.DataFrame:
+def compare_table(stores: Mapping[str, "Store"]) -> pd.DataFrame:
     """Table 1 across variants: one row per store, this run's values beside the paper's."""
     from .identifiability import headline
     from .registry import get_variant

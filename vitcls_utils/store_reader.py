@@ -1,4 +1,4 @@
-"""Reading extraction stores: :class:`Results` (the arrays of one store, memory-mapped, checked
+"""Reading extraction stores: :class:`Store` (the arrays of one store, memory-mapped, checked
 against the manifest and its checksums first) and finding the stores a notebook needs."""
 from __future__ import annotations
 
@@ -17,12 +17,12 @@ from .store import (IMAGE_ARRAYS, KEY_ARRAYS, MASK_ARRAYS, TOKEN_ARRAYS, check_f
 
 
 @dataclass
-class Results:
+class Store:
     """An extraction store, read back. Token arrays are [I, S, N] in ``sites`` order;
     ``token_class``/``token_class_paper`` [I, N] are there for datasets with masks, and
     ``key_mlp``/``key_attn`` [I, L, N, k] for stores made with ``key_topk``.
 
-    Images that could not be decoded are left out unless ``open_results(include_unreadable=
+    Images that could not be decoded are left out unless ``open_store(include_unreadable=
     True)``; ``n_unreadable`` counts them, and ``image_index`` gives each row's position in
     the dataset.
     """
@@ -91,7 +91,7 @@ class Results:
         return float((self.pred[ran] == self.labels[ran]).mean())
 
 
-def open_results(path: Union[str, Path], include_unreadable: bool = False) -> Results:
+def open_store(path: Union[str, Path], include_unreadable: bool = False) -> Store:
     """Read an extraction store written by :func:`vitcls_utils.extract.extract` (arrays
     memory-mapped)."""
     path = Path(path)
@@ -119,7 +119,7 @@ def open_results(path: Union[str, Path], include_unreadable: bool = False) -> Re
     if n_unreadable and not include_unreadable:
         arrays = {name: np.asarray(a)[keep] for name, a in arrays.items()}
         image_index = image_index[keep]
-    return Results(path=path, manifest=manifest, sites=list(manifest["sites"]),
+    return Store(path=path, manifest=manifest, sites=list(manifest["sites"]),
                    n_unreadable=n_unreadable, image_index=image_index, **arrays)
 
 
@@ -142,7 +142,7 @@ def _newest_first(entries: List[tuple]) -> List[tuple]:
 
 
 def find_stores(results_dir: Union[str, Path], dataset: Optional[str] = None,
-                perturbation: Optional[Perturbation] = None) -> List[Results]:
+                perturbation: Optional[Perturbation] = None) -> List[Store]:
     """Every complete store under ``results_dir`` (optionally of one dataset kind) made with
     ``perturbation`` (default: unperturbed runs only), newest first within each variant; what
     the cross-variant comparisons read."""
@@ -151,18 +151,18 @@ def find_stores(results_dir: Union[str, Path], dataset: Optional[str] = None,
                _complete_manifests(sorted(Path(results_dir).glob("*/*/manifest.json")))
                if m["config"].get("perturbation") == wanted
                and (dataset is None or m["config"]["dataset"]["name"] == dataset)]
-    return [open_results(folder) for folder, _ in _newest_first(entries)]
+    return [open_store(folder) for folder, _ in _newest_first(entries)]
 
 
 def find_store(results_dir: Union[str, Path], config: dict,
-               any_weights: bool = False) -> Optional[Results]:
+               any_weights: bool = False) -> Optional[Store]:
     """The complete store made with ``config``, or None. With ``any_weights`` the weights'
     identity is not compared: the newest complete store of the same variant, stimuli and
     settings is taken, whatever checkpoint it was made from (its manifest names it)."""
     if not any_weights:
         path = store_path(results_dir, config)
         try:
-            return open_results(path) if (path / "manifest.json").is_file() else None
+            return open_store(path) if (path / "manifest.json").is_file() else None
         except IncompleteStoreError:
             return None
     wanted = {k: v for k, v in config.items() if k != "weights_id"}
@@ -171,11 +171,11 @@ def find_store(results_dir: Union[str, Path], config: dict,
                    folder.glob(f"{config['dataset']['name']}-*/manifest.json"))
                if {k: v for k, v in m["config"].items() if k != "weights_id"} == wanted
                and not m["config"]["weights_id"].startswith("random-init")]
-    return open_results(_newest_first(entries)[0][0]) if entries else None
+    return open_store(_newest_first(entries)[0][0]) if entries else None
 
 
 def newest_by_variant(results_dir: Union[str, Path], dataset: Optional[str] = None
-                      ) -> Dict[str, Results]:
+                      ) -> Dict[str, Store]:
     """The newest complete, unperturbed store of each variant under ``results_dir``: what the
     cross-variant comparison reads (only those stores are opened)."""
     newest: Dict[str, Path] = {}
@@ -185,4 +185,4 @@ def newest_by_variant(results_dir: Union[str, Path], dataset: Optional[str] = No
                and (dataset is None or m["config"]["dataset"]["name"] == dataset)]
     for folder, manifest in _newest_first(entries):
         newest.setdefault(manifest["config"]["variant"], folder)
-    return {variant: open_results(folder) for variant, folder in newest.items()}
+    return {variant: open_store(folder) for variant, folder in newest.items()}

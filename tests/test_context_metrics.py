@@ -3,29 +3,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import memory_store
 
-from vitcls_utils import context
+from vitcls_utils import context_metrics
 from vitcls_utils.errors import VitclsError
-from vitcls_utils.extract import Results
 
 
 def make_results(rank, token_class=None, perturbation=None, pred=None, classes=10):
     """A store in memory: rank [I, L, N] at resid_post of L blocks, [CLS] at token 0."""
-    rank = np.asarray(rank, dtype=np.int16)
-    n_images, n_blocks, _ = rank.shape
-    sites = [f"blocks.{b}.hook_resid_post" for b in range(n_blocks)]
-    config = {"variant": "x", "dataset": {"name": "toy", "fingerprint": "f"}}
-    if perturbation is not None:
-        config["perturbation"] = perturbation
-    labels = np.zeros(n_images, dtype=np.int32)
-    return Results(path="mem", manifest={"num_classes": classes, "config": config,
-                                         "layout": {"has_cls": True, "num_prefix": 1}},
-                   sites=sites, labels=labels,
-                   pred=labels.copy() if pred is None else np.asarray(pred),
-                   status=np.zeros(n_images, np.int8), rank=rank, top1=np.zeros_like(rank),
-                   true_logit=np.zeros(rank.shape, np.float32),
-                   token_class=None if token_class is None else np.asarray(token_class, np.int8),
-                   token_class_paper=None)
+    return memory_store(rank, token_class=token_class, perturbation=perturbation, pred=pred,
+                        classes=classes)
 
 
 REMOVAL = {"kind": "remove_tokens", "keep": "class", "labels": "aligned", "indices": None}
@@ -36,12 +23,12 @@ def test_perturbed_rate_paper_and_consistent_aggregation():
     last = [[0, 0, 3, -1], [0, -1, -1, -1], [-1, -1, -1, -1]]
     res = make_results(np.array(last)[:, None], perturbation=REMOVAL, pred=[0, 0, -1])
     # B6: mean over images of the fraction over kept tokens, [CLS] included
-    assert context.perturbed_rate(res, paper=True) == pytest.approx(100 * (2 / 3 + 1) / 2)
+    assert context_metrics.perturbed_rate(res, paper=True) == pytest.approx(100 * (2 / 3 + 1) / 2)
     # consistent: pooled over kept image tokens: token 1 yes, token 2 no
-    assert context.perturbed_rate(res) == pytest.approx(50.0)
+    assert context_metrics.perturbed_rate(res) == pytest.approx(50.0)
     assert res.accuracy == 1.0  # the image that could not be run is left out
     with pytest.raises(VitclsError, match="not a perturbed"):
-        context.perturbed_rate(make_results(np.zeros((1, 1, 4))))
+        context_metrics.perturbed_rate(make_results(np.zeros((1, 1, 4))))
 
 
 def test_attention_perturbed_rate_counts_cls_the_papers_way():
@@ -49,8 +36,8 @@ def test_attention_perturbed_rate_counts_cls_the_papers_way():
     rank = rng.integers(0, 2, (5, 2, 6))
     res = make_results(rank, perturbation={"kind": "attention", "mode": "self_only"})
     last = rank[:, -1]
-    assert context.perturbed_rate(res, paper=True) == pytest.approx(100 * (last == 0).mean())
-    assert context.perturbed_rate(res) == pytest.approx(100 * (last[:, 1:] == 0).mean())
+    assert context_metrics.perturbed_rate(res, paper=True) == pytest.approx(100 * (last == 0).mean())
+    assert context_metrics.perturbed_rate(res) == pytest.approx(100 * (last[:, 1:] == 0).mean())
 
 
 def test_unperturbed_group_rates_by_loops():
@@ -62,12 +49,12 @@ def test_unperturbed_group_rates_by_loops():
     res = make_results(rank, groups)
     for name, code in (("class", 1), ("context", 0)):
         hits = [rank[i, -1, t] == 0 for i in range(4) for t in range(1, 6) if groups[i, t] == code]
-        assert context.unperturbed_rate(res, name) == pytest.approx(100 * np.mean(hits))
-    assert context.unperturbed_rate(res) == pytest.approx(100 * (rank[:, -1, 1:] == 0).mean())
+        assert context_metrics.unperturbed_rate(res, name) == pytest.approx(100 * np.mean(hits))
+    assert context_metrics.unperturbed_rate(res) == pytest.approx(100 * (rank[:, -1, 1:] == 0).mean())
     with pytest.raises(VitclsError, match="perturbed run"):
-        context.unperturbed_rate(make_results(rank, groups, perturbation=REMOVAL))
+        context_metrics.unperturbed_rate(make_results(rank, groups, perturbation=REMOVAL))
     with pytest.raises(VitclsError, match="no token labels"):
-        context.unperturbed_rate(make_results(rank), "class")
+        context_metrics.unperturbed_rate(make_results(rank), "class")
 
 
 def test_group_identifiability_boxes_and_test():
@@ -78,7 +65,7 @@ def test_group_identifiability_boxes_and_test():
     rank = rng.integers(0, 10, (30, 2, 9))
     rank[:, 1][groups == 1] = 0
     res = make_results(rank, groups)
-    frame = context.group_identifiability(res)
+    frame = context_metrics.group_identifiability(res)
     ident = 1 - rank / 10
     for block in (1, 2):
         for name, code in (("class-labeled", 1), ("context-labeled", 0)):
@@ -87,29 +74,25 @@ def test_group_identifiability_boxes_and_test():
                       if groups[i, t] == code]
             assert row.identifiability == pytest.approx(np.mean(values))
             assert row.tokens == len(values)
-    boxes = context.group_boxes(res)
+    boxes = context_metrics.group_boxes(res)
     assert set(boxes.token) == {"class-labeled", "context-labeled"}
-    tests = context.group_test(res, n_permutations=99)
+    tests = context_metrics.group_test(res, n_permutations=99)
     assert tests.p_value[1] == pytest.approx(0.01) and tests.significant[1]
     with pytest.raises(VitclsError, match="keep every token"):
-        context.group_identifiability(make_results(rank, groups, perturbation=REMOVAL))
+        context_metrics.group_identifiability(make_results(rank, groups, perturbation=REMOVAL))
 
 
 def test_change_difference_is_the_class_minus_context_mean_increment_by_loops():
     """A5b against a loop over images and tokens written from its definition."""
     rng = np.random.default_rng(3)
     n_images, n_blocks, n_tokens = 4, 3, 7
-    sites = [f"blocks.{b}.hook_{k}" for b in range(n_blocks) for k in ("resid_post", "attn_out")]
-    logit = rng.normal(size=(n_images, len(sites), n_tokens)).astype(np.float32)
+    kinds = ("resid_post", "attn_out")
+    logit = rng.normal(size=(n_images, n_blocks * len(kinds), n_tokens)).astype(np.float32)
     token_class = rng.integers(0, 2, (n_images, n_tokens)).astype(np.int8)
     token_class[:, 0] = -1
-    labels = np.zeros(n_images, np.int32)
-    res = Results(path="mem", manifest={"num_classes": 10, "config": {"variant": "x"},
-                                        "layout": {"has_cls": True, "num_prefix": 1}},
-                  sites=sites, labels=labels, pred=labels, status=np.zeros(n_images, np.int8),
-                  rank=np.zeros(logit.shape, np.int16), top1=np.zeros(logit.shape, np.int16),
-                  true_logit=logit, token_class=token_class, token_class_paper=None)
-    table = context.change_difference(res, n_permutations=50, seed=1)
+    res = memory_store(np.zeros(logit.shape), kinds=kinds, true_logit=logit,
+                       token_class=token_class)
+    table = context_metrics.change_difference(res, n_permutations=50, seed=1)
     assert table.block.tolist() == [2, 3]
     for row in table.itertuples():
         b = row.block - 1  # 0-based block of the attention output; its input is block b - 1
@@ -121,10 +104,10 @@ def test_change_difference_is_the_class_minus_context_mean_increment_by_loops():
         assert row.difference == pytest.approx(np.mean(on) - np.mean(off), abs=1e-6)
         assert (row.class_tokens, row.context_tokens) == (len(on), len(off))
         assert 0 < row.p_value <= 1
-    paper = context.change_difference(res, n_permutations=50, seed=1, paper=True)
+    paper = context_metrics.change_difference(res, n_permutations=50, seed=1, paper=True)
     assert (paper.p_value <= table.p_value).all()  # count/n never exceeds (1 + count)/(1 + n)
 
 
 def test_paper_blocks_are_figure_3a_blocks_at_the_same_depth():
-    assert context.paper_blocks(12) == [1, 6, 10, 12]
-    assert context.paper_blocks(24) == [2, 12, 20, 24]
+    assert context_metrics.paper_blocks(12) == [1, 6, 10, 12]
+    assert context_metrics.paper_blocks(24) == [2, 12, 20, 24]

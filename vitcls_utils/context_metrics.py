@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import VitclsError
-from .results import Results
+from .store_reader import Store
 from .perturb import AttentionPerturbation, perturbation_name
 from .stats import box_summary, permutation_greater
 
@@ -33,7 +33,7 @@ GROUPS = {"class": 1, "context": 0}
 GROUP_NAMES = {"class": "class-labeled", "context": "context-labeled"}
 
 
-def token_groups(results: Results, labels: str = "aligned") -> np.ndarray:
+def token_groups(results: Store, labels: str = "aligned") -> np.ndarray:
     """Token labels [I, N]: 1 class-labeled, 0 context-labeled, -1 prefix token or no mask."""
     name = {"aligned": "token_class", "paper": "token_class_paper"}.get(labels)
     if name is None:
@@ -46,11 +46,11 @@ def token_groups(results: Results, labels: str = "aligned") -> np.ndarray:
     return np.asarray(array)
 
 
-def _last_ranks(results: Results) -> np.ndarray:
+def _last_ranks(results: Store) -> np.ndarray:
     return results.by_block("rank", "resid_post")[:, -1]
 
 
-def unperturbed_rate(results: Results, group: Optional[str] = None,
+def unperturbed_rate(results: Store, group: Optional[str] = None,
                      labels: str = "aligned") -> float:
     """% of image tokens (or of the ``group``'s tokens, "class"/"context") identifiable at the
     last block, pooled over images: the unperturbed side of E7 and E9."""
@@ -63,7 +63,7 @@ def unperturbed_rate(results: Results, group: Optional[str] = None,
     return float(100 * (ranks[selected] == 0).mean()) if selected.any() else float("nan")
 
 
-def perturbed_rate(results: Results, paper: bool = False) -> float:
+def perturbed_rate(results: Store, paper: bool = False) -> float:
     """% identifiable at the last block of a perturbed run, over the tokens that were run.
 
     Default: pooled over the image tokens that were kept. ``paper=True``: the mean over images
@@ -84,7 +84,7 @@ def perturbed_rate(results: Results, paper: bool = False) -> float:
     return float(100 * hit[:, image].sum() / max(kept[:, image].sum(), 1))
 
 
-def _group_values(results: Results, labels: str) -> Dict[str, np.ndarray]:
+def _group_values(results: Store, labels: str) -> Dict[str, np.ndarray]:
     """Identifiability [I, L, N] and a mask [I, N] per group, image tokens only."""
     if (results.perturbation or {}).get("kind") == "remove_tokens":
         raise VitclsError("class vs context identifiability is defined on runs that keep every "
@@ -94,7 +94,7 @@ def _group_values(results: Results, labels: str) -> Dict[str, np.ndarray]:
     return {"ident": ident, **{g: groups == code for g, code in GROUPS.items()}}
 
 
-def group_identifiability(results: Results, labels: str = "aligned") -> pd.DataFrame:
+def group_identifiability(results: Store, labels: str = "aligned") -> pd.DataFrame:
     """E8: mean identifiability per block of class- and context-labeled image tokens;
     rows (block 1-based, group, identifiability, tokens)."""
     values = _group_values(results, labels)
@@ -107,7 +107,7 @@ def group_identifiability(results: Results, labels: str = "aligned") -> pd.DataF
     return pd.DataFrame(rows, columns=["block", "group", "identifiability", "tokens"])
 
 
-def group_boxes(results: Results, labels: str = "aligned") -> pd.DataFrame:
+def group_boxes(results: Store, labels: str = "aligned") -> pd.DataFrame:
     """Fig 3a / A3 boxplot statistics per block and group (column ``token`` names the group,
     as :func:`vitcls_utils.plots.block_boxes_figure` expects)."""
     values = _group_values(results, labels)
@@ -121,7 +121,7 @@ def group_boxes(results: Results, labels: str = "aligned") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def group_test(results: Results, labels: str = "aligned", n_permutations: int = 300,
+def group_test(results: Store, labels: str = "aligned", n_permutations: int = 300,
                seed: int = 0, paper: bool = False) -> pd.DataFrame:
     """E8 significance per block: one-sided permutation test that class-labeled tokens are
     more identifiable than context-labeled ones, on the pooled values of all images
@@ -145,7 +145,7 @@ def paper_blocks(n_blocks: int) -> List[int]:
     return sorted({max(1, round(b * n_blocks / 12)) for b in PAPER_BLOCKS})
 
 
-def change_difference(results: Results, layer: str = "attn", labels: str = "aligned",
+def change_difference(results: Store, layer: str = "attn", labels: str = "aligned",
                       n_permutations: int = 300, seed: int = 0,
                       paper: bool = False) -> pd.DataFrame:
     """A5b: per block b = 2..L, the mean increment of the true-class logit from the block input
@@ -193,7 +193,7 @@ _PAPER_ATTENTION = {"self_only": "attention_perturbation_self_only",
                     "no_cls": "attention_perturbation_no_cls"}
 
 
-def attention_table(variant: str, clean: Results, runs: Sequence[Results]) -> pd.DataFrame:
+def attention_table(variant: str, clean: Store, runs: Sequence[Store]) -> pd.DataFrame:
     """E7 table: last-block identifiability rate unperturbed and under each attention
     perturbation, the paper's way (B5) and over image tokens only, beside the paper's value."""
     from .identifiability import identifiability_rate, top1_accuracy
@@ -213,7 +213,7 @@ def attention_table(variant: str, clean: Results, runs: Sequence[Results]) -> pd
     return pd.DataFrame(rows)
 
 
-def context_table(variant: str, clean: Results, runs: Mapping[str, Results],
+def context_table(variant: str, clean: Store, runs: Mapping[str, Store],
                   labels: str = "aligned") -> pd.DataFrame:
     """E9 table: per group ("class", "context"), its tokens' last-block identifiability rate
     unperturbed and with the other group removed (``runs[group]`` keeps that group), the
