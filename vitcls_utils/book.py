@@ -110,6 +110,20 @@ class NotebookRun:
         return chosen
 
 
+def glue(name: str, value, display: bool = True) -> None:
+    """myst-nb's ``glue`` (a value the book's prose quotes by name), or nothing where myst-nb
+    is not installed (Colab, a plain Jupyter): there the value is only shown when ``display``."""
+    try:
+        from myst_nb import glue as myst_glue
+    except ImportError:
+        if display:
+            from IPython.display import display as show
+
+            show(value)
+        return
+    myst_glue(name, value, display=display)
+
+
 def setup(variant: str, **parameters) -> NotebookRun:
     """The notebook's parameters -> a :class:`NotebookRun`; applies the plot theme. Unknown
     variants and profiles fail here, before any work."""

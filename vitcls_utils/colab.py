@@ -54,12 +54,38 @@ def install_command(source: Optional[str] = None) -> list:
     return ["-m", "pip", "install", "-q", "-e", source or "vitcls"]
 
 
-def parameters_line(notebook: str, parameters: Mapping[str, object]) -> str:
-    """A run page's line: open the notebook in Colab, with the parameters to set there."""
-    shown = [f"`{name} = {value!r}`" for name, value in sorted(parameters.items())
-             if name not in ("results_dir", "device")]
-    return (f"**Rerun it:** [open this notebook in Colab]({colab_url(notebook)}) and set "
-            + ", ".join(shown) + " in its parameters cell.")
+#: parameters a rerun elsewhere keeps at their defaults: where stores go, which device
+LOCAL_PARAMETERS = ("results_dir", "device")
+
+
+def default_parameters(notebook: Path) -> Dict[str, object]:
+    """The names the notebook's parameters cell assigns, with their values (``...`` for one
+    that is not a literal)."""
+    import ast
+
+    import nbformat
+
+    cells = nbformat.read(notebook, as_version=4).cells
+    source = next((c.source for c in cells if "parameters" in c.metadata.get("tags", [])), "")
+    found: Dict[str, object] = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            try:
+                found[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                found[node.targets[0].id] = ...
+    return found
+
+
+def parameters_line(notebook: Path, parameters: Mapping[str, object]) -> str:
+    """A run page's line: its notebook in Colab, and the parameters to set there (those that
+    differ from the notebook's defaults) to reproduce the page."""
+    defaults = default_parameters(notebook)
+    changed = [f"`{name} = {value!r}`" for name, value in parameters.items()
+               if name not in LOCAL_PARAMETERS and defaults.get(name, object()) != value]
+    how = ("set " + ", ".join(changed) + " in its parameters cell" if changed
+           else "run it with its default parameters")
+    return f"**Rerun this page:** [open its notebook in Colab]({colab_url(notebook.name)}) and {how}."
 
 
 def sync_notebook(path: Path) -> bool:

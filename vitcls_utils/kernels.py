@@ -1,5 +1,6 @@
 """The Jupyter kernels the notebook runner executes in: started once per worker thread and
-reused, reset between notebooks, killed at once on Ctrl-C.
+reused, reset between notebooks, killed at once on Ctrl-C. Pages they run are for the book:
+explorers show their static twins there (``VITCLS_BOOK``), and waits on a store are quiet.
 
 A kernel's start-up and the imports of torch, timm and the package cost about 5 s of a 7-10 s
 toy notebook. A warm kernel pays them once per worker: after each notebook its namespace is
@@ -16,6 +17,7 @@ import weakref
 from typing import Dict, Optional
 
 from .store import QUIET_WAITS
+from .widgets import BOOK_ENV
 
 #: run once in a new kernel: the warning filters a fresh interpreter has, kept to restore them
 SNAPSHOT = "import sys as _s, warnings as _w; _s._vitcls_filters = list(_w.filters); del _s, _w"
@@ -65,7 +67,7 @@ def kernel_manager_class():
 
             async def start_kernel(self, **kwargs):
                 kwargs.setdefault("stderr", subprocess.DEVNULL)
-                env = {**os.environ, **kwargs.get("env", {}), QUIET_WAITS: "1"}
+                env = {**os.environ, **kwargs.get("env", {}), QUIET_WAITS: "1", BOOK_ENV: "1"}
                 if _THREADS["per_kernel"] is not None:
                     env.update({name: str(_THREADS["per_kernel"]) for name in THREAD_VARIABLES})
                 kwargs["env"] = env

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Deque, Dict, List, Optional, Sequence, Tuple, Union
 
-from . import __version__, kernels
+from . import __version__, colab, kernels
 from .data import MASKED_KINDS, PROBE_SPLITS
 from .errors import VitclsError
 from .profiles import DEFAULT_PROFILE, get_profile
@@ -95,13 +95,7 @@ def source_notebooks(pattern: str = "*") -> List[Path]:
 
 def notebook_parameters(notebook: Path) -> List[str]:
     """The names its parameters cell assigns: what a run may set in that notebook."""
-    import re
-
-    import nbformat
-
-    cells = nbformat.read(notebook, as_version=4).cells
-    source = next((c.source for c in cells if "parameters" in c.metadata.get("tags", [])), "")
-    return re.findall(r"^(\w+)\s*=", source, re.M)
+    return list(colab.default_parameters(notebook))
 
 
 def run_folder(variant: Optional[str], profile: str) -> str:
@@ -148,6 +142,15 @@ def plan(variants: Sequence[Union[str, VariantRun]], pattern: str, results_dir: 
             output = runs_dir / run_folder(None, profile) / notebook.name
             jobs.append(Job(notebook, output, params, None))
     return jobs
+
+
+def expected_seconds(notebook: Path) -> float:
+    """How long the notebook ran on the toy when its reference outputs were stored (0 when
+    unknown): the runner starts the longest first."""
+    import nbformat
+
+    meta = nbformat.read(notebook, as_version=4).metadata.get("vitcls", {})
+    return float(meta.get("seconds", 0.0))
 
 
 def up_to_date(job: Job) -> bool:
@@ -226,8 +229,10 @@ def execute(job: Job, stop: Optional[threading.Event] = None, keep_kernel: bool 
         first = executed.cells[0]
         if first.cell_type == "markdown":  # the book's title: figure and variant
             lines = first.source.splitlines()
-            first.source = "\n".join([f"# {_title(job)}", "", run_line(job)]
-                                     + [ln for ln in lines[1:] if "colab-badge" not in ln])
+            first.source = "\n".join(
+                [f"# {_title(job)}", "", run_line(job), "",
+                 colab.parameters_line(job.notebook, job.parameters)]
+                + [ln for ln in lines[1:] if "colab.research.google.com" not in ln])
         for cell in executed.cells:
             tags = cell.metadata.get("tags", [])
             if "parameters" in tags or "injected-parameters" in tags:
@@ -308,7 +313,7 @@ def run(variants: Sequence[Union[str, VariantRun]], pattern: str = "*", device: 
 
     for stage in ([j for j in matrix if j.variant is not None],
                   [j for j in matrix if j.variant is None]):
-        queue = deque(stage)
+        queue = deque(sorted(stage, key=lambda j: -expected_seconds(j.notebook)))
         _run_threads(stop, jobs, [(worker, (i, queue)) for i in range(max(1, jobs))])
     return matrix
 
