@@ -2,7 +2,9 @@
 text and images, notebook by notebook. Used to show that a change of the runner (warm kernels,
 parallel jobs) leaves every number and figure of the book as it was.
 
-    python benchmarks/compare_runs.py RUNS_A RUNS_B
+    python benchmarks/compare_runs.py RUNS_A RUNS_B [--text]
+
+``--text`` compares the text outputs only (numbers, tables, printed lines), not the figures.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ def text(value) -> str:
     return ADDRESS.sub(" at 0x?>", STYLER_ID.sub("T_<id>", value))
 
 
-def outputs(path: Path) -> list:
+def outputs(path: Path, text_only: bool = False) -> list:
     """Each code cell's outputs (text, and a hash of each image), with the Styler's random
     table ids and the execution counts left out."""
     cells = json.loads(path.read_text())["cells"]
@@ -38,12 +40,13 @@ def outputs(path: Path) -> list:
                 out["text"] = text(out["text"])
             data = out.get("data", {})
             out["data"] = {k: hashlib.sha256(text(v).encode()).hexdigest()[:12]
-                           for k, v in data.items()}
+                           for k, v in data.items()
+                           if not (text_only and k.startswith("image/"))}
             found.append(json.dumps(out, sort_keys=True))
     return found
 
 
-def main(a: str, b: str) -> int:
+def main(a: str, b: str, text_only: bool = False) -> int:
     left, right = Path(a), Path(b)
     names = sorted({p.relative_to(left) for p in left.rglob("*.ipynb")}
                    | {p.relative_to(right) for p in right.rglob("*.ipynb")})
@@ -53,7 +56,7 @@ def main(a: str, b: str) -> int:
             print(f"only in one: {name}")
             differ += 1
             continue
-        x, y = outputs(left / name), outputs(right / name)
+        x, y = outputs(left / name, text_only), outputs(right / name, text_only)
         if x != y:
             differ += 1
             bad = sum(p != q for p, q in zip(x, y)) + abs(len(x) - len(y))
@@ -63,4 +66,4 @@ def main(a: str, b: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:3]))
+    sys.exit(main(sys.argv[1], sys.argv[2], "--text" in sys.argv[3:]))

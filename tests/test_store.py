@@ -194,14 +194,23 @@ def test_an_out_folder_that_is_a_file_is_refused(setup, tmp_path):
 
 
 def test_stores_are_chosen_on_their_manifests_and_only_the_chosen_are_opened(setup, tmp_path):
-    from vitcls_utils.store_reader import find_stores, newest_by_variant
+    from vitcls_utils.perturb import AttentionPerturbation
+    from vitcls_utils.store_reader import find_stores, main_stores
 
     model, dataset, clean = setup
     out = clean.parent.parent
     time.sleep(1.1)  # a later "completed" stamp (seconds)
     newer = extract(model, dataset, out, batch_size=5, kinds=["resid_post"])
     assert [r.path for r in find_stores(out)] == [newer, clean]  # newest first
-    damage(clean / "rank.npy", "flipped")  # the older store, never chosen below
-    assert newest_by_variant(out)["test_tiny"].path == newer
+    subset = ImageFolderDataset(dataset.root, num_classes=10, n_per_class=1)
+    main = extract(model, dataset, out, batch_size=5)  # chapter 1's kinds
+    perturbed = extract(model, dataset, out, batch_size=5, kinds=["resid_post"],
+                        perturbation=AttentionPerturbation("no_cls"))
+    assert perturbed != main
+    time.sleep(1.1)
+    extract(model, subset, out, batch_size=5)  # the newest, on a subset: not the main one
+    assert main_stores(out)["test_tiny"].path == main
+    damage(newer / "rank.npy", "flipped")  # not chapter 1's kinds: never chosen below
+    assert main_stores(out)["test_tiny"].path == main
     with pytest.raises(DamagedStoreError, match=r"rank\.npy"):
         find_stores(out)  # opens every store it returns, so the damage is reported

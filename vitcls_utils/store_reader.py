@@ -174,15 +174,33 @@ def find_store(results_dir: Union[str, Path], config: dict,
     return open_store(_newest_first(entries)[0][0]) if entries else None
 
 
-def newest_by_variant(results_dir: Union[str, Path], dataset: Optional[str] = None
-                      ) -> Dict[str, Store]:
-    """The newest complete, unperturbed store of each variant under ``results_dir``: what the
-    cross-variant comparison reads (only those stores are opened)."""
-    newest: Dict[str, Path] = {}
+#: the site kinds of a variant's main store (what chapter 1 reads)
+MAIN_KINDS = ("resid_post", "attn_out", "mlp_out")
+
+
+def main_stores(results_dir: Union[str, Path], dataset: Optional[str] = None
+                ) -> Dict[str, Store]:
+    """Each variant's main store under ``results_dir``: what the cross-variant comparison
+    reads (only those stores are opened). It is unperturbed, has chapter 1's site kinds, and is
+    made on the variant's main stimulus set: the one most of its stores were made on (chapters
+    1-3 all read it, perturbed runs included; a subset for the perturbation test or a probe
+    training split is one store). Ties go to the newest. Which notebook ran last does not
+    matter."""
     entries = [(folder, m) for folder, m in
                _complete_manifests(sorted(Path(results_dir).glob("*/*/manifest.json")))
-               if m["config"].get("perturbation") is None
-               and (dataset is None or m["config"]["dataset"]["name"] == dataset)]
-    for folder, manifest in _newest_first(entries):
-        newest.setdefault(manifest["config"]["variant"], folder)
-    return {variant: open_store(folder) for variant, folder in newest.items()}
+               if dataset is None or m["config"]["dataset"]["name"] == dataset]
+    uses: Dict[tuple, int] = {}
+    for _, manifest in entries:
+        key = (manifest["config"]["variant"], manifest["config"]["dataset"]["fingerprint"])
+        uses[key] = uses.get(key, 0) + 1
+    best: Dict[str, tuple] = {}
+    for folder, manifest in entries:
+        config = manifest["config"]
+        if config.get("perturbation") is not None or \
+                not set(MAIN_KINDS) <= set(config.get("kinds", [])):
+            continue
+        rank = (uses[(config["variant"], config["dataset"]["fingerprint"])],
+                manifest.get("completed", ""))
+        if config["variant"] not in best or rank > best[config["variant"]][0]:
+            best[config["variant"]] = (rank, folder)
+    return {variant: open_store(folder) for variant, (_, folder) in sorted(best.items())}
