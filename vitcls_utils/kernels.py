@@ -112,6 +112,7 @@ def discard_thread_kernel() -> None:
 
 
 def kill_kernels_of(manager) -> None:
+    """Kill one manager's kernel process, if it still runs."""
     process = getattr(getattr(manager, "provisioner", None), "process", None)
     if process is not None and process.poll() is None:
         process.kill()
