@@ -125,3 +125,9 @@ def test_the_lens_twin_is_made_from_the_store_alone(made):
 
     html = widgets.ClassSpaceLens(no_weights, store, stimuli, NAMES).twin(rows=1)
     assert "vitcls-twin" in html
+
+
+def test_a_twin_is_the_same_page_in_every_run(made):
+    model, store, stimuli = made
+    first = widgets.ClassSpaceLens(model, store, stimuli, NAMES).twin(rows=2)
+    assert widgets.ClassSpaceLens(model, store, stimuli, NAMES).twin(rows=2) == first

@@ -7,10 +7,10 @@ optionally a table. Its data, style and script are inline: the page makes no req
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
 import json
-import uuid
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
@@ -93,7 +93,6 @@ class Twin:
 
     def html(self) -> str:
         """The twin as one HTML fragment, style and script inline."""
-        ident = f"vitcls-twin-{uuid.uuid4().hex[:8]}"
         rows = []
         for name, options in self.controls.items():
             if name in self.sliders:
@@ -108,8 +107,10 @@ class Twin:
         data = {"controls": [{"name": n, "options": o} for n, o in self.controls.items()],
                 "shape": list(self.shape), "images": self.images, "frames": self.frames,
                 "sliders": list(self.sliders)}
-        script = SCRIPT.replace("__ID__", ident).replace(
-            "__DATA__", json.dumps(data, default=int, ensure_ascii=False).replace("</", "<\\/"))
+        payload = json.dumps(data, default=int, ensure_ascii=False)
+        # named by its content: the same run gives the same page, byte for byte
+        ident = "vitcls-twin-" + hashlib.sha256((self.title + payload).encode()).hexdigest()[:10]
+        script = SCRIPT.replace("__ID__", ident).replace("__DATA__", payload.replace("</", "<\\/"))
         return (f'<style>{STYLE}</style><div class="vitcls-twin" id="{ident}">'
                 f"<strong>{html.escape(self.title)}</strong>{''.join(rows)}"
                 '<div class="view"><img alt="stimulus"><canvas></canvas></div>'
