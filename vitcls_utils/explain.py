@@ -34,6 +34,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
+from .anatomy import rollout  # noqa: E402
 from .hooks import hooks  # noqa: E402
 from .projection import ClassProjector  # noqa: E402
 from .loading import TokenLayout  # noqa: E402
@@ -104,22 +105,15 @@ def attention_maps(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return _query_row(captured[0].mean(1), layout)[:, layout.num_prefix:]
 
 
-def rollout_maps(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Attention rollout (Abnar & Zuidema): the product over blocks of 0.5 A + 0.5 I (head
-    mean, rows renormalized), read at the [CLS] row: [B, T]."""
+def rollout_maps(model: nn.Module, images: torch.Tensor, residual: float = 0.5) -> torch.Tensor:
+    """Attention rollout (:func:`vitcls_utils.anatomy.rollout`; Abnar & Zuidema's 0.5 A + 0.5 I
+    by default) read at the [CLS] row: [B, T]."""
     layout = TokenLayout.of(model)
     patterns: List[torch.Tensor] = []
     names = [f"blocks.{b}.attn.hook_pattern" for b in range(len(model.blocks))]
-    with torch.no_grad(), hooks(model, [(names, lambda v, n: patterns.append(v.mean(1)))]):
+    with torch.no_grad(), hooks(model, [(names, lambda v, n: patterns.append(v))]):
         model(images)
-    n = patterns[0].shape[-1]
-    eye = torch.eye(n, device=images.device)
-    rollout = eye.expand(images.shape[0], n, n)
-    for attention in patterns:
-        step = 0.5 * attention + 0.5 * eye
-        step = step / step.sum(-1, keepdim=True)
-        rollout = step @ rollout
-    return _query_row(rollout, layout)[:, layout.num_prefix:]
+    return _query_row(rollout(patterns, residual), layout)[:, layout.num_prefix:]
 
 
 def gradient_rollout_maps(model: nn.Module, images: torch.Tensor,

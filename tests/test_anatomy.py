@@ -1,0 +1,109 @@
+"""ViT anatomy against second computations: loops, numpy's SVD, hand-built embeddings, and a
+hand-multiplied rollout."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_model
+
+from vitcls_utils import anatomy, explain
+from vitcls_utils.hooks import hooks
+
+
+def random_attention(batch=2, heads=3, prefix=1, grid=(3, 4), seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    n = prefix + grid[0] * grid[1]
+    return torch.rand(batch, heads, n, n, generator=gen).softmax(-1)
+
+
+@pytest.mark.parametrize("prefix", [0, 1, 2])
+def test_mean_attention_distance_equals_a_double_loop(prefix):
+    grid = (3, 4)
+    attn = random_attention(prefix=prefix, grid=grid)
+    got = anatomy.mean_attention_distance(attn, grid, num_prefix=prefix)
+    renorm = anatomy.mean_attention_distance(attn, grid, num_prefix=prefix, prefix="renormalize")
+    pixels = anatomy.mean_attention_distance(attn, grid, num_prefix=prefix, patch_size=16)
+    cells = [(r, c) for r in range(grid[0]) for c in range(grid[1])]
+    for b in range(attn.shape[0]):
+        for h in range(attn.shape[1]):
+            total = total_renorm = 0.0
+            for i, (ri, ci) in enumerate(cells):
+                row = attn[b, h, prefix + i, prefix:].double()
+                spans = [row[j] * math.hypot(ri - rj, ci - cj) for j, (rj, cj) in
+                         enumerate(cells)]
+                total += sum(spans)
+                total_renorm += sum(spans) / row.sum()
+            assert got[b, h].item() == pytest.approx(total / len(cells))
+            assert renorm[b, h].item() == pytest.approx(total_renorm / len(cells))
+            assert pixels[b, h].item() == pytest.approx(16 * total / len(cells))
+    if prefix == 0:
+        torch.testing.assert_close(got, renorm)  # nothing to renormalize
+
+
+def test_uniform_attention_has_the_mean_pairwise_distance():
+    grid = (4, 4)
+    uniform = torch.full((1, 1, 16, 16), 1 / 16)
+    pairs = [math.hypot(a // 4 - b // 4, a % 4 - b % 4) for a in range(16) for b in range(16)]
+    got = anatomy.mean_attention_distance(uniform, grid, num_prefix=0)
+    assert got.item() == pytest.approx(sum(pairs) / 256)
+
+
+def test_bad_shapes_and_policies_are_refused():
+    with pytest.raises(ValueError, match="does not fit"):
+        anatomy.mean_attention_distance(random_attention(), (4, 4))
+    with pytest.raises(ValueError, match="prefix must be one of"):
+        anatomy.mean_attention_distance(random_attention(), (3, 4), prefix="keep")
+
+
+def test_patch_embedding_components_equal_numpy_svd():
+    weight = torch.randn(20, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+    components, share = anatomy.patch_embedding_components(weight, k=5)
+    rows = weight.reshape(20, -1).numpy().astype(np.float64)
+    _, singular, vt = np.linalg.svd(rows - rows.mean(0), full_matrices=False)
+    for got, expected in zip(components.reshape(5, -1).numpy(), vt[:5], strict=True):
+        assert abs(np.dot(got, expected)) == pytest.approx(1.0)  # same axis, either sign
+    np.testing.assert_allclose(share.numpy(), singular[:5] ** 2 / (singular ** 2).sum())
+
+
+def test_position_similarity_of_a_known_embedding():
+    grid = (2, 3)
+    rows = torch.zeros(6, 4)
+    rows[:, 0] = 1.0
+    rows[3:, 1] = 1.0  # the second grid row leans on a second axis: cosine 1/sqrt(2) across
+    similarity = anatomy.position_similarity(rows, grid)
+    assert similarity.shape == (2, 3, 2, 3)
+    assert similarity[0, 0, 0, 2].item() == pytest.approx(1.0)
+    assert similarity[0, 0, 1, 1].item() == pytest.approx(1 / math.sqrt(2))
+    model = tiny_model("cls")
+    table = anatomy.patch_position_embeddings(model)
+    assert table.shape[0] == model.patch_embed.num_patches
+    torch.testing.assert_close(table, model.pos_embed[0, 1:].detach())
+
+
+def test_rollout_equals_a_hand_multiplied_product():
+    first, second = random_attention(seed=1), random_attention(seed=2)
+    n = first.shape[-1]
+    eye = torch.eye(n)
+
+    def step(a, residual):
+        mixed = residual * eye + (1 - residual) * a.mean(1)
+        return mixed / mixed.sum(-1, keepdim=True)
+
+    expected = step(second, 0.5) @ step(first, 0.5)
+    torch.testing.assert_close(anatomy.rollout([first, second]), expected)
+    plain = second.mean(1) @ first.mean(1)
+    torch.testing.assert_close(anatomy.rollout([first, second], residual=None), plain)
+
+
+def test_explain_rollout_is_the_anatomy_rollout():
+    model = tiny_model("cls")
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    patterns = []
+    names = [f"blocks.{b}.attn.hook_pattern" for b in range(len(model.blocks))]
+    with torch.no_grad(), hooks(model, [(names, lambda v, n: patterns.append(v))]):
+        model(images)
+    expected = anatomy.rollout(patterns)[:, 0, 1:]
+    torch.testing.assert_close(explain.rollout_maps(model, images), expected)
