@@ -37,12 +37,13 @@ def colab_url(notebook: str, branch: str = "main") -> str:
 def install_cell() -> str:
     """The source of every notebook's first code cell."""
     url = repository()
+    pip = ", ".join(f'"{part}"' for part in install_command())
     return f"""{INSTALL_MARKER} (Colab, a fresh runtime); a no-op otherwise.
 # Nothing is pinned: the runtime's torch, torchvision and timm are kept as they are.
 import importlib.util, subprocess, sys
 if importlib.util.find_spec("vitcls_utils") is None:
     subprocess.run(["git", "clone", "--depth", "1", "{url}", "vitcls"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "vitcls"], check=True)
+    subprocess.run([sys.executable, {pip}], check=True)
     sys.path.insert(0, "vitcls")
 if "google.colab" in sys.modules:  # the explorers' widgets
     from google.colab import output
@@ -50,7 +51,8 @@ if "google.colab" in sys.modules:  # the explorers' widgets
 
 
 def install_command(source: Optional[str] = None) -> list:
-    """The pip command of the install cell, for ``source`` (default: the clone)."""
+    """The pip command of the install cell (after the interpreter), for ``source`` (default:
+    the clone); the cell is written from it, and the install test runs it."""
     return ["-m", "pip", "install", "-q", "-e", source or "vitcls"]
 
 

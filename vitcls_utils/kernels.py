@@ -79,13 +79,7 @@ def kernel_manager_class():
 
 def kill_kernels() -> int:
     """Kill every kernel this process started that is still running; returns how many."""
-    killed = 0
-    for manager in list(_KERNELS):
-        process = getattr(getattr(manager, "provisioner", None), "process", None)
-        if process is not None and process.poll() is None:
-            process.kill()
-            killed += 1
-    return killed
+    return sum(kill_kernel_of(manager) for manager in list(_KERNELS))
 
 
 def thread_kernel():
@@ -108,14 +102,16 @@ def discard_thread_kernel() -> None:
         if run_sync(manager.is_alive)():
             run_sync(manager.shutdown_kernel)(now=True)
     except Exception:  # noqa: BLE001 - a kernel that is already gone needs nothing more
-        kill_kernels_of(manager)
+        kill_kernel_of(manager)
 
 
-def kill_kernels_of(manager) -> None:
-    """Kill one manager's kernel process, if it still runs."""
+def kill_kernel_of(manager) -> bool:
+    """Kill one manager's kernel process if it still runs; True when it did."""
     process = getattr(getattr(manager, "provisioner", None), "process", None)
-    if process is not None and process.poll() is None:
-        process.kill()
+    if process is None or process.poll() is not None:
+        return False
+    process.kill()
+    return True
 
 
 def _run_code(client, code: str) -> None:
