@@ -59,3 +59,22 @@ def test_miil_geometry_and_mask_alignment():
 
 def test_non_rgb_input_is_converted():
     assert HF_VIT(Image.new("L", (30, 30), 255)).shape == (3, 224, 224)
+
+
+@pytest.mark.parametrize("size", [(500, 375), (333, 500)])
+def test_original_vit_recipes_match_timms_own_eval_transforms(size):
+    """The fine-tuned original ViTs are read exactly as timm's pretrained config says; the
+    ImageNet-21k ones as big_vision's few-shot evaluation (resize 256 x 256, crop 224)."""
+    import timm
+    from timm.data import create_transform, resolve_data_config
+
+    from vitcls_utils.preprocess import BIG_VISION_FEWSHOT, TIMM_ORIG_224, TIMM_ORIG_384
+
+    image = photo(*size)
+    for recipe, name in ((TIMM_ORIG_224, "vit_base_patch16_224.orig_in21k_ft_in1k"),
+                         (TIMM_ORIG_384, "vit_base_patch16_384.orig_in21k_ft_in1k")):
+        config = resolve_data_config(pretrained_cfg=timm.models.get_pretrained_cfg(name).to_dict())
+        expected = create_transform(**config)(image)
+        torch.testing.assert_close(recipe(image), expected, rtol=0, atol=2e-6)
+    few_shot = reference(BIG_VISION_FEWSHOT, (256, 256), 224, InterpolationMode.BILINEAR)
+    torch.testing.assert_close(BIG_VISION_FEWSHOT(image), few_shot(image), rtol=0, atol=2e-6)

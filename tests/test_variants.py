@@ -202,3 +202,33 @@ def test_fused_attention_is_switched_inside_the_block_and_restored(tiny_variant)
     with pytest.raises(RuntimeError), fused_attention(model):
         raise RuntimeError("an error inside")
     assert flags() == {False}  # restored on errors too
+
+
+def test_the_original_vit_checkpoints_are_pinned_and_fit_timms_configs():
+    import timm
+
+    from vitcls_utils.registry import ORIGINAL_KEYS
+
+    assert len(ORIGINAL_KEYS) == 8
+    for key in ORIGINAL_KEYS:
+        variant = get_variant(key)
+        assert variant.tag and variant.tag.startswith("orig_in21k")  # never a bare name
+        cfg = timm.models.get_pretrained_cfg(variant.timm_name)
+        assert cfg is not None and cfg.num_classes == variant.num_classes, key
+        assert tuple(cfg.mean) == variant.preprocess.mean and tuple(cfg.std) == variant.preprocess.std
+        assert cfg.input_size[1:] == variant.preprocess.output_size
+        assert variant.has_head == (variant.tag == "orig_in21k_ft_in1k")
+        assert variant.classes == 1000 and get_variant(key + "_random").classes == 1000
+        with torch.device("meta"):
+            model = build_model(variant)
+        assert TokenLayout.of(model).n_tokens == variant.n_tokens and variant.has_cls
+        assert isinstance(model.head, torch.nn.Identity) != variant.has_head
+
+
+def test_a_model_without_a_head_refuses_class_space_extraction_by_name(tmp_path):
+    from vitcls_utils.errors import NoClassHeadError
+    from vitcls_utils.extract import store_for
+
+    with pytest.raises(NoClassHeadError, match="vit_orig_b32_in21k_random has no class head"):
+        store_for("vit_orig_b32_in21k_random", dataset="toy", results_dir=str(tmp_path),
+                  n_per_class=1)

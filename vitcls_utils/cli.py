@@ -68,7 +68,8 @@ def _table(rows: List[List[str]], header: List[str]) -> str:
 def cmd_variants(args: argparse.Namespace) -> int:
     from .registry import list_variants
 
-    rows = [[v.key, v.label, v.timm_name, str(v.num_classes), str(v.n_tokens), v.pooling,
+    rows = [[v.key, v.label, v.timm_name, str(v.num_classes) if v.has_head else "no head",
+             str(v.n_tokens), v.pooling,
              v.dataset, v.weights, v.preprocess.describe()]
             for v in list_variants(include_random=not args.no_random)]
     header = ["key", "paper name", "timm name (pinned tag)", "classes", "tokens", "pooling",
@@ -90,7 +91,7 @@ def _dataset_and_model(args: argparse.Namespace):
     from .loading import load_variant
 
     variant = get_variant(args.variant)
-    dataset = build_dataset(args.data, args.data_dir, num_classes=variant.num_classes,
+    dataset = build_dataset(args.data, args.data_dir, num_classes=variant.classes,
                             n_per_class=args.n_per_class, split=args.split,
                             download=args.download)
     model = load_variant(args.variant, pretrained=not args.random_init, weights=args.weights,

@@ -32,3 +32,7 @@ class IncompleteStoreError(StoreError):
 class DamagedStoreError(StoreError):
     """A store whose files do not match its manifest (truncated, garbage, or a checksum that
     differs): it is never read or resumed; the message names the file."""
+
+
+class NoClassHeadError(VitclsError):
+    """A class-space analysis asked of a model without a classifier (the ImageNet-21k ViTs)."""

@@ -282,13 +282,18 @@ def store_for(variant: str, dataset: str = "toy", data_dir: Optional[str] = None
     from .loading import load_variant, weights_identity
 
     spec = get_variant(variant)
+    if not spec.has_head:
+        from .errors import NoClassHeadError
+        from .projection import no_head_message
+
+        raise NoClassHeadError(no_head_message(spec.key))
     if batch_size < 1:
         raise VitclsError(f"batch_size must be at least 1, not {batch_size}")
     if n_per_class is not None and n_per_class < 1:
         raise VitclsError(f"n_per_class must be at least 1 (or None for the default), "
                           f"not {n_per_class}")
     check_precision(precision)
-    data = build_dataset(dataset, data_dir, num_classes=spec.num_classes,
+    data = build_dataset(dataset, data_dir, num_classes=spec.classes,
                          n_per_class=n_per_class, split=split)
     weights_id = weights_identity(variant, weights=weights, seed=seed)
     config = config_for(spec.key, weights_id or "", repr(spec.preprocess), data, kinds,

@@ -131,3 +131,19 @@ DEIT_REFINEMENT = Preprocess(
     mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
     source="HF DeiTImageProcessor (facebook/deit-base-distilled-patch16-224)",
 )
+# The original ViT checkpoints (chapter 5; catalogue §7).
+BIG_VISION_FEWSHOT = Preprocess(
+    resize=(256, 256), crop=224, interpolation="bilinear",
+    mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+    source="big_vision few-shot eval: resize(256)|central_crop(224)|value_range(-1,1)",
+)
+TIMM_ORIG_224 = Preprocess(
+    resize=248, crop=224, interpolation="bicubic",
+    mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+    source="timm eval transform of the orig_in21k_ft_in1k weights (crop_pct 0.9)",
+)
+TIMM_ORIG_384 = Preprocess(
+    resize=384, crop=384, interpolation="bicubic",
+    mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+    source="timm eval transform of the 384-px orig_in21k_ft_in1k weights (crop_pct 1.0)",
+)

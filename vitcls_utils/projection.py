@@ -13,7 +13,7 @@ import copy
 from typing import Dict
 
 from . import _compat
-from .errors import VitclsError
+from .errors import NoClassHeadError, VitclsError
 
 _compat.ensure_torchvision_ops()
 
@@ -28,10 +28,15 @@ class ClassProjector(nn.Module):
         model: a timm VisionTransformer (token or average pooling; distilled models too).
         heads: for distilled models, "mean" (the model's eval output, the default), "head" or
             "head_dist". Other models have one head.
+        require_head: raise :class:`NoClassHeadError` for a model without a classifier; with
+            False such a model gets a projector that only normalizes (``normalize``).
     """
 
-    def __init__(self, model: nn.Module, heads: str = "mean") -> None:
+    def __init__(self, model: nn.Module, heads: str = "mean", require_head: bool = True) -> None:
         super().__init__()
+        self.has_head = has_class_head(model)
+        if require_head and not self.has_head:
+            raise NoClassHeadError(no_head_message(model))
         if getattr(model, "attn_pool", None) is not None:
             raise VitclsError("attention-pooled ('map') models have no per-token readout; "
                               "the class projection is defined for token and average pooling")
@@ -41,7 +46,7 @@ class ClassProjector(nn.Module):
 
         self.norm = frozen(getattr(model, "norm", nn.Identity()))
         self.fc_norm = frozen(getattr(model, "fc_norm", nn.Identity()))
-        self.head = frozen(model.head)
+        self.head = frozen(model.head) if self.has_head else None
         head_dist = getattr(model, "head_dist", None)
         if head_dist is None or heads == "head":
             self.head_dist = None
@@ -51,19 +56,50 @@ class ClassProjector(nn.Module):
             self.head_dist = frozen(head_dist)
         else:
             raise VitclsError(f"heads must be 'mean', 'head' or 'head_dist', not {heads!r}")
-        self.num_classes = int(self.head.out_features)
+        self.num_classes = int(self.head.out_features) if self.head is not None else 0
+
+    def normalize(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The head's input for every token: fc_norm(norm(x)) in float32 (the final CLS gives
+        timm's ``pre_logits``); defined with or without a head."""
+        with torch.autocast(device_type=tokens.device.type, enabled=False):
+            return self.fc_norm(self.norm(tokens.float()))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Class logits of every token: head(fc_norm(norm(x))), computed in float32.
 
         Gradients flow to ``tokens`` (for explanation maps); the copied parameters are frozen.
         """
-        with torch.autocast(device_type=tokens.device.type, enabled=False):
-            z = self.fc_norm(self.norm(tokens.float()))
+        return self.classify(self.normalize(tokens))
+
+    def classify(self, normalized: torch.Tensor) -> torch.Tensor:
+        """The head(s) alone, on tokens that :meth:`normalize` already put through the norms."""
+        if self.head is None:
+            raise NoClassHeadError("this projector was built without a class head: "
+                                   "only normalize() is defined")
+        with torch.autocast(device_type=normalized.device.type, enabled=False):
+            z = normalized.float()
             logits = self.head(z)
             if self.head_dist is not None:
                 logits = (logits + self.head_dist(z)) / 2
         return logits
+
+
+def has_class_head(model: nn.Module) -> bool:
+    """True when the model maps tokens to classes (timm's ``num_classes=0`` models do not)."""
+    return int(getattr(model, "num_classes", 0) or 0) > 0 and hasattr(
+        getattr(model, "head", None), "out_features")
+
+
+def no_head_message(model) -> str:
+    """What to do with a model (or a registry key) that has no class head: the few-shot probe
+    is its decoder."""
+    info = getattr(model, "vitcls_info", None)
+    name = model if isinstance(model, str) else (
+        info.variant.key if info is not None else type(model).__name__)
+    return (f"{name} has no class head (an ImageNet-21k checkpoint that timm ships without "
+            "its classifier), so there is no class embedding space to project onto. Decode it "
+            "with the few-shot probe instead (vitcls_utils.fewshot; notebook vit_fewshot_lsr), "
+            "or pick a fine-tuned variant (`vitcls variants`).")
 
 
 def true_class_logit(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from .errors import UnknownVariantError
-from .preprocess import CIFAR, DEIT_REFINEMENT, HF_VIT, MIIL, Preprocess
+from .preprocess import (BIG_VISION_FEWSHOT, CIFAR, DEIT_REFINEMENT, HF_VIT, MIIL, TIMM_ORIG_224,
+                         TIMM_ORIG_384, Preprocess)
 from .toy import IMAGE_SIZE as TOY_IMAGE_SIZE
 from .toy import NUM_CLASSES as TOY_CLASSES
 from .toy import PATCH_SIZE as TOY_PATCH
@@ -30,7 +31,8 @@ class Variant:
         arch: timm architecture name.
         tag: pinned timm pretrained tag, or None when timm has no weights for it.
         preprocess: the paper's preprocessing for this variant.
-        num_classes: classes of the head.
+        num_classes: classes of the head; 0 for a model without one (the ImageNet-21k
+            pretrained ViTs, whose head timm does not ship).
         pooling: "token" ([CLS] feeds the head) or "avg" (mean of tokens, then ``fc_norm``).
         n_tokens: tokens per image at 224 px, prefix tokens included.
         dataset: the dataset the paper analysed it on.
@@ -45,6 +47,10 @@ class Variant:
         model_kwargs: extra ``timm.create_model`` arguments.
         random: True for the random-init controls.
         base: for a control, the key of the pretrained variant it mirrors.
+        label_classes: classes of the stimuli's labels when they are not the head's (a model
+            without a head is still shown ImageNet images labelled with 1000 classes).
+        family: "vilas" (the main paper's variants), "vit" (the original ViT checkpoints of
+            chapter 5) or "toy".
     """
 
     key: str
@@ -64,11 +70,23 @@ class Variant:
     model_kwargs: Tuple[Tuple[str, Any], ...] = ()
     random: bool = False
     base: Optional[str] = None
+    label_classes: Optional[int] = None
+    family: str = "vilas"
 
     @property
     def timm_name(self) -> str:
         """``arch.tag`` as timm spells a pretrained model."""
         return f"{self.arch}.{self.tag}" if self.tag else self.arch
+
+    @property
+    def has_head(self) -> bool:
+        """False for the models without a classifier: class-space analyses need one."""
+        return self.num_classes > 0
+
+    @property
+    def classes(self) -> int:
+        """Classes of the stimuli's labels: the head's, or ``label_classes`` without one."""
+        return self.label_classes or self.num_classes
 
     @property
     def has_cls(self) -> bool:
@@ -138,6 +156,42 @@ _PAPER_VARIANTS: List[Variant] = [
 ]
 
 
+def _original(key: str, label: str, arch: str, tag: str, n_tokens: int) -> Variant:
+    """An original ViT checkpoint (Dosovitskiy et al.): the ImageNet-21k ones have no head."""
+    headless = tag == "orig_in21k"
+    if headless:
+        preprocess = BIG_VISION_FEWSHOT
+    else:
+        preprocess = TIMM_ORIG_384 if arch.endswith("_384") else TIMM_ORIG_224
+    return Variant(
+        key=key, label=label, arch=arch, tag=tag, preprocess=preprocess,
+        num_classes=0 if headless else 1000, pooling="token", n_tokens=n_tokens,
+        dataset="imagenet-s", paper_key="-", weights="timm",
+        weights_hint=f"timm hub: timm/{arch}.{tag}" + (
+            " (ImageNet-21k pretraining; timm ships it without a head)" if headless else ""),
+        label_classes=1000 if headless else None, family="vit",
+    )
+
+
+#: the original ViT checkpoints timm has (catalogue §7): pinned tags, never the bare names
+_ORIGINAL_VARIANTS: List[Variant] = [
+    _original("vit_orig_b16_in21k", "ViT-B/16 (i21k)", "vit_base_patch16_224", "orig_in21k", 197),
+    _original("vit_orig_b32_in21k", "ViT-B/32 (i21k)", "vit_base_patch32_224", "orig_in21k", 50),
+    _original("vit_orig_l16_in21k", "ViT-L/16 (i21k)", "vit_large_patch16_224", "orig_in21k",
+              197),
+    _original("vit_orig_l32_in21k", "ViT-L/32 (i21k)", "vit_large_patch32_224", "orig_in21k",
+              50),
+    _original("vit_orig_h14_in21k", "ViT-H/14 (i21k)", "vit_huge_patch14_224", "orig_in21k",
+              257),
+    _original("vit_orig_b16", "ViT-B/16 (i21k, in1k)", "vit_base_patch16_224",
+              "orig_in21k_ft_in1k", 197),
+    _original("vit_orig_b16_384", "ViT-B/16-384 (i21k, in1k)", "vit_base_patch16_384",
+              "orig_in21k_ft_in1k", 577),
+    _original("vit_orig_l32_384", "ViT-L/32-384 (i21k, in1k)", "vit_large_patch32_384",
+              "orig_in21k_ft_in1k", 145),
+]
+
+
 _TOY_ARCH = (("img_size", TOY_IMAGE_SIZE), ("patch_size", TOY_PATCH), ("embed_dim", 64),
               ("depth", 12), ("num_heads", 4))
 _TOY_HINT = "shipped in data/toy/ (rebuild with `make toy-model`)"
@@ -146,14 +200,14 @@ _TOY_VARIANTS: List[Variant] = [
         key="toy", label="Toy ViT (CLS)", arch="vit_tiny_patch16_224", tag=None,
         preprocess=TOY_PREPROCESS, num_classes=TOY_CLASSES, pooling="token", n_tokens=50,
         dataset="toy", paper_key="-", weights="shipped", weights_url="toy/toy.safetensors",
-        weights_hint=_TOY_HINT, model_kwargs=_TOY_ARCH,
+        weights_hint=_TOY_HINT, model_kwargs=_TOY_ARCH, family="toy",
     ),
     Variant(
         key="toy_gap", label="Toy ViT (GAP, residual post-norm)",
         arch="vit_base_patch16_rpn_224", tag=None, preprocess=TOY_PREPROCESS,
         num_classes=TOY_CLASSES, pooling="avg", n_tokens=49, dataset="toy", paper_key="-",
         weights="shipped", weights_url="toy/toy_gap.safetensors", weights_hint=_TOY_HINT,
-        model_kwargs=_TOY_ARCH,
+        model_kwargs=_TOY_ARCH, family="toy",
     ),
 ]
 
@@ -177,12 +231,15 @@ for _v in _PAPER_VARIANTS:
     VARIANTS[_v.key] = _v
 for _v in _PAPER_VARIANTS:
     VARIANTS[_v.key + "_random"] = _random_control(_v)
-for _v in _TOY_VARIANTS:
-    VARIANTS[_v.key] = _v
-for _v in _TOY_VARIANTS:
-    VARIANTS[_v.key + "_random"] = _random_control(_v)
+for _group in (_ORIGINAL_VARIANTS, _TOY_VARIANTS):
+    for _v in _group:
+        VARIANTS[_v.key] = _v
+    for _v in _group:
+        VARIANTS[_v.key + "_random"] = _random_control(_v)
 
 PAPER_KEYS: Tuple[str, ...] = tuple(v.key for v in _PAPER_VARIANTS)
+#: the original ViT checkpoints of chapter 5
+ORIGINAL_KEYS: Tuple[str, ...] = tuple(v.key for v in _ORIGINAL_VARIANTS)
 
 
 def register(variant: Variant) -> Variant:

@@ -145,7 +145,7 @@ def entry_problems(run: VariantRun) -> List[str]:
         problems.append(f"{run.key}: data_dir not found: {run.data_dir}")
     else:
         try:
-            build_dataset(run.dataset, run.data_dir, num_classes=spec.num_classes,
+            build_dataset(run.dataset, run.data_dir, num_classes=spec.classes,
                           n_per_class=run.n_per_class)
         except VitclsError as exc:
             first = str(exc).strip().splitlines()[0]
