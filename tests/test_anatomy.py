@@ -107,3 +107,76 @@ def test_explain_rollout_is_the_anatomy_rollout():
         model(images)
     expected = anatomy.rollout(patterns)[:, 0, 1:]
     torch.testing.assert_close(explain.rollout_maps(model, images), expected)
+
+
+def test_attention_distances_over_a_dataset_equal_a_per_image_loop():
+    from vitcls_utils.data import build_dataset
+    from vitcls_utils.hooks import run_with_cache
+    from vitcls_utils.loading import load_variant
+
+    model = load_variant("toy")
+    stimuli = build_dataset("toy", None, num_classes=24, n_per_class=1)
+    frame = anatomy.attention_distances(model, stimuli, n_images=5, prefix="renormalize",
+                                        batch_size=2, progress=False)
+    preprocess = model.vitcls_info.variant.preprocess
+    totals = torch.zeros(12, 4, dtype=torch.float64)
+    for i in range(5):
+        _, cache = run_with_cache(model, preprocess(stimuli.load(i)[0])[None])
+        for b in range(12):
+            pattern = cache[f"blocks.{b}.attn.hook_pattern"][0]
+            for h in range(4):  # by hand: prefix left out, rows renormalised, 8-pixel patches
+                patches = pattern[h, 1:, 1:].double()
+                patches = patches / patches.sum(-1, keepdim=True)
+                totals[b, h] += 8 * (patches * anatomy.patch_distances((7, 7))).sum(-1).mean()
+    got = torch.tensor(frame.distance.values).reshape(12, 4)
+    torch.testing.assert_close(got, totals / 5)
+    assert frame.block.min() == 1 and frame["head"].max() == 3
+
+
+def test_architecture_rows_count_what_timm_builds():
+    import timm
+
+    from vitcls_utils.registry import get_variant
+
+    row = anatomy.architecture_row("vit_tiny_patch16_224", num_classes=10)
+    real = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10)
+    assert row == {"layers": 12, "width": 192, "mlp": 768, "heads": 3,
+                   "parameters": sum(p.numel() for p in real.parameters())}
+    toy = anatomy.architecture_row(get_variant("toy"))
+    assert (toy["layers"], toy["width"], toy["heads"]) == (12, 64, 4)
+    headless = anatomy.architecture_row(get_variant("vit_orig_b32_in21k"))
+    with_head = anatomy.architecture_row("vit_base_patch32_224")
+    assert with_head["parameters"] - headless["parameters"] == 768 * 1000 + 1000
+
+
+def test_low_frequency_share_keeps_a_low_wave_and_drops_a_checkerboard():
+    rows, cols = torch.meshgrid(torch.arange(8.0), torch.arange(8.0), indexing="ij")
+    low = torch.cos(2 * math.pi * cols / 8).expand(3, 8, 8)  # one cycle: 1/4 of Nyquist
+    checker = ((rows + cols) % 2 * 2 - 1).expand(3, 8, 8)
+    shares = anatomy.low_frequency_share(torch.stack([low, checker]))
+    assert shares[0].item() == pytest.approx(1.0) and shares[1].item() == pytest.approx(0.0)
+
+
+def test_similarity_by_distance_and_the_bridge_frame():
+    import pandas as pd
+
+    grid = (2, 2)
+    rows = torch.tensor([[1.0, 0.0], [1.0, 1.0], [1.0, 1.0], [0.0, 1.0]])
+    frame = anatomy.similarity_by_distance(anatomy.position_similarity(rows, grid))
+    # distance 1: pairs (0,1), (0,2), (1,3), (2,3), both ways; distance 1.41 rounds to 1 too
+    assert frame.distance.tolist() == [1] and frame.pairs.tolist() == [12]
+    cos = 1 / math.sqrt(2)
+    assert frame.similarity.iloc[0] == pytest.approx((8 * cos + 2 * 1.0 + 2 * 0.0) / 12)
+    distances = pd.DataFrame({"block": [1, 1, 2, 2, 3, 3], "head": [0, 1] * 3,
+                              "distance": [1.0, 3.0, 4.0, 6.0, 2.0, 2.0]})
+    evolution = pd.DataFrame({"block": [1, 2, 3] * 2, "token": ["[CLS]"] * 3 + ["image"] * 3,
+                              "identifiability": [0.1, 0.5, 0.6, 0.2, 0.3, 0.9]})
+    joined = anatomy.distance_and_gain(distances, evolution)
+    assert joined.distance.tolist() == [2.0, 5.0, 2.0]
+    assert joined["gain [CLS]"].iloc[1:].round(6).tolist() == [0.4, 0.1]
+    assert joined["gain image"].isna().tolist() == [True, False, False]
+    assert list(anatomy.distance_and_gain(distances, None).columns) == ["block", "distance"]
+    from scipy.stats import spearmanr
+
+    x, y = [3.0, 1.0, 4.0, 1.5, 5.0], [2.0, 7.0, 1.0, 8.0, 2.5]
+    assert anatomy.rank_correlation(x, y) == pytest.approx(spearmanr(x, y).statistic)

@@ -81,6 +81,36 @@ def patch_embedding_components(weight: torch.Tensor, k: int = 28
     return vectors[:k].reshape(k, *weight.shape[1:]), variance[:k] / variance.sum()
 
 
+def low_frequency_share(components: torch.Tensor, cutoff: float = 0.25) -> torch.Tensor:
+    """Share of each filter's spatial power (its mean removed) at frequencies within ``cutoff``
+    of the Nyquist frequency, channels pooled: [k]. Fig. 7 left's "low-frequency basis
+    functions" as a number (a random filter spreads its power evenly: about pi * cutoff^2 / 4)."""
+    x = components.double()
+    x = x - x.mean(dim=(-1, -2), keepdim=True)
+    power = torch.fft.fft2(x).abs().pow(2).sum(-3)  # [k, P, P]
+    size = power.shape[-1]
+    freq = torch.fft.fftfreq(size, dtype=torch.float64).abs() * 2  # 1 = Nyquist
+    radius = torch.sqrt(freq[:, None] ** 2 + freq[None, :] ** 2)
+    low = power[:, radius <= cutoff].sum(-1)
+    return low / power.flatten(1).sum(-1).clamp_min(1e-300)
+
+
+def similarity_by_distance(similarity: torch.Tensor) -> "pd.DataFrame":
+    """Mean cosine similarity of position embeddings by the distance of their patches (in
+    patches, rounded to the nearest whole patch; the patch itself left out): rows (distance,
+    similarity, pairs). Locality shows as similarity falling with distance."""
+    import pandas as pd
+
+    rows, cols = similarity.shape[:2]
+    distance = patch_distances((rows, cols)).round()
+    flat = similarity.reshape(rows * cols, rows * cols).double()
+    off = ~torch.eye(rows * cols, dtype=torch.bool)
+    frame = pd.DataFrame({"distance": distance[off].numpy().astype(int),
+                          "similarity": flat[off].numpy()})
+    return frame.groupby("distance", as_index=False).similarity.agg(["mean", "size"]).rename(
+        columns={"mean": "similarity", "size": "pairs"})
+
+
 def rollout(attentions: Sequence[torch.Tensor], residual: Optional[float] = 0.5
             ) -> torch.Tensor:
     """Attention rollout (ViT Fig. 6, Abnar & Zuidema 2020): per block the head mean, with the
@@ -98,3 +128,100 @@ def rollout(attentions: Sequence[torch.Tensor], residual: Optional[float] = 0.5
     if product is None:
         raise ValueError("rollout needs the attention of at least one block")
     return product
+
+
+# ----------------------------------------------------------------------------------------------
+# Over a dataset, and the architectures' sizes
+# ----------------------------------------------------------------------------------------------
+def attention_distances(model, dataset, n_images: Optional[int] = 128, prefix: str = "drop",
+                        pixels: bool = True, batch_size: int = 32,
+                        progress: bool = True) -> "pd.DataFrame":
+    """Mean attention distance of every head of every block over the first ``n_images``
+    readable stimuli (ViT Fig. 7 right and 11): rows (block 1-based, head, distance), in pixels
+    of the model's input (``pixels=False``: in patches).
+
+    The attention is read at ``attn.hook_pattern`` (the explicit softmax, never fused) of the
+    unmodified model, reduced per batch so that no [N, N] map is kept."""
+    import pandas as pd
+
+    from .data import UNREADABLE
+    from .hooks import hooks
+    from .loader import stimulus_loader, with_progress
+    from .loading import TokenLayout
+
+    layout = TokenLayout.of(model)
+    patch = int(model.patch_embed.patch_size[0]) if pixels else None
+    device = next(model.parameters()).device
+    total = len(dataset) if n_images is None else min(n_images, len(dataset))
+    sums = torch.zeros(len(model.blocks), model.blocks[0].attn.num_heads, dtype=torch.float64)
+    seen = 0
+
+    def add(value: torch.Tensor, name: str) -> None:
+        distance = mean_attention_distance(value[:take], layout.grid, layout.num_prefix, patch,
+                                           prefix)
+        sums[int(name.split(".")[1])] += distance.sum(0).cpu()
+
+    loader = stimulus_loader(dataset, model.vitcls_info.variant.preprocess, layout, batch_size,
+                             device=device)
+    with torch.no_grad(), hooks(model, [(lambda n: n.endswith("attn.hook_pattern"), add)]):
+        for batch in with_progress(loader, total, "attention", progress):
+            images = batch["image"][batch["status"] != UNREADABLE]
+            take = min(len(images), total - seen)
+            if take > 0:
+                model(images[:take].to(device))
+                seen += take
+            if seen >= total:
+                break
+    if seen == 0:
+        raise ValueError("no readable image to measure attention on")
+    mean = sums / seen
+    return pd.DataFrame([(b + 1, h, float(mean[b, h])) for b in range(mean.shape[0])
+                         for h in range(mean.shape[1])], columns=["block", "head", "distance"])
+
+
+#: the ViT paper's Table 1 (layers, width, MLP size, heads); its parameter counts are in
+#: data/paper/vit_table1.csv, beside timm's
+TABLE1_ARCHS = {"Base": "vit_base_patch16_224", "Large": "vit_large_patch16_224",
+                "Huge": "vit_huge_patch14_224"}
+
+
+def architecture_row(arch, **kwargs) -> dict:
+    """Layers, width, MLP size, heads and parameter count of a timm ViT (an architecture name,
+    or a registry :class:`~vitcls_utils.registry.Variant` with its head and arguments), built
+    on the meta device (no memory, no weights, no download)."""
+    import timm
+
+    if not isinstance(arch, str):
+        kwargs = {"num_classes": arch.num_classes, **dict(arch.model_kwargs), **kwargs}
+        arch = arch.arch
+    with torch.device("meta"):
+        model = timm.create_model(arch, pretrained=False, **kwargs)
+    return {"layers": len(model.blocks), "width": int(model.embed_dim),
+            "mlp": int(model.blocks[0].mlp.fc1.out_features),
+            "heads": int(model.blocks[0].attn.num_heads),
+            "parameters": sum(p.numel() for p in model.parameters())}
+
+
+def distance_and_gain(distances: "pd.DataFrame", evolution: Optional["pd.DataFrame"]
+                      ) -> "pd.DataFrame":
+    """Per block: the heads' mean attention distance beside the change of mean identifiability
+    from the block before ("gain [CLS]", "gain image"; from chapter 1's evolution frame, None
+    for a model without a head). Block 1 has no block before it: its gain is empty."""
+    frame = distances.groupby("block", as_index=False).distance.mean()
+    if evolution is None:
+        return frame
+    for token, column in (("[CLS]", "gain [CLS]"), ("image", "gain image")):
+        curve = evolution[evolution.token == token].set_index("block").identifiability
+        if not curve.empty:
+            frame[column] = frame.block.map(curve.diff())
+    return frame
+
+
+def rank_correlation(x, y) -> float:
+    """Spearman's rank correlation of two per-block series (pairs with a gap left out)."""
+    import pandas as pd
+
+    pairs = pd.DataFrame({"x": list(x), "y": list(y)}).dropna()
+    if len(pairs) < 3:
+        return float("nan")
+    return float(pairs.x.rank().corr(pairs.y.rank()))

@@ -79,6 +79,15 @@ class NotebookRun:
         return load_variant(self.variant, weights=self.weights, device=self.device,
                             seed=self.seed)
 
+    @cached_property
+    def control_model(self):
+        """The random-init control's model (no weights needed); a control's own is itself."""
+        from .loading import load_variant
+
+        if self.control_key == self.variant and self.weights is None:
+            return self.model
+        return load_variant(self.control_key, device=self.device, seed=self.seed)
+
     def memories(self):
         """The variant's value projections (from its weights)."""
         from .memories import memories_for
@@ -95,9 +104,23 @@ class NotebookRun:
         """The dataset, as the stores index it."""
         from .data import build_dataset
 
-        return build_dataset(self.dataset, self.data_dir, num_classes=self.spec.num_classes,
+        return build_dataset(self.dataset, self.data_dir, num_classes=self.spec.classes,
                              n_per_class=self.n_per_class if n_per_class is None else n_per_class,
                              split=split)
+
+    def fewshot_pool(self, pool_dir: Optional[str] = None, per_class: int = 25):
+        """The few-shot probe's training pool: ImageNet train images in ``pool_dir``
+        (``<wnid>/<image>``, the first ``per_class`` of each class by file name), else the
+        toy's training split (``per_class`` per class) or ImageNet-S ``test`` (10 per class)."""
+        from .data import build_dataset, probe_training_set
+
+        classes = self.spec.classes
+        if pool_dir:
+            return build_dataset("folder", pool_dir, num_classes=classes, n_per_class=per_class)
+        if self.dataset == "toy":
+            return build_dataset("toy", None, num_classes=classes, n_per_class=per_class,
+                                 split="train")
+        return probe_training_set(self.dataset, self.data_dir, classes)
 
     def setting(self, name: str, value=None):
         """``value`` when the notebook sets it, else the profile's setting ``name``."""

@@ -21,7 +21,7 @@ How faithful a map's token order is, the perturbation test, is :mod:`vitcls_util
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -105,7 +105,8 @@ def attention_maps(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return _query_row(captured[0].mean(1), layout)[:, layout.num_prefix:]
 
 
-def rollout_maps(model: nn.Module, images: torch.Tensor, residual: float = 0.5) -> torch.Tensor:
+def rollout_maps(model: nn.Module, images: torch.Tensor, residual: Optional[float] = 0.5
+                 ) -> torch.Tensor:
     """Attention rollout (:func:`vitcls_utils.anatomy.rollout`; Abnar & Zuidema's 0.5 A + 0.5 I
     by default) read at the [CLS] row: [B, T]."""
     layout = TokenLayout.of(model)
@@ -253,3 +254,61 @@ def head_maps(model: nn.Module, images: Sequence, classes: Sequence[int], block:
     targets = torch.as_tensor(list(classes), device=device)
     chosen = class_space_maps(model, batch, targets, paper=paper)[:, block, head].cpu()
     return upsample(chosen, layout.grid, batch.shape[-2:]).numpy()
+
+
+# ----------------------------------------------------------------------------------------------
+# Attention rollout with and without the residual step (ViT Fig. 6 and 14)
+# ----------------------------------------------------------------------------------------------
+def rollout_label(residual: Optional[float]) -> str:
+    """How a rollout is named in figures and tables."""
+    if not residual:
+        return "rollout, heads' mean only (ViT text)"
+    return f"rollout, {residual:g}·I + {1 - residual:g}·A (Abnar & Zuidema)"
+
+
+def rollout_views(model: nn.Module, images: Sequence,
+                  residuals: Sequence[Optional[float]] = (0.5, None)):
+    """Rollout maps of chosen PIL images, one per residual weight, upsampled onto the images as
+    the model sees them: (views, {label: [K, H, W]})."""
+    preprocess = model.vitcls_info.variant.preprocess
+    layout = TokenLayout.of(model)
+    device = next(model.parameters()).device
+    batch = torch.stack([preprocess(image) for image in images]).to(device)
+    views = [np.asarray(preprocess.geometry(image.convert("RGB"))) for image in images]
+    maps = {rollout_label(r): upsample(rollout_maps(model, batch, r).cpu(), layout.grid,
+                                       batch.shape[-2:]).numpy() for r in residuals}
+    return views, maps
+
+
+def rollout_object_mass(model: nn.Module, dataset,
+                        residuals: Sequence[Optional[float]] = (0.5, None),
+                        batch_size: int = 32) -> Optional["pd.DataFrame"]:
+    """How much of each rollout's mass falls on the object (:func:`mass_on_object`) over the
+    stimuli, from the dataset's masks (no store, so models without a head too); None for a
+    dataset without masks."""
+    import pandas as pd
+
+    from .data import UNREADABLE
+    from .loader import stimulus_loader
+
+    if not dataset.has_masks:
+        return None
+    layout = TokenLayout.of(model)
+    device = next(model.parameters()).device
+    maps: Dict[Optional[float], List[np.ndarray]] = {r: [] for r in residuals}
+    labels = []
+    loader = stimulus_loader(dataset, model.vitcls_info.variant.preprocess, layout, batch_size,
+                             device=device)
+    for batch in loader:
+        ok = batch["status"] != UNREADABLE
+        if not ok.any():
+            continue
+        images = batch["image"][ok].to(device)
+        for r in residuals:
+            maps[r].append(rollout_maps(model, images, r).cpu().numpy())
+        labels.append(batch["token_class"][ok].numpy())
+    token_class = np.concatenate(labels)
+    rows = [{"rollout": rollout_label(r), **mass_on_object(np.concatenate(maps[r]), token_class,
+                                                            layout.num_prefix)}
+            for r in residuals]
+    return pd.DataFrame(rows)

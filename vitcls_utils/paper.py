@@ -114,3 +114,40 @@ def side_by_side(variant: str, ours: Dict[str, float]) -> pd.DataFrame:
             "source": "" if match.empty else match.source.iloc[0],
         })
     return pd.DataFrame(rows)
+
+
+def vit_table1() -> pd.DataFrame:
+    """The ViT paper's Table 1: model, layers, width, mlp, heads, parameters_millions."""
+    return pd.read_csv(data_dir() / "paper" / "vit_table1.csv")
+
+
+def reference_top1(variant: str) -> Optional[float]:
+    """The published ImageNet-1k top-1 (%) of an original ViT checkpoint, or None."""
+    frame = pd.read_csv(data_dir() / "paper" / "vit_top1.csv")
+    rows = frame[frame.variant == variant]
+    return None if rows.empty else float(rows.value.iloc[0])
+
+
+def vit_table1_side_by_side(own: Optional[Mapping[str, int]] = None,
+                            own_label: str = "") -> pd.DataFrame:
+    """The ViT paper's Table 1 beside timm's architectures, counted offline on the meta device
+    (no weights): paper and timm parameters in millions; ``own`` (an
+    :func:`~vitcls_utils.anatomy.architecture_row`) adds this run's variant as a last row."""
+    from .anatomy import TABLE1_ARCHS, architecture_row
+
+    rows = []
+    for paper_row in vit_table1().itertuples():
+        counted = architecture_row(TABLE1_ARCHS[paper_row.model])
+        rows.append({"model": paper_row.model, "layers": counted["layers"],
+                     "width": counted["width"], "MLP": counted["mlp"], "heads": counted["heads"],
+                     "params, paper (M)": float(paper_row.parameters_millions),
+                     "params, timm (M)": counted["parameters"] / 1e6,
+                     "same shape as the paper": (counted["layers"], counted["width"],
+                                                 counted["mlp"], counted["heads"])
+                     == (paper_row.layers, paper_row.width, paper_row.mlp, paper_row.heads)})
+    if own is not None:
+        rows.append({"model": own_label, "layers": own["layers"], "width": own["width"],
+                     "MLP": own["mlp"], "heads": own["heads"], "params, paper (M)": float("nan"),
+                     "params, timm (M)": own["parameters"] / 1e6,
+                     "same shape as the paper": None})
+    return pd.DataFrame(rows)

@@ -1,0 +1,148 @@
+"""The few-shot LSR protocol against second computations: the primal, the dual, an augmented
+least-squares system and big_vision's eigendecomposition give one solution; big_vision's sampling
+on a small fake pool; features against timm's pre-logits and the model's logits."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vitcls_utils import fewshot
+from vitcls_utils.data import build_dataset
+from vitcls_utils.errors import NoClassHeadError, VitclsError
+from vitcls_utils.loading import TokenLayout, load_variant
+from vitcls_utils.projection import ClassProjector
+
+
+def problem(n, d, k=4, seed=0):
+    gen = np.random.default_rng(seed)
+    return torch.from_numpy(gen.normal(size=(n, d)) * 3 + 1), torch.from_numpy(gen.integers(0, k, n))
+
+
+def augmented_solution(x, y, k, l2):
+    """Ridge as ordinary least squares on [X; sqrt(l2) I] w = [Y; 0] (numpy)."""
+    x = x.numpy()
+    mean, std = x.mean(0), x.std(0) + fewshot.STD_EPS
+    z = np.hstack([(x - mean) / std, np.full((len(x), 1), fewshot.BIAS)])
+    t = 2 * np.eye(k)[y.numpy()] - 1
+    a = np.vstack([z, np.sqrt(l2) * np.eye(z.shape[1])])
+    b = np.vstack([t, np.zeros((z.shape[1], k))])
+    return np.linalg.lstsq(a, b, rcond=None)[0]
+
+
+def big_vision_solution(x, y, k, l2):
+    """big_vision's cached eigendecomposition, rewritten in numpy from its formulas."""
+    x = x.numpy()
+    mean, std = x.mean(0, keepdims=True), x.std(0, keepdims=True) + 1e-5
+    z = np.pad((x - mean) / std, ((0, 0), (0, 1)), constant_values=100.0)
+    t = 2.0 * np.eye(k)[y.numpy()] - 1.0
+    if z.shape[0] >= z.shape[1]:
+        eigs, q = np.linalg.eigh(z.T @ z)
+        rhs, lhs = q.T @ (z.T @ t), q
+    else:
+        eigs, q = np.linalg.eigh(z @ z.T)
+        rhs, lhs = q.T @ t, z.T @ q
+    return (lhs * (1.0 / (eigs + l2))[None]) @ rhs
+
+
+@pytest.mark.parametrize("n, d", [(60, 7), (9, 30)])
+def test_primal_dual_least_squares_and_big_vision_agree(n, d):
+    x, y = problem(n, d)
+    for l2 in (1.0, fewshot.L2):
+        primal = fewshot.fit_lsr(x, y, 4, l2, solver="primal").weight.numpy()
+        dual = fewshot.fit_lsr(x, y, 4, l2, solver="dual").weight.numpy()
+        np.testing.assert_allclose(primal, dual, rtol=1e-7, atol=1e-10)
+        np.testing.assert_allclose(primal, augmented_solution(x, y, 4, l2), rtol=1e-6,
+                                   atol=1e-9)
+        np.testing.assert_allclose(primal, big_vision_solution(x, y, 4, l2), rtol=1e-6,
+                                   atol=1e-9)
+
+
+def test_the_solver_is_picked_by_shape_counting_the_bias_column(monkeypatch):
+    picked = []
+    real = torch.linalg.solve
+    monkeypatch.setattr(torch.linalg, "solve", lambda a, b: picked.append(a.shape[-1]) or real(a, b))
+    fewshot.fit_lsr(*problem(8, 7), 4)  # N = 8 = D + 1: primal, an 8x8 system
+    fewshot.fit_lsr(*problem(7, 7), 4)  # N = 7 < D + 1: dual, a 7x7 system
+    fewshot.fit_lsr(*problem(20, 7), 4)  # primal: 8x8
+    assert picked == [8, 7, 8]
+
+
+def test_sampling_reproduces_big_vision_on_a_fake_pool():
+    labels = np.array([2, 0, 1, 0, 2, 2, 1, 0, 0, 2, 1, 1, 0, 2])
+    for seed in range(3):
+        orders = fewshot.class_orders(labels, 4, seed)
+        rng = np.random.default_rng(seed)  # big_vision: one generator, classes in order
+        for c in range(4):
+            expected = np.where(labels == c)[0].copy()
+            rng.shuffle(expected)
+            np.testing.assert_array_equal(orders[c], expected)
+        previous = np.array([], dtype=np.int64)
+        for k in (1, 2, 3, 5):
+            chosen = fewshot.shot_indices(orders, k)
+            assert set(previous) <= set(chosen)  # nested: the k-shot set grows
+            assert np.bincount(labels[chosen], minlength=4).tolist() == [
+                min(k, int((labels == c).sum())) for c in range(4)]
+            previous = chosen
+    assert not np.array_equal(fewshot.shot_indices(fewshot.class_orders(labels, 4, 0), 2),
+                              fewshot.shot_indices(fewshot.class_orders(labels, 4, 1), 2))
+
+
+def test_accuracy_is_averaged_over_seeds_and_separable_data_is_read_perfectly():
+    gen = np.random.default_rng(1)
+    labels = np.repeat(np.arange(5), 12)
+    centres = gen.normal(size=(5, 6)) * 10
+    x = torch.from_numpy(centres[labels] + gen.normal(size=(60, 6)) * 0.1)
+    frame = fewshot.fewshot_accuracy(x, labels, x, labels, 5, shots=(1, 5), seeds=3, l2=1.0)
+    assert len(frame) == 2 * 3 and frame.accuracy.min() == 1.0
+    noise = torch.from_numpy(gen.normal(size=(60, 6)))
+    chance = fewshot.fewshot_accuracy(noise, labels, noise, labels, 5, shots=(1,), seeds=3)
+    assert chance.accuracy.mean() < 0.6
+    assert fewshot.usable_shots(labels[:-3], 8, (1, 5, 10, 25)) == [1, 5]  # classes 5-7: none
+
+
+def test_bad_shapes_and_solvers_are_refused():
+    x, y = problem(6, 3)
+    with pytest.raises(VitclsError, match="feature rows"):
+        fewshot.fit_lsr(x, y[:4], 4)
+    with pytest.raises(VitclsError, match="solver"):
+        fewshot.fit_lsr(x, y, 4, solver="svd")
+    with pytest.raises(VitclsError, match="token choices"):
+        fewshot.token_choices(TokenLayout(1, (2, 2), True), ["cls", "pooled"])
+
+
+@pytest.fixture(scope="module")
+def toy_val():
+    return build_dataset("toy", None, num_classes=24, n_per_class=2)
+
+
+def test_features_are_the_pre_logits_and_the_projection_is_the_models_answer(toy_val):
+    for key, token in (("toy", "cls"), ("toy_gap", "mean")):
+        model = load_variant(key)
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        features = fewshot.token_features(model, toy_val, batch_size=16, progress=False)
+        images = torch.stack([model.vitcls_info.variant.preprocess(toy_val.load(i)[0])
+                              for i in range(len(toy_val))])
+        with torch.no_grad():
+            pre_logits = model.forward_head(model.forward_features(images), pre_logits=True)
+            logits = model(images)
+        torch.testing.assert_close(features.values[token][:, -1], pre_logits, rtol=1e-5,
+                                   atol=1e-5)
+        np.testing.assert_array_equal(features.top1[token][:, -1], logits.argmax(-1).numpy())
+        assert features.blocks == list(range(1, 13)) and len(features.labels) == 48
+        assert ("cls" in features.values) == (key == "toy")
+        assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_a_model_without_a_head_gets_features_and_a_clear_error_for_the_projection():
+    model = load_variant("vit_orig_b32_in21k_random")
+    with pytest.raises(NoClassHeadError, match="few-shot probe"):
+        ClassProjector(model)
+    images = build_dataset("toy", None, num_classes=24, n_per_class=1)  # resized to 224 px
+    features = fewshot.token_features(model, images, blocks=[0, 11], patch=3, progress=False)
+    assert features.top1 is None and features.blocks == [1, 12]
+    assert {k: tuple(v.shape) for k, v in features.values.items()} == {
+        t: (24, 2, 768) for t in ("cls", "mean", "patch")}
+    assert fewshot.centre_patch(TokenLayout.of(model)) == 3 * 7 + 3
+    table = fewshot.decoders_by_block(features, features, 24, shots=(1,), seeds=1)
+    assert set(table.decoder) == {"1-shot LSR"}  # no projection without a head
