@@ -33,7 +33,7 @@ def test_catalogue_defines_every_experiment_quirk_and_section():
     expected = {f"E{i}" for i in range(1, 17) if i != 5} | {"E5A", "E5B"}
     expected |= {f"B{i}" for i in range(1, 23)}
     assert expected <= ids, sorted(expected - ids)
-    assert sections == {str(i) for i in range(1, 7)}
+    assert sections == {str(i) for i in range(1, 8)}
 
 
 def test_every_reference_resolves_to_the_catalogue():
@@ -50,6 +50,15 @@ def test_every_reference_resolves_to_the_catalogue():
         assert "spec §" not in text and "shared/spec" not in text, \
             f"{path.relative_to(ROOT)} points at a document outside the repository"
     assert not unresolved, unresolved
+
+
+def test_chapter5_cites_analyses_the_catalogue_defines():
+    text = CATALOGUE.read_text()
+    ids = set(re.findall(r"^\(catalogue-(v\d+)\)=", text, re.M))
+    assert ids == {f"v{i}" for i in range(1, 9)}
+    for notebook in sorted((ROOT / "notebooks").glob("vit_*.ipynb")):
+        cited = {m.lower() for m in re.findall(r"catalogue (V\d+)", notebook.read_text())}
+        assert cited and cited <= ids, f"{notebook.name} cites {cited or 'no analysis'}"
 
 
 def test_the_catalogue_names_functions_that_exist():

@@ -131,6 +131,30 @@ def test_chapter4_notebooks_on_random_b32_and_a_fabricated_imagenet_s(tmp_path):
     kernels.discard_thread_kernel()
 
 
+def test_chapter5_runs_on_a_random_original_vit_without_a_head(tmp_path):
+    """The ViT chapter on a random-init ImageNet-21k B/32 (no head) with a fabricated
+    ImageNet-S tree; a headless variant is planned for that chapter only."""
+    from vitcls_utils import dryrun
+
+    key = "vit_orig_b32_in21k_random"
+    tree = dryrun.fabricate_imagenet_s(tmp_path / "data", n_classes=3, n_images=5, n_test=10)
+    planned = {j.notebook.stem for j in runner.plan([key], "*", tmp_path, "cpu", str(tree))
+               if j.variant}
+    assert planned == set(runner.chapters()["chapter5"])
+    matrix = runner.run([key], "chapter5", device="cpu", data_dir=str(tree),
+                        results_dir=tmp_path / "results", runs_dir=tmp_path / "runs",
+                        log=lambda *a: None)
+    assert [j.status for j in matrix] == ["ran"] * len(planned), runner.summary(matrix)
+    printed = "".join(o.get("text", "") for job in matrix
+                      for c in nbformat.read(job.output, 4).cells if c.cell_type == "code"
+                      for o in c.outputs)
+    assert "the model's head: none (no class head)" in printed
+    assert "no class head: no identifiability" in printed
+    assert "shots [1, 5, 10]" in printed  # ImageNet-S test: 10 per class, so no 25-shot
+    assert "Large: 24 layers, width 1024, MLP 4096, 16 heads" in printed
+    assert not (tmp_path / "results" / key).exists()  # nothing needed a class-space store
+
+
 def write_notebook(path, source):
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [nbformat.v4.new_markdown_cell("# a test page"),

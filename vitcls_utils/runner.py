@@ -41,7 +41,10 @@ COMPARISONS = ("compare_variants", "compare_memories")
 NEEDS_MASKS = ("fig3a_context_identifiability", "tab_context_perturbation",
                "figA5b_context_change_difference")
 #: notebooks that need a few-shot training split (toy probe-train, ImageNet-S test)
-NEEDS_PROBE_SPLIT = ("figA12_linear_probing",)
+NEEDS_PROBE_SPLIT = ("figA12_linear_probing", "vit_fewshot_lsr", "vit_bridge_projection_vs_lsr")
+#: the chapter whose notebooks also read models without a class head; a headless variant
+#: (the ImageNet-21k ViTs) runs only these
+HEADLESS_CHAPTER = "chapter5"
 
 
 def chapters(toc: Path = ROOT / "_toc.yml") -> Dict[str, Tuple[str, ...]]:
@@ -123,8 +126,11 @@ def plan(variants: Sequence[Union[str, VariantRun]], pattern: str, results_dir: 
         if run.dataset != "toy" and not run.data_dir:
             raise VitclsError(f"{run.key} runs on {run.dataset}: pass --data-dir (or data_dirs "
                               "in a run file)")
+        headless_ok = chapters().get(HEADLESS_CHAPTER, ())
         for notebook in notebooks:
             if notebook.stem in COMPARISONS:
+                continue
+            if not get_variant(run.key).has_head and notebook.stem not in headless_ok:
                 continue
             if notebook.stem in NEEDS_MASKS and run.dataset not in MASKED_KINDS:
                 continue
