@@ -180,3 +180,21 @@ def test_similarity_by_distance_and_the_bridge_frame():
 
     x, y = [3.0, 1.0, 4.0, 1.5, 5.0], [2.0, 7.0, 1.0, 8.0, 2.5]
     assert anatomy.rank_correlation(x, y) == pytest.approx(spearmanr(x, y).statistic)
+
+
+@pytest.mark.parametrize("img_size, class_token", [(48, True), (80, True), (64, False)])
+def test_position_embeddings_of_any_grid_leave_the_prefix_out(img_size, class_token):
+    """A checkpoint fine-tuned at another resolution has another grid (384 px: 24 x 24)."""
+    import timm
+
+    kwargs = dict(img_size=img_size, patch_size=16, embed_dim=32, depth=1, num_heads=2)
+    if not class_token:
+        kwargs.update(class_token=False, global_pool="avg")
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, **kwargs)
+    side = img_size // 16
+    table = anatomy.patch_position_embeddings(model)
+    assert table.shape == (side * side, 32)
+    torch.testing.assert_close(table, model.pos_embed[0, -side * side:].detach())
+    similarity = anatomy.position_similarity(table, (side, side))
+    diagonal = similarity.reshape(side * side, side * side).diagonal()
+    torch.testing.assert_close(diagonal, torch.ones_like(diagonal))

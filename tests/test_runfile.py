@@ -103,6 +103,21 @@ def test_the_shipped_paper_run_file_names_the_seven_variants(monkeypatch, tmp_pa
     assert "vit_b16_cifar100: weights file not found" in message
 
 
+def test_the_shipped_vit_run_file_names_the_original_checkpoints(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from vitcls_utils.registry import ORIGINAL_KEYS
+
+    shipped = Path(runfile.__file__).resolve().parents[1] / "data" / "runs" / "vit.yml"
+    from vitcls_utils.dryrun import fabricate_imagenet_s
+
+    monkeypatch.setenv("IMAGENET_S", str(fabricate_imagenet_s(tmp_path, n_classes=1)))
+    loaded = runfile.load_run_file(shipped)
+    assert [v.key for v in loaded.variants if not v.key.endswith("_random")] == list(ORIGINAL_KEYS)
+    assert loaded.notebooks == "chapter5" and loaded.parameters["n_images"] == 128
+    assert runfile.expand_variants(["vit_original"]) == list(ORIGINAL_KEYS)
+
+
 def test_run_with_an_unknown_data_kind_names_the_kind(capsys):
     """It once said "pass --data-dir", sending the user the wrong way."""
     from vitcls_utils.cli import main

@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keys, or groups: toy (toy toy_gap toy_random), paper, paper_random "
                    "(default: toy)")
     p.add_argument("--notebooks", default=None, help="glob on notebook names, e.g. 'tab1*', "
-                   "or a chapter: chapter1 ... chapter4 (default: all)")
+                   "or a chapter: chapter1 ... chapter5 (default: all)")
     p.add_argument("--device", type=device_name, default=None,
                    help="auto (default), cpu, cuda, cuda:1")
     p.add_argument("--jobs", type=positive_int, default=1,

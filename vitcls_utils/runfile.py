@@ -5,7 +5,7 @@ A run file is YAML::
     profile: corrected            # or paper, or a list of both; --profile overrides
     results_dir: results          # extraction stores (relative to the run file's folder)
     device: auto                  # auto, cpu, cuda, cuda:1
-    notebooks: "*"                # glob on notebook names, or a chapter (chapter1 ... chapter4)
+    notebooks: "*"                # glob on notebook names, or a chapter (chapter1 ... chapter5)
     controls: true                # also run each variant's random-init control
     parameters: {n_points: 12}    # notebook parameters set for every notebook that has them
     data_dirs:                    # one folder per dataset kind (never one for all: B20)
@@ -34,7 +34,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from .errors import VitclsError
 from .profiles import PROFILES
-from .registry import PAPER_KEYS, get_variant
+from .registry import ORIGINAL_KEYS, PAPER_KEYS, get_variant
 
 TOP_KEYS = ("profile", "results_dir", "device", "notebooks", "controls", "data_dirs",
             "defaults", "parameters", "variants")
@@ -85,11 +85,13 @@ GROUPS = {
     "paper": list(PAPER_KEYS),
     "paper_random": [f"{k}_random" for k in PAPER_KEYS],
     "toy": ["toy", "toy_gap", "toy_random"],
+    "vit_original": list(ORIGINAL_KEYS),
+    "vit_original_random": [f"{k}_random" for k in ORIGINAL_KEYS],
 }
 
 
 def expand_variants(names: Sequence[str]) -> List[str]:
-    """Group names (paper, paper_random, toy) and keys -> validated registry keys, in order."""
+    """Group names (paper, paper_random, toy, vit_original, vit_original_random) and keys -> validated registry keys, in order."""
     keys: List[str] = []
     for name in names:
         for key in GROUPS.get(name, [name]):
