@@ -122,6 +122,24 @@ class NotebookRun:
                                  split="train")
         return probe_training_set(self.dataset, self.data_dir, classes)
 
+    def fewshot_features(self, shots, tokens=None, patch=None, pool_dir: Optional[str] = None,
+                         pool_per_class: int = 25):
+        """(pool features, test features, usable shots) for the few-shot probes: the pool of
+        :meth:`fewshot_pool` and the stimuli in one pass each; prints what was used."""
+        from . import fewshot
+
+        pool, test = self.fewshot_pool(pool_dir, pool_per_class), self.stimuli()
+        train = fewshot.token_features(self.model, pool, tokens=tokens, patch=patch, desc="pool")
+        tested = fewshot.token_features(self.model, test, tokens=tokens, patch=patch, desc="test")
+        usable = fewshot.usable_shots(train.labels, self.spec.classes, shots)
+        left_out = sorted(set(shots) - set(usable))
+        print(f"pool: {len(train.labels)} images ({pool.selection()}); test: "
+              f"{len(tested.labels)} images; shots {usable}" + (
+                  f" (the pool has too few images per class for {left_out})" if left_out else ""))
+        if not usable:
+            raise VitclsError(f"the pool has no class with {min(shots)} images: give pool_dir")
+        return train, tested, usable
+
     def setting(self, name: str, value=None):
         """``value`` when the notebook sets it, else the profile's setting ``name``."""
         from .profiles import setting
