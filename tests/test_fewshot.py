@@ -146,3 +146,17 @@ def test_a_model_without_a_head_gets_features_and_a_clear_error_for_the_projecti
     assert fewshot.centre_patch(TokenLayout.of(model)) == 3 * 7 + 3
     table = fewshot.decoders_by_block(features, features, 24, shots=(1,), seeds=1)
     assert set(table.decoder) == {"1-shot LSR"}  # no projection without a head
+
+
+def test_features_of_other_sites_are_those_sites_tokens_normalised(toy_val):
+    from vitcls_utils.hooks import run_with_cache
+
+    model = load_variant("toy")
+    features = fewshot.token_features(model, toy_val, blocks=[4], tokens=["cls"],
+                                      kind="mlp_out", progress=False)
+    image = model.vitcls_info.variant.preprocess(toy_val.load(0)[0])[None]
+    _, cache = run_with_cache(model, image, ["blocks.4.hook_mlp_out"])
+    expected = ClassProjector(model).normalize(cache["blocks.4.hook_mlp_out"][:, 0])
+    torch.testing.assert_close(features.values["cls"][:1, 0], expected)
+    with pytest.raises(VitclsError, match="width"):
+        fewshot.token_features(model, toy_val, kind="pattern", progress=False)

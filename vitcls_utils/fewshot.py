@@ -18,6 +18,7 @@ import pandas as pd
 
 from . import _compat
 from .errors import VitclsError
+from .sites import site_kind
 
 _compat.ensure_torchvision_ops()
 
@@ -170,8 +171,9 @@ def centre_patch(layout: TokenLayout) -> int:
 def token_features(model: nn.Module, dataset, blocks: Optional[Sequence[int]] = None,
                    tokens: Optional[Sequence[str]] = None, patch: Optional[int] = None,
                    batch_size: int = 32, progress: bool = True,
-                   desc: str = "features") -> Features:
-    """Each image's residual stream after the chosen blocks (0-based; default all), reduced to
+                   desc: str = "features", kind: str = "resid_post") -> Features:
+    """Each image's residual stream after the chosen blocks (0-based; default all), or another
+    site ``kind`` of a token width (``attn_out``, ``mlp_out``, ``resid_mid``, ...), reduced to
     the token choices and put through the model's final norm, in one streamed pass.
 
     "mean" averages the patch tokens and then normalises (for average-pooled models, at the last
@@ -204,7 +206,10 @@ def token_features(model: nn.Module, dataset, blocks: Optional[Sequence[int]] = 
     loader = stimulus_loader(dataset, model.vitcls_info.variant.preprocess, layout, batch_size,
                              device=device)
     seen = 0
-    sites = [f"blocks.{b}.hook_resid_post" for b in blocks]
+    full = site_kind(kind)
+    if full in ("attn.hook_pattern", "attn.hook_z", "mlp.hook_pre", "mlp.hook_post"):
+        raise VitclsError(f"features are tokens of the model's width; {full} is not")
+    sites = [f"blocks.{b}.{full}" for b in blocks]
     with torch.no_grad(), hooks(model, [(sites, keep)]):
         for batch in with_progress(loader, len(dataset), desc, progress):
             ok = batch["status"] != UNREADABLE
@@ -269,3 +274,13 @@ def decoders_by_block(train: Features, test: Features, num_classes: int,
     projection = projection_by_block(test).assign(decoder="projection")
     columns = ["token", "block", "decoder", "accuracy"]
     return pd.concat([projection[columns], fewshot[columns]], ignore_index=True)
+
+
+def decoders_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """:func:`decoders_by_block` as a table: one row per token choice and block, the projection
+    first, then the probes by shot count."""
+    wide = frame.pivot_table(index=["token", "block"], columns="decoder", values="accuracy",
+                             sort=False)
+    probes = sorted((c for c in wide.columns if c != "projection"),
+                    key=lambda c: int(c.split("-")[0]))
+    return wide[[c for c in ["projection"] if c in wide.columns] + probes]
