@@ -91,10 +91,17 @@ def fewshot_figure(table: pd.DataFrame, title: str = "") -> plt.Figure:
         sns.lineplot(data=part, x="block", y="accuracy", hue="shots", marker="o", ax=ax,
                      palette="crest", seed=SEED)
         ax.set(title=token, xlabel="block", ylabel="top-1 (test stimuli)", ylim=(0, 1.02))
+        ax.set_xticks(_block_ticks(part.block))
         ax.legend(fontsize="x-small", frameon=True)
     fig.suptitle(title, fontweight="bold")
     fig.tight_layout()
     return fig
+
+
+def _block_ticks(blocks) -> list:
+    """Whole block numbers, at most about six of them."""
+    blocks = sorted(set(int(b) for b in blocks))
+    return blocks[::max(1, len(blocks) // 6)]
 
 
 def decoders_figure(frame: pd.DataFrame, title: str = "") -> plt.Figure:
@@ -114,7 +121,7 @@ def decoders_figure(frame: pd.DataFrame, title: str = "") -> plt.Figure:
                     lw=1.8 if projection else 1.2,
                     label="class-space projection" if projection else decoder)
         ax.set(title=token, xlabel="block", ylabel="top-1 (test stimuli)", ylim=(0, 1.02))
-        ax.set_xticks(sorted(set(part.block))[::max(1, len(set(part.block)) // 6)])
+        ax.set_xticks(_block_ticks(part.block))
         ax.legend(fontsize="x-small", frameon=True)
     fig.suptitle(title, fontweight="bold")
     fig.tight_layout()
