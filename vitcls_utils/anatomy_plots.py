@@ -83,45 +83,44 @@ def attention_distance_figure(frame: pd.DataFrame, title: str = "", unit: str = 
 
 def fewshot_figure(table: pd.DataFrame, title: str = "") -> plt.Figure:
     """k-shot top-1 per block, one panel per token choice, one line per shot count."""
-    tokens = list(dict.fromkeys(table.token))
-    fig, axes = plt.subplots(1, len(tokens), figsize=(3.3 * len(tokens) + 0.6, 3.3),
-                             sharey=True, squeeze=False)
-    for ax, token in zip(axes[0], tokens):
-        part = table[table.token == token].assign(shots=lambda f: f.shots.astype(str) + "-shot")
+
+    def draw(ax, part):
+        part = part.assign(shots=part.shots.astype(str) + "-shot")
         sns.lineplot(data=part, x="block", y="accuracy", hue="shots", marker="o", ax=ax,
                      palette="crest", seed=SEED)
-        ax.set(title=token, xlabel="block", ylabel="top-1 (test stimuli)", ylim=(0, 1.02))
-        ax.set_xticks(_block_ticks(part.block))
-        ax.legend(fontsize="x-small", frameon=True)
-    fig.suptitle(title, fontweight="bold")
-    fig.tight_layout()
-    return fig
 
-
-def _block_ticks(blocks) -> list:
-    """Whole block numbers, at most about six of them."""
-    blocks = sorted(set(int(b) for b in blocks))
-    return blocks[::max(1, len(blocks) // 6)]
+    return _token_panels(table, draw, title)
 
 
 def decoders_figure(frame: pd.DataFrame, title: str = "") -> plt.Figure:
     """The bridge: per token choice, the class-space projection's top-1 per block (solid, black)
     beside each k-shot probe's (dashed)."""
-    tokens = list(dict.fromkeys(frame.token))
-    fig, axes = plt.subplots(1, len(tokens), figsize=(3.3 * len(tokens) + 0.6, 3.3),
-                             sharey=True, squeeze=False)
     probes = [d for d in dict.fromkeys(frame.decoder) if d != "projection"]
     colours = dict(zip(probes, sns.color_palette("crest", len(probes))))
-    for ax, token in zip(axes[0], tokens):
-        part = frame[frame.token == token]
+
+    def draw(ax, part):
         for decoder, lines in part.groupby("decoder", sort=False):
             projection = decoder == "projection"
             ax.plot(lines.block, lines.accuracy, marker="o", ms=3.5,
                     color="k" if projection else colours[decoder], ls="-" if projection else "--",
                     lw=1.8 if projection else 1.2,
                     label="class-space projection" if projection else decoder)
+
+    return _token_panels(frame, draw, title)
+
+
+def _token_panels(frame: pd.DataFrame, draw, title: str) -> plt.Figure:
+    """One panel of top-1 per block for each token choice of ``frame``, drawn by ``draw(ax,
+    rows)``; shared axes, whole block numbers."""
+    tokens = list(dict.fromkeys(frame.token))
+    fig, axes = plt.subplots(1, len(tokens), figsize=(3.3 * len(tokens) + 0.6, 3.3),
+                             sharey=True, squeeze=False)
+    for ax, token in zip(axes[0], tokens):
+        part = frame[frame.token == token]
+        draw(ax, part)
+        blocks = sorted(set(int(b) for b in part.block))
         ax.set(title=token, xlabel="block", ylabel="top-1 (test stimuli)", ylim=(0, 1.02))
-        ax.set_xticks(_block_ticks(part.block))
+        ax.set_xticks(blocks[::max(1, len(blocks) // 6)])
         ax.legend(fontsize="x-small", frameon=True)
     fig.suptitle(title, fontweight="bold")
     fig.tight_layout()
