@@ -1,4 +1,4 @@
-"""Training the embedded default's tiny ViTs on the synthetic dataset of :mod:`vitcls_utils.toy`
+"""Training the embedded default's tiny ViTs (and the toy CNN) on the synthetic dataset of :mod:`vitcls_utils.toy`
 (``make toy-model``), with their recipe and model card."""
 from __future__ import annotations
 
@@ -25,6 +25,9 @@ RECIPES = {
     # that pretraining. The model's output is still the [CLS] alone.
     "toy": {"steps": 4000, "drop_path_rate": 0.1, "avg_pool_loss": 0.5},
     "toy_gap": {},
+    # Chapter 6's convolutional partner of the toy ViTs (Ghiasi et al.'s ViT-vs-CNN
+    # comparisons): a narrow ResNet-18 under the shared recipe, budget and seed.
+    "toy_cnn": {},
 }
 
 
@@ -188,8 +191,8 @@ def write_model_card(records: List[dict], out_dir) -> None:
     (out / "training.json").write_text(json.dumps({r["key"]: r for r in records}, indent=1,
                                                   sort_keys=True) + "\n")
     lines = [
-        "# Toy ViTs: model card", "",
-        "Tiny ViTs trained from scratch on the synthetic segmented dataset of "
+        "# Toy models: model card", "",
+        "Tiny ViTs and a tiny CNN trained from scratch on the synthetic segmented dataset of "
         f"`vitcls_utils/toy.py` (generator version {GENERATOR_VERSION}: {NUM_CLASSES} classes = "
         f"{len(SHAPES)} shapes x {len(COLOURS)} colours x {len(TEXTURES)} textures, "
         f"{len(SCENES)} scenes, each class on its preferred scene with probability "
@@ -222,11 +225,12 @@ def write_model_card(records: List[dict], out_dir) -> None:
                      f"{seconds / 60:.1f} min of wall-clock {where}, data generation and "
                      "validation included.")
     lines += ["", f"Images {IMAGE_SIZE}x{IMAGE_SIZE}, patch {PATCH_SIZE}: a 7x7 token grid "
-              "(50 tokens with [CLS], like ViT-B/32). Validation: the `val` split "
+              "(50 tokens with [CLS], like ViT-B/32) for the ViTs; the CNN is timm's ResNet-18 "
+              "with a quarter of its widths (chapter 6's convolutional baseline). Validation: the `val` split "
               f"({SPLIT_SIZES['val']} images per class, generator seed 0). Attention ran fused "
               "(SDPA) during training and explicit in every analysis; the two agree to float "
               "precision.", "",
-              "Rebuild: `make toy-model` (both models, one after the other, two threads each; "
+              "Rebuild: `make toy-model` (every model, one after the other, two threads each; "
               "deterministic for a given CPU and thread count; "
               "another CPU may differ in the last float bits and hence in a few predictions).",
               ""]
@@ -275,15 +279,15 @@ def train_all(keys: Sequence[str], out_dir, recipe: Optional[dict] = None, jobs:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    """``python -m vitcls_utils.toy_training [--out DIR] [--keys toy toy_gap] [--steps N] [--jobs J]
+    """``python -m vitcls_utils.toy_training [--out DIR] [--keys toy toy_gap toy_cnn] [--steps N] [--jobs J]
     [--threads T]``: train the toy models and write their model card."""
     import argparse
     import json
     from pathlib import Path
 
-    parser = argparse.ArgumentParser(description="train the toy ViTs shipped in data/toy/")
+    parser = argparse.ArgumentParser(description="train the toy models shipped in data/toy/")
     parser.add_argument("--out", default=None, help="output folder (default: data/toy)")
-    parser.add_argument("--keys", nargs="+", default=["toy", "toy_gap"], choices=list(RECIPES))
+    parser.add_argument("--keys", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--steps", type=int, default=None, help="override the recipe's steps")
     parser.add_argument("--jobs", type=int, default=1, help="models trained at once")
     parser.add_argument("--threads", type=int, default=2,
