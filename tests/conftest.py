@@ -87,6 +87,20 @@ def tiny_toy_variant():
     variants.VARIANTS.pop(variant.key, None)
 
 
+@pytest.fixture
+def tiny_cnn_variant():
+    """A registry entry for a narrow random-init ResNet on the toy images (chapter 6's CNNs)."""
+    variant = Variant(
+        key="test_tiny_cnn", label="tiny toy CNN", arch="resnet18", tag=None,
+        preprocess=TOY_PREPROCESS, num_classes=24, pooling="avg", n_tokens=0, dataset="toy",
+        paper_key="-", weights="random", random=True, family="cnn",
+        model_kwargs=(("channels", (8, 8, 16, 16)), ("stem_width", 8)),
+    )
+    variants.register(variant)
+    yield variant
+    variants.VARIANTS.pop(variant.key, None)
+
+
 def write_image(path: Path, seed: int, mode: str = "RGB", size=(40, 48)) -> Path:
     rng = np.random.default_rng(seed)
     array = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)

@@ -147,3 +147,20 @@ TIMM_ORIG_384 = Preprocess(
     mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
     source="timm eval transform of the 384-px orig_in21k_ft_in1k weights (crop_pct 1.0)",
 )
+# Ghiasi et al. (chapter 6; catalogue §8): their loader resizes the short side and center-crops
+# with torchvision's default bilinear filter; the ViTs normalise to [-1, 1] inside the model.
+GHIASI_VIT_384 = Preprocess(
+    resize=384, crop=384, interpolation="bilinear",
+    mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+    source="Ghiasi et al.'s loader: Resize(384) + CenterCrop(384), mean = std = 0.5",
+)
+GHIASI_CNN_224 = Preprocess(
+    resize=224, crop=224, interpolation="bilinear",
+    mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+    source="Ghiasi et al.'s CNNs: Resize(224) + CenterCrop(224), ImageNet mean/std",
+)
+CLIP_OPENAI = Preprocess(
+    resize=224, crop=224, interpolation="bicubic",
+    mean=(0.48145466, 0.4578275, 0.40821073), std=(0.26862954, 0.26130258, 0.27577711),
+    source="timm eval transform of the OpenAI CLIP towers (crop_pct 1.0, CLIP mean/std)",
+)

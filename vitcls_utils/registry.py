@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from .errors import UnknownVariantError
-from .preprocess import (BIG_VISION_FEWSHOT, CIFAR, DEIT_REFINEMENT, HF_VIT, MIIL, TIMM_ORIG_224,
-                         TIMM_ORIG_384, Preprocess)
+from .preprocess import (BIG_VISION_FEWSHOT, CIFAR, CLIP_OPENAI, DEIT_REFINEMENT, GHIASI_CNN_224,
+                         GHIASI_VIT_384, HF_VIT, MIIL, TIMM_ORIG_224, TIMM_ORIG_384, Preprocess)
 from .toy import IMAGE_SIZE as TOY_IMAGE_SIZE
 from .toy import NUM_CLASSES as TOY_CLASSES
 from .toy import PATCH_SIZE as TOY_PATCH
@@ -50,7 +50,9 @@ class Variant:
         label_classes: classes of the stimuli's labels when they are not the head's (a model
             without a head is still shown ImageNet images labelled with 1000 classes).
         family: "vilas" (the main paper's variants), "vit" (the original ViT checkpoints of
-            chapter 5) or "toy".
+            chapter 5), "ghiasi" (chapter 6's 384-px ViTs), "clip" (CLIP image towers), "cnn"
+            (the convolutional baselines of chapter 6) or "toy".
+        note: what a reader must know about these weights (a stand-in's different numbers).
     """
 
     key: str
@@ -72,6 +74,12 @@ class Variant:
     base: Optional[str] = None
     label_classes: Optional[int] = None
     family: str = "vilas"
+    note: str = ""
+
+    @property
+    def is_vit(self) -> bool:
+        """False for the convolutional baselines, which have no tokens to hook."""
+        return self.family != "cnn"
 
     @property
     def timm_name(self) -> str:
@@ -192,6 +200,53 @@ _ORIGINAL_VARIANTS: List[Variant] = [
 ]
 
 
+def _ghiasi(key: str, label: str, arch: str, tag: str, n_tokens: int, note: str = "") -> Variant:
+    """A 384-px ViT of Ghiasi et al. with their loader's preprocessing."""
+    return Variant(
+        key=key, label=label, arch=arch, tag=tag, preprocess=GHIASI_VIT_384, num_classes=1000,
+        pooling="token", n_tokens=n_tokens, dataset="imagenet-s", paper_key="-", weights="timm",
+        weights_hint=f"timm hub: timm/{arch}.{tag}", family="ghiasi", note=note)
+
+
+def _cnn(key: str, label: str, arch: str) -> Variant:
+    """A torchvision-V1 CNN baseline of Ghiasi et al., as timm ships the same weights."""
+    return Variant(
+        key=key, label=label, arch=arch, tag="tv_in1k", preprocess=GHIASI_CNN_224,
+        num_classes=1000, pooling="avg", n_tokens=0, dataset="imagenet-s", paper_key="-",
+        weights="timm", weights_hint=f"timm hub: timm/{arch}.tv_in1k (torchvision V1 weights)",
+        family="cnn")
+
+
+def _clip(key: str, label: str, arch: str, n_tokens: int) -> Variant:
+    """An OpenAI CLIP image tower (QuickGELU, as its weights were trained); its projection to
+    the text space is not a class head, so it is dropped on load."""
+    return Variant(
+        key=key, label=label, arch=arch, tag="openai", preprocess=CLIP_OPENAI, num_classes=0,
+        pooling="token", n_tokens=n_tokens, dataset="imagenet-s", paper_key="-", weights="timm",
+        weights_hint=f"timm hub: timm/{arch}.openai", drop_prefixes=("head.",),
+        label_classes=1000, family="clip")
+
+
+_STAND_IN = ("stand-in: timm has not the original Google weights Ghiasi et al. used (they "
+             "measured {paper}% top-1); these augreg weights are other weights, with other numbers")
+#: chapter 6 (Ghiasi et al.): their 384-px ViTs, CNN baselines and CLIP towers
+_GHIASI_VARIANTS: List[Variant] = [
+    _ghiasi("ghiasi_b16_384", "ViT-B/16-384 (Ghiasi)", "vit_base_patch16_384",
+            "orig_in21k_ft_in1k", 577),
+    _ghiasi("ghiasi_l32_384", "ViT-L/32-384 (Ghiasi)", "vit_large_patch32_384",
+            "orig_in21k_ft_in1k", 145),
+    _ghiasi("ghiasi_b32_384", "ViT-B/32-384 (augreg stand-in)", "vit_base_patch32_384",
+            "augreg_in21k_ft_in1k", 145, note=_STAND_IN.format(paper="81.73")),
+    _ghiasi("ghiasi_l16_384", "ViT-L/16-384 (augreg stand-in)", "vit_large_patch16_384",
+            "augreg_in21k_ft_in1k", 577, note=_STAND_IN.format(paper="95.00 train-image")),
+    _cnn("resnet50_tv", "ResNet-50", "resnet50"),
+    _cnn("resnet152_tv", "ResNet-152", "resnet152"),
+    _cnn("densenet121_tv", "DenseNet-121", "densenet121"),
+    _clip("clip_b32", "CLIP ViT-B/32 (image tower)", "vit_base_patch32_clip_quickgelu_224", 50),
+    _clip("clip_b16", "CLIP ViT-B/16 (image tower)", "vit_base_patch16_clip_quickgelu_224", 197),
+]
+
+
 _TOY_ARCH = (("img_size", TOY_IMAGE_SIZE), ("patch_size", TOY_PATCH), ("embed_dim", 64),
               ("depth", 12), ("num_heads", 4))
 _TOY_HINT = "shipped in data/toy/ (rebuild with `make toy-model`)"
@@ -208,6 +263,13 @@ _TOY_VARIANTS: List[Variant] = [
         num_classes=TOY_CLASSES, pooling="avg", n_tokens=49, dataset="toy", paper_key="-",
         weights="shipped", weights_url="toy/toy_gap.safetensors", weights_hint=_TOY_HINT,
         model_kwargs=_TOY_ARCH, family="toy",
+    ),
+    Variant(
+        key="toy_cnn", label="Toy CNN (ResNet)", arch="resnet18", tag=None,
+        preprocess=TOY_PREPROCESS, num_classes=TOY_CLASSES, pooling="avg", n_tokens=0,
+        dataset="toy", paper_key="-", weights="shipped", weights_url="toy/toy_cnn.safetensors",
+        weights_hint=_TOY_HINT, model_kwargs=(("channels", (16, 32, 64, 128)),
+                                              ("stem_width", 16)), family="cnn",
     ),
 ]
 
@@ -231,7 +293,7 @@ for _v in _PAPER_VARIANTS:
     VARIANTS[_v.key] = _v
 for _v in _PAPER_VARIANTS:
     VARIANTS[_v.key + "_random"] = _random_control(_v)
-for _group in (_ORIGINAL_VARIANTS, _TOY_VARIANTS):
+for _group in (_ORIGINAL_VARIANTS, _GHIASI_VARIANTS, _TOY_VARIANTS):
     for _v in _group:
         VARIANTS[_v.key] = _v
     for _v in _group:
@@ -240,6 +302,8 @@ for _group in (_ORIGINAL_VARIANTS, _TOY_VARIANTS):
 PAPER_KEYS: Tuple[str, ...] = tuple(v.key for v in _PAPER_VARIANTS)
 #: the original ViT checkpoints of chapter 5
 ORIGINAL_KEYS: Tuple[str, ...] = tuple(v.key for v in _ORIGINAL_VARIANTS)
+#: chapter 6's models (Ghiasi et al.): 384-px ViTs, CNN baselines, CLIP towers
+GHIASI_KEYS: Tuple[str, ...] = tuple(v.key for v in _GHIASI_VARIANTS)
 
 
 def register(variant: Variant) -> Variant:
