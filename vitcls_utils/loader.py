@@ -68,6 +68,23 @@ def stimulus_loader(dataset: ImageDataset, preprocess: Preprocess, layout: Token
         pin_memory=device.type == "cuda")
 
 
+def labelled_batches(model, dataset: ImageDataset, batch_size: int, desc: str,
+                     progress: bool = True, preprocess: Optional[Preprocess] = None):
+    """(images, labels) of the readable stimuli on the model's device, preprocessed the
+    variant's way (or by ``preprocess``), with a progress bar."""
+    from .data import UNREADABLE
+
+    device = next(model.parameters()).device
+    preprocess = preprocess or model.vitcls_info.variant.preprocess
+    layout = TokenLayout.of(model) if hasattr(model, "patch_embed") else TokenLayout(0, (0, 0),
+                                                                                     False)
+    loader = stimulus_loader(dataset, preprocess, layout, batch_size, device=device)
+    for batch in with_progress(loader, len(dataset), desc, progress):
+        ok = batch["status"] != UNREADABLE
+        if ok.any():
+            yield batch["image"][ok].to(device), batch["label"][ok].to(device)
+
+
 def quiet(progress: bool) -> bool:
     """No progress bar when asked, or when TQDM_DISABLE is set (CI, the book build)."""
     return not progress or os.environ.get("TQDM_DISABLE", "").lower() in {"1", "true", "yes"}

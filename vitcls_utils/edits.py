@@ -1,0 +1,174 @@
+"""Edited stimuli, evaluated in one streamed pass (chapter 6): the full image, its foreground
+or background only (:mod:`vitcls_utils.fgbg`), and low-pass versions (:mod:`vitcls_utils.lowpass`).
+
+An edit acts where its definition says: foreground/background at the original resolution
+(before resize and crop), the low-pass filter on the [0, 1] image after them (before the
+normalisation). Every edit of an image is made in the loader workers and forwarded on the same
+batch, so one pass over the data serves a whole table or curve, for a ViT (its output, and per
+block through the class projection) or a CNN (its output).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import _compat
+from .errors import DatasetError, VitclsError
+from .fgbg import split_foreground
+from .lowpass import lowpass
+from .preprocess import Preprocess
+
+_compat.ensure_torchvision_ops()
+
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from torch import nn  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Edit:
+    """One way to change a stimulus.
+
+    Attributes:
+        name: its column in the results ("full", "foreground", "lowpass 14", ...).
+        region: "full", "foreground" or "background" (needs a mask).
+        cutoff: low-pass cutoff in cycles per image, or None for no filter.
+        shape: the low-pass window, "square" or "disk".
+    """
+
+    name: str
+    region: str = "full"
+    cutoff: Optional[float] = None
+    shape: str = "square"
+
+
+FULL = Edit("full")
+FOREGROUND = Edit("foreground", region="foreground")
+BACKGROUND = Edit("background", region="background")
+
+
+def lowpass_edits(cutoffs: Sequence[float], shape: str = "square") -> List[Edit]:
+    """The full image, then one low-pass edit per cutoff (Ghiasi et al.'s decay curve)."""
+    return [FULL] + [Edit(f"lowpass {c:g}", cutoff=float(c), shape=shape) for c in cutoffs]
+
+
+def _to_tensor(image: Image.Image, preprocess: Preprocess) -> torch.Tensor:
+    """Resize and crop, then [0, 1] float [3, H, W] (not yet normalised)."""
+    array = np.asarray(preprocess.geometry(image.convert("RGB")), dtype=np.float32) / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def normalize(x: torch.Tensor, preprocess: Preprocess) -> torch.Tensor:
+    """The variant's mean/std on [.., 3, H, W] images in [0, 1]."""
+    mean = torch.tensor(preprocess.mean, dtype=x.dtype).view(3, 1, 1)
+    std = torch.tensor(preprocess.std, dtype=x.dtype).view(3, 1, 1)
+    return (x - mean) / std
+
+
+def apply(edit: Edit, image: Image.Image, preprocess: Preprocess,
+          object_mask: Optional[np.ndarray] = None) -> torch.Tensor:
+    """One edited, preprocessed stimulus [3, H, W], normalised as the variant expects."""
+    if edit.region != "full":
+        if object_mask is None:
+            raise DatasetError(f"the {edit.region} edit needs an object mask")
+        fg, bg = split_foreground(np.asarray(image.convert("RGB")), object_mask)
+        image = Image.fromarray(fg if edit.region == "foreground" else bg)
+    x = _to_tensor(image, preprocess)
+    if edit.cutoff is not None:
+        x = lowpass(x, edit.cutoff, edit.shape)
+    return normalize(x, preprocess)
+
+
+class EditedStimuli(torch.utils.data.Dataset):
+    """Every edit of each readable stimulus (images with no mask skip the region edits)."""
+
+    def __init__(self, dataset, preprocess: Preprocess, edits: Sequence[Edit]) -> None:
+        self.dataset, self.preprocess, self.edits = dataset, preprocess, list(edits)
+        self.needs_mask = any(e.region != "full" for e in self.edits)
+        if self.needs_mask and not dataset.has_masks:
+            raise DatasetError("foreground/background edits need a dataset with object masks "
+                               "(the toy, ImageNet-S, or ImageNet with boxes)")
+        self.labels = dataset.labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> Dict[str, object]:
+        size = (3,) + tuple(self.preprocess.output_size)
+        if self.needs_mask:
+            image, _, ids, category = self.dataset.load_with_mask(i)
+            mask = None if ids is None or category is None else ids == category
+        else:
+            (image, _), mask = self.dataset.load(i), None
+        ok = image is not None and (mask is not None or not self.needs_mask)
+        out = {"label": self.labels[i], "ok": ok,
+               "object_share": float(mask.mean()) if mask is not None else float("nan")}
+        for k, edit in enumerate(self.edits):
+            out[f"x{k}"] = apply(edit, image, self.preprocess, mask) if ok else torch.zeros(size)
+        return out
+
+
+def evaluate(model: nn.Module, dataset, edits: Sequence[Edit],
+             preprocess: Optional[Preprocess] = None, by_block: bool = False,
+             batch_size: int = 32, num_workers: Optional[int] = None,
+             progress: bool = True) -> Dict[str, pd.DataFrame]:
+    """Top-1 and top-5 (%) of the model's output under every edit; with ``by_block`` (ViTs
+    with a head), also per block the identifiability and top-1 rate of [CLS] (when there is
+    one) and of the image tokens through the class projection.
+
+    Returns {"accuracy": one row per edit, "blocks": one row per (edit, block) or empty}.
+    """
+    from .block_readout import readout_for
+    from .hooks import hooks
+    from .isolation import topk_hits
+    from .loader import with_progress, workers
+
+    variant = getattr(getattr(model, "vitcls_info", None), "variant", None)
+    preprocess = preprocess or (variant.preprocess if variant is not None else None)
+    if preprocess is None:
+        raise VitclsError("give the preprocessing of a model not loaded through load_variant")
+    device = next(model.parameters()).device
+    loader = torch.utils.data.DataLoader(
+        EditedStimuli(dataset, preprocess, edits), batch_size=batch_size, shuffle=False,
+        num_workers=workers(num_workers, device), pin_memory=device.type == "cuda")
+    if by_block and not (hasattr(model, "blocks") and hasattr(model, "patch_embed")):
+        raise VitclsError("per-block class identifiability needs a ViT; this model is a CNN")
+    depth = len(model.blocks) if by_block else 0
+    readout = readout_for(model) if by_block else None
+    sites = [f"blocks.{b}.hook_resid_post" for b in range(depth)]
+    rows: Dict[int, torch.Tensor] = {}
+
+    def keep(value: torch.Tensor, name: str) -> None:
+        rows[int(name.split(".")[1])] = value
+
+    hits: Dict[str, List[torch.Tensor]] = {e.name: [] for e in edits}
+    shares: List[float] = []
+    count = 0
+    with torch.no_grad(), hooks(model, [(sites, keep)] if sites else []):
+        for batch in with_progress(loader, len(dataset), "edits", progress):
+            ok = batch["ok"]
+            if not ok.any():
+                continue
+            labels = batch["label"][ok].to(device)
+            count += len(labels)
+            shares += batch["object_share"][ok].tolist()
+            for k, edit in enumerate(edits):
+                logits = model(batch[f"x{k}"][ok].to(device))
+                hits[edit.name].append(torch.stack(
+                    [topk_hits(logits, labels, 1), topk_hits(logits, labels, 5)], 1).cpu())
+                for b in range(depth):
+                    readout.add(edit.name, b, rows[b], labels)
+    if not count:
+        raise DatasetError("no readable image (with a mask, for region edits) in the dataset")
+    accuracy = []
+    for edit in edits:
+        mean = 100 * torch.cat(hits[edit.name]).mean(0)
+        accuracy.append({"edit": edit.name, "region": edit.region, "cutoff": edit.cutoff,
+                         "top1": float(mean[0]), "top5": float(mean[1]), "images": count})
+    frame = pd.DataFrame(accuracy)
+    frame.attrs["object_share"] = float(np.nanmean(shares)) if shares else float("nan")
+    blocks = readout.frame("edit") if by_block else pd.DataFrame()
+    return {"accuracy": frame, "blocks": blocks}
