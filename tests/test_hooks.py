@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from conftest import tiny_model
 from vitcls_utils import VitclsError
-from vitcls_utils.hooks import BLOCK_SITES, capture, hooks, run_with_cache, site_names
+from vitcls_utils.hooks import (BLOCK_SITES, capture, forward_to, hooks, run_with_cache,
+                                site_names)
 from vitcls_utils.variants import TokenLayout
 
 
@@ -163,3 +164,18 @@ def test_site_names_order_and_errors():
                 pass
     with pytest.raises(VitclsError, match="unknown site kind"):
         site_names(model, ["residual"])
+
+
+def test_forward_to_stops_after_the_last_site_and_records_what_capture_records():
+    model = tiny_model("cls")
+    x = torch.randn(2, 3, 32, 32)
+    sites = ["blocks.0.mlp.hook_post", "blocks.1.hook_resid_post"]
+    with capture(model, sites) as cache:
+        model(x)
+    later = []
+    with hooks(model, [("blocks.2.hook_resid_pre", lambda v, n: later.append(n))]):
+        early = forward_to(model, x, sites)
+    assert later == []  # block 2 never ran
+    assert early.keys() == cache.keys()
+    for name in sites:
+        torch.testing.assert_close(early[name], cache[name], rtol=0, atol=0)

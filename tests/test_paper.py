@@ -45,3 +45,20 @@ def test_series_by_stacks_one_reported_line_per_level():
     assert set(stacked.layer) <= {"attn", "mlp"}
     relabelled = paper.series_by("memory_match_{}", "vit_b32", "line", {"mlp": "MLP"})
     assert set(relabelled.line) <= {"MLP"}
+
+
+def test_ghiasi_tables_are_well_formed_and_agree_with_each_other():
+    from vitcls_utils.registry import VARIANTS
+
+    table1 = paper.ghiasi_table1()
+    assert table1.source.str.len().min() > 0
+    assert set(table1.variant) <= set(VARIANTS)
+    # Table 1's isolating-[CLS] number is the L = 11 point of the logged sweep
+    sweep = paper.ghiasi_sweep("isolate")
+    assert sweep.set_index("L").top1[11] == paper.ghiasi_value("isolating_cls")
+    assert sweep.set_index("L").top1[0] == paper.ghiasi_value("natural")
+    assert paper.ghiasi_value("pooled_token", column="top5") is None
+    table2 = paper.ghiasi_table2()
+    assert set(table2.variant.dropna()) <= set(VARIANTS)
+    # the normalised columns of Table 2 are in [0, 100] and below the full images' top-5
+    assert ((table2.foreground > table2.background) & (table2.full_top5 <= 100)).all()

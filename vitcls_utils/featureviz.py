@@ -119,14 +119,14 @@ def augment(x: torch.Tensor, recipe: Recipe, step: int, jitter: int,
 
 def unit_activation(model: nn.Module, images: torch.Tensor, block: int, unit: int,
                     preprocess) -> torch.Tensor:
-    """The unit's patch-mean activation for each [0, 1] image [B, 3, S, S] (with gradients)."""
-    from .hooks import capture
+    """The unit's patch-mean activation for each [0, 1] image [B, 3, S, S] (with gradients);
+    the forward stops at the unit's block."""
+    from .hooks import forward_to
 
     site = _unit_site(model, block, unit)
     prefix = TokenLayout.of(model).num_prefix
-    with capture(model, site, detach=False) as cache:
-        model(normalize(images, preprocess))
-    return cache[site][:, prefix:, unit].mean(1)
+    value = forward_to(model, normalize(images, preprocess), [site], detach=False)[site]
+    return value[:, prefix:, unit].mean(1)
 
 
 def visualize(model: nn.Module, block: int, unit: int, recipe: Recipe = Recipe(),
@@ -194,7 +194,7 @@ def top_images(model: nn.Module, dataset, blocks: Optional[Sequence[int]] = None
     """Every unit's top-``k`` images in one pass over ``dataset`` (all FFN units of the chosen
     blocks at once; no pass per unit): a running top-k merged batch by batch."""
     from .data import UNREADABLE
-    from .hooks import hooks
+    from .hooks import forward_to
     from .loader import stimulus_loader, with_progress
 
     layout = TokenLayout.of(model)
@@ -203,23 +203,20 @@ def top_images(model: nn.Module, dataset, blocks: Optional[Sequence[int]] = None
     best_v: Dict[int, torch.Tensor] = {}
     best_i: Dict[int, torch.Tensor] = {}
     total: Dict[int, torch.Tensor] = {}
-    current: Dict[int, torch.Tensor] = {}
     seen, count = 0, 0
-
-    def keep(value: torch.Tensor, name: str) -> None:
-        current[int(name.split(".")[1])] = value[:, layout.num_prefix:].mean(1)  # [B, U]
-
     loader = stimulus_loader(dataset, model.vitcls_info.variant.preprocess, layout, batch_size,
                              device=device)
     sites = [f"blocks.{b}.mlp.hook_post" for b in blocks]
-    with torch.no_grad(), hooks(model, [(sites, keep)]):
+    with torch.no_grad():
         for batch in with_progress(loader, len(dataset), "top images", progress):
             ok = batch["status"] != UNREADABLE
             positions = torch.arange(seen, seen + len(ok))[ok]
             seen += len(ok)
             if not ok.any():
                 continue
-            model(batch["image"][ok].to(device))
+            values = forward_to(model, batch["image"][ok].to(device), sites)
+            current = {b: values[site][:, layout.num_prefix:].mean(1)  # [B, U]
+                       for b, site in zip(blocks, sites)}
             count += int(ok.sum())
             for b in blocks:
                 acts = current[b].float().T  # [U, B]
@@ -244,13 +241,13 @@ def patch_activation_map(model: nn.Module, images: torch.Tensor, block: int,
                          unit: int) -> torch.Tensor:
     """The unit's activation on each patch of preprocessed images [B, 3, S, S] -> [B, rows,
     columns] (Ghiasi's patch activation maps; [CLS] left out)."""
-    from .hooks import capture
+    from .hooks import forward_to
 
     site = _unit_site(model, block, unit)
     layout = TokenLayout.of(model)
-    with torch.no_grad(), capture(model, site) as cache:
-        model(images)
-    return cache[site][:, layout.num_prefix:, unit].reshape(-1, *layout.grid)
+    with torch.no_grad():
+        value = forward_to(model, images, [site])[site]
+    return value[:, layout.num_prefix:, unit].reshape(-1, *layout.grid)
 
 
 def unit_classes(model: nn.Module, block: int, unit: int, k: int = 5,

@@ -197,3 +197,27 @@ def run_with_cache(
     with capture(model, names if names is not None else site_names(model), **kwargs) as cache:
         logits = model(images)
     return logits, cache
+
+
+class _SitesReached(Exception):
+    """Raised by :func:`forward_to` once every site it waits for has been recorded."""
+
+
+def forward_to(model: nn.Module, images: torch.Tensor, names: Sequence[str],
+               detach: bool = True) -> Dict[str, torch.Tensor]:
+    """{site: value} of ``images``, the forward stopped as soon as the last of ``names`` has
+    fired: reading block 3 of twelve costs three blocks, not twelve."""
+    wanted = set(_matching(model, list(names)))
+    cache: Dict[str, torch.Tensor] = {}
+
+    def record(value: torch.Tensor, name: str) -> None:
+        cache[name] = value.detach() if detach else value
+        if wanted <= cache.keys():
+            raise _SitesReached
+
+    try:
+        with hooks(model, [(sorted(wanted), record)]):
+            model(images)
+    except _SitesReached:
+        pass
+    return cache

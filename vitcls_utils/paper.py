@@ -151,3 +151,32 @@ def vit_table1_side_by_side(own: Optional[Mapping[str, int]] = None,
                      "params, timm (M)": own["parameters"] / 1e6,
                      "same shape as the paper": None})
     return pd.DataFrame(rows)
+
+
+def ghiasi_table1() -> pd.DataFrame:
+    """Ghiasi et al.'s Table 1 and their logs' sweeps: quantity, variant, model, L, top1, top5,
+    source (``quantity`` "isolate" / "drop" rows are the L sweeps)."""
+    return pd.read_csv(data_dir() / "paper" / "ghiasi_table1.csv", dtype={"L": "Int64"})
+
+
+def ghiasi_sweep(mode: str, variant: str = "ghiasi_b16_384") -> pd.DataFrame:
+    """The logged top-1 (%) against L of "isolate" or "drop" for a variant (L, top1)."""
+    frame = ghiasi_table1()
+    rows = frame[(frame.quantity == mode) & (frame.variant == variant)]
+    return rows[["L", "top1"]].astype({"L": int}).reset_index(drop=True)
+
+
+def ghiasi_value(quantity: str, variant: str = "ghiasi_b16_384",
+                 column: str = "top1") -> Optional[float]:
+    """One of Table 1's numbers (``natural``, ``isolating_cls``, ``patch_average``,
+    ``patch_maximum``, ``pooled_token``), or None where none is reported."""
+    frame = ghiasi_table1()
+    rows = frame[(frame.quantity == quantity) & (frame.variant == variant)]
+    value = None if rows.empty else rows[column].iloc[0]
+    return None if value is None or pd.isna(value) else float(value)
+
+
+def ghiasi_table2() -> pd.DataFrame:
+    """Ghiasi et al.'s Table 2: per model the full images' top-5 and the foreground and
+    background top-5 as % of it, with the raw top-1 of their log."""
+    return pd.read_csv(data_dir() / "paper" / "ghiasi_table2.csv")
