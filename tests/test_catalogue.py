@@ -33,7 +33,7 @@ def test_catalogue_defines_every_experiment_quirk_and_section():
     expected = {f"E{i}" for i in range(1, 17) if i != 5} | {"E5A", "E5B"}
     expected |= {f"B{i}" for i in range(1, 23)}
     assert expected <= ids, sorted(expected - ids)
-    assert sections == {str(i) for i in range(1, 8)}
+    assert sections == {str(i) for i in range(1, 9)}
 
 
 def test_every_reference_resolves_to_the_catalogue():
@@ -61,6 +61,15 @@ def test_chapter5_cites_analyses_the_catalogue_defines():
         assert cited and cited <= ids, f"{notebook.name} cites {cited or 'no analysis'}"
 
 
+def test_chapter6_cites_analyses_the_catalogue_defines():
+    text = CATALOGUE.read_text()
+    ids = set(re.findall(r"^\(catalogue-(g\d+)\)=", text, re.M))
+    assert ids == {f"g{i}" for i in range(1, 12)}
+    for notebook in sorted((ROOT / "notebooks").glob("ghiasi_*.ipynb")):
+        cited = {m.lower() for m in re.findall(r"catalogue (G\d+)", notebook.read_text())}
+        assert cited and cited <= ids, f"{notebook.name} cites {cited or 'no analysis'}"
+
+
 def test_the_catalogue_names_functions_that_exist():
     import importlib
 
@@ -75,5 +84,6 @@ def test_the_catalogue_names_functions_that_exist():
             missing.append(f"{module}.{name}")
     assert not missing, missing
     notebooks = {p.stem for p in (ROOT / "notebooks").glob("*.ipynb")}
-    for name in re.findall(r"`((?:fig|tab|compare)\w+)`", text):
+    named = r"`((?:fig|tab|compare|vit_(?:fig|tab|bridge|fewshot)|ghiasi_(?:fig|tab|bridge))\w*)`"
+    for name in re.findall(named, text):
         assert name in notebooks, f"the catalogue names a notebook that does not exist: {name}"

@@ -3,6 +3,7 @@ preprocessing, regions follow the masks, and the readouts agree with the plain m
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from vitcls_utils import edits, isolation, patch_readout
 from vitcls_utils.data import build_dataset
@@ -27,6 +28,22 @@ def test_full_edit_is_the_preprocessing_and_regions_add_up(toy_data):
     torch.testing.assert_close((fg * 0.5 + 0.5) + (bg * 0.5 + 0.5), full * 0.5 + 0.5)
     with pytest.raises(DatasetError, match="mask"):
         edits.apply(edits.FOREGROUND, image, TOY_PREPROCESS, None)
+
+
+def test_all_edits_at_once_equal_each_edit_made_alone(toy_data):
+    """apply_all shares one FFT per region; the low-pass is then that of the [0, 1] image."""
+    from vitcls_utils.lowpass import lowpass
+
+    image, _, ids, category = toy_data.load_with_mask(1)
+    mask = ids == category
+    chosen = edits.lowpass_edits([14, 5]) + [edits.FOREGROUND, edits.Edit(
+        "fg lowpass 7", region="foreground", cutoff=7.0, shape="disk")]
+    together = edits.apply_all(chosen, image, TOY_PREPROCESS, mask)
+    raw = TOY_PREPROCESS(image) * 0.5 + 0.5  # the [0, 1] stimulus
+    fg = TOY_PREPROCESS(Image.fromarray(np.asarray(image) * mask[..., None])) * 0.5 + 0.5
+    for x, expect in zip(together, [raw, lowpass(raw, 14), lowpass(raw, 5), fg,
+                                    lowpass(fg, 7, "disk")]):
+        torch.testing.assert_close(x, (expect - 0.5) / 0.5, rtol=1e-5, atol=1e-5)
 
 
 def test_evaluate_agrees_with_the_model_and_the_patch_readout(tiny_toy_variant, toy_data):

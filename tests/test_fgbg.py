@@ -61,5 +61,26 @@ def test_box_masked_dataset_scales_boxes(tmp_path):
 def test_table2_row():
     assert fgbg.table2_row(80.0, 60.0, 20.0) == {"full": 80.0, "foreground": 75.0,
                                                  "background": 25.0}
-    with pytest.raises(DatasetError):
-        fgbg.table2_row(0.0, 1.0, 1.0)
+    undefined = fgbg.table2_row(0.0, 1.0, 1.0)
+    assert undefined["full"] == 0 and np.isnan(undefined["foreground"])
+    with pytest.raises(DatasetError, match="percentage"):
+        fgbg.table2_row(float("nan"), 1.0, 1.0)
+
+
+def test_with_boxes_reads_a_val_csv_and_refuses_what_it_cannot_use(tmp_path):
+    from conftest import write_image
+    from vitcls_utils.data import imagenet_wnids
+
+    wnid = imagenet_wnids()[3]
+    write_image(tmp_path / "imgs" / wnid / "ILSVRC2012_val_00000001.JPEG", 0, size=(40, 30))
+    csv = tmp_path / "LOC_val_solution.csv"
+    csv.write_text(f"ImageId,PredictionString\nILSVRC2012_val_00000001,{wnid} 0 0 10 10 \n")
+    folder = build_dataset("folder", str(tmp_path / "imgs"), num_classes=1000)
+    boxed = fgbg.with_boxes(folder, str(csv))
+    image, _, ids, category = boxed.load_with_mask(0)
+    assert category == folder.labels[0] + 1 and (ids == category).sum() == 100
+    with pytest.raises(DatasetError, match="object masks"):
+        fgbg.with_boxes(folder, None)
+    with pytest.raises(DatasetError, match="neither"):
+        fgbg.with_boxes(folder, str(tmp_path / "missing.csv"))
+    assert fgbg.with_boxes(build_dataset("toy", None, 24, 1), None).has_masks

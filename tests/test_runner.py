@@ -140,7 +140,8 @@ def test_chapter5_runs_on_a_random_original_vit_without_a_head(tmp_path):
     tree = dryrun.fabricate_imagenet_s(tmp_path / "data", n_classes=3, n_images=5, n_test=10)
     planned = {j.notebook.stem for j in runner.plan([key], "*", tmp_path, "cpu", str(tree))
                if j.variant}
-    assert planned == set(runner.chapters()["chapter5"])
+    assert planned == set(runner.chapters()["chapter5"]) | set(runner.HEADLESS_NOTEBOOKS)
+    planned = set(runner.chapters()["chapter5"])
     matrix = runner.run([key], "chapter5", device="cpu", data_dir=str(tree),
                         results_dir=tmp_path / "results", runs_dir=tmp_path / "runs",
                         log=lambda *a: None)
@@ -153,6 +154,46 @@ def test_chapter5_runs_on_a_random_original_vit_without_a_head(tmp_path):
     assert "shots [1, 5, 10]" in printed  # ImageNet-S test: 10 per class, so no 25-shot
     assert "Large: 24 layers, width 1024, MLP 4096, 16 heads" in printed
     assert not (tmp_path / "results" / key).exists()  # nothing needed a class-space store
+
+
+#: chapter 6 on 384-px random weights, cut to a few images, L values, cutoffs and steps
+SMALL_CHAPTER6 = {"images_per_class": 1, "n_per_class": 1, "Ls": [0, 11, 12], "cutoffs": [56, 7],
+                  "steps": 2, "copies": 2, "top_k": 2, "k": 2, "units_per_block": 2}
+
+
+def test_chapter6_runs_on_a_random_384px_vit_a_cnn_and_a_clip_tower(tmp_path):
+    """Every chapter-6 notebook on a random-init ViT-B/32-384 with a random ResNet-50 beside it,
+    and the feature visualisation (the only one planned) on a random CLIP tower."""
+    from vitcls_utils import dryrun
+
+    tree = dryrun.fabricate_imagenet_s(tmp_path / "data", n_classes=3, n_images=2, n_test=2)
+    printed = {}
+    for key in ("ghiasi_b32_384_random", "clip_b32_random"):
+        jobs = [j for j in runner.plan([key], "chapter6", tmp_path / "results", "cpu", str(tree),
+                                       runs_dir=tmp_path / "runs") if j.variant]
+        if key.startswith("clip"):
+            assert [j.notebook.stem for j in jobs] == ["ghiasi_fig1_feature_viz"]
+        else:
+            assert len(jobs) == len(runner.chapters()["chapter6"])
+        for job in jobs:
+            declared = runner.notebook_parameters(job.notebook)
+            job.parameters.update({k: v for k, v in SMALL_CHAPTER6.items() if k in declared})
+            assert runner.execute(job, keep_kernel=True).status == "ran", job.message
+            printed[(key, job.notebook.stem)] = "".join(
+                o.get("text", "") for c in nbformat.read(job.output, 4).cells
+                if c.cell_type == "code" for o in c.outputs)
+    kernels.discard_thread_kernel()
+    assert "ResNet-50" in printed[("ghiasi_b32_384_random", "ghiasi_tab2_fgbg")]
+    assert "isolating [CLS] up to L = 11" in printed[("ghiasi_b32_384_random",
+                                                      "ghiasi_tab1_cls_isolation")]
+    assert "ranked for 36864 units" in printed[("clip_b32_random", "ghiasi_fig1_feature_viz")]
+
+
+def test_the_plan_keeps_cnns_out_and_gap_models_away_from_cls_isolation(tmp_path):
+    with pytest.raises(VitclsError, match="CNN baseline"):
+        runner.plan(["toy_cnn"], "*", tmp_path, "cpu")
+    planned = {j.notebook.stem for j in runner.plan(["toy_gap"], "chapter6", tmp_path, "cpu")}
+    assert planned == set(runner.chapters()["chapter6"]) - set(runner.NEEDS_CLS)
 
 
 def write_notebook(path, source):

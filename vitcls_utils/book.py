@@ -88,6 +88,23 @@ class NotebookRun:
             return self.model
         return load_variant(self.control_key, device=self.device, seed=self.seed)
 
+    def baseline_key(self, key: Optional[str] = None) -> str:
+        """The CNN chapter 6 sets beside this ViT: ``key``, else the toy CNN on the toy and
+        ResNet-50 (torchvision V1 weights) elsewhere, random-init beside a random control."""
+        if key is None:
+            key = "toy_cnn" if self.dataset == "toy" else "resnet50_tv"
+            key += "_random" if self.spec.random else ""
+        if get_variant(key).is_vit:
+            raise VitclsError(f"baseline {key!r} is a ViT; chapter 6's baseline is a CNN "
+                              "(`vitcls variants`: family cnn)")
+        return key
+
+    def baseline_model(self, key: Optional[str] = None):
+        """The baseline CNN of :meth:`baseline_key`, loaded (random weights for a control)."""
+        from .loading import load_variant
+
+        return load_variant(self.baseline_key(key), device=self.device, seed=self.seed)
+
     def memories(self):
         """The variant's value projections (from its weights)."""
         from .memories import memories_for

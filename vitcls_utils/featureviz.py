@@ -61,13 +61,15 @@ class Recipe:
 
 @dataclass
 class Visualization:
-    """The optimised image [3, S, S] in [0, 1], and the objective (the unit's patch-mean
-    activation, averaged over the augmented copies) at every step."""
+    """The optimised image [3, S, S] in [0, 1], the objective (the unit's patch-mean
+    activation, averaged over the augmented copies) at every step, and the unit's activation
+    on the final image itself (no augmentation), comparable with a stimulus's."""
 
     image: torch.Tensor
     objective: List[float] = field(default_factory=list)
     block: int = 0
     unit: int = 0
+    activation: float = float("nan")
 
 
 def _unit_site(model: nn.Module, block: int, unit: int) -> str:
@@ -162,7 +164,10 @@ def visualize(model: nn.Module, block: int, unit: int, recipe: Recipe = Recipe()
             with torch.no_grad():
                 x.clamp_(0.0, 1.0)
             history.append(objective.item())
-    return Visualization(image=x.detach()[0].cpu(), objective=history, block=block, unit=unit)
+        with torch.no_grad():
+            final = float(unit_activation(model, x, block, unit, preprocess)[0])
+    return Visualization(image=x.detach()[0].cpu(), objective=history, block=block, unit=unit,
+                         activation=final)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -276,3 +281,47 @@ def _check_steps(recipe: Recipe) -> None:
         raise VitclsError("the recipe needs at least one step and one copy")
     if not math.isfinite(recipe.lr) or recipe.lr <= 0:
         raise VitclsError(f"the learning rate must be positive, not {recipe.lr}")
+
+
+def unit_panels(model: nn.Module, dataset, top: TopImages, units: Sequence[tuple],
+                recipe: Recipe = Recipe(), seed: int = 0, n_top: int = 4,
+                class_names: Optional[Sequence[str]] = None) -> List[dict]:
+    """What the figure of a unit shows, for each (block, unit): its visualisation, its top
+    images as the model saw them, the activation map on the best one, and a title (1-based
+    block, as the book counts)."""
+    preprocess = model.vitcls_info.variant.preprocess
+    device = next(model.parameters()).device
+    panels = []
+    for block, unit in units:
+        picture = visualize(model, block, unit, recipe, seed=seed)
+        best = top.of(block, unit)[:n_top]
+        x = torch.stack([preprocess(dataset.load(best[0])[0])]).to(device)
+        labels = [dataset.labels[i] for i in best]
+        panels.append({
+            "image": picture.image.numpy(), "top": [preprocess.view(dataset.load(i)[0]) for i in best],
+            "map": patch_activation_map(model, x, block, unit)[0].cpu().numpy(),
+            "title": f"block {block + 1}, unit {unit}",
+            "top_titles": [str(class_names[c]) if class_names else f"class {c}"
+                           for c in labels],
+            "objective": picture.objective, "activation": picture.activation})
+    return panels
+
+
+def memory_agreement(model: nn.Module, dataset, top: TopImages, units: Sequence[tuple],
+                     class_names: Sequence[str], k: int = 5) -> "pd.DataFrame":
+    """Bridge 7: each unit's value vector read as a key-value memory (its top-``k`` classes
+    through the head) beside the classes of its top images; ``agreement`` is the share of
+    top images whose class is among the value vector's k, against ``chance`` = k / classes."""
+    import pandas as pd
+
+    classes = model.head.weight.shape[0]
+    rows = []
+    for block, unit in units:
+        promoted = unit_classes(model, block, unit, k)
+        shown = [dataset.labels[i] for i in top.of(block, unit)]
+        rows.append({"block": block + 1, "unit": unit,
+                     "value vector's classes": ", ".join(str(class_names[c]) for c in promoted),
+                     "top images' classes": ", ".join(str(class_names[c]) for c in shown),
+                     "agreement": float(np.mean([c in promoted for c in shown])),
+                     "chance": k / classes})
+    return pd.DataFrame(rows)

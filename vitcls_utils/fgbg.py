@@ -140,9 +140,12 @@ def voc_boxes_for(annotations: Path, names: Sequence[str]
 
 def table2_row(full_top5: float, foreground_top5: float, background_top5: float
                ) -> Dict[str, float]:
-    """Table 2's normalised top-5: the full image's, and foreground and background as % of it."""
-    if not full_top5 > 0:
-        raise DatasetError("the full images' top-5 is 0: the normalised columns are undefined")
+    """Table 2's normalised top-5: the full image's, and foreground and background as % of it
+    (NaN, undefined, when the full images' top-5 is 0, as a random model's can be)."""
+    if not full_top5 >= 0:
+        raise DatasetError(f"top-5 is a percentage, not {full_top5!r}")
+    if full_top5 == 0:
+        return {"full": 0.0, "foreground": float("nan"), "background": float("nan")}
     return {"full": full_top5, "foreground": 100 * foreground_top5 / full_top5,
             "background": 100 * background_top5 / full_top5}
 
@@ -151,3 +154,28 @@ def object_share(masks: Sequence[Optional[np.ndarray]]) -> float:
     """Mean fraction of the image the object covers (what F keeps), over the masks given."""
     shares = [float(m.mean()) for m in masks if m is not None]
     return float(np.mean(shares)) if shares else float("nan")
+
+
+def with_boxes(dataset, boxes: Optional[str]):
+    """``dataset`` with object masks from ImageNet boxes: ``boxes`` is Kaggle's
+    ``LOC_val_solution.csv`` (val images) or a folder of image-net.org's train XMLs
+    (``<wnid>/<stem>.xml``); None keeps the dataset's own masks (the toy, ImageNet-S)."""
+    from .data import imagenet_wnids
+
+    if boxes is None:
+        if not dataset.has_masks:
+            raise DatasetError("foreground/background needs object masks: use the toy or "
+                               "ImageNet-S, or give boxes= (LOC_val_solution.csv or a folder of "
+                               "ImageNet train box XMLs) for an ImageNet folder")
+        return dataset
+    path = Path(boxes)
+    if path.is_file():
+        found, sizes = read_val_boxes(path), None
+    elif path.is_dir():
+        found, sizes = voc_boxes_for(path, dataset.item_names())
+    else:
+        raise DatasetError(f"boxes {boxes!r} is neither a LOC_val_solution.csv file nor a "
+                           "folder of box XMLs")
+    if not found:
+        raise DatasetError(f"no box in {boxes} belongs to an image of the dataset")
+    return BoxMaskedDataset(dataset, found, imagenet_wnids(), sizes)

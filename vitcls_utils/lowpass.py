@@ -7,6 +7,8 @@ half-width ``cutoff`` *cycles per image* set to zero; the real part of the inver
 """
 from __future__ import annotations
 
+from typing import Optional
+
 from . import _compat
 from .errors import VitclsError
 
@@ -36,12 +38,15 @@ def frequency_mask(height: int, width: int, cutoff: float, shape: str = "square"
     return ky ** 2 + kx ** 2 <= cutoff ** 2
 
 
-def lowpass(images: torch.Tensor, cutoff: float, shape: str = "square") -> torch.Tensor:
+def lowpass(images: torch.Tensor, cutoff: float, shape: str = "square",
+            spectrum: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Keep the frequencies of [..., H, W] images in [0, 1] up to ``cutoff`` cycles per image;
     the result clamped to [0, 1]. A cutoff at or above the Nyquist frequency is the identity
-    (up to float rounding)."""
+    (up to float rounding). ``spectrum``: the images' ``fft2`` in float64, when already known
+    (one transform serves every cutoff)."""
     height, width = images.shape[-2:]
     keep = frequency_mask(height, width, cutoff, shape).to(images.device)
-    spectrum = torch.fft.fft2(images.double())
+    if spectrum is None:
+        spectrum = torch.fft.fft2(images.double())
     filtered = torch.fft.ifft2(spectrum * keep).real
     return filtered.clamp(0.0, 1.0).to(images.dtype)

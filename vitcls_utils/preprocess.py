@@ -80,6 +80,10 @@ class Preprocess:
             image = image.crop(self.crop_box(*image.size))
         return image
 
+    def view(self, image: Image.Image) -> np.ndarray:
+        """The stimulus as the model sees it, before normalisation: uint8 RGB [H, W, 3]."""
+        return np.asarray(self.geometry(image.convert("RGB")))
+
     def __call__(self, image: Image.Image) -> "torch.Tensor":
         """RGB PIL image -> float32 tensor [3, H, W], normalized."""
         if image.mode != "RGB":

@@ -43,8 +43,11 @@ NEEDS_MASKS = ("fig3a_context_identifiability", "tab_context_perturbation",
 #: notebooks that need a few-shot training split (toy probe-train, ImageNet-S test)
 NEEDS_PROBE_SPLIT = ("figA12_linear_probing", "vit_fewshot_lsr", "vit_bridge_projection_vs_lsr")
 #: the chapter whose notebooks also read models without a class head; a headless variant
-#: (the ImageNet-21k ViTs) runs only these
+#: (the ImageNet-21k ViTs, the CLIP towers) runs only these and HEADLESS_NOTEBOOKS
 HEADLESS_CHAPTER = "chapter5"
+HEADLESS_NOTEBOOKS = ("ghiasi_fig1_feature_viz",)
+#: notebooks that intervene on the [CLS] token: not run on GAP models, which have none
+NEEDS_CLS = ("ghiasi_tab1_cls_isolation", "ghiasi_bridge_cls_isolation")
 
 
 def chapters(toc: Path = ROOT / "_toc.yml") -> Dict[str, Tuple[str, ...]]:
@@ -126,11 +129,17 @@ def plan(variants: Sequence[Union[str, VariantRun]], pattern: str, results_dir: 
         if run.dataset != "toy" and not run.data_dir:
             raise VitclsError(f"{run.key} runs on {run.dataset}: pass --data-dir (or data_dirs "
                               "in a run file)")
-        headless_ok = chapters().get(HEADLESS_CHAPTER, ())
+        spec = get_variant(run.key)
+        if not spec.is_vit:
+            raise VitclsError(f"{run.key} is a CNN baseline: chapter 6's notebooks read it "
+                              "beside a ViT (their `baseline` parameter); run a ViT variant")
+        headless_ok = chapters().get(HEADLESS_CHAPTER, ()) + HEADLESS_NOTEBOOKS
         for notebook in notebooks:
             if notebook.stem in COMPARISONS:
                 continue
-            if not get_variant(run.key).has_head and notebook.stem not in headless_ok:
+            if not spec.has_head and notebook.stem not in headless_ok:
+                continue
+            if notebook.stem in NEEDS_CLS and spec.pooling != "token":
                 continue
             if notebook.stem in NEEDS_MASKS and run.dataset not in MASKED_KINDS:
                 continue

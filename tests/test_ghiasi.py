@@ -1,0 +1,89 @@
+"""Chapter 6's tables arrange the measurements without changing them, and the paper's numbers
+sit beside this run's where the data files have them."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from vitcls_utils import featureviz, ghiasi, ghiasi_plots, isolation, patch_readout, plots
+from vitcls_utils.data import build_dataset
+from vitcls_utils.errors import VitclsError
+from vitcls_utils.loading import load_variant
+
+
+@pytest.fixture
+def toy_run(tiny_toy_variant):
+    model = load_variant(tiny_toy_variant.key)
+    data = build_dataset("toy", None, num_classes=24, n_per_class=1)
+    return model, data
+
+
+def test_table1_takes_the_sweep_at_depth_minus_one_and_the_papers_values(toy_run):
+    model, data = toy_run
+    sweep = isolation.sweep(model, data, progress=False)
+    readout = patch_readout.patch_readout(model, data, progress=False)
+    table = ghiasi.table1(sweep, readout, depth=3).set_index("quantity")
+    isolated = sweep[(sweep["mode"] == "isolate") & (sweep.L == 2)].top1.iloc[0]
+    assert table.loc["isolating [CLS] (L = 2)", "top-1, this run"] == isolated
+    assert table.loc["Patch Average", "top-1, this run"] == pytest.approx(readout.top1.mean())
+    assert table.loc["natural", "top-1, paper"] == 84.20
+    assert np.isnan(table.loc["pooled token (not in Table 1)", "top-5, paper"])
+    with pytest.raises(VitclsError, match="L = 2"):
+        ghiasi.table1(sweep[sweep.L != 2], readout, depth=3)
+    plots.plt.close(ghiasi_plots.isolation_figure(sweep, ghiasi.paper_sweeps(), "t"))
+    plots.plt.close(ghiasi_plots.heatmap_figure(readout.heatmap(), "t"))
+
+
+def test_drop_vs_identifiable_lines_up_each_L_with_the_natural_block(toy_run):
+    model, data = toy_run
+    drop = isolation.sweep(model, data, modes=("drop",), progress=False)
+    curves = isolation.identifiability_by_block(model, data, [0, 2], progress=False)
+    table = ghiasi.drop_vs_identifiable(drop, curves).set_index("L")
+    natural = curves[curves.L == 0].set_index("block").cls_top1
+    assert list(table.index) == [0, 1, 2, 3]
+    assert np.isnan(table.loc[0, "[CLS] at block L: rank 0"])  # the embedding is not read
+    assert table.loc[3, "[CLS] at block L: rank 0"] == natural[3]
+    # dropping after the last block is the natural model: its top-1 equals the store-free
+    # count of the [CLS] projection at the last block, which is the model's output
+    assert table.loc[3, "drop patches after L: top-1"] == pytest.approx(natural[3])
+    plots.plt.close(ghiasi_plots.block_curves_figure(curves, "L", "t"))
+
+
+def test_table2_normalises_top5_and_appends_the_papers_rows():
+    frame = pd.DataFrame({"edit": ["full", "foreground", "background"],
+                          "top1": [90.0, 60.0, 10.0], "top5": [80.0, 40.0, 20.0]})
+    table = ghiasi.table2({"m": frame})
+    ours = table.iloc[0]
+    assert (ours.full, ours.foreground, ours.background) == (80.0, 50.0, 25.0)
+    assert ours["top-1 background"] == 10.0
+    assert len(table) == 1 + 8 and set(table.source[1:]) == {"paper (ImageNet train, boxes)"}
+    plots.plt.close(ghiasi_plots.fgbg_figure(table, "t"))
+
+
+def test_cutoffs_blocks_and_units():
+    assert ghiasi.default_cutoffs(224) == (112, 80, 56, 40, 28, 20, 14, 10, 7)
+    assert ghiasi.default_cutoffs(56) == (28, 20, 14, 10, 7, 5, 3)
+    assert ghiasi.spread_blocks(12) == [0, 6, 11] and ghiasi.spread_blocks(2, 3) == [0, 1]
+    assert ghiasi.units_parameter([(1, 5), [12, 0]], 12) == [(0, 5), (11, 0)]
+    assert ghiasi.units_parameter(None, 12) is None
+    with pytest.raises(VitclsError, match="1..12"):
+        ghiasi.units_parameter([(0, 5)], 12)
+    with pytest.raises(VitclsError, match="pairs"):
+        ghiasi.units_parameter([(1, 2, 3)], 12)
+
+
+def test_memory_agreement_counts_top_stimuli_of_promoted_classes(toy_run):
+    model, data = toy_run
+    top = featureviz.top_images(model, data, k=4, progress=False)
+    units = ghiasi.pick_units(top, [0, 2], per_block=3)
+    assert len(units) == 6 and {b for b, _ in units} == {0, 2}
+    names = [f"c{i}" for i in range(24)]
+    scored = featureviz.memory_agreement(model, data, top, units, names, k=4)
+    for row, (block, unit) in zip(scored.itertuples(), units):
+        promoted = set(featureviz.unit_classes(model, block, unit, 4))
+        shown = [data.labels[i] for i in top.of(block, unit)]
+        assert row.agreement == sum(c in promoted for c in shown) / 4
+    assert scored.chance.iloc[0] == 4 / 24
+    per_block = ghiasi.agreement_by_block(scored, scored)
+    assert list(per_block.block) == [1, 3]
+    assert per_block.agreement.tolist() == per_block.control.tolist()
+    plots.plt.close(ghiasi_plots.agreement_figure(per_block, "t"))
