@@ -25,3 +25,16 @@ def test_unknown_variant_and_bad_settings():
     assert run.setting("n_random", 3) == 3
     with pytest.raises(VitclsError, match="n_random must be a positive"):
         run.setting("n_random", 0)
+
+
+def test_the_cnn_beside_a_vit_is_random_beside_a_random_control():
+    from vitcls_utils import book
+    from vitcls_utils.errors import VitclsError
+
+    assert book.setup("toy").baseline_key() == "toy_cnn"
+    assert book.setup("toy_random").baseline_key("resnet152_tv") == "resnet152_tv_random"
+    assert book.setup("ghiasi_b16_384", dataset="imagenet-s").baseline_key() == "resnet50_tv"
+    with pytest.raises(VitclsError, match="is a ViT"):
+        book.setup("toy").baseline_key("toy_gap")
+    models = book.setup("toy", device="cpu").models_beside()
+    assert list(models) == ["Toy ViT (CLS)", "Toy CNN (ResNet)"]

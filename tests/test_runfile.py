@@ -118,6 +118,25 @@ def test_the_shipped_vit_run_file_names_the_original_checkpoints(monkeypatch, tm
     assert runfile.expand_variants(["vit_original"]) == list(ORIGINAL_KEYS)
 
 
+def test_the_shipped_ghiasi_run_file_names_the_vits_and_towers_not_the_cnns(monkeypatch,
+                                                                           tmp_path):
+    from pathlib import Path
+
+    from vitcls_utils.dryrun import fabricate_imagenet_s
+    from vitcls_utils.registry import GHIASI_KEYS, get_variant
+
+    shipped = Path(runfile.__file__).resolve().parents[1] / "data" / "runs" / "ghiasi.yml"
+    monkeypatch.setenv("IMAGENET_S", str(fabricate_imagenet_s(tmp_path, n_classes=1)))
+    loaded = runfile.load_run_file(shipped)
+    vits = [k for k in GHIASI_KEYS if get_variant(k).is_vit]
+    assert [v.key for v in loaded.variants if not v.key.endswith("_random")] == vits
+    assert runfile.expand_variants(["ghiasi"]) == vits
+    cnns = set(GHIASI_KEYS) - set(vits)
+    assert cnns == set(loaded.parameters["baselines"]) == {"resnet50_tv", "resnet152_tv",
+                                                           "densenet121_tv"}
+    assert loaded.notebooks == "chapter6" and loaded.parameters["images_per_class"] is None
+
+
 def test_run_with_an_unknown_data_kind_names_the_kind(capsys):
     """It once said "pass --data-dir", sending the user the wrong way."""
     from vitcls_utils.cli import main

@@ -22,7 +22,9 @@ def test_groups_and_plan(tmp_path):
         runner.expand_variants(["vit_b99"])
     jobs = runner.plan(["toy", "toy_gap"], "*", tmp_path, "cpu", None, tmp_path / "runs")
     per_variant = [j for j in jobs if j.variant]
-    assert len(per_variant) == 2 * (len(runner.source_notebooks()) - len(runner.COMPARISONS))
+    # toy_gap has no [CLS] to isolate
+    assert len(per_variant) == 2 * (len(runner.source_notebooks()) - len(runner.COMPARISONS)) \
+        - len(runner.NEEDS_CLS)
     assert jobs[-1].variant is None and jobs[-1].output.parent.name == "compare"
     assert jobs[0].parameters["dataset"] == "toy"
     with pytest.raises(VitclsError, match="--data-dir"):
@@ -263,3 +265,16 @@ def test_ctrl_c_stops_a_run_at_once_and_leaves_no_partial_output(tmp_path):
         time.sleep(0.05)
     assert not kernel.exists() or "zombie" in kernel.read_text().lower(), \
         "the kernel outlived the run"
+
+
+def test_a_folder_with_boxes_gets_the_fgbg_notebooks(tmp_path):
+    """A folder of ImageNet images has no masks, but boxes give chapter 6 its objects; the
+    mask notebooks that take no boxes stay out."""
+    def planned(**extra):
+        jobs = runner.plan(["ghiasi_b16_384"], "*", tmp_path, "cpu", str(tmp_path),
+                           dataset="folder", extra=extra)
+        return {j.notebook.stem for j in jobs if j.variant}
+
+    assert not planned() & {"ghiasi_tab2_fgbg", "tab_context_perturbation"}
+    with_boxes = planned(boxes="LOC_val_solution.csv")
+    assert "ghiasi_tab2_fgbg" in with_boxes and "tab_context_perturbation" not in with_boxes

@@ -232,3 +232,31 @@ def test_a_model_without_a_head_refuses_class_space_extraction_by_name(tmp_path)
     with pytest.raises(NoClassHeadError, match="vit_orig_b32_in21k_random has no class head"):
         store_for("vit_orig_b32_in21k_random", dataset="toy", results_dir=str(tmp_path),
                   n_per_class=1)
+
+
+def test_chapter6_models_are_pinned_and_fit_timms_configs():
+    """The 384-px ViTs, the torchvision-V1 CNNs and the QuickGELU CLIP towers of chapter 6:
+    pinned tags that timm knows, the classes and token counts of the built architecture."""
+    import timm
+
+    from vitcls_utils.registry import GHIASI_KEYS
+
+    assert {get_variant(k).family for k in GHIASI_KEYS} == {"ghiasi", "cnn", "clip"}
+    for key in GHIASI_KEYS:
+        variant = get_variant(key)
+        cfg = timm.models.get_pretrained_cfg(variant.timm_name)
+        assert variant.tag and cfg is not None, key
+        assert cfg.input_size[1:] == variant.preprocess.output_size, key
+        assert variant.note.startswith("stand-in") == variant.tag.startswith("augreg"), key
+        with torch.device("meta"):
+            model = build_model(variant)
+        if variant.is_vit:
+            assert TokenLayout.of(model).n_tokens == variant.n_tokens, key
+        else:
+            assert variant.family == "cnn" and variant.tag == "tv_in1k" and model.num_classes == 1000
+        if variant.family == "clip":
+            assert not variant.has_head and isinstance(model.head, torch.nn.Identity)
+            assert type(model.blocks[0].mlp.act).__name__ == "QuickGELU"
+            assert tuple(cfg.mean) == variant.preprocess.mean
+    toy_cnn = get_variant("toy_cnn")
+    assert not toy_cnn.is_vit and toy_cnn.weights == "shipped"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Optional
+from typing import Dict, Optional, Sequence
 
 from .errors import VitclsError
 from .profiles import Profile, get_profile
@@ -90,10 +90,11 @@ class NotebookRun:
 
     def baseline_key(self, key: Optional[str] = None) -> str:
         """The CNN chapter 6 sets beside this ViT: ``key``, else the toy CNN on the toy and
-        ResNet-50 (torchvision V1 weights) elsewhere, random-init beside a random control."""
-        if key is None:
-            key = "toy_cnn" if self.dataset == "toy" else "resnet50_tv"
-            key += "_random" if self.spec.random else ""
+        ResNet-50 (torchvision V1 weights) elsewhere; a random control gets the CNN's
+        random-init control, so that random is compared with random."""
+        key = key or ("toy_cnn" if self.dataset == "toy" else "resnet50_tv")
+        if self.spec.random and not key.endswith("_random"):
+            key += "_random"
         if get_variant(key).is_vit:
             raise VitclsError(f"baseline {key!r} is a ViT; chapter 6's baseline is a CNN "
                               "(`vitcls variants`: family cnn)")
@@ -104,6 +105,13 @@ class NotebookRun:
         from .loading import load_variant
 
         return load_variant(self.baseline_key(key), device=self.device, seed=self.seed)
+
+    def models_beside(self, baselines: Optional[Sequence[str]] = None) -> Dict[str, object]:
+        """{label: model} of this ViT and the CNNs set beside it (``baselines``, keys; None:
+        the one of :meth:`baseline_key`), in that order."""
+        keys = [self.baseline_key(k) for k in (baselines or [None])]
+        return {self.label: self.model,
+                **{get_variant(k).label: self.baseline_model(k) for k in keys}}
 
     def memories(self):
         """The variant's value projections (from its weights)."""

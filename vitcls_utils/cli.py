@@ -80,6 +80,11 @@ def cmd_variants(args: argparse.Namespace) -> int:
         for row in rows:
             print("| " + " | ".join(f"`{c}`" if i in (0, 2) else c
                                     for i, c in enumerate(row)) + " |")
+        noted = [v for v in list_variants(include_random=False) if v.note]
+        if noted:
+            print()
+            for v in noted:
+                print(f"- `{v.key}`: {v.note}.")
     else:
         print(_table(rows, header))
     return 0

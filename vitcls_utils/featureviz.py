@@ -74,7 +74,8 @@ class Visualization:
 
 def _unit_site(model: nn.Module, block: int, unit: int) -> str:
     if not 0 <= block < len(model.blocks):
-        raise VitclsError(f"block {block} is not one of the model's blocks 0..{len(model.blocks) - 1}")
+        raise VitclsError(f"block {block} is not one of the model's blocks "
+                          f"0..{len(model.blocks) - 1}")
     width = model.blocks[block].mlp.fc1.out_features
     if not 0 <= unit < width:
         raise VitclsError(f"unit {unit} is not one of block {block}'s FFN units 0..{width - 1}")
@@ -298,7 +299,8 @@ def unit_panels(model: nn.Module, dataset, top: TopImages, units: Sequence[tuple
         x = torch.stack([preprocess(dataset.load(best[0])[0])]).to(device)
         labels = [dataset.labels[i] for i in best]
         panels.append({
-            "image": picture.image.numpy(), "top": [preprocess.view(dataset.load(i)[0]) for i in best],
+            "image": picture.image.numpy(),
+            "top": [preprocess.view(dataset.load(i)[0]) for i in best],
             "map": patch_activation_map(model, x, block, unit)[0].cpu().numpy(),
             "title": f"block {block + 1}, unit {unit}",
             "top_titles": [str(class_names[c]) if class_names else f"class {c}"

@@ -35,7 +35,8 @@ def box_mask(boxes: Sequence[Box], height: int, width: int) -> np.ndarray:
     """[H, W] booleans, True inside any of the boxes (clipped to the image)."""
     mask = np.zeros((height, width), dtype=bool)
     for xmin, ymin, xmax, ymax in boxes:
-        mask[max(0, int(ymin)):min(height, int(ymax)), max(0, int(xmin)):min(width, int(xmax))] = True
+        rows = slice(max(0, int(ymin)), min(height, int(ymax)))
+        mask[rows, max(0, int(xmin)):min(width, int(xmax))] = True
     return mask
 
 

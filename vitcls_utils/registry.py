@@ -227,8 +227,9 @@ def _clip(key: str, label: str, arch: str, n_tokens: int) -> Variant:
         label_classes=1000, family="clip")
 
 
-_STAND_IN = ("stand-in: timm has not the original Google weights Ghiasi et al. used (they "
-             "measured {paper}% top-1); these augreg weights are other weights, with other numbers")
+_STAND_IN = ("stand-in: timm has no original Google weights of this model; these augreg weights "
+             "of the same architecture are other weights, so their numbers differ from Ghiasi "
+             "et al.'s")
 #: chapter 6 (Ghiasi et al.): their 384-px ViTs, CNN baselines and CLIP towers
 _GHIASI_VARIANTS: List[Variant] = [
     _ghiasi("ghiasi_b16_384", "ViT-B/16-384 (Ghiasi)", "vit_base_patch16_384",
@@ -236,9 +237,9 @@ _GHIASI_VARIANTS: List[Variant] = [
     _ghiasi("ghiasi_l32_384", "ViT-L/32-384 (Ghiasi)", "vit_large_patch32_384",
             "orig_in21k_ft_in1k", 145),
     _ghiasi("ghiasi_b32_384", "ViT-B/32-384 (augreg stand-in)", "vit_base_patch32_384",
-            "augreg_in21k_ft_in1k", 145, note=_STAND_IN.format(paper="81.73")),
+            "augreg_in21k_ft_in1k", 145, note=_STAND_IN),
     _ghiasi("ghiasi_l16_384", "ViT-L/16-384 (augreg stand-in)", "vit_large_patch16_384",
-            "augreg_in21k_ft_in1k", 577, note=_STAND_IN.format(paper="95.00 train-image")),
+            "augreg_in21k_ft_in1k", 577, note=_STAND_IN),
     _cnn("resnet50_tv", "ResNet-50", "resnet50"),
     _cnn("resnet152_tv", "ResNet-152", "resnet152"),
     _cnn("densenet121_tv", "DenseNet-121", "densenet121"),

@@ -34,7 +34,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from .errors import VitclsError
 from .profiles import PROFILES
-from .registry import ORIGINAL_KEYS, PAPER_KEYS, get_variant
+from .registry import GHIASI_KEYS, ORIGINAL_KEYS, PAPER_KEYS, get_variant
 
 TOP_KEYS = ("profile", "results_dir", "device", "notebooks", "controls", "data_dirs",
             "defaults", "parameters", "variants")
@@ -87,11 +87,15 @@ GROUPS = {
     "toy": ["toy", "toy_gap", "toy_random"],
     "vit_original": list(ORIGINAL_KEYS),
     "vit_original_random": [f"{k}_random" for k in ORIGINAL_KEYS],
+    # chapter 6: the ViTs and CLIP towers (the CNNs are baselines inside the notebooks)
+    "ghiasi": [k for k in GHIASI_KEYS if get_variant(k).is_vit],
+    "ghiasi_random": [f"{k}_random" for k in GHIASI_KEYS if get_variant(k).is_vit],
 }
 
 
 def expand_variants(names: Sequence[str]) -> List[str]:
-    """Group names (paper, paper_random, toy, vit_original, vit_original_random) and keys -> validated registry keys, in order."""
+    """Group names (paper, paper_random, toy, vit_original, vit_original_random, ghiasi,
+    ghiasi_random) and keys -> validated registry keys, in order."""
     keys: List[str] = []
     for name in names:
         for key in GROUPS.get(name, [name]):

@@ -23,11 +23,13 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Deque, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Deque, Dict, List, Optional, Sequence, Union
 
 from . import __version__, colab, kernels
-from .data import MASKED_KINDS, PROBE_SPLITS
 from .errors import VitclsError
+from .notebook_rules import (COMPARISONS, HEADLESS_CHAPTER, HEADLESS_NOTEBOOKS,  # noqa: F401
+                             NEEDS_CLS, NEEDS_MASKS, NEEDS_PROBE_SPLIT, applies, chapters,
+                             check_runnable)
 from .profiles import DEFAULT_PROFILE, get_profile
 from .registry import get_variant
 from .runfile import GROUPS, VariantRun, expand_variants, from_arguments  # noqa: F401
@@ -35,36 +37,6 @@ from .runfile import GROUPS, VariantRun, expand_variants, from_arguments  # noqa
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 RUNS = ROOT / "book" / "runs"
-#: notebooks that compare variants: run once, after the per-variant runs
-COMPARISONS = ("compare_variants", "compare_memories")
-#: notebooks that read segmentation masks: not run on datasets without them (CIFAR-100, folders)
-NEEDS_MASKS = ("fig3a_context_identifiability", "tab_context_perturbation",
-               "figA5b_context_change_difference")
-#: notebooks that need a few-shot training split (toy probe-train, ImageNet-S test)
-NEEDS_PROBE_SPLIT = ("figA12_linear_probing", "vit_fewshot_lsr", "vit_bridge_projection_vs_lsr")
-#: the chapter whose notebooks also read models without a class head; a headless variant
-#: (the ImageNet-21k ViTs, the CLIP towers) runs only these and HEADLESS_NOTEBOOKS
-HEADLESS_CHAPTER = "chapter5"
-HEADLESS_NOTEBOOKS = ("ghiasi_fig1_feature_viz",)
-#: notebooks that intervene on the [CLS] token: not run on GAP models, which have none
-NEEDS_CLS = ("ghiasi_tab1_cls_isolation", "ghiasi_bridge_cls_isolation")
-
-
-def chapters(toc: Path = ROOT / "_toc.yml") -> Dict[str, Tuple[str, ...]]:
-    """The book's chapters and their notebooks, in page order, read from ``_toc.yml`` (the one
-    place they are listed): ``--notebooks chapter2`` runs one."""
-    import yaml
-
-    found: Dict[str, Tuple[str, ...]] = {}
-    for part in yaml.safe_load(toc.read_text())["parts"]:
-        for chapter in part["chapters"]:
-            names = tuple(section["glob"].rsplit("/", 1)[1]
-                          for section in chapter.get("sections", []) if "glob" in section)
-            if names:
-                found[Path(chapter["file"]).name] = names
-    return found
-
-
 @dataclass
 class Job:
     """One notebook execution."""
@@ -130,22 +102,12 @@ def plan(variants: Sequence[Union[str, VariantRun]], pattern: str, results_dir: 
             raise VitclsError(f"{run.key} runs on {run.dataset}: pass --data-dir (or data_dirs "
                               "in a run file)")
         spec = get_variant(run.key)
-        if not spec.is_vit:
-            raise VitclsError(f"{run.key} is a CNN baseline: chapter 6's notebooks read it "
-                              "beside a ViT (their `baseline` parameter); run a ViT variant")
-        headless_ok = chapters().get(HEADLESS_CHAPTER, ()) + HEADLESS_NOTEBOOKS
+        check_runnable(run.key, spec)
         for notebook in notebooks:
-            if notebook.stem in COMPARISONS:
-                continue
-            if not spec.has_head and notebook.stem not in headless_ok:
-                continue
-            if notebook.stem in NEEDS_CLS and spec.pooling != "token":
-                continue
-            if notebook.stem in NEEDS_MASKS and run.dataset not in MASKED_KINDS:
-                continue
-            if notebook.stem in NEEDS_PROBE_SPLIT and run.dataset not in PROBE_SPLITS:
-                continue
             declared = notebook_parameters(notebook)
+            given = {k: v for k, v in (extra or {}).items() if k in declared}
+            if not applies(notebook.stem, spec, run.dataset, given):
+                continue
             params = {**{k: v for k, v in (extra or {}).items() if k in declared},
                       **run.parameters(), "device": run.device or device,
                       "results_dir": str(results_dir), "profile": profile}
