@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 CATALOGUE = ROOT / "book" / "catalogue.md"
 CITED = re.compile(r"(?<![\w.#/-])(E1[0-6]|E[1-9][ab]?|B2[0-2]|B1[0-9]|B[1-9])(?![\w.])")
@@ -52,21 +54,14 @@ def test_every_reference_resolves_to_the_catalogue():
     assert not unresolved, unresolved
 
 
-def test_chapter5_cites_analyses_the_catalogue_defines():
+@pytest.mark.parametrize("letter, count, prefix", [("V", 8, "vit_"), ("G", 11, "ghiasi_")])
+def test_related_chapters_cite_analyses_the_catalogue_defines(letter, count, prefix):
+    """Chapter 5's notebooks cite V1-V8, chapter 6's G1-G11, each defined in the catalogue."""
     text = CATALOGUE.read_text()
-    ids = set(re.findall(r"^\(catalogue-(v\d+)\)=", text, re.M))
-    assert ids == {f"v{i}" for i in range(1, 9)}
-    for notebook in sorted((ROOT / "notebooks").glob("vit_*.ipynb")):
-        cited = {m.lower() for m in re.findall(r"catalogue (V\d+)", notebook.read_text())}
-        assert cited and cited <= ids, f"{notebook.name} cites {cited or 'no analysis'}"
-
-
-def test_chapter6_cites_analyses_the_catalogue_defines():
-    text = CATALOGUE.read_text()
-    ids = set(re.findall(r"^\(catalogue-(g\d+)\)=", text, re.M))
-    assert ids == {f"g{i}" for i in range(1, 12)}
-    for notebook in sorted((ROOT / "notebooks").glob("ghiasi_*.ipynb")):
-        cited = {m.lower() for m in re.findall(r"catalogue (G\d+)", notebook.read_text())}
+    ids = set(re.findall(rf"^\(catalogue-({letter.lower()}\d+)\)=", text, re.M))
+    assert ids == {f"{letter.lower()}{i}" for i in range(1, count + 1)}
+    for notebook in sorted((ROOT / "notebooks").glob(f"{prefix}*.ipynb")):
+        cited = {m.lower() for m in re.findall(rf"catalogue ({letter}\d+)", notebook.read_text())}
         assert cited and cited <= ids, f"{notebook.name} cites {cited or 'no analysis'}"
 
 
