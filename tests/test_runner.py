@@ -181,6 +181,7 @@ def test_chapter6_runs_on_a_random_384px_vit_a_cnn_and_a_clip_tower(tmp_path):
             declared = runner.notebook_parameters(job.notebook)
             job.parameters.update({k: v for k, v in SMALL_CHAPTER6.items() if k in declared})
             assert runner.execute(job, keep_kernel=True).status == "ran", job.message
+            print(f"{key} {job.notebook.stem}: {job.seconds:.1f} s")
             printed[(key, job.notebook.stem)] = "".join(
                 o.get("text", "") for c in nbformat.read(job.output, 4).cells
                 if c.cell_type == "code" for o in c.outputs)
