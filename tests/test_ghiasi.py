@@ -83,7 +83,23 @@ def test_memory_agreement_counts_top_stimuli_of_promoted_classes(toy_run):
         shown = [data.labels[i] for i in top.of(block, unit)]
         assert row.agreement == sum(c in promoted for c in shown) / 4
     assert scored.chance.iloc[0] == 4 / 24
+    strong = ghiasi.strong_unit_agreement(model, data, names, per_block=2, k=4, top=top)
+    assert list(zip(strong.block, strong.unit)) == [
+        (b + 1, u) for b, u in ghiasi.pick_units(top, range(3), 2)]
+    panel = featureviz.unit_panels(model, data, top, units[:1], featureviz.Recipe(steps=1,
+                                                                                 copies=1),
+                                   class_names=names, writes=2)[0]
+    assert panel["caption"] == "writes: " + ",\n".join(
+        names[c] for c in featureviz.unit_classes(model, *units[0], 2))
     per_block = ghiasi.agreement_by_block(scored, scored)
     assert list(per_block.block) == [1, 3]
     assert per_block.agreement.tolist() == per_block.control.tolist()
     plots.plt.close(ghiasi_plots.agreement_figure(per_block, "t"))
+
+
+def test_first_block_above_reads_one_edit():
+    blocks = pd.DataFrame({"edit": ["full"] * 3 + ["background"] * 3, "block": [1, 2, 3] * 2,
+                           "image_identifiability": [0.5, 0.95, 0.99, 0.5, 0.6, 0.7]})
+    assert ghiasi.first_block_above(blocks, "full") == 2
+    assert ghiasi.first_block_above(blocks, "background") is None
+    assert ghiasi.first_block_above(blocks, "background", level=0.6) == 2

@@ -68,6 +68,10 @@ def test_gap_and_bad_l_are_refused():
         isolation.intervention_hooks(tiny_model("cls"), 4)
     with pytest.raises(VitclsError, match="mode"):
         isolation.intervention_hooks(tiny_model("cls"), 1, "cut")
+    # the natural model needs no [CLS]: a GAP model is read per block at L = 0
+    gap = tiny_model("gap_prenorm")
+    assert isolation.intervention_hooks(gap, 0) == []
+    assert isolation.intervention_hooks(gap, 3, "drop") == []
 
 
 def test_sweep_endpoints_are_the_model(tiny_toy_variant):
@@ -93,3 +97,14 @@ def test_sweep_endpoints_are_the_model(tiny_toy_variant):
     assert full.cls_top1 == pytest.approx(100 / 24)
     natural_last = by_block.query("L == 0 and block == 3").iloc[0]
     assert natural_last.cls_top1 == pytest.approx(natural.top1)
+
+
+def test_a_gap_model_is_read_per_block_without_an_intervention():
+    """Fig. 7's per-block rate runs on a GAP model (L = 0 changes nothing); [CLS] columns are
+    NaN, and isolating anything is refused."""
+    model = load_variant("toy_gap")
+    data = build_dataset("toy", None, num_classes=24, n_per_class=1)
+    frame = isolation.identifiability_by_block(model, data, [0], progress=False)
+    assert frame.cls_identifiability.isna().all() and frame.image_top1.notna().all()
+    with pytest.raises(VitclsError, match="GAP"):
+        isolation.identifiability_by_block(model, data, [0, 2], progress=False)

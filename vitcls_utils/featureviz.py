@@ -286,10 +286,11 @@ def _check_steps(recipe: Recipe) -> None:
 
 def unit_panels(model: nn.Module, dataset, top: TopImages, units: Sequence[tuple],
                 recipe: Recipe = Recipe(), seed: int = 0, n_top: int = 4,
-                class_names: Optional[Sequence[str]] = None) -> List[dict]:
+                class_names: Optional[Sequence[str]] = None, writes: int = 0) -> List[dict]:
     """What the figure of a unit shows, for each (block, unit): its visualisation, its top
-    images as the model saw them, the activation map on the best one, and a title (1-based
-    block, as the book counts)."""
+    images as the model saw them, the activation map on the best one, a title (1-based block,
+    as the book counts) and, with ``writes``, a caption naming the classes its value vector
+    promotes most."""
     preprocess = model.vitcls_info.variant.preprocess
     device = next(model.parameters()).device
     panels = []
@@ -306,6 +307,10 @@ def unit_panels(model: nn.Module, dataset, top: TopImages, units: Sequence[tuple
             "top_titles": [str(class_names[c]) if class_names else f"class {c}"
                            for c in labels],
             "objective": picture.objective, "activation": picture.activation})
+        if writes:
+            promoted = unit_classes(model, block, unit, writes)
+            panels[-1]["caption"] = "writes: " + ",\n".join(
+                str(class_names[c]) if class_names else f"class {c}" for c in promoted)
     return panels
 
 

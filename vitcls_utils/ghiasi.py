@@ -171,3 +171,21 @@ def agreement_by_block(scored: pd.DataFrame, control: Optional[pd.DataFrame] = N
     if control is not None:
         out["control"] = control.groupby("block").agreement.mean()
     return out.reset_index()
+
+
+def strong_unit_agreement(model, dataset, class_names: Sequence[str], per_block: int, k: int,
+                          top=None) -> pd.DataFrame:
+    """G11 for the ``per_block`` strongest units of every block: the agreement of each unit's
+    top-``k`` stimuli with its value vector's k classes (``top``: a pass already made)."""
+    from .featureviz import memory_agreement, top_images
+
+    top = top if top is not None else top_images(model, dataset, k=k)
+    units = pick_units(top, range(len(model.blocks)), per_block)
+    return memory_agreement(model, dataset, top, units, class_names, k)
+
+
+def first_block_above(blocks: pd.DataFrame, edit: str, level: float = 0.9,
+                      column: str = "image_identifiability") -> Optional[int]:
+    """The first (1-based) block at which ``column`` of ``edit`` reaches ``level``, or None."""
+    rows = blocks[(blocks.edit == edit) & (blocks[column] >= level)]
+    return None if rows.empty else int(rows.block.min())

@@ -48,7 +48,14 @@ def cls_alone_pattern(pattern: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _check(model: nn.Module, L: int) -> int:
+def _check(model: nn.Module, L: int, changes_blocks: bool = True) -> int:
+    """The model's depth, after checking that L is a block count and, when the intervention
+    changes any block, that the model has [CLS] and nothing else before its patches."""
+    depth = len(model.blocks)
+    if isinstance(L, bool) or not 0 <= int(L) <= depth:
+        raise VitclsError(f"L must be a block count in 0..{depth}, not {L!r}")
+    if not changes_blocks:
+        return depth
     layout = TokenLayout.of(model)
     if not layout.has_cls:
         raise VitclsError("CLS isolation needs a [CLS] token; this model pools its image tokens "
@@ -56,24 +63,25 @@ def _check(model: nn.Module, L: int) -> int:
     if layout.num_prefix != 1:
         raise VitclsError(f"CLS isolation is defined for [CLS] + patches; this model has "
                           f"{layout.num_prefix} prefix tokens")
-    depth = len(model.blocks)
-    if not 0 <= int(L) <= depth:
-        raise VitclsError(f"L must be a block count in 0..{depth}, not {L!r}")
     return depth
 
 
 def intervention_hooks(model: nn.Module, L: int, mode: str = "isolate") -> list:
     """The (sites, hook) pairs of :func:`vitcls_utils.hooks.hooks` for ``mode`` at ``L``:
-    "isolate" changes blocks 1..L, "drop" blocks L+1..depth."""
-    depth = _check(model, L)
+    "isolate" changes blocks 1..L, "drop" blocks L+1..depth; none (the natural model, which
+    any layout has) for isolate at L = 0 and drop at L = depth."""
+    depth = _check(model, L, changes_blocks=False)
     if mode == "isolate":
         blocks, edit = range(L), isolate_pattern
     elif mode == "drop":
         blocks, edit = range(L, depth), cls_alone_pattern
     else:
         raise VitclsError(f"mode must be one of {MODES}, not {mode!r}")
+    if not blocks:
+        return []
+    _check(model, L)
     sites = [f"blocks.{b}.attn.hook_pattern" for b in blocks]
-    return [(sites, lambda value, name: edit(value))] if sites else []
+    return [(sites, lambda value, name: edit(value))]
 
 
 @contextmanager
@@ -115,8 +123,9 @@ def sweep(model: nn.Module, dataset, Ls: Optional[Sequence[int]] = None,
     dropped."""
     depth = len(model.blocks)
     Ls = list(range(depth + 1)) if Ls is None else [int(v) for v in Ls]
-    for L in Ls:
-        _check(model, L)
+    for mode in modes:
+        for L in Ls:
+            intervention_hooks(model, L, mode)  # refuses what cannot run, before any work
     hits: Dict[tuple, List[torch.Tensor]] = {(m, L): [] for m in modes for L in Ls}
     with torch.no_grad():
         for images, labels in labelled_batches(model, dataset, batch_size, "isolation",
@@ -146,7 +155,7 @@ def identifiability_by_block(model: nn.Module, dataset, Ls: Sequence[int],
     from .hooks import hooks
 
     for L in Ls:
-        _check(model, L)
+        intervention_hooks(model, L, mode)  # refuses what cannot run, before any work
     depth = len(model.blocks)
     readout = readout_for(model)
     sites = [f"blocks.{b}.hook_resid_post" for b in range(depth)]
