@@ -108,8 +108,7 @@ def plan(variants: Sequence[Union[str, VariantRun]], pattern: str, results_dir: 
             given = {k: v for k, v in (extra or {}).items() if k in declared}
             if not applies(notebook.stem, spec, run.dataset, given):
                 continue
-            params = {**{k: v for k, v in (extra or {}).items() if k in declared},
-                      **run.parameters(), "device": run.device or device,
+            params = {**given, **run.parameters(), "device": run.device or device,
                       "results_dir": str(results_dir), "profile": profile}
             output = runs_dir / run_folder(run.key, profile) / notebook.name
             jobs.append(Job(notebook, output, params, run.key))
