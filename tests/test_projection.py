@@ -80,3 +80,16 @@ def test_identifiability_values():
     torch.testing.assert_close(identifiability(rank, 1000), torch.tensor([1.0, 0.999, 0.001]))
     assert rank_of_true_class(torch.tensor([[3.0, 1.0, 2.0]]), torch.tensor([0])).item() == 0
     assert rank_of_true_class(torch.tensor([[3.0, 1.0, 2.0]]), torch.tensor([1])).item() == 2
+
+
+def test_top1_top5_hits_agree_with_sorting():
+    from vitcls_utils.projection import top1_top5, topk_hits
+
+    logits = torch.randn(40, 7, 30, generator=torch.Generator().manual_seed(3))
+    labels = torch.randint(0, 30, (40, 1), generator=torch.Generator().manual_seed(4))
+    order = logits.argsort(-1, descending=True)
+    for k in (1, 5):
+        by_sorting = (order[..., :k] == labels[..., None]).any(-1).float()
+        torch.testing.assert_close(topk_hits(logits, labels.expand(40, 7), k), by_sorting)
+        torch.testing.assert_close(top1_top5(logits, labels.expand(40, 7))[..., int(k > 1)],
+                                   by_sorting)

@@ -57,7 +57,7 @@ def lowpass_edits(cutoffs: Sequence[float], shape: str = "square") -> List[Edit]
 
 def _to_tensor(image: Image.Image, preprocess: Preprocess) -> torch.Tensor:
     """Resize and crop, then [0, 1] float [3, H, W] (not yet normalised)."""
-    array = np.asarray(preprocess.geometry(image.convert("RGB")), dtype=np.float32) / 255.0
+    array = preprocess.view(image).astype(np.float32) / np.float32(255.0)
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
@@ -141,7 +141,7 @@ def evaluate(model: nn.Module, dataset, edits: Sequence[Edit],
     """
     from .block_readout import readout_for
     from .hooks import hooks
-    from .isolation import topk_hits
+    from .projection import top1_top5
     from .loader import with_progress, workers
 
     variant = getattr(getattr(model, "vitcls_info", None), "variant", None)
@@ -175,8 +175,7 @@ def evaluate(model: nn.Module, dataset, edits: Sequence[Edit],
             shares += batch["object_share"][ok].tolist()
             for k, edit in enumerate(edits):
                 logits = model(batch[f"x{k}"][ok].to(device))
-                hits[edit.name].append(torch.stack(
-                    [topk_hits(logits, labels, 1), topk_hits(logits, labels, 5)], 1).cpu())
+                hits[edit.name].append(top1_top5(logits, labels).cpu())
                 for b in range(depth):
                     readout.add(edit.name, b, rows[b], labels)
     if not count:

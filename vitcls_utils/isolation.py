@@ -24,6 +24,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from .loader import labelled_batches  # noqa: E402
+from .projection import top1_top5  # noqa: E402
 from .loading import TokenLayout  # noqa: E402
 
 #: the two interventions: [CLS] kept apart up to block L, or left alone after block L
@@ -106,14 +107,6 @@ def split_forward(model: nn.Module, images: torch.Tensor, L: int) -> torch.Tenso
     return model.forward_head(model.norm(x))
 
 
-def topk_hits(logits: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
-    """1 where the true class is among the ``k`` largest logits (by counting: fewer than k
-    classes score strictly higher), per row."""
-    from .projection import rank_of_true_class
-
-    return (rank_of_true_class(logits, labels) < k).float()
-
-
 def sweep(model: nn.Module, dataset, Ls: Optional[Sequence[int]] = None,
           modes: Sequence[str] = MODES, batch_size: int = 64,
           progress: bool = True) -> pd.DataFrame:
@@ -134,8 +127,7 @@ def sweep(model: nn.Module, dataset, Ls: Optional[Sequence[int]] = None,
                 for L in Ls:
                     with intervened(model, L, mode):
                         logits = model(images)
-                    hits[(mode, L)].append(torch.stack(
-                        [topk_hits(logits, labels, 1), topk_hits(logits, labels, 5)], 1).cpu())
+                    hits[(mode, L)].append(top1_top5(logits, labels).cpu())
     rows = []
     for (mode, L), parts in hits.items():
         if not parts:

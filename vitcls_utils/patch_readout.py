@@ -21,9 +21,9 @@ _compat.ensure_torchvision_ops()
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from .isolation import topk_hits  # noqa: E402
 from .loader import labelled_batches  # noqa: E402
 from .loading import TokenLayout  # noqa: E402
+from .projection import ClassProjector, top1_top5  # noqa: E402
 
 
 @dataclass
@@ -66,7 +66,6 @@ def patch_readout(model: nn.Module, dataset, batch_size: int = 64,
                   progress: bool = True) -> PatchReadout:
     """Read every patch of the last block through the final norm and head (one pass)."""
     from .hooks import capture
-    from .projection import ClassProjector
 
     layout = TokenLayout.of(model)
     if layout.grid[0] * layout.grid[1] == 0:
@@ -84,11 +83,11 @@ def patch_readout(model: nn.Module, dataset, batch_size: int = 64,
             patch_logits = projector.classify(normed)
             pooled = projector.classify(normed.mean(1))
             per_token = labels[:, None]
-            sums["patch1"] = sums["patch1"] + topk_hits(patch_logits, per_token, 1).sum(0)
-            sums["patch5"] = sums["patch5"] + topk_hits(patch_logits, per_token, 5).sum(0)
-            for name, out in (("model", logits), ("pool", pooled)):
-                sums[name + "1"] += float(topk_hits(out, labels, 1).sum())
-                sums[name + "5"] += float(topk_hits(out, labels, 5).sum())
+            for name, out, target in (("patch", patch_logits, per_token), ("model", logits, labels),
+                                      ("pool", pooled, labels)):
+                hits = top1_top5(out, target).sum(0)  # [N, 2] per position, or [2]
+                sums[name + "1"] = sums[name + "1"] + hits[..., 0]
+                sums[name + "5"] = sums[name + "5"] + hits[..., 1]
             count += len(labels)
     if not count:
         raise VitclsError("no readable image in the dataset")

@@ -117,6 +117,18 @@ def rank_of_true_class(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
     return _rank(logits, true_class_logit(logits, labels))
 
 
+def topk_hits(logits: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+    """1 where the true class is among the ``k`` largest logits (fewer than k classes score
+    strictly higher), per row."""
+    return (rank_of_true_class(logits, labels) < k).float()
+
+
+def top1_top5(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """[..., 2]: top-1 and top-5 hits of each row (the accuracies chapter 6 reports)."""
+    rank = rank_of_true_class(logits, labels)
+    return torch.stack([(rank < 1).float(), (rank < 5).float()], -1)
+
+
 def _rank(logits: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     """The one definition of the rank: classes whose logit is strictly above the true one."""
     return (logits > true.unsqueeze(-1)).sum(-1)
