@@ -157,8 +157,8 @@ def attention_distances(model, dataset, n_images: Optional[int] = 128, prefix: s
     seen = 0
 
     def add(value: torch.Tensor, name: str) -> None:
-        distance = mean_attention_distance(value[:take], layout.grid, layout.num_prefix, patch,
-                                           prefix)
+        present = value.shape[-1] - layout.n_patches  # 0 in a ConViT's blocks before [CLS]
+        distance = mean_attention_distance(value[:take], layout.grid, present, patch, prefix)
         sums[int(name.split(".")[1])] += distance.sum(0).cpu()
 
     loader = stimulus_loader(dataset, model.vitcls_info.variant.preprocess, layout, batch_size,

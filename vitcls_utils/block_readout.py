@@ -27,11 +27,15 @@ class BlockReadout:
     Args:
         projector: the model's class projection.
         num_prefix: prefix tokens before the patch grid.
-        has_cls: whether token 0 is [CLS] (else its columns are NaN).
+        has_cls: whether token 0 is [CLS] (else its columns are NaN, as they are at the
+            blocks of a ConViT before its [CLS] joins).
+        n_patches: the patch tokens; a block with no more tokens than these has no prefix.
     """
 
-    def __init__(self, projector: ClassProjector, num_prefix: int, has_cls: bool) -> None:
+    def __init__(self, projector: ClassProjector, num_prefix: int, has_cls: bool,
+                 n_patches: int) -> None:
         self.projector, self.num_prefix, self.has_cls = projector, num_prefix, has_cls
+        self.n_patches = n_patches
         self.sums: Dict[tuple, np.ndarray] = {}
         self.counts: Dict[tuple, int] = {}
 
@@ -41,11 +45,14 @@ class BlockReadout:
         rank = rank_of_true_class(self.projector(tokens), labels[:, None])  # [B, N]
         ident = identifiability(rank, self.projector.num_classes)
         top = (rank == 0).float()
-        image = slice(self.num_prefix, None)
+        # a ConViT's blocks before its [CLS] joins hold the patch tokens alone
+        prefix = self.num_prefix if tokens.shape[1] > self.n_patches else 0
+        cls = self.has_cls and prefix > 0
+        image = slice(prefix, None)
         nan = float("nan")
         values = np.array([
-            float(ident[:, 0].sum()) if self.has_cls else nan,
-            float(top[:, 0].sum()) if self.has_cls else nan,
+            float(ident[:, 0].sum()) if cls else nan,
+            float(top[:, 0].sum()) if cls else nan,
             float(ident[:, image].mean(1).sum()), float(top[:, image].mean(1).sum())])
         key = (condition, block)
         self.sums[key] = self.sums.get(key, 0) + values
@@ -68,5 +75,6 @@ def readout_for(model, projector: Optional[ClassProjector] = None) -> BlockReado
     """A :class:`BlockReadout` for ``model``'s token layout."""
     device = next(model.parameters()).device
     projector = projector or ClassProjector(model).to(device)
+    grid = model.patch_embed.grid_size
     return BlockReadout(projector, int(model.num_prefix_tokens),
-                        getattr(model, "cls_token", None) is not None)
+                        getattr(model, "cls_token", None) is not None, int(grid[0] * grid[1]))

@@ -15,7 +15,8 @@ on-device reductions in :mod:`vitcls_utils.reduce`.
 
 A perturbation (:mod:`vitcls_utils.perturb`) is part of the configuration, so a perturbed run has
 its own store. Under token removal the arrays keep their full width: a removed token has rank
-and top-1 -1 and a NaN logit, and an image that cannot be perturbed (no mask) has pred -1.
+and top-1 -1 and a NaN logit, and an image that cannot be perturbed (no mask) has pred -1. The
+same fill marks the [CLS] column of a ConViT's blocks before its [CLS] exists.
 
 Token labels (1 class-labeled, 0 context, -1 prefix token or no mask) come in both rules of
 :mod:`vitcls_utils.masks`: aligned with the variant's preprocessing, and the paper's.
@@ -128,6 +129,9 @@ def extract(
     info = _loaded_info(model)
     device = next(model.parameters()).device
     layout = TokenLayout.of(model)
+    if removal is not None and layout.prefix_from:
+        raise VitclsError(f"token removal needs every token from the embedding on; "
+                          f"{info.variant.key}'s [CLS] joins at block {layout.prefix_from + 1}")
     sites = block_sites(model, kinds)
     if key_topk < 0:
         raise VitclsError("key_topk must be 0 (none) or positive")
@@ -246,7 +250,8 @@ def _prepare_store(path: Path, config: dict, dataset: ImageDataset, force: bool,
         "batch_size": batch_size,
         "sites": sites,
         "layout": {"num_prefix": layout.num_prefix, "grid": list(layout.grid),
-                   "has_cls": layout.has_cls, "n_tokens": layout.n_tokens},
+                   "has_cls": layout.has_cls, "n_tokens": layout.n_tokens,
+                   "prefix_from": layout.prefix_from},
         "num_classes": int(model.num_classes),
         "variant_label": info.variant.label,
         "dataset_root": str(dataset.root) if dataset.root else None,

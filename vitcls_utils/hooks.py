@@ -8,7 +8,10 @@ per block ``i``, ``blocks.{i}.hook_resid_pre``, ``.attn.hook_pattern`` [B, H, N,
 
 ``hook_attn_out`` and ``hook_mlp_out`` are exactly the tensors added to the residual stream:
 after LayerScale in pre-norm blocks, and after ``norm1``/``norm2`` in residual post-norm blocks
-(``vit_b16_gap``), so that resid_post = resid_pre + attn_out + mlp_out always holds.
+(``vit_b16_gap``), so that resid_post = resid_pre + attn_out + mlp_out always holds. ConViT's
+blocks have the same sites; ``attn.hook_pattern`` of a GPSA block is ``get_attention``'s mix
+of content and positional attention, and the sites before its [CLS] joins (block
+``local_up_to_layer``) have the patch tokens alone.
 
 Every site can be replaced by a hook that returns a tensor, except ``hook_resid_mid``, which is
 read-only (see :func:`hooks`).
@@ -27,6 +30,7 @@ from .sites import BLOCK_SITES, GLOBAL_SITES, site_kind
 _compat.ensure_torchvision_ops()
 
 import torch  # noqa: E402
+from timm.models.convit import Block as ConVitBlock  # noqa: E402
 from timm.models.vision_transformer import Block, ResPostBlock  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -43,14 +47,18 @@ class _Target:
     kind: str
 
 
-def _is_post_norm(block: nn.Module) -> bool:
+def _block_outputs(block: nn.Module) -> Tuple[nn.Module, nn.Module, bool]:
+    """The modules whose outputs are added to the residual (attention's, the MLP's) and
+    whether the block is residual post-norm."""
     if isinstance(block, ResPostBlock):
-        return True
+        return block.norm1, block.norm2, True
     if isinstance(block, Block):
-        return False
+        return block.ls1, block.ls2, False
+    if isinstance(block, ConVitBlock):  # pre-norm, no LayerScale; GPSA or MHSA attention
+        return block.attn, block.mlp, False
     raise VitclsError(
         f"unsupported block type {type(block).__name__}: hooks know timm's Block (pre-norm, "
-        "with or without LayerScale) and ResPostBlock (residual post-norm)"
+        "with or without LayerScale), ResPostBlock (residual post-norm) and ConViT's Block"
     )
 
 
@@ -65,16 +73,16 @@ def _resolve(model: nn.Module, name: str) -> _Target:
     if not 0 <= index < len(model.blocks):
         raise VitclsError(f"site {name!r}: the model has blocks 0..{len(model.blocks) - 1}")
     block = model.blocks[index]
-    post = _is_post_norm(block)
+    attn_out, mlp_out, post = _block_outputs(block)
     table = {
         "hook_resid_pre": (block, True),
-        "attn.hook_pattern": (block.attn.attn_drop, False),
+        "attn.hook_pattern": (block.attn.attn_drop, False),  # GPSA: after the gates mix
         "attn.hook_z": (block.attn.proj, True),
-        "hook_attn_out": (block.norm1 if post else block.ls1, False),
+        "hook_attn_out": (attn_out, False),
         "hook_resid_mid": (block.mlp if post else block.norm2, True),
         "mlp.hook_pre": (block.mlp.fc1, False),
         "mlp.hook_post": (block.mlp.act, False),
-        "hook_mlp_out": (block.norm2 if post else block.ls2, False),
+        "hook_mlp_out": (mlp_out, False),
         "hook_resid_post": (block, False),
     }
     module, use_input = table[kind]
@@ -118,7 +126,7 @@ def _attach(model: nn.Module, name: str, fn: HookFn) -> torch.utils.hooks.Remova
     heads = None
     if target.kind == "attn.hook_z":
         attn = model.blocks[int(name.split(".")[1])].attn
-        heads = (attn.num_heads, attn.head_dim)
+        heads = (attn.num_heads, attn.proj.in_features // attn.num_heads)
 
     def as_site(value: torch.Tensor) -> torch.Tensor:
         return value.unflatten(-1, heads) if heads else value

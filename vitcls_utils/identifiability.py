@@ -64,7 +64,7 @@ def evolution(results: Store) -> pd.DataFrame:
     ident = results.identifiability("resid_post")  # [I, L, N]
     rows = []
     for block in range(ident.shape[1]):
-        if results.has_cls:
+        if results.has_cls and block >= results.prefix_from:  # a ConViT's [CLS] joins late
             rows.append((block + 1, "[CLS]", float(ident[:, block, 0].mean())))
         rows.append((block + 1, "image",
                      float(ident[:, block, image_columns(results)].mean())))

@@ -32,15 +32,30 @@ PathLike = Union[str, os.PathLike]
 # ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TokenLayout:
-    """Where the tokens of a timm ViT are: prefix tokens first, then a row-major patch grid."""
+    """Where the tokens of a timm ViT are: prefix tokens first, then a row-major patch grid.
+
+    ``prefix_from`` is the first block whose input holds the prefix tokens: 0 for a ViT, and
+    for a ConViT the block before which its [CLS] is concatenated (``local_up_to_layer``).
+    Sites before it have the patch tokens alone; stores keep the full width and mark the
+    prefix columns there as absent.
+    """
 
     num_prefix: int
     grid: Tuple[int, int]
     has_cls: bool
+    prefix_from: int = 0
 
     @property
     def n_tokens(self) -> int:
         return self.num_prefix + self.grid[0] * self.grid[1]
+
+    @property
+    def n_patches(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    def has_prefix_at(self, block: int) -> bool:
+        """Whether the sites of 0-based ``block`` (its input onwards) hold the prefix."""
+        return block >= self.prefix_from
 
     @property
     def image_tokens(self) -> slice:
@@ -51,7 +66,9 @@ class TokenLayout:
     def of(cls, model: nn.Module) -> "TokenLayout":
         grid = tuple(int(g) for g in model.patch_embed.grid_size)
         has_cls = getattr(model, "cls_token", None) is not None
-        return cls(num_prefix=int(model.num_prefix_tokens), grid=grid, has_cls=has_cls)
+        late = int(getattr(model, "local_up_to_layer", 0)) if has_cls else 0  # timm's ConVit
+        return cls(num_prefix=int(model.num_prefix_tokens), grid=grid, has_cls=has_cls,
+                   prefix_from=late)
 
 
 @dataclass(frozen=True)

@@ -180,3 +180,15 @@ def ghiasi_table2() -> pd.DataFrame:
     """Ghiasi et al.'s Table 2: per model the full images' top-5 and the foreground and
     background top-5 as % of it, with the raw top-1 of their log."""
     return pd.read_csv(data_dir() / "paper" / "ghiasi_table2.csv")
+
+
+CONVIT_TABLES = ("table1", "gates", "table5", "table6", "table2")
+
+
+def convit_table(name: str) -> pd.DataFrame:
+    """One of d'Ascoli et al.'s typed-in tables (``data/paper/convit_<name>.csv``): ``table1``
+    (the zoo), ``gates`` (the σ(λ) printed on their maps), ``table5``/``table6`` (test-time
+    masks), ``table2`` (sample efficiency)."""
+    if name not in CONVIT_TABLES:
+        raise ValueError(f"ConViT tables are {CONVIT_TABLES}, not {name!r}")
+    return pd.read_csv(data_dir() / "paper" / f"convit_{name}.csv")

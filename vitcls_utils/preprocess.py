@@ -168,3 +168,9 @@ CLIP_OPENAI = Preprocess(
     mean=(0.48145466, 0.4578275, 0.40821073), std=(0.26862954, 0.26130258, 0.27577711),
     source="timm eval transform of the OpenAI CLIP towers (crop_pct 1.0, CLIP mean/std)",
 )
+# ConViT and its DeiT baselines (chapter 7): the DeiT evaluation transform both repositories use.
+DEIT_EVAL = Preprocess(
+    resize=256, crop=224, interpolation="bicubic",
+    mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+    source="DeiT eval transform: Resize(256, bicubic) + CenterCrop(224), ImageNet mean/std",
+)

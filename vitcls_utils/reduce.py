@@ -31,7 +31,8 @@ class SiteReducer:
 
     Calling it returns, on the model's device, ``rank``/``top1`` int16 and ``true_logit``
     float32 of shape [B, S, N] in ``sites`` order, and ``pred`` int16 [B], the model's own
-    top-1. The hooks exist only during the call, so the model stays clean in between.
+    top-1. A site without the prefix tokens (a ConViT before its [CLS] joins) has its prefix
+    columns filled as removed (rank and top-1 -1, logit NaN). The hooks exist only during the call, so the model stays clean in between.
     """
 
     def __init__(self, model: nn.Module, sites: Sequence[str], precision: str = "fp32",
@@ -45,20 +46,39 @@ class SiteReducer:
         self.sites = list(sites)
         self.device = next(model.parameters()).device
         self.projector = ClassProjector(model).to(self.device)
+        self.layout = TokenLayout.of(model)
+        self._width = self.layout.n_tokens
         self.index = {name: i for i, name in enumerate(self.sites)}
         self.precision = precision
         self._buffers: Dict[str, torch.Tensor] = {}
         self._labels: Optional[torch.Tensor] = None
 
+    def _offset(self, value: torch.Tensor, name: str) -> int:
+        """Columns before ``value``'s first token: the prefix a site lacks (a ConViT before
+        its [CLS] joins), else 0."""
+        offset = self._width - value.shape[1]
+        if offset not in (0, self.layout.num_prefix):
+            raise VitclsError(f"{name} has {value.shape[1]} tokens; the store holds "
+                              f"{self._width}")
+        return offset
+
+    def _put(self, key: str, row, value: torch.Tensor, tensor: torch.Tensor, name: str,
+             depth: int) -> None:
+        """``tensor`` [B, T, ...] into ``key``'s buffer at ``row``, absent prefix filled."""
+        buffer = self._buffers.get(key)
+        if buffer is None:
+            shape = (value.shape[0], depth, self._width) + tuple(tensor.shape[2:])
+            buffer = self._buffers[key] = torch.empty(shape, dtype=tensor.dtype,
+                                                      device=self.device)
+        offset = self._offset(value, name)
+        if offset:
+            buffer[:, row, :offset] = REMOVED[key]
+        buffer[:, row, offset:] = tensor
+
     def _reduce(self, value: torch.Tensor, name: str) -> None:
         reduced = reduce_logits(self.projector(value), self._labels)
         for key, tensor in reduced.items():
-            buffer = self._buffers.get(key)
-            if buffer is None:
-                shape = (value.shape[0], len(self.sites), value.shape[1])
-                buffer = self._buffers[key] = torch.empty(shape, dtype=tensor.dtype,
-                                                          device=self.device)
-            buffer[:, self.index[name]] = tensor
+            self._put(key, self.index[name], value, tensor, name, len(self.sites))
         return None
 
     def _top_keys(self, value: torch.Tensor, name: str) -> None:
@@ -66,12 +86,7 @@ class SiteReducer:
         array = "key_mlp" if name.endswith("mlp.hook_pre") else "key_attn"
         coefficients = value.flatten(2)  # hook_z [B, N, H, dh] -> [B, N, d], head-major
         top = coefficients.topk(self.key_topk, dim=-1).indices.to(torch.int16)
-        buffer = self._buffers.get(array)
-        if buffer is None:
-            shape = (value.shape[0], self.n_blocks, value.shape[1], self.key_topk)
-            buffer = self._buffers[array] = torch.empty(shape, dtype=torch.int16,
-                                                        device=self.device)
-        buffer[:, int(name.split(".")[1])] = top
+        self._put(array, int(name.split(".")[1]), value, top, name, self.n_blocks)
         return None
 
     @torch.inference_mode()
@@ -81,6 +96,7 @@ class SiteReducer:
         and the token arrays are [B, S, K]."""
         self._labels = labels.to(self.device)
         self._buffers = {}
+        self._width = self.layout.n_tokens if kept is None else int(kept.shape[1])
         with contextlib.ExitStack() as stack:
             if kept is not None:
                 stack.enter_context(keeping_tokens(self.model, kept))

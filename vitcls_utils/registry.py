@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from .errors import UnknownVariantError
-from .preprocess import (BIG_VISION_FEWSHOT, CIFAR, CLIP_OPENAI, DEIT_REFINEMENT, GHIASI_CNN_224,
-                         GHIASI_VIT_384, HF_VIT, MIIL, TIMM_ORIG_224, TIMM_ORIG_384, Preprocess)
+from .preprocess import (BIG_VISION_FEWSHOT, CIFAR, CLIP_OPENAI, DEIT_EVAL, DEIT_REFINEMENT,
+                         GHIASI_CNN_224, GHIASI_VIT_384, HF_VIT, MIIL, TIMM_ORIG_224, TIMM_ORIG_384, Preprocess)
 from .toy import IMAGE_SIZE as TOY_IMAGE_SIZE
 from .toy import NUM_CLASSES as TOY_CLASSES
 from .toy import PATCH_SIZE as TOY_PATCH
@@ -51,7 +51,8 @@ class Variant:
             without a head is still shown ImageNet images labelled with 1000 classes).
         family: "vilas" (the main paper's variants), "vit" (the original ViT checkpoints of
             chapter 5), "ghiasi" (chapter 6's 384-px ViTs), "clip" (CLIP image towers), "cnn"
-            (the convolutional baselines of chapter 6) or "toy".
+            (the convolutional baselines of chapter 6), "convit" (ConViT, chapter 7), "deit"
+            (its DeiT baselines) or "toy".
         note: what a reader must know about these weights (a stand-in's different numbers).
     """
 
@@ -248,6 +249,26 @@ _GHIASI_VARIANTS: List[Variant] = [
 ]
 
 
+def _convit_pair(size: str, label: str) -> List[Variant]:
+    """ConViT-<size> and the DeiT-<size> it was trained beside (same recipe and data)."""
+    hint = "timm hub: timm/{}.fb_in1k"
+    return [
+        Variant(key=f"convit_{size}", label=f"ConViT-{label}", arch=f"convit_{size}",
+                tag="fb_in1k", preprocess=DEIT_EVAL, num_classes=1000, pooling="token",
+                n_tokens=197, dataset="imagenet-s", paper_key="-", weights="timm",
+                weights_hint=hint.format(f"convit_{size}"), family="convit"),
+        Variant(key=f"deit_{size}", label=f"DeiT-{label}", arch=f"deit_{size}_patch16_224",
+                tag="fb_in1k", preprocess=DEIT_EVAL, num_classes=1000, pooling="token",
+                n_tokens=197, dataset="imagenet-s", paper_key="-", weights="timm",
+                weights_hint=hint.format(f"deit_{size}_patch16_224"), family="deit"),
+    ]
+
+
+#: chapter 7 (d'Ascoli et al.): ConViT-Ti/S/B and their DeiT baselines
+_CONVIT_VARIANTS: List[Variant] = (_convit_pair("tiny", "Ti") + _convit_pair("small", "S")
+                                   + _convit_pair("base", "B"))
+
+
 _TOY_ARCH = (("img_size", TOY_IMAGE_SIZE), ("patch_size", TOY_PATCH), ("embed_dim", 64),
               ("depth", 12), ("num_heads", 4))
 _TOY_HINT = "shipped in data/toy/ (rebuild with `make toy-model`)"
@@ -272,6 +293,23 @@ _TOY_VARIANTS: List[Variant] = [
         weights_hint=_TOY_HINT, model_kwargs=(("channels", (16, 32, 64, 128)),
                                               ("stem_width", 16)), family="cnn",
     ),
+    # Chapter 7's pair: a ConViT (width given per head, as timm's ConViT takes it; GPSA in
+    # blocks 1-10, [CLS] joining before block 11) and a DeiT of the same size.
+    Variant(
+        key="toy_convit", label="Toy ConViT", arch="convit_tiny", tag=None,
+        preprocess=TOY_PREPROCESS, num_classes=TOY_CLASSES, pooling="token", n_tokens=50,
+        dataset="toy", paper_key="-", weights="shipped", weights_url="toy/toy_convit.safetensors",
+        weights_hint=_TOY_HINT, model_kwargs=(("img_size", TOY_IMAGE_SIZE),
+                                              ("patch_size", TOY_PATCH), ("embed_dim", 16),
+                                              ("depth", 12), ("num_heads", 4)),
+        family="convit",
+    ),
+    Variant(
+        key="toy_deit", label="Toy DeiT", arch="deit_tiny_patch16_224", tag=None,
+        preprocess=TOY_PREPROCESS, num_classes=TOY_CLASSES, pooling="token", n_tokens=50,
+        dataset="toy", paper_key="-", weights="shipped", weights_url="toy/toy_deit.safetensors",
+        weights_hint=_TOY_HINT, model_kwargs=_TOY_ARCH, family="deit",
+    ),
 ]
 
 
@@ -294,7 +332,7 @@ for _v in _PAPER_VARIANTS:
     VARIANTS[_v.key] = _v
 for _v in _PAPER_VARIANTS:
     VARIANTS[_v.key + "_random"] = _random_control(_v)
-for _group in (_ORIGINAL_VARIANTS, _GHIASI_VARIANTS, _TOY_VARIANTS):
+for _group in (_ORIGINAL_VARIANTS, _GHIASI_VARIANTS, _CONVIT_VARIANTS, _TOY_VARIANTS):
     for _v in _group:
         VARIANTS[_v.key] = _v
     for _v in _group:
@@ -305,6 +343,8 @@ PAPER_KEYS: Tuple[str, ...] = tuple(v.key for v in _PAPER_VARIANTS)
 ORIGINAL_KEYS: Tuple[str, ...] = tuple(v.key for v in _ORIGINAL_VARIANTS)
 #: chapter 6's models (Ghiasi et al.): 384-px ViTs, CNN baselines, CLIP towers
 GHIASI_KEYS: Tuple[str, ...] = tuple(v.key for v in _GHIASI_VARIANTS)
+#: chapter 7's models (d'Ascoli et al.): ConViT-Ti/S/B beside DeiT-Ti/S/B
+CONVIT_KEYS: Tuple[str, ...] = tuple(v.key for v in _CONVIT_VARIANTS)
 
 
 def register(variant: Variant) -> Variant:

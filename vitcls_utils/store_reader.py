@@ -79,9 +79,17 @@ class Store:
         """``array`` ("rank", "top1", "true_logit") at one site kind: [I, L, N]."""
         return np.asarray(getattr(self, array)[:, self.site_indices(kind)])
 
+    @property
+    def prefix_from(self) -> int:
+        """First block whose tokens include the prefix (a ConViT's [CLS] joins late)."""
+        return int(self.manifest["layout"].get("prefix_from", 0))
+
     def identifiability(self, kind: str = "resid_post") -> np.ndarray:
-        """1 - rank/C at one site kind: [I, L, N], float32."""
-        return 1.0 - self.by_block("rank", kind).astype(np.float32) / self.num_classes
+        """1 - rank/C at one site kind: [I, L, N], float32; NaN where a token is absent (removed,
+        or a ConViT's [CLS] before it exists)."""
+        rank = self.by_block("rank", kind)
+        return np.where(rank < 0, np.float32(np.nan),
+                        1.0 - rank.astype(np.float32) / self.num_classes)
 
     @property
     def accuracy(self) -> float:
