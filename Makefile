@@ -4,7 +4,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test book toy-model venv clean-venv benchmark reference-outputs paper-dry-run
+.PHONY: test book toy-model sample-efficiency venv clean-venv benchmark reference-outputs \
+	paper-dry-run
 
 venv: $(STAMP)
 
@@ -41,6 +42,11 @@ paper-dry-run: $(STAMP)
 
 toy-model: $(STAMP)
 	$(PY) -m vitcls_utils.toy_training --out data/toy
+
+# Chapter 7's Table 2, scaled: the toy DeiT and ConViT on fractions of the toy training set
+# (same steps), into data/toy/sample_efficiency.json; resumes, and reuses the f = 1 checkpoints.
+sample-efficiency: $(STAMP)
+	TQDM_DISABLE=1 $(PY) -m vitcls_utils.sample_efficiency
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/extract_overhead.py

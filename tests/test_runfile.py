@@ -144,3 +144,19 @@ def test_run_with_an_unknown_data_kind_names_the_kind(capsys):
     assert main(["run", "--variants", "vit_b32", "--data", "imagenet"]) == 2
     err = capsys.readouterr().err
     assert "unknown dataset 'imagenet'" in err and "--data-dir" not in err
+
+
+def test_the_shipped_convit_run_file_names_the_convits_not_their_deits(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from vitcls_utils.dryrun import fabricate_imagenet_s
+
+    shipped = Path(runfile.__file__).resolve().parents[1] / "data" / "runs" / "convit.yml"
+    monkeypatch.setenv("IMAGENET_S", str(fabricate_imagenet_s(tmp_path, n_classes=1)))
+    loaded = runfile.load_run_file(shipped)
+    keys = ["convit_tiny", "convit_small", "convit_base"]
+    assert [v.key for v in loaded.variants if not v.key.endswith("_random")] == keys
+    assert [v.key for v in loaded.variants if v.key.endswith("_random")] == [
+        f"{k}_random" for k in keys]
+    assert runfile.expand_variants(["convit"]) == keys
+    assert loaded.notebooks == "chapter7" and loaded.parameters["n_images"] == 1024

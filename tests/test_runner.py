@@ -16,15 +16,17 @@ from vitcls_utils.errors import UnknownVariantError, VitclsError
 
 
 def test_groups_and_plan(tmp_path):
-    assert runner.expand_variants(["toy", "toy_gap"]) == ["toy", "toy_gap", "toy_random"]
+    assert runner.expand_variants(["toy", "toy_gap"]) == ["toy", "toy_gap", "toy_random",
+                                                         "toy_convit"]
     assert len(runner.expand_variants(["paper"])) == 7
     with pytest.raises(UnknownVariantError):
         runner.expand_variants(["vit_b99"])
     jobs = runner.plan(["toy", "toy_gap"], "*", tmp_path, "cpu", None, tmp_path / "runs")
     per_variant = [j for j in jobs if j.variant]
-    # toy_gap has no [CLS] to isolate
-    assert len(per_variant) == 2 * (len(runner.source_notebooks()) - len(runner.COMPARISONS)) \
-        - len(runner.NEEDS_CLS)
+    # toy_gap has no [CLS] to isolate; chapter 7 runs on ConViTs alone
+    vit_pages = (len(runner.source_notebooks()) - len(runner.COMPARISONS)
+                 - len(runner.chapters()["chapter7"]))
+    assert len(per_variant) == 2 * vit_pages - len(runner.NEEDS_CLS)
     assert jobs[-1].variant is None and jobs[-1].output.parent.name == "compare"
     assert jobs[0].parameters["dataset"] == "toy"
     with pytest.raises(VitclsError, match="--data-dir"):
@@ -190,6 +192,41 @@ def test_chapter6_runs_on_a_random_384px_vit_a_cnn_and_a_clip_tower(tmp_path):
     assert "isolating [CLS] up to L = 11" in printed[("ghiasi_b32_384_random",
                                                       "ghiasi_tab1_cls_isolation")]
     assert "ranked for 36864 units" in printed[("clip_b32_random", "ghiasi_fig1_feature_viz")]
+
+
+#: chapter 7 on 224-px random weights, cut to a few images and masks
+SMALL_CHAPTER7 = {"n_per_class": 1, "n_images": 2, "ks": [3], "batch_size": 8}
+
+
+def test_chapter7_runs_on_random_convit_tiny_with_random_deit_tiny_beside_it(tmp_path):
+    """Every chapter-7 notebook that applies to ImageNet-S on a random-init ConViT-Ti, which
+    reads a random DeiT-Ti beside it; the toy ConViT plans chapter 7 alone, sweep included."""
+    from vitcls_utils import dryrun
+
+    toy = {j.notebook.stem for j in runner.plan(["toy_convit"], "*", tmp_path, "cpu") if j.variant}
+    assert toy == set(runner.chapters()["chapter7"])
+    assert not {j.notebook.stem for j in runner.plan(["toy"], "chapter7", tmp_path, "cpu")
+                if j.variant}
+    tree = dryrun.fabricate_imagenet_s(tmp_path / "data", n_classes=3, n_images=2, n_test=2)
+    jobs = [j for j in runner.plan(["convit_tiny_random"], "chapter7", tmp_path / "results",
+                                   "cpu", str(tree), runs_dir=tmp_path / "runs") if j.variant]
+    assert {j.notebook.stem for j in jobs} == toy - set(runner.TOY_ONLY)
+    printed = {}
+    for job in jobs:
+        declared = runner.notebook_parameters(job.notebook)
+        job.parameters.update({k: v for k, v in SMALL_CHAPTER7.items() if k in declared})
+        assert runner.execute(job, keep_kernel=True).status == "ran", job.message
+        printed[job.notebook.stem] = "".join(
+            o.get("text", "") for c in nbformat.read(job.output, 4).cells
+            if c.cell_type == "code" for o in c.outputs)
+    kernels.discard_thread_kernel()
+    assert "DeiT-Ti (random init): top-1" in printed["convit_tab1_zoo"]
+    assert "5.72M parameters" in printed["convit_tab1_zoo"]
+    assert "mean gate per layer 0.73" in printed["convit_fig6_gating"]  # sigma(1) at init
+    assert "content masked, first 3" in printed["convit_tab5_tab6_masking"]
+    assert "block 12 image tokens" in printed["convit_bridge_identifiability"]
+    stores = {p.parent.parent.name for p in (tmp_path / "results").glob("*/*/manifest.json")}
+    assert stores == {"convit_tiny_random", "deit_tiny_random"}
 
 
 def test_the_plan_keeps_cnns_out_and_gap_models_away_from_cls_isolation(tmp_path):

@@ -113,6 +113,28 @@ class NotebookRun:
         return {self.label: self.model,
                 **{get_variant(k).label: self.baseline_model(k) for k in keys}}
 
+    def partner_key(self) -> str:
+        """The DeiT chapter 7 sets beside this ConViT (same size, recipe and data): toy_convit
+        -> toy_deit, convit_<size> -> deit_<size>; a random control gets the DeiT's control."""
+        if self.spec.family != "convit":
+            raise VitclsError(f"{self.variant} is not a ConViT: chapter 7 reads a ConViT, with "
+                              "the DeiT of its size beside it (`vitcls variants`)")
+        key = (self.spec.base or self.spec.key).replace("convit", "deit", 1)
+        return get_variant(key).random_key if self.spec.random else key
+
+    def partner_model(self, weights: Optional[str] = None):
+        """The DeiT of :meth:`partner_key`, loaded (``weights``: its checkpoint file)."""
+        from .loading import load_variant
+
+        return load_variant(self.partner_key(), weights=weights, device=self.device,
+                            seed=self.seed)
+
+    def partner_store(self, weights: Optional[str] = None, **kwargs):
+        """The DeiT's store on the same stimuli."""
+        from .extract import store_for
+
+        return store_for(self.partner_key(), weights=weights, **self._data(), **kwargs)
+
     def memories(self):
         """The variant's value projections (from its weights)."""
         from .memories import memories_for

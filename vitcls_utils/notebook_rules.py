@@ -1,5 +1,6 @@
 """Which figure notebooks apply to which variant and dataset: the book's chapters (read from
-``_toc.yml``) and the rules the runner plans by (masks, probe splits, heads, [CLS], CNNs)."""
+``_toc.yml``) and the rules the runner plans by (masks, probe splits, heads, [CLS], CNNs,
+ConViTs)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,6 +24,12 @@ NEEDS_PROBE_SPLIT = ("figA12_linear_probing", "vit_fewshot_lsr", "vit_bridge_pro
 #: (the ImageNet-21k ViTs, the CLIP towers) runs only these and HEADLESS_NOTEBOOKS
 HEADLESS_CHAPTER = "chapter5"
 HEADLESS_NOTEBOOKS = ("ghiasi_fig1_feature_viz",)
+#: ConViT's chapter: its notebooks run on the ConViTs alone (each reads its DeiT beside it),
+#: and a ConViT runs no other chapter (its [CLS] joins at block 11)
+CONVIT_CHAPTER = "chapter7"
+#: notebooks that plot a sweep trained on the toy set (ConViT's sample efficiency): run with
+#: the toy data only
+TOY_ONLY = ("convit_tab2_sample_efficiency",)
 #: notebooks that intervene on the [CLS] token: not run on GAP models, which have none
 NEEDS_CLS = ("ghiasi_tab1_cls_isolation", "ghiasi_bridge_cls_isolation")
 
@@ -55,10 +62,14 @@ def applies(notebook: str, spec: Variant, dataset: str,
     notebook parameters the run sets (a ``boxes`` file gives a folder its objects)."""
     if notebook in COMPARISONS:
         return False
+    if (spec.family == "convit") != (notebook in chapters().get(CONVIT_CHAPTER, ())):
+        return False
     if not spec.has_head and notebook not in (chapters().get(HEADLESS_CHAPTER, ())
                                               + HEADLESS_NOTEBOOKS):
         return False
     if notebook in NEEDS_CLS and spec.pooling != "token":
+        return False
+    if notebook in TOY_ONLY and dataset != "toy":
         return False
     boxed = bool((parameters or {}).get("boxes"))
     if notebook in NEEDS_MASKS and dataset not in MASKED_KINDS and not boxed:

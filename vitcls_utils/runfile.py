@@ -34,7 +34,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from .errors import VitclsError
 from .profiles import PROFILES
-from .registry import GHIASI_KEYS, ORIGINAL_KEYS, PAPER_KEYS, get_variant
+from .registry import CONVIT_KEYS, GHIASI_KEYS, ORIGINAL_KEYS, PAPER_KEYS, get_variant
 
 TOP_KEYS = ("profile", "results_dir", "device", "notebooks", "controls", "data_dirs",
             "defaults", "parameters", "variants")
@@ -84,18 +84,21 @@ class RunFile:
 GROUPS = {
     "paper": list(PAPER_KEYS),
     "paper_random": [f"{k}_random" for k in PAPER_KEYS],
-    "toy": ["toy", "toy_gap", "toy_random"],
+    "toy": ["toy", "toy_gap", "toy_random", "toy_convit"],
     "vit_original": list(ORIGINAL_KEYS),
     "vit_original_random": [f"{k}_random" for k in ORIGINAL_KEYS],
     # chapter 6: the ViTs and CLIP towers (the CNNs are baselines inside the notebooks)
     "ghiasi": [k for k in GHIASI_KEYS if get_variant(k).is_vit],
     "ghiasi_random": [f"{k}_random" for k in GHIASI_KEYS if get_variant(k).is_vit],
+    # chapter 7: the ConViTs (each notebook reads the DeiT of the same size beside it)
+    "convit": [k for k in CONVIT_KEYS if get_variant(k).family == "convit"],
+    "convit_random": [f"{k}_random" for k in CONVIT_KEYS if get_variant(k).family == "convit"],
 }
 
 
 def expand_variants(names: Sequence[str]) -> List[str]:
     """Group names (paper, paper_random, toy, vit_original, vit_original_random, ghiasi,
-    ghiasi_random) and keys -> validated registry keys, in order."""
+    ghiasi_random, convit, convit_random) and keys -> validated registry keys, in order."""
     keys: List[str] = []
     for name in names:
         for key in GROUPS.get(name, [name]):

@@ -27,9 +27,9 @@ from typing import Deque, Dict, List, Optional, Sequence, Union
 
 from . import __version__, colab, kernels
 from .errors import VitclsError
-from .notebook_rules import (COMPARISONS, HEADLESS_CHAPTER, HEADLESS_NOTEBOOKS,  # noqa: F401
-                             NEEDS_CLS, NEEDS_MASKS, NEEDS_PROBE_SPLIT, applies, chapters,
-                             check_runnable)
+from .notebook_rules import (COMPARISONS, CONVIT_CHAPTER, HEADLESS_CHAPTER,  # noqa: F401
+                             HEADLESS_NOTEBOOKS, NEEDS_CLS, NEEDS_MASKS, NEEDS_PROBE_SPLIT,
+                             TOY_ONLY, applies, chapters, check_runnable)
 from .profiles import DEFAULT_PROFILE, get_profile
 from .registry import get_variant
 from .runfile import GROUPS, VariantRun, expand_variants, from_arguments  # noqa: F401

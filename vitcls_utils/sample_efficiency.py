@@ -22,13 +22,17 @@ KEYS = ("toy_deit", "toy_convit")
 SEEDS = (0,)
 
 
-def fraction_recipe(key: str, fraction: float, seed: int = 0) -> dict:
-    """The shipped recipe of ``key`` on the first ⌊fraction·n⌋ training images per class."""
+def fraction_recipe(key: str, fraction: float, seed: int = 0,
+                    changes: Optional[dict] = None) -> dict:
+    """The shipped recipe of ``key`` (with ``changes``) on the first ⌊fraction·n⌋ training
+    images per class; the steps stay the recipe's."""
     from .toy_training import RECIPE, RECIPES
 
     if not 0 < fraction <= 1:
         raise VitclsError(f"a training fraction is in (0, 1], not {fraction}")
-    recipe = {**RECIPE, **RECIPES[key], "seed": seed}
+    if key not in KEYS:
+        raise VitclsError(f"the sweep trains {KEYS}, not {key!r}")
+    recipe = {**RECIPE, **RECIPES[key], **(changes or {}), "seed": seed}
     recipe["train_per_class"] = max(1, math.floor(fraction * recipe["train_per_class"] + 1e-9))
     return recipe
 
@@ -54,11 +58,13 @@ def _shipped(key: str, recipe: dict) -> Optional[dict]:
 
 
 def run(out: Path, keys: Sequence[str] = KEYS, fractions: Sequence[float] = FRACTIONS,
-        seeds: Sequence[int] = SEEDS, threads: int = 2, log=print) -> List[dict]:
+        seeds: Sequence[int] = SEEDS, threads: int = 2, log=print,
+        changes: Optional[dict] = None) -> List[dict]:
     """Train every (key, fraction, seed) not yet in ``out`` and add its row to ``out``.
 
     The file is rewritten atomically after every run, so an interrupted sweep resumes where it
-    stopped; a row whose recipe no longer matches the code is trained again.
+    stopped; a row whose recipe no longer matches the code is trained again. ``changes``
+    alter the recipe for every run (a quick check; the shipped sweep has none).
     """
     from .toy_training import train
 
@@ -71,7 +77,7 @@ def run(out: Path, keys: Sequence[str] = KEYS, fractions: Sequence[float] = FRAC
     for key in keys:
         for fraction in fractions:
             for seed in seeds:
-                recipe = fraction_recipe(key, fraction, seed)
+                recipe = fraction_recipe(key, fraction, seed, changes)
                 row = done.get((key, fraction, seed))
                 if row is None or row["recipe"] != recipe:
                     record = _shipped(key, recipe)

@@ -1,0 +1,213 @@
+"""Chapter 7's figures (ConViT, d'Ascoli et al. 2021): gates, learned locality, nonlocality
+beside DeiT's, attention maps with their gates, masking, sample efficiency and the
+identifiability bridge. Functions of tidy frames and arrays that return a Figure."""
+from __future__ import annotations
+
+from typing import Dict, Mapping, Optional
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.colors import LogNorm
+
+
+def gating_figure(gates: pd.DataFrame, title: str = "",
+                  paper: Optional[pd.DataFrame] = None, paper_label: str = "paper") -> plt.Figure:
+    """σ(λ) of every head per GPSA layer (dots) and their mean (line); the gates printed on
+    the paper's figures (hollow squares, their model) where given."""
+    fig, ax = plt.subplots(figsize=(7.2, 3.4))
+    heads = gates["head"].nunique()
+    offsets = (gates["head"] - (heads + 1) / 2) * 0.5 / max(heads, 1)
+    ax.scatter(gates.layer + offsets, gates.gate, s=16, color="#30638e", label="heads, this run")
+    mean = gates.groupby("layer").gate.mean()
+    ax.plot(mean.index, mean.values, color="#30638e", lw=1.5, label="mean, this run")
+    if paper is not None and not paper.empty:
+        top = paper["head"].max()
+        poffsets = (paper["head"] - (top + 1) / 2) * 0.5 / top
+        ax.scatter(paper.layer + poffsets, paper.gate, s=22, marker="s", facecolors="none",
+                   edgecolors="#d1495b", label=paper_label)
+    ax.set(xlabel="GPSA layer", ylabel="gate σ(λ)  (1: positional)", ylim=(-0.04, 1.04),
+           title=title)
+    ax.set_xticks(sorted(gates.layer.unique()))
+    ax.legend(fontsize="x-small", frameon=True, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+def locality_figure(local: pd.DataFrame, title: str = "") -> plt.Figure:
+    """Left: each head's locality strength α per layer. Right: each head's attention centre
+    (key minus query, in patches), coloured by layer, sized by its gate."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.0, 3.6))
+    layers = sorted(local.layer.unique())
+    palette = dict(zip(layers, sns.color_palette("viridis", len(layers))))
+    left.scatter(local.layer, local.strength, s=16, c=[palette[v] for v in local.layer])
+    left.set(xlabel="GPSA layer", ylabel="locality strength α", title="strength")
+    left.set_xticks(layers)
+    left.axhline(0, color="0.6", lw=0.8)
+    shown = local.dropna(subset=["centre_x"])
+    right.scatter(shown.centre_x, shown.centre_y, s=12 + 60 * shown.gate,
+                  c=[palette[v] for v in shown.layer], alpha=0.8)
+    right.axhline(0, color="0.7", lw=0.6)
+    right.axvline(0, color="0.7", lw=0.6)
+    right.set(xlabel="centre δx (patches)", ylabel="centre δy (patches)",
+              title="centres (size: gate)")
+    right.invert_yaxis()  # rows grow downwards, as in the image
+    handles = [plt.Line2D([], [], ls="", marker="o", color=palette[v], label=f"layer {v}")
+               for v in layers]
+    right.legend(handles=handles, fontsize="xx-small", loc="upper left",
+                 bbox_to_anchor=(1.01, 1.0))
+    fig.suptitle(title, fontsize="medium")
+    fig.tight_layout()
+    return fig
+
+
+def nonlocality_figure(frames: Mapping[str, pd.DataFrame], title: str = "") -> plt.Figure:
+    """Nonlocality (mean attention distance in patches) per layer: heads as dots and their
+    mean as a line, one colour per model."""
+    fig, ax = plt.subplots(figsize=(7.2, 3.6))
+    colours = dict(zip(frames, sns.color_palette("colorblind", len(frames))))
+    for label, frame in frames.items():
+        ax.scatter(frame.block, frame.distance, s=9, alpha=0.45, color=colours[label])
+        mean = frame.groupby("block").distance.mean()
+        ax.plot(mean.index, mean.values, marker="o", ms=4, color=colours[label], label=label)
+    ax.set(xlabel="layer", ylabel="nonlocality (patches)", title=title)
+    ax.set_xticks(sorted(next(iter(frames.values())).block.unique()))
+    ax.legend(fontsize="x-small", frameon=True)
+    fig.tight_layout()
+    return fig
+
+
+def attention_maps_figure(maps: Mapping[int, "np.ndarray"], gates: Mapping[int, "np.ndarray"],
+                          title: str = "", query=None) -> plt.Figure:
+    """One row per layer, one panel per head: a query patch's attention on a log colour scale,
+    each GPSA head titled with its gate σ(λ) (MHSA layers have none)."""
+    blocks = list(maps)
+    heads = max(int(maps[b].shape[0]) for b in blocks)
+    fig, axes = plt.subplots(len(blocks), heads, figsize=(1.45 * heads + 0.6, 1.55 * len(blocks)),
+                             squeeze=False)
+    values = np.concatenate([np.asarray(maps[b]).ravel() for b in blocks])
+    floor = max(float(values[values > 0].min()) if (values > 0).any() else 1e-6, 1e-6)
+    norm = LogNorm(vmin=floor, vmax=max(float(values.max()), floor * 10))
+    for row, block in enumerate(blocks):
+        for head in range(heads):
+            ax = axes[row, head]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if head >= maps[block].shape[0]:
+                ax.axis("off")
+                continue
+            image = ax.imshow(np.clip(np.asarray(maps[block][head]), floor, None), norm=norm,
+                              cmap="magma")
+            if query is not None:
+                ax.scatter([query[1]], [query[0]], marker="x", s=14, color="#00c2d1")
+            gate = gates.get(block)
+            label = f"h{head + 1}" + (f"  σ={gate[head]:.2f}" if gate is not None else "")
+            ax.set_title(label, fontsize=7)
+            if head == 0:
+                ax.set_ylabel(f"layer {block + 1}", fontsize=8)
+    fig.colorbar(image, ax=axes, shrink=0.8, label="attention (log)")
+    fig.suptitle(title, fontsize="medium")
+    return fig
+
+
+def masking_figure(table: pd.DataFrame, title: str = "") -> plt.Figure:
+    """Top-1 (%) under each test-time mask, per model (this run), as bars."""
+    fig, ax = plt.subplots(figsize=(max(5.5, 0.55 * table["mask"].nunique() + 3), 3.6))
+    sns.barplot(data=table, x="mask", y="top1", hue="model", ax=ax, palette="colorblind")
+    for label in ax.get_xticklabels():
+        label.set_rotation(30)
+        label.set_ha("right")
+    ax.set(xlabel="", ylabel="top-1 (%)", ylim=(0, 102), title=title)
+    ax.legend(fontsize="x-small", frameon=True)
+    fig.tight_layout()
+    return fig
+
+
+def sample_efficiency_figure(runs: pd.DataFrame, paper: Optional[pd.DataFrame] = None,
+                             title: str = "") -> plt.Figure:
+    """Top-1 against the fraction of training data kept (log axis): this run's toy pair
+    (solid) and the paper's DeiT-S and ConViT-S on ImageNet (hollow, dotted)."""
+    fig, ax = plt.subplots(figsize=(6.6, 3.6))
+    colours = {"DeiT": "#00798c", "ConViT": "#d1495b"}
+    for model, rows in runs.groupby("model", sort=False):
+        mean = rows.groupby("fraction").top1.mean()
+        family = "ConViT" if "ConViT" in model else "DeiT"
+        ax.plot(mean.index, mean.values, marker="o", color=colours[family],
+                label=f"{model} (this run)")
+    if paper is not None:
+        for family, column in (("DeiT", "deit_top1"), ("ConViT", "convit_top1")):
+            ax.plot(paper.fraction, paper[column], ls=":", marker="s", mfc="none",
+                    color=colours[family], label=f"{family}-S (paper, ImageNet)")
+    ax.set_xscale("log")
+    ax.set(xlabel="fraction of the training set (steps kept equal)", ylabel="top-1 (%)",
+           ylim=(0, 102), title=title)
+    ax.legend(fontsize="x-small", frameon=True, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def bridge_figure(frame: pd.DataFrame, masked: Optional[pd.DataFrame] = None,
+                  title: str = "") -> plt.Figure:
+    """Per block: image-token (solid) and [CLS] (dashed) identifiability of the ConViT and its
+    DeiT; beneath, the ConViT's mean gate and both models' nonlocality; and, where given, the
+    ConViT's image-token identifiability under each mask."""
+    panels = 3 if masked is not None else 2
+    fig, axes = plt.subplots(panels, 1, figsize=(7.4, 2.5 * panels + 0.4), sharex=True)
+    top, middle = axes[0], axes[1]
+    styles: Dict[str, str] = {}
+    for i, model in enumerate(frame.model.unique()):
+        rows = frame[frame.model == model]
+        colour = sns.color_palette("colorblind", 4)[i]
+        styles[model] = colour
+        top.plot(rows.block, rows.image_identifiability, marker="o", ms=3, color=colour,
+                 label=f"{model}: image tokens")
+        if rows.cls_identifiability.notna().any():
+            top.plot(rows.block, rows.cls_identifiability, ls="--", marker="^", ms=4,
+                     color=colour, label=f"{model}: [CLS]")
+    top.set(ylabel="identifiability", ylim=(0, 1.02), title=title)
+    top.legend(fontsize="xx-small", frameon=True, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    for model, rows in frame.groupby("model", sort=False):
+        middle.plot(rows.block, rows.nonlocality, marker="o", ms=3, color=styles[model],
+                    label=f"{model}: nonlocality")
+    middle.set(ylabel="nonlocality (patches)")
+    gate_axis = middle.twinx()
+    gated = frame.dropna(subset=["gate"])
+    gate_axis.bar(gated.block, gated.gate, width=0.5, alpha=0.25, color="#edae49",
+                  label="ConViT: mean gate σ(λ)")
+    gate_axis.set(ylabel="mean gate", ylim=(0, 1))
+    lines = middle.get_legend_handles_labels()
+    bars = gate_axis.get_legend_handles_labels()
+    middle.legend(lines[0] + bars[0], lines[1] + bars[1], fontsize="xx-small", frameon=True,
+                  loc="upper left", bbox_to_anchor=(1.12, 1.0))
+    if masked is not None:
+        ax = axes[2]
+        colours = sns.color_palette("viridis", masked["mask"].nunique())
+        for colour, (mask, rows) in zip(colours, masked.groupby("mask", sort=False)):
+            ax.plot(rows.block, rows.image_identifiability, marker="o", ms=3, color=colour,
+                    label=mask)
+        ax.set(ylabel="image-token identifiability", ylim=(0, 1.02))
+        ax.legend(fontsize="xx-small", frameon=True, loc="upper left",
+                  bbox_to_anchor=(1.01, 1.0))
+    axes[-1].set_xlabel("block")
+    axes[-1].set_xticks(sorted(frame.block.unique()))
+    fig.tight_layout()
+    return fig
+
+
+
+def zoo_figure(table: pd.DataFrame, title: str = "") -> plt.Figure:
+    """Table 1 as bars: each model's top-1 (this run) beside its paper model's."""
+    long = pd.concat([
+        pd.DataFrame({"model": table.model, "top-1 (%)": table["top-1, this run"],
+                      "source": "this run"}),
+        pd.DataFrame({"model": table.model, "top-1 (%)": table["top-1, paper"],
+                      "source": "paper (" + table["paper model"].fillna("-") + ", ImageNet)"}),
+    ])
+    fig, ax = plt.subplots(figsize=(max(4.8, 1.1 * len(table) + 2.5), 3.4))
+    sns.barplot(data=long.dropna(subset=["top-1 (%)"]), x="model", y="top-1 (%)", hue="source",
+                ax=ax, palette="colorblind")
+    ax.set(xlabel="", ylim=(0, 102), title=title)
+    ax.legend(fontsize="x-small", frameon=True, loc="lower right")
+    fig.tight_layout()
+    return fig
