@@ -223,8 +223,31 @@ def test_store_marks_cls_absent_before_it_joins_and_projects_the_rest(toy_convit
                                rtol=1e-5, atol=1e-5)
     assert (store.by_block("top1", "resid_post")[:, -1, 0] == logits.argmax(-1).numpy()).all()
     assert (store.pred == logits.argmax(-1).numpy()).all()
-    with pytest.raises(VitclsError, match="joins at block 2"):
-        extract(model, data, tmp_path, perturbation=TokenRemoval("class"), progress=False)
+    from vitcls_utils.identifiability import block_boxes
+    from vitcls_utils.perturb import AttentionPerturbation
+
+    boxes = block_boxes(store)
+    assert list(boxes[boxes.token == "[CLS]"].block) == [2, 3]
+    for perturbation in (TokenRemoval("class"), AttentionPerturbation("no_cls")):
+        with pytest.raises(VitclsError, match="joins at block 2"):
+            extract(model, data, tmp_path, perturbation=perturbation, progress=False)
+
+
+def test_top_keys_of_a_convit_line_up_by_token(toy_convit_variant, tmp_path):
+    """Chapter 3's key indices: the [CLS] row absent before it joins, the patches' rows the
+    top coefficients of the same patch."""
+    from vitcls_utils.data import build_dataset
+
+    model = load_variant("test_tiny_convit")
+    data = build_dataset("toy", None, num_classes=24, n_per_class=1)
+    store = open_store(extract(model, data, tmp_path, batch_size=24, progress=False,
+                               kinds=("resid_post",), key_topk=3))
+    assert store.key_mlp.shape == (24, 3, 50, 3)
+    assert (store.key_mlp[:, 0, 0] == -1).all() and (store.key_mlp[:, 1:, 0] >= 0).all()
+    x = torch.stack([TOY_PREPROCESS(data.load(i)[0]) for i in range(24)])
+    _, cache = run_with_cache(model, x, ["blocks.0.mlp.hook_pre"])
+    top = cache["blocks.0.mlp.hook_pre"].topk(3, dim=-1).indices
+    assert (torch.from_numpy(np.array(store.key_mlp[:, 0, 1:])).long() == top).all()
 
 
 def test_evaluate_under_masks_and_the_readout_without_cls(toy_convit_variant):

@@ -52,6 +52,9 @@ def test_the_sweep_resumes_and_reproduces(tmp_path, monkeypatch):
     strip = [{k: v for k, v in r.items() if k != "train_seconds"} for r in rows]
     assert [{k: v for k, v in r.items() if k != "train_seconds"} for r in again] == strip
     assert not list(tmp_path.glob("*.tmp"))
+    # a call for another fraction adds its row and keeps the others
+    se.run(out, keys=("toy_deit",), fractions=(0.2,), changes=QUICK, log=lambda *a: None)
+    assert [r["fraction"] for r in se.load(out)] == [0.5, 1.0, 0.2]
 
 
 def test_the_shipped_sweep_matches_the_code_and_the_shipped_checkpoints():

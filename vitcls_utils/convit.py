@@ -181,6 +181,9 @@ def evaluate(model: nn.Module, dataset, masks: Sequence[Mask], batch_size: int =
     from .loader import labelled_batches
     from .projection import top1_top5
 
+    names = [mask.name for mask in masks]
+    if not masks or len(set(names)) != len(names):
+        raise VitclsError(f"give one or more distinct masks, not {names}")
     for mask in masks:
         mask.values(model)  # refuses what cannot run, before any work
     depth = len(model.blocks)

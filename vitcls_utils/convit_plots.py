@@ -202,7 +202,8 @@ def zoo_figure(table: pd.DataFrame, title: str = "") -> plt.Figure:
         pd.DataFrame({"model": table.model, "top-1 (%)": table["top-1, this run"],
                       "source": "this run"}),
         pd.DataFrame({"model": table.model, "top-1 (%)": table["top-1, paper"],
-                      "source": "paper (" + table["paper model"].fillna("-") + ", ImageNet)"}),
+                      "source": "paper (its Ti model, ImageNet)"
+                      if table["paper model"].str.endswith("-Ti").all() else "paper (ImageNet)"}),
     ])
     fig, ax = plt.subplots(figsize=(max(4.8, 1.1 * len(table) + 2.5), 3.4))
     sns.barplot(data=long.dropna(subset=["top-1 (%)"]), x="model", y="top-1 (%)", hue="source",

@@ -73,11 +73,10 @@ def masking(accuracy: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
         theirs = paper_key(key)
         for row in frame.itertuples():
             paper = np.nan
-            if row.mask == "unmasked" and theirs in t5.index:
-                paper = t5.loc[theirs, "unmasked"]
-            elif row.mask == "position embedding zeroed" and theirs in t5.index:
-                paper = t5.loc[theirs, "pos_embed_zeroed"]
-            elif row.mask.startswith(("content", "position")):
+            if row.mask in ("unmasked", "position embedding zeroed"):
+                column = "unmasked" if row.mask == "unmasked" else "pos_embed_zeroed"
+                paper = t5.loc[theirs, column] if theirs in t5.index else np.nan
+            else:  # "content masked, first k" or "position masked, first k"
                 kind, k = row.mask.split(" masked, first ")
                 match = t6[(t6.variant == theirs) & (t6.k == int(k))]
                 if not match.empty:
@@ -89,13 +88,15 @@ def masking(accuracy: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
 
 
 def bridge(evolutions: Mapping[str, pd.DataFrame], nonlocality: Mapping[str, pd.DataFrame],
-           gates: pd.DataFrame) -> pd.DataFrame:
+           gates: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """Per model and block: image-token and [CLS] identifiability (chapter 1's evolution
-    frame; [CLS] empty where it does not exist yet), the heads' mean nonlocality, and for the
-    ConViT the mean gate of its GPSA block (empty for MHSA blocks and for the DeiT)."""
-    mean_gate = gates.groupby("layer").gate.mean()
+    frame; [CLS] empty where it does not exist yet), the heads' mean nonlocality, and the mean
+    gate of the block for the models in ``gates`` ({label: :func:`convit.gates`}; empty for
+    MHSA blocks and models without gates)."""
     out = []
-    for i, (label, curves) in enumerate(evolutions.items()):
+    for label, curves in evolutions.items():
+        mean_gate = (gates[label].groupby("layer").gate.mean() if label in gates
+                     else pd.Series(dtype=float))
         wide = curves.pivot(index="block", columns="token", values="identifiability")
         distance = nonlocality[label].groupby("block").distance.mean()
         for block in wide.index:
@@ -103,7 +104,7 @@ def bridge(evolutions: Mapping[str, pd.DataFrame], nonlocality: Mapping[str, pd.
                         "image_identifiability": wide.loc[block, "image"],
                         "cls_identifiability": wide.loc[block].get("[CLS]", np.nan),
                         "nonlocality": float(distance.get(block, np.nan)),
-                        "gate": float(mean_gate.get(block, np.nan)) if i == 0 else np.nan})
+                        "gate": float(mean_gate.get(block, np.nan))})
     return pd.DataFrame(out)
 
 

@@ -50,6 +50,7 @@ def _query_row(pattern: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
 def _forward_with_patterns(model: nn.Module, images: torch.Tensor, extra: Sequence[str] = ()):
     """Forward with every attention pattern replaced by a leaf that requires grad, so gradients
     with respect to each block's pattern can be taken. Returns (logits, patterns, captured)."""
+    TokenLayout.of(model).require_prefix_throughout("an explanation map")
     patterns: List[torch.Tensor] = []
     captured: Dict[str, torch.Tensor] = {}
 
@@ -138,6 +139,7 @@ def gradient_rollout_maps(model: nn.Module, images: torch.Tensor,
 def maps_for(method: str, model: nn.Module, images: torch.Tensor, classes: torch.Tensor,
              paper: bool = False) -> torch.Tensor:
     """Global map [B, T] of one method; class_space sums over blocks and heads."""
+    TokenLayout.of(model).require_prefix_throughout("an explanation map")
     if method == "class_space":
         return class_space_maps(model, images, classes, paper=paper).sum(dim=(1, 2))
     if method == "gradient_rollout":

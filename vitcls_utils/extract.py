@@ -129,9 +129,8 @@ def extract(
     info = _loaded_info(model)
     device = next(model.parameters()).device
     layout = TokenLayout.of(model)
-    if removal is not None and layout.prefix_from:
-        raise VitclsError(f"token removal needs every token from the embedding on; "
-                          f"{info.variant.key}'s [CLS] joins at block {layout.prefix_from + 1}")
+    if perturbation is not None:
+        layout.require_prefix_throughout(f"the perturbation {perturbation.name}")
     sites = block_sites(model, kinds)
     if key_topk < 0:
         raise VitclsError("key_topk must be 0 (none) or positive")

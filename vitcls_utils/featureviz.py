@@ -127,9 +127,9 @@ def unit_activation(model: nn.Module, images: torch.Tensor, block: int, unit: in
     from .hooks import forward_to
 
     site = _unit_site(model, block, unit)
-    prefix = TokenLayout.of(model).num_prefix
+    n_patches = TokenLayout.of(model).n_patches
     value = forward_to(model, normalize(images, preprocess), [site], detach=False)[site]
-    return value[:, prefix:, unit].mean(1)
+    return value[:, -n_patches:, unit].mean(1)  # the patches come last (a ConViT's [CLS] late)
 
 
 def visualize(model: nn.Module, block: int, unit: int, recipe: Recipe = Recipe(),
@@ -221,7 +221,7 @@ def top_images(model: nn.Module, dataset, blocks: Optional[Sequence[int]] = None
             if not ok.any():
                 continue
             values = forward_to(model, batch["image"][ok].to(device), sites)
-            current = {b: values[site][:, layout.num_prefix:].mean(1)  # [B, U]
+            current = {b: values[site][:, -layout.n_patches:].mean(1)  # [B, U], patches
                        for b, site in zip(blocks, sites)}
             count += int(ok.sum())
             for b in blocks:
@@ -253,7 +253,7 @@ def patch_activation_map(model: nn.Module, images: torch.Tensor, block: int,
     layout = TokenLayout.of(model)
     with torch.no_grad():
         value = forward_to(model, images, [site])[site]
-    return value[:, layout.num_prefix:, unit].reshape(-1, *layout.grid)
+    return value[:, -layout.n_patches:, unit].reshape(-1, *layout.grid)
 
 
 def unit_classes(model: nn.Module, block: int, unit: int, k: int = 5,

@@ -76,7 +76,8 @@ def block_boxes(results: Store) -> pd.DataFrame:
     ident = results.identifiability("resid_post")
     rows = []
     for block in range(ident.shape[1]):
-        groups = {"[CLS]": ident[:, block, 0]} if results.has_cls else {}
+        present = results.has_cls and block >= results.prefix_from  # a ConViT's [CLS] is late
+        groups = {"[CLS]": ident[:, block, 0]} if present else {}
         groups["image"] = ident[:, block, image_columns(results)].ravel()
         for token, values in groups.items():
             rows.append({"block": block + 1, "token": token, **box_summary(values)})

@@ -57,6 +57,15 @@ class TokenLayout:
         """Whether the sites of 0-based ``block`` (its input onwards) hold the prefix."""
         return block >= self.prefix_from
 
+    def require_prefix_throughout(self, what: str) -> None:
+        """Refuse ``what`` (an analysis that reads the prefix at every block) on a model whose
+        [CLS] joins late, with a message saying so."""
+        if self.prefix_from:
+            from .errors import VitclsError
+
+            raise VitclsError(f"{what} needs the [CLS] at every block; this model's joins at "
+                              f"block {self.prefix_from + 1} (a ConViT: see chapter 7)")
+
     @property
     def image_tokens(self) -> slice:
         """Slice of the patch ("image") tokens."""

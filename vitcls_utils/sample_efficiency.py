@@ -88,7 +88,8 @@ def run(out: Path, keys: Sequence[str] = KEYS, fractions: Sequence[float] = FRAC
                             record = train(key, tmp, recipe, threads=threads, log=log)
                         row = _row(key, fraction, seed, record, "trained by this sweep")
                 rows.append(row)
-                _write(out, rows)
+                done[(key, fraction, seed)] = row
+                _write(out, list(done.values()))  # rows outside this call's grid are kept
     return rows
 
 

@@ -1,4 +1,4 @@
-"""Training the embedded default's tiny ViTs (and the toy CNN) on the synthetic dataset of :mod:`vitcls_utils.toy`
+"""Training the embedded default's tiny ViTs, ConViT and CNN on the synthetic dataset of :mod:`vitcls_utils.toy`
 (``make toy-model``), with their recipe and model card."""
 from __future__ import annotations
 
@@ -220,7 +220,13 @@ def write_model_card(records: List[dict], out_dir) -> None:
         lines.append("")
     lines.append("`avg_pool_loss` is the weight of an auxiliary loss during training only: the "
                  "same head applied to the mean of the final-normed image tokens. The [CLS] "
-                 "model's output is its [CLS] alone, as in the paper's token-pooled ViTs.")
+                 "models' output is their [CLS] alone, as in the paper's token-pooled ViTs.")
+    lines.append("")
+    lines.append("`toy_convit` and `toy_deit` are chapter 7's pair, trained under one recipe, "
+                 "budget and seed. timm's ConViT takes its width per head (`embed_dim=16` x 4 "
+                 "heads = 64, the toy DeiT's width); its blocks 1-10 are GPSA and its [CLS] "
+                 "joins before block 11. The DeiT is timm's `deit_tiny_patch16_224` at the toy "
+                 "size, the toy [CLS] ViT's architecture.")
     lines.append("")
     runs = {(tuple(r.get("run_keys", [r["key"]])), r.get("run_jobs", 1),
              r.get("run_seconds", r["train_seconds"]), r.get("cpu", "")) for r in records}

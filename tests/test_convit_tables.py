@@ -1,0 +1,72 @@
+"""Chapter 7's tables: this run set beside the right paper row, for the toy pair, the real
+sizes and their controls."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vitcls_utils import convit_tables as tables
+
+
+def accuracy(names):
+    return pd.DataFrame({"mask": names, "top1": np.arange(len(names), dtype=float),
+                         "top5": 50.0})
+
+
+MASKS = ["unmasked", "position embedding zeroed", "content masked, first 3",
+         "position masked, first 10"]
+
+
+def test_paper_keys_of_the_toy_pair_the_sizes_and_the_controls():
+    assert tables.paper_key("toy_convit") == "convit_tiny"
+    assert tables.paper_key("toy_deit_random") == "deit_tiny"
+    assert tables.paper_key("convit_small_random") == "convit_small"
+    assert tables.paper_label("toy_convit") == "paper: ConViT-Ti, ImageNet val"
+
+
+def test_masking_finds_tables_5_and_6_where_they_have_the_model():
+    table = tables.masking({"toy_convit": accuracy(MASKS), "deit_small": accuracy(MASKS[:2]),
+                            "convit_base": accuracy(MASKS)})
+    paper = table.set_index(["model", "mask"])["top-1, paper"]
+    assert paper[("Toy ConViT", "unmasked")] == 73.1
+    assert paper[("Toy ConViT", "position embedding zeroed")] == 67.1
+    assert paper[("Toy ConViT", "content masked, first 3")] == 62.3
+    assert paper[("Toy ConViT", "position masked, first 10")] == 46.8
+    assert paper[["DeiT-S", "ConViT-B"]].isna().all()  # the paper masks Ti models only
+    assert list(table["top-1, this run"][:4]) == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_zoo_gates_and_sample_efficiency_beside_the_paper():
+    zoo = tables.zoo({"convit_small": {"top1": 80.0, "top5": 95.0, "params": 27e6},
+                      "toy_deit": {"top1": 70.0, "top5": 90.0, "params": 6e5}})
+    assert list(zoo["top-1, paper"]) == [81.3, 72.2] and list(zoo["paper model"]) == [
+        "ConViT-S", "DeiT-Ti"]
+    assert np.isnan(zoo["top-5, paper"].iloc[1])  # the paper gives no DeiT top-5
+    gates = pd.DataFrame({"layer": [2, 2, 2, 2], "head": [1, 2, 3, 4], "gate": [.1, .2, .3, .4]})
+    check = tables.gates_check(gates, "toy_convit")
+    assert list(check[check.layer == 2]["gate, this run"]) == [.1, .2, .3, .4]
+    assert check[check.layer == 10]["gate, this run"].isna().all()
+    assert tables.paper_gates("convit_base").empty
+    runs = pd.DataFrame({"key": ["toy_deit", "toy_convit"] * 2, "fraction": [0.1, 0.1, 1.0, 1.0],
+                         "val_top1": [0.4, 0.5, 0.8, 0.8], "val_top5": [0.7, 0.8, 1.0, 1.0]})
+    frame = tables.sample_efficiency(runs).set_index("fraction")
+    assert frame.loc[0.1, "gap (%), this run"] == pytest.approx(25.0)
+    assert frame.loc[0.1, "gap (%), paper"] == 24 and frame.loc[1.0, "ConViT-S top-1, paper"] == 81.4
+
+
+def test_bridge_puts_gates_only_beside_the_model_that_has_them():
+    evolution = pd.DataFrame({"block": [1, 2, 2], "token": ["image", "image", "[CLS]"],
+                              "identifiability": [0.5, 0.7, 0.9]})
+    distance = pd.DataFrame({"block": [1, 1, 2, 2], "head": [0, 1, 0, 1],
+                             "distance": [1.0, 2.0, 3.0, 5.0]})
+    gates = pd.DataFrame({"layer": [1, 1], "head": [1, 2], "gate": [0.2, 0.4]})
+    frame = tables.bridge({"DeiT": evolution, "ConViT": evolution},
+                          {"DeiT": distance, "ConViT": distance}, {"ConViT": gates})
+    conv = frame[frame.model == "ConViT"].set_index("block")
+    assert conv.gate[1] == pytest.approx(0.3) and np.isnan(conv.gate[2])
+    assert frame[frame.model == "DeiT"].gate.isna().all()
+    assert np.isnan(conv.cls_identifiability[1]) and conv.cls_identifiability[2] == 0.9
+    assert list(conv.nonlocality) == [1.5, 4.0]
+    assert tables.first_block_above(frame, "ConViT", 0.6) == 2
+    assert tables.first_block_above(frame, "ConViT", 0.95) is None
