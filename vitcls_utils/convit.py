@@ -4,8 +4,8 @@ class readout under them (catalogue §9).
 
 GPSA head h mixes content and positional attention through its gate,
 A_h = normalize[(1 − σ(λ_h))·softmax(Q Kᵀ/√d) + σ(λ_h)·softmax(v_h · r_ij)], with r_ij the
-offset (δx, δy, δx² + δy²) of key j from query i in patches. The masks are parameter overrides
-(:mod:`vitcls_utils.overrides`): the model's own weights are never written.
+offset (δx, δy, δx² + δy²) of key j from query i in patches. The masks are parameter
+overrides (:mod:`vitcls_utils.overrides`): the model's own weights are never written.
 """
 from __future__ import annotations
 

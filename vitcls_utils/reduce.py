@@ -32,7 +32,8 @@ class SiteReducer:
     Calling it returns, on the model's device, ``rank``/``top1`` int16 and ``true_logit``
     float32 of shape [B, S, N] in ``sites`` order, and ``pred`` int16 [B], the model's own
     top-1. A site without the prefix tokens (a ConViT before its [CLS] joins) has its prefix
-    columns filled as removed (rank and top-1 -1, logit NaN). The hooks exist only during the call, so the model stays clean in between.
+    columns filled as removed (rank and top-1 -1, logit NaN). The hooks exist only during the
+    call, so the model stays clean in between.
     """
 
     def __init__(self, model: nn.Module, sites: Sequence[str], precision: str = "fp32",

@@ -14,7 +14,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .errors import UnknownVariantError
 from .preprocess import (BIG_VISION_FEWSHOT, CIFAR, CLIP_OPENAI, DEIT_EVAL, DEIT_REFINEMENT,
-                         GHIASI_CNN_224, GHIASI_VIT_384, HF_VIT, MIIL, TIMM_ORIG_224, TIMM_ORIG_384, Preprocess)
+                         GHIASI_CNN_224, GHIASI_VIT_384, HF_VIT, MIIL, TIMM_ORIG_224,
+                         TIMM_ORIG_384, Preprocess)
 from .toy import IMAGE_SIZE as TOY_IMAGE_SIZE
 from .toy import NUM_CLASSES as TOY_CLASSES
 from .toy import PATCH_SIZE as TOY_PATCH
