@@ -136,12 +136,22 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from .extract import DEFAULT_KINDS, extract, open_store
     from .perturb import parse_perturbation
 
+    from .shards import parse_shard
+
     perturbation = parse_perturbation(args.perturb) if args.perturb else None
+    shard = parse_shard(args.shard) if args.shard else None
     dataset, model = _dataset_and_model(args)
     path = extract(model, dataset, args.out, batch_size=args.batch_size,
                    num_workers=args.workers, precision=args.precision, force=args.force,
                    progress=not args.quiet, perturbation=perturbation,
-                   kinds=args.kinds or DEFAULT_KINDS)
+                   kinds=args.kinds or DEFAULT_KINDS, shard=shard)
+    if shard is not None:
+        from .store import read_manifest
+
+        status = read_manifest(path, "rerun the shard").get("status")
+        print(f"store: {path}\nshard {shard[0]}/{shard[1]} done; the store is "
+              + ("complete" if status == "complete" else "waiting for its other shards"))
+        return 0
     results = open_store(path)
     counts = results.manifest.get("counts", {})
     print(f"store: {path}")
@@ -212,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "or used without their EXIF rotation")
     p.add_argument("--kinds", nargs="+", default=None, help="site kinds per block (default: "
                    "resid_post attn_out mlp_out)")
+    p.add_argument("--shard", default=None, help="i/n (0-based): fill the i-th of n shards of "
+                   "the store, so that n processes (GPUs, a SLURM array) write it together")
     p.add_argument("--perturb", default=None, help="run under a perturbation: self_only, "
                    "self_only+prefix, no_cls, no_cls+renorm (each optionally @blocks, e.g. "
                    "self_only@0,1), keep_class, keep_context (optionally +paper)")

@@ -53,6 +53,8 @@ from .store import (IMAGE_ARRAYS, KEY_ARRAYS, MASK_ARRAYS,  # noqa: E402,F401
                     config_hash,
                     finish_store, read_manifest, read_progress, store_lock, store_path,
                     write_json_atomic)
+from .shards import (Shard, check_shard, lock_suffix, progress_file,  # noqa: E402
+                     shard_rows, shards_done)
 from .loading import LoadedInfo, TokenLayout  # noqa: E402
 
 DEFAULT_KINDS: Tuple[str, ...] = ("resid_post", "attn_out", "mlp_out")
@@ -97,6 +99,7 @@ def extract(
     progress: bool = True,
     perturbation: Optional[Perturbation] = None,
     key_topk: int = 0,
+    shard: Optional[Shard] = None,
     _after_write: Optional[Callable[[int], None]] = None,
 ) -> Path:
     """Project every token at every requested site of every block and store the reductions.
@@ -115,6 +118,9 @@ def extract(
             :class:`~vitcls_utils.perturb.TokenRemoval` applied during the forward passes.
         key_topk: also store, per block and token, the indices of the ``key_topk`` largest
             MLP and attention key coefficients (chapter 3; 0: none).
+        shard: (i, n): fill only the i-th of n shards of the store's rows, so that n
+            processes write one store together (:mod:`vitcls_utils.shards`); the store is
+            complete when the last of them ends, and equal to one process's.
 
     Returns:
         The store folder, readable with :func:`open_store`.
@@ -138,53 +144,119 @@ def extract(
     path = store_path(check_out_folder(out), config)
     n_images = len(dataset)
 
+    fill = dict(layout=layout, sites=sites, removal=removal, perturbation=perturbation,
+                precision=precision, key_topk=key_topk, num_workers=num_workers,
+                progress=progress, _after_write=_after_write)
+    if shard is not None:
+        return _extract_shard(model, dataset, path, config, check_shard(shard), batch_size,
+                              force, fill)
     with store_lock(path):  # one writer per store; a second waits, then finds it done
         done = _prepare_store(path, config, dataset, force, batch_size, sites=sites, layout=layout,
                               model=model, device=device, key_topk=key_topk)
         manifest = json.loads((path / "manifest.json").read_text())
-        batch_size = manifest["batch_size"]
-        if done >= n_images:
-            if manifest.get("status") != "complete":  # killed after the last row
-                finish_store(path, 0.0)
-            return path
-
-        per_image = ["status"] + (list(MASK_ARRAYS) if dataset.has_masks else [])
-        token_arrays = list(TOKEN_ARRAYS) + (list(KEY_ARRAYS) if key_topk else [])
-        writers = {name: RowWriter(path / f"{name}.npy")
-                   for name in token_arrays + ["pred"] + per_image}
-        loader = stimulus_loader(dataset, info.variant.preprocess, layout,
-                                 batch_size * (REMOVAL_CHUNK if removal else 1), start=done,
-                                 num_workers=num_workers, device=device)
-        started = time.perf_counter()
-        bar = tqdm(total=n_images, initial=done, unit="img", disable=quiet(progress),
-                   desc=f"extract {info.variant.key}")
-        try:
-            reducer = SiteReducer(model, sites, precision=precision,
-                                  perturbation=None if removal else perturbation, key_topk=key_topk)
-            for batch in loader:
-                if removal is None:
-                    reduced = {k: v.cpu().numpy()
-                               for k, v in reducer(batch["image"], batch["label"]).items()}
-                else:
-                    reduced = reduce_removed(reducer, batch, removal, layout, batch_size)
-                for key, array in reduced.items():
-                    writers[key].write(done, array)
-                for key in per_image:
-                    writers[key].write(done, batch[key].numpy())
-                for writer in writers.values():
-                    writer.sync()
-                count = batch["label"].shape[0]
-                if _after_write is not None:
-                    _after_write(done + count)
-                done += count
-                write_json_atomic(path / "progress.json", {"done": done})
-                bar.update(count)
-        finally:
-            bar.close()
-            for writer in writers.values():
-                writer.close()
-        finish_store(path, time.perf_counter() - started)
+        if manifest.get("shards") and manifest.get("status") != "complete":
+            raise StoreError(f"{path} was started as {manifest['shards']} shards: run the "
+                             "missing ones with --shard i/n, or start over with --force")
+        if done < n_images:
+            seconds = _fill(path, model, dataset, (done, n_images), progress_file(path, None),
+                            batch_size=manifest["batch_size"], **fill)
+            finish_store(path, seconds)
+        elif manifest.get("status") != "complete":  # killed after the last row
+            finish_store(path, 0.0)
         return path
+
+
+def _extract_shard(model: nn.Module, dataset: ImageDataset, path: Path, config: dict,
+                   shard: Shard, batch_size: int, force: bool, fill: dict) -> Path:
+    """One shard of a store (:mod:`vitcls_utils.shards`): the store created (or checked) under
+    its lock, the shard's rows written under the shard's own lock, and the store finished by
+    whichever shard completes it."""
+    if force:
+        raise VitclsError("--force with --shard would let one shard delete the others' rows: "
+                          "delete the store once, then run the shards")
+    n_images = len(dataset)
+    with store_lock(path):
+        _prepare_store(path, config, dataset, False, batch_size, sites=fill["sites"],
+                       layout=fill["layout"], model=model,
+                       device=next(model.parameters()).device, key_topk=fill["key_topk"],
+                       shards=shard[1])
+        manifest = json.loads((path / "manifest.json").read_text())
+        if manifest.get("status") == "complete":
+            return path
+        if manifest.get("shards") != shard[1]:
+            raise StoreError(f"{path} was started as {manifest.get('shards') or 'one process'}"
+                             f", not {shard[1]} shards: run it that way, or start over with "
+                             "--force (without --shard)")
+    unit = manifest["batch_size"] * (REMOVAL_CHUNK if fill["removal"] else 1)
+    start, stop = shard_rows(n_images, unit, shard)
+    seconds = 0.0
+    with store_lock(path, lock_suffix(shard)):
+        file = progress_file(path, shard)
+        done = read_progress(path, n_images, "delete the store and run every shard again",
+                             file) if file.exists() else start
+        if not start <= done <= stop:
+            raise StoreError(f"{file} says done={done}, outside the shard's rows "
+                             f"{start}..{stop}; delete the store and run every shard again")
+        if done < stop:
+            seconds = _fill(path, model, dataset, (done, stop), file,
+                            batch_size=manifest["batch_size"], **fill)
+        else:
+            write_json_atomic(file, {"done": stop})
+    with store_lock(path):
+        manifest = json.loads((path / "manifest.json").read_text())
+        if (manifest.get("status") != "complete"
+                and shards_done(path, n_images, unit, shard[1])):
+            write_json_atomic(path / "progress.json", {"done": n_images})  # as one process's
+            finish_store(path, seconds)
+    return path
+
+
+def _fill(path: Path, model: nn.Module, dataset: ImageDataset, rows: Tuple[int, int],
+          progress_path: Path, *, layout: TokenLayout, sites: List[str],
+          removal: Optional[TokenRemoval], perturbation: Optional[Perturbation],
+          precision: str, key_topk: int, batch_size: int, num_workers: Optional[int],
+          progress: bool, _after_write: Optional[Callable[[int], None]]) -> float:
+    """Rows ``rows`` = [done, stop) of the store, batch by batch, each batch's rows synced before
+    ``progress_path`` says they are done. Returns the seconds it took."""
+    info = _loaded_info(model)
+    done, stop = rows
+    per_image = ["status"] + (list(MASK_ARRAYS) if dataset.has_masks else [])
+    token_arrays = list(TOKEN_ARRAYS) + (list(KEY_ARRAYS) if key_topk else [])
+    writers = {name: RowWriter(path / f"{name}.npy")
+               for name in token_arrays + ["pred"] + per_image}
+    loader = stimulus_loader(dataset, info.variant.preprocess, layout,
+                             batch_size * (REMOVAL_CHUNK if removal else 1), start=done,
+                             stop=stop, num_workers=num_workers,
+                             device=next(model.parameters()).device)
+    started = time.perf_counter()
+    bar = tqdm(total=stop, initial=done, unit="img", disable=quiet(progress),
+               desc=f"extract {info.variant.key}")
+    try:
+        reducer = SiteReducer(model, sites, precision=precision,
+                              perturbation=None if removal else perturbation, key_topk=key_topk)
+        for batch in loader:
+            if removal is None:
+                reduced = {k: v.cpu().numpy()
+                           for k, v in reducer(batch["image"], batch["label"]).items()}
+            else:
+                reduced = reduce_removed(reducer, batch, removal, layout, batch_size)
+            for key, array in reduced.items():
+                writers[key].write(done, array)
+            for key in per_image:
+                writers[key].write(done, batch[key].numpy())
+            for writer in writers.values():
+                writer.sync()
+            count = batch["label"].shape[0]
+            if _after_write is not None:
+                _after_write(done + count)
+            done += count
+            write_json_atomic(progress_path, {"done": done})
+            bar.update(count)
+    finally:
+        bar.close()
+        for writer in writers.values():
+            writer.close()
+    return time.perf_counter() - started
 
 
 def evaluate(model: nn.Module, dataset: ImageDataset, batch_size: int = 64,
@@ -208,7 +280,8 @@ def evaluate(model: nn.Module, dataset: ImageDataset, batch_size: int = 64,
 
 def _prepare_store(path: Path, config: dict, dataset: ImageDataset, force: bool,
                    batch_size: int, *, sites: List[str], layout: TokenLayout,
-                   model: nn.Module, device: torch.device, key_topk: int = 0) -> int:
+                   model: nn.Module, device: torch.device, key_topk: int = 0,
+                   shards: Optional[int] = None) -> int:
     """Create the store, or find how far an earlier run got. Returns images already done."""
     manifest_file = path / "manifest.json"
     if manifest_file.exists() and not force:
@@ -247,6 +320,7 @@ def _prepare_store(path: Path, config: dict, dataset: ImageDataset, force: bool,
         "config_hash": config_hash(config),
         "status": "running",
         "batch_size": batch_size,
+        "shards": shards,
         "sites": sites,
         "layout": {"num_prefix": layout.num_prefix, "grid": list(layout.grid),
                    "has_cls": layout.has_cls, "n_tokens": layout.n_tokens,

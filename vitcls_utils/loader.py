@@ -18,16 +18,17 @@ from .loading import TokenLayout  # noqa: E402
 
 
 class StimulusDataset(torch.utils.data.Dataset):
-    """Stimuli ``start:`` decoded and preprocessed in the loader workers: a dict with the image
+    """Stimuli ``start:stop`` decoded and preprocessed in the loader workers: a dict with the image
     tensor, label, status and, for datasets with masks, both token labelings."""
 
     def __init__(self, dataset: ImageDataset, preprocess: Preprocess, layout: TokenLayout,
-                 start: int) -> None:
+                 start: int, stop: Optional[int] = None) -> None:
         self.dataset, self.preprocess, self.layout, self.start = dataset, preprocess, layout, start
         self.labels = dataset.labels
+        self.stop = len(self.labels) if stop is None else min(stop, len(self.labels))
 
     def __len__(self) -> int:
-        return len(self.labels) - self.start
+        return max(self.stop - self.start, 0)
 
     def __getitem__(self, i: int) -> Dict[str, object]:
         index = self.start + i
@@ -58,12 +59,13 @@ class StimulusDataset(torch.utils.data.Dataset):
 
 def stimulus_loader(dataset: ImageDataset, preprocess: Preprocess, layout: TokenLayout,
                     batch_size: int, start: int = 0, num_workers: Optional[int] = None,
-                    device: Optional[torch.device] = None) -> torch.utils.data.DataLoader:
-    """The one stimulus DataLoader: in dataset order from ``start``, decoding workers chosen
-    for the device, pinned memory on CUDA."""
+                    device: Optional[torch.device] = None,
+                    stop: Optional[int] = None) -> torch.utils.data.DataLoader:
+    """The one stimulus DataLoader: in dataset order from ``start`` (to ``stop``), decoding
+    workers chosen for the device, pinned memory on CUDA."""
     device = device or torch.device("cpu")
     return torch.utils.data.DataLoader(
-        StimulusDataset(dataset, preprocess, layout, start), batch_size=batch_size,
+        StimulusDataset(dataset, preprocess, layout, start, stop), batch_size=batch_size,
         shuffle=False, num_workers=workers(num_workers, device),
         pin_memory=device.type == "cuda")
 

@@ -58,16 +58,17 @@ QUIET_WAITS = "VITCLS_QUIET_WAITS"
 
 
 @contextlib.contextmanager
-def store_lock(path: Path) -> Iterator[None]:
+def store_lock(path: Path, suffix: str = "") -> Iterator[None]:
     """Hold the store's lock while writing it: a second writer of the same configuration, in
     this process or another, waits and then finds the store complete instead of writing it
     again. The lock file is ``<out>/.locks/<variant>/<store>.lock``, outside the variant's
     folder, so that folder holds stores only. The wait is announced on stderr, except in the
     notebook runner's kernels (``VITCLS_QUIET_WAITS``): a book page shows results, not which
-    worker extracted first."""
+    worker extracted first. ``suffix`` names another lock of the same store (a shard's)."""
     import fcntl
 
-    lock = path.parent.parent / ".locks" / path.parent.name / f"{path.name}.lock"
+    name = f"{path.name}-{suffix}" if suffix else path.name
+    lock = path.parent.parent / ".locks" / path.parent.name / f"{name}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a+") as handle:
         try:
@@ -196,11 +197,13 @@ def read_json(path: Path, fix: str) -> dict:
     return payload
 
 
-def read_progress(path: Path, n_images: int, fix: str) -> int:
-    """Images done, from ``progress.json``, checked to be a count between 0 and ``n_images``."""
-    done = read_json(path / "progress.json", fix).get("done")
+def read_progress(path: Path, n_images: int, fix: str, file: Optional[Path] = None) -> int:
+    """Images done, from ``progress.json`` (or a shard's ``file``), checked to be a count
+    between 0 and ``n_images``."""
+    file = file or path / "progress.json"
+    done = read_json(file, fix).get("done")
     if not isinstance(done, int) or isinstance(done, bool) or not 0 <= done <= n_images:
-        raise DamagedStoreError(f"{path / 'progress.json'} says done={done!r}, not a count of "
+        raise DamagedStoreError(f"{file} says done={done!r}, not a count of "
                                 f"0..{n_images} images; {fix}")
     return done
 
