@@ -176,6 +176,10 @@ def cmd_extract(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from .runner import main_run
 
+    if args.executor:
+        from .cluster import main_submit
+
+        return main_submit(args)
     return main_run(args)
 
 
@@ -256,6 +260,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint files per variant, e.g. vit_b16_cifar100=ckpt.pt")
     p.add_argument("--results-dir", default=None, help="extraction stores (default results/)")
     p.add_argument("--force", action="store_true", help="re-run up-to-date notebooks")
+    p.add_argument("--devices", default=None, help="comma-separated devices the workers (or "
+                   "local jobs) take in turn, e.g. cuda:0,cuda:1 (cpu,cpu stands in for two)")
+    p.add_argument("--executor", choices=["local", "slurm"], default=None,
+                   help="submit one job per variant through submitit: on SLURM, or as local "
+                   "processes; a rerun submits only the variants with missing pages")
+    p.add_argument("--no-wait", action="store_true", help="with --executor: print the job "
+                   "ids and return (the comparisons then need a later run)")
+    for flag, kind, what in (("--partition", str, "SLURM partition"),
+                             ("--gpus-per-job", non_negative_int, "GPUs per job (default 1)"),
+                             ("--cpus-per-job", positive_int, "CPUs per job (default 8)"),
+                             ("--time-min", positive_int, "time limit per job in minutes "
+                              "(default 240)"),
+                             ("--mem-gb", positive_int, "memory per job in GB (default 64)")):
+        p.add_argument(flag, type=kind, default=None, help=f"with --executor: {what}; "
+                       "overrides the run file's cluster section")
     p.set_defaults(func=cmd_run)
     return parser
 

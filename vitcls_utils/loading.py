@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 from . import _compat
-from .errors import WeightsError
+from .errors import VitclsError, WeightsError
 from .registry import Variant, data_dir, get_variant
 
 _compat.ensure_torchvision_ops()
@@ -34,10 +34,8 @@ PathLike = Union[str, os.PathLike]
 class TokenLayout:
     """Where the tokens of a timm ViT are: prefix tokens first, then a row-major patch grid.
 
-    ``prefix_from`` is the first block whose input holds the prefix tokens: 0 for a ViT, and
-    for a ConViT the block before which its [CLS] is concatenated (``local_up_to_layer``).
-    Sites before it have the patch tokens alone; stores keep the full width and mark the
-    prefix columns there as absent.
+    ``prefix_from``: the first block whose input holds the prefix (0; a ConViT's
+    ``local_up_to_layer``). Earlier sites hold the patches alone; stores mark the rest absent.
     """
 
     num_prefix: int
@@ -58,13 +56,10 @@ class TokenLayout:
         return block >= self.prefix_from
 
     def require_prefix_throughout(self, what: str) -> None:
-        """Refuse ``what`` (an analysis that reads the prefix at every block) on a model whose
-        [CLS] joins late, with a message saying so."""
+        """Refuse ``what``, which reads the prefix at every block, on a late-[CLS] model."""
         if self.prefix_from:
-            from .errors import VitclsError
-
-            raise VitclsError(f"{what} needs the [CLS] at every block; this model's joins at "
-                              f"block {self.prefix_from + 1} (a ConViT: see chapter 7)")
+            raise VitclsError(f"{what} needs the [CLS] at every block; this model's "
+                              f"joins at block {self.prefix_from + 1} (a ConViT)")
 
     @property
     def image_tokens(self) -> slice:

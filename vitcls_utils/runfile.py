@@ -30,13 +30,13 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .errors import VitclsError
 from .profiles import PROFILES
 from .registry import CONVIT_KEYS, GHIASI_KEYS, ORIGINAL_KEYS, PAPER_KEYS, get_variant
 
-TOP_KEYS = ("profile", "results_dir", "device", "notebooks", "controls", "data_dirs",
+TOP_KEYS = ("profile", "results_dir", "device", "notebooks", "controls", "data_dirs", "cluster",
             "defaults", "parameters", "variants")
 DEFAULT_KEYS = ("batch_size", "device", "n_per_class")
 ENTRY_KEYS = ("weights", "dataset", "data_dir", "batch_size", "device", "n_per_class")
@@ -78,6 +78,7 @@ class RunFile:
     notebooks: str = "*"
     path: Optional[Path] = None
     parameters: Dict[str, object] = field(default_factory=dict)
+    cluster: Dict[str, object] = field(default_factory=dict)
 
 
 #: names that stand for several variants on the command line
@@ -176,6 +177,39 @@ def device_problems(device: str) -> List[str]:
     return []
 
 
+#: the resources a run file's ``cluster`` section (or ``vitcls run``'s flags) may set
+RESOURCES = {"partition": str, "gpus_per_job": int, "cpus_per_job": int, "time_min": int,
+             "mem_gb": int, "account": str, "qos": str}
+
+
+def resource_problems(resources: Mapping[str, object]) -> List[str]:
+    """Unknown keys and values of the wrong type or sign in a ``cluster`` section."""
+    problems = []
+    for key, value in resources.items():
+        kind = RESOURCES.get(key)
+        least = 0 if key == "gpus_per_job" else 1
+        if kind is None:
+            problems.append(f"cluster: unknown key {key!r} (keys: {', '.join(RESOURCES)})")
+        elif not isinstance(value, kind) or isinstance(value, bool) or (
+                kind is int and value < least):
+            problems.append(f"cluster: {key} must be "
+                            f"{'an integer >= ' + str(least) if kind is int else 'a name'}, "
+                            f"not {value!r}")
+    return problems
+
+
+def parse_devices(text: Union[str, Sequence[str], None]) -> List[str]:
+    """``"cuda:0,cuda:1"`` (or a list) -> the device names, each one torch can parse."""
+    names = [d.strip() for d in (text.split(",") if isinstance(text, str) else text or [])
+             if d.strip()]
+    if not names:
+        raise VitclsError("--devices takes a comma-separated list, e.g. cuda:0,cuda:1 or cpu,cpu")
+    problems = [p for name in names for p in device_problems(name)]
+    if problems:
+        raise VitclsError("; ".join(problems))
+    return names
+
+
 def _kinds() -> Tuple[str, ...]:
     from .data import KINDS
 
@@ -212,6 +246,11 @@ def parse(data: object, base: Path, source: str = "run file") -> RunFile:
         problems.append("data_dirs must be a mapping of dataset kind to folder")
         data_dirs = {}
     problems += [f"data_dirs: unknown dataset kind {k!r}" for k in data_dirs if k not in _kinds()]
+    cluster = data.get("cluster") or {}
+    if not isinstance(cluster, dict):
+        problems.append("cluster must be a mapping (partition, gpus_per_job, time_min, ...)")
+        cluster = {}
+    problems += resource_problems(cluster)
     parameters = data.get("parameters") or {}
     if not isinstance(parameters, dict):
         problems.append("parameters must be a mapping of notebook parameter to value")
@@ -268,6 +307,7 @@ def parse(data: object, base: Path, source: str = "run file") -> RunFile:
     _raise(source, problems)
     results_dir = data.get("results_dir")
     return RunFile(variants=runs, profiles=profiles, device=device, parameters=parameters,
+                   cluster=dict(cluster),
                    results_dir=Path(resolve(results_dir)) if results_dir else None,
                    notebooks=str(data.get("notebooks", "*")))
 

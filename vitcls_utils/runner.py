@@ -248,17 +248,21 @@ def run(variants: Sequence[Union[str, VariantRun]], pattern: str = "*", device: 
         jobs: int = 1, data_dir: Optional[str] = None, results_dir: Optional[Path] = None,
         force: bool = False, runs_dir: Path = RUNS, dataset: Optional[str] = None,
         profiles: Sequence[str] = (DEFAULT_PROFILE,), extra: Optional[Dict[str, object]] = None,
-        log=print) -> List[Job]:
+        log=print, devices: Optional[Sequence[str]] = None, comparisons: bool = True
+        ) -> List[Job]:
     """Execute the matrix under each profile on ``jobs`` workers, each with a warm kernel
     and, on a machine with several GPUs, a device of its own. Any worker takes the next
     notebook; the stores' locks make the first notebook of a variant extract while the others
     of that variant wait for it. Comparisons run after every variant's notebooks. The profiles
-    share the stores: only the notebooks run again."""
+    share the stores: only the notebooks run again. ``devices`` (``--devices cuda:0,cuda:1``)
+    gives the workers their devices in turn, one worker each at least; ``comparisons=False``
+    leaves the comparisons out (a cluster job of one variant)."""
     results_dir = Path(results_dir or ROOT / "results").resolve()
     matrix = [job for profile in profiles
               for job in plan(variants, pattern, results_dir, device, data_dir, runs_dir,
-                              dataset, profile, extra)]
-    devices = _devices(device, jobs)
+                              dataset, profile, extra) if comparisons or job.variant]
+    devices = list(devices) if devices else _devices(device, jobs)
+    jobs = max(jobs, len(devices)) if len(devices) > 1 else jobs
     kernels.share_cpus(jobs)
     stop = threading.Event()
 
@@ -333,11 +337,13 @@ def summary(matrix: Sequence[Job]) -> str:
     return "\n".join(lines)
 
 
-def main_run(args, runs_dir: Path = RUNS) -> int:
-    """``vitcls run`` (see cli.py for the options): a run file, or ``--variants``; every
-    problem of either is reported before any notebook starts."""
-    from .runfile import check, load_run_file
+def run_settings(args) -> dict:
+    """``vitcls run``'s arguments and run file, merged and checked (every problem of either is
+    reported before any notebook starts): runs, pattern, device, devices, results_dir,
+    profiles, extra parameters and the run file's cluster resources."""
+    from .runfile import check, load_run_file, parse_devices
 
+    resources: Dict[str, object] = {}
     if args.config:
         if args.variants or args.data or args.data_dir or args.weights:
             raise VitclsError("--config names the variants, data and weights: drop --variants, "
@@ -347,6 +353,7 @@ def main_run(args, runs_dir: Path = RUNS) -> int:
         pattern = args.notebooks or runfile.notebooks
         device = args.device or runfile.device
         results_dir = args.results_dir or runfile.results_dir
+        resources = runfile.cluster
     else:
         runs = list(check(from_arguments(args.variants or ["toy"], args.data, args.data_dir,
                                          args.weights or ())))
@@ -361,7 +368,17 @@ def main_run(args, runs_dir: Path = RUNS) -> int:
         profiles = [args.profile]
     for profile in profiles:
         get_profile(profile)
-    matrix = run(runs, pattern, device=device, jobs=args.jobs, results_dir=results_dir,
-                 force=args.force, profiles=profiles, extra=extra, runs_dir=runs_dir)
+    devices = parse_devices(args.devices) if getattr(args, "devices", None) else None
+    return {"runs": runs, "pattern": pattern, "device": device, "devices": devices,
+            "results_dir": results_dir, "profiles": profiles, "extra": extra,
+            "resources": resources}
+
+
+def main_run(args, runs_dir: Path = RUNS) -> int:
+    """``vitcls run`` on this machine (see cli.py for the options)."""
+    s = run_settings(args)
+    matrix = run(s["runs"], s["pattern"], device=s["device"], jobs=args.jobs,
+                 results_dir=s["results_dir"], force=args.force, profiles=s["profiles"],
+                 extra=s["extra"], runs_dir=runs_dir, devices=s["devices"])
     print(summary(matrix), file=sys.stderr)
     return 1 if any(j.status == "failed" for j in matrix) else 0
