@@ -70,3 +70,27 @@ def test_bridge_puts_gates_only_beside_the_model_that_has_them():
     assert list(conv.nonlocality) == [1.5, 4.0]
     assert tables.first_block_above(frame, "ConViT", 0.6) == 2
     assert tables.first_block_above(frame, "ConViT", 0.95) is None
+
+
+def test_a_sweep_still_running_shows_the_fractions_it_has_or_says_what_to_run():
+    from vitcls_utils.errors import VitclsError
+
+    runs = pd.DataFrame({"key": ["toy_deit", "toy_convit", "toy_deit"], "fraction": [1.0, 1.0, 0.1],
+                         "val_top1": [0.8, 0.9, 0.5], "val_top5": [1.0, 1.0, 0.8]})
+    assert list(tables.sample_efficiency(runs).fraction) == [1.0]
+    with pytest.raises(VitclsError, match="make sample-efficiency"):
+        tables.sample_efficiency(runs[runs.key == "toy_deit"])
+
+
+def test_the_wide_bridge_table_has_a_column_per_quantity_and_model():
+    evolution = pd.DataFrame({"block": [1, 2], "token": ["image", "image"],
+                              "identifiability": [0.5, 0.7]})
+    distance = pd.DataFrame({"block": [1, 2], "head": [0, 0], "distance": [1.0, 3.0]})
+    gates = pd.DataFrame({"layer": [1], "head": [1], "gate": [0.2]})
+    wide = tables.bridge_wide(tables.bridge({"ConViT": evolution, "DeiT": evolution},
+                                            {"ConViT": distance, "DeiT": distance},
+                                            {"ConViT": gates}))
+    assert list(wide.columns) == [("image tokens", "ConViT"), ("image tokens", "DeiT"),
+                                  ("nonlocality", "ConViT"), ("nonlocality", "DeiT"),
+                                  ("mean gate", "ConViT")]
+    assert wide.loc[1, ("mean gate", "ConViT")] == 0.2

@@ -11,6 +11,7 @@ from typing import Mapping, Optional
 import numpy as np
 import pandas as pd
 
+from .errors import VitclsError
 from .paper import convit_table
 from .registry import get_variant
 
@@ -108,6 +109,16 @@ def bridge(evolutions: Mapping[str, pd.DataFrame], nonlocality: Mapping[str, pd.
     return pd.DataFrame(out)
 
 
+def bridge_wide(frame: pd.DataFrame) -> pd.DataFrame:
+    """:func:`bridge` with one row per block and a column per (quantity, model), empty
+    columns (the DeiT's gate) left out: the page's table."""
+    names = {"image_identifiability": "image tokens", "cls_identifiability": "[CLS]",
+             "nonlocality": "nonlocality", "gate": "mean gate"}
+    wide = frame.pivot(index="block", columns="model", values=list(names))
+    wide = wide.dropna(axis=1, how="all").rename(columns=names, level=0)
+    return wide.reindex(columns=frame.model.unique(), level=1)
+
+
 def first_block_above(frame: pd.DataFrame, model: str, level: float) -> Optional[int]:
     """The first block where ``model``'s image-token identifiability reaches ``level``."""
     rows = frame[(frame.model == model) & (frame.image_identifiability >= level)]
@@ -119,6 +130,12 @@ def sample_efficiency(runs: pd.DataFrame) -> pd.DataFrame:
     relative gap, and the paper's Table 2 at the same fraction."""
     paper = convit_table("table2").set_index("fraction")
     mean = runs.groupby(["fraction", "key"])[["val_top1", "val_top5"]].mean().unstack("key")
+    pair = [("val_top1", k) for k in ("toy_deit", "toy_convit")]
+    mean = mean.dropna(subset=[c for c in pair if c in mean.columns]) if all(
+        c in mean.columns for c in pair) else mean.iloc[0:0]
+    if mean.empty:  # a sweep still running, or one of the two models never trained
+        raise VitclsError("the sweep has no fraction with both the toy DeiT and the toy ConViT "
+                          "yet: run (or finish) `make sample-efficiency`")
     out = []
     for fraction in mean.index:
         deit, conv = (100 * mean.loc[fraction, ("val_top1", k)] for k in ("toy_deit",
