@@ -25,6 +25,11 @@ def positive_int(text: str) -> int:
     return value
 
 
+def batch_size_arg(text: str):
+    """argparse type: a positive integer, or "auto" (the largest batch that fits the GPU)."""
+    return "auto" if text == "auto" else positive_int(text)
+
+
 def non_negative_int(text: str) -> int:
     """argparse type: an integer of at least 0."""
     value = _int(text)
@@ -210,7 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--n-per-class", type=positive_int, default=None,
                        help="images per class (defaults: imagenet-s 5, cifar100 5, toy all)")
         p.add_argument("--download", action="store_true", help="cifar100: download if missing")
-        p.add_argument("--batch-size", type=positive_int, default=16)
+        p.add_argument("--batch-size", type=batch_size_arg, default=16,
+                       help="images per forward, or auto: the largest that fits the GPU")
         p.add_argument("--device", type=device_name, default="auto",
                        help="auto (cuda if present), cpu, cuda:1")
         p.add_argument("--workers", type=non_negative_int, default=None, help="image decoding workers")

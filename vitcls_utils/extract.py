@@ -56,6 +56,7 @@ from .store import (IMAGE_ARRAYS, KEY_ARRAYS, MASK_ARRAYS,  # noqa: E402,F401
 from .shards import (Shard, check_shard, lock_suffix, progress_file,  # noqa: E402
                      shard_rows, shards_done)
 from .loading import LoadedInfo, TokenLayout  # noqa: E402
+from .batching import resolve_batch_size  # noqa: E402
 
 DEFAULT_KINDS: Tuple[str, ...] = ("resid_post", "attn_out", "mlp_out")
 #: images decoded per loader batch under token removal, in batch sizes: more images give fuller
@@ -92,7 +93,7 @@ def extract(
     out: Union[str, Path],
     *,
     kinds: Sequence[str] = DEFAULT_KINDS,
-    batch_size: int = 16,
+    batch_size: Union[int, str] = 16,
     num_workers: Optional[int] = None,
     precision: str = "fp32",
     force: bool = False,
@@ -109,7 +110,8 @@ def extract(
         dataset: the stimuli, in a fixed order.
         out: root folder of stores; the store goes to ``<out>/<variant>/<dataset>-<hash>``.
         kinds: site kinds per block, in the order they appear in ``Store.sites``.
-        batch_size: images per forward. A resumed run keeps the batch size it started with.
+        batch_size: images per forward, or "auto": the largest that fits the GPU
+            (:mod:`vitcls_utils.batching`). A resumed run keeps the batch size it started with.
         num_workers: image-decoding workers (default: 0 on CPU, up to 8 on GPU).
         precision: "fp32", or "bf16" (GPU forward in bfloat16; projection stays float32).
         force: recompute even if a complete store exists.
@@ -126,8 +128,8 @@ def extract(
         The store folder, readable with :func:`open_store`.
     """
     check_precision(precision)
-    if batch_size < 1:
-        raise VitclsError("batch_size must be at least 1")
+    if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
+        raise VitclsError(f"batch_size must be at least 1 (or 'auto'), not {batch_size!r}")
     removal = perturbation if isinstance(perturbation, TokenRemoval) else None
     if removal is not None and removal.needs_masks and not dataset.has_masks:
         raise VitclsError(f"{removal.name} needs token labels from segmentation masks, and "
@@ -138,6 +140,7 @@ def extract(
     if perturbation is not None:
         layout.require_prefix_throughout(f"the perturbation {perturbation.name}")
     sites = block_sites(model, kinds)
+    batch_size = resolve_batch_size(batch_size, model, sites, precision)
     if key_topk < 0:
         raise VitclsError("key_topk must be 0 (none) or positive")
     config = store_config(model, dataset, kinds, precision, perturbation, key_topk)
@@ -259,9 +262,10 @@ def _fill(path: Path, model: nn.Module, dataset: ImageDataset, rows: Tuple[int, 
     return time.perf_counter() - started
 
 
-def evaluate(model: nn.Module, dataset: ImageDataset, batch_size: int = 64,
+def evaluate(model: nn.Module, dataset: ImageDataset, batch_size: Union[int, str] = 64,
              num_workers: Optional[int] = None, progress: bool = True) -> Dict[str, float]:
     """Top-1 accuracy of the model's own output on the readable images of ``dataset``."""
+    batch_size = resolve_batch_size(batch_size, model, [])
     info = _loaded_info(model)
     device = next(model.parameters()).device
     loader = stimulus_loader(dataset, info.variant.preprocess, TokenLayout.of(model),
