@@ -189,6 +189,10 @@ def test_attention_maps_take_the_query_row_without_cls(model):
     centre = 2 * 4 + 2
     assert torch.equal(maps[0].flatten(1), cache["blocks.0.attn.hook_pattern"][0, :, centre])
     assert torch.equal(maps[3].flatten(1), cache["blocks.3.attn.hook_pattern"][0, :, 1 + centre, 1:])
+    square = torch.zeros(2, 4, 4)
+    square[0, 1:4, 1:4], square[1, 0, 0] = 1 / 9, 1.0  # all within one patch / a far corner
+    torch.testing.assert_close(convit.local_mass(square, (2, 2)), torch.tensor([1.0, 0.0]))
+    assert float(convit.local_mass(square, (0, 0))[1]) == 1.0  # cut at the edge
     with pytest.raises(VitclsError, match="not in the 4x4 grid"):
         convit.attention_maps(model, x, [0], query=16)
 

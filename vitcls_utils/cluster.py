@@ -120,7 +120,7 @@ def submit(runs: Sequence, pattern: str = "*", *, executor: str = "local",
     if not wait:
         return submission
     failed = _wait(submission, log)
-    if any(_has_comparisons(pattern)):
+    if _has_comparisons(pattern):
         job = made.submit(run_variant, [], pattern, devices[0], results_dir, runs_dir,
                           list(profiles), extra, force)
         submission.jobs["compare"] = job

@@ -169,6 +169,14 @@ def attention_maps(model: nn.Module, image: torch.Tensor, blocks: Sequence[int],
     return maps
 
 
+def local_mass(maps: torch.Tensor, query: Tuple[int, int], radius: int = 1) -> torch.Tensor:
+    """Per head, the share of a query's attention map [H, rows, cols] within ``radius``
+    patches of the query (Chebyshev distance: the (2r + 1)² square, cut at the edges)."""
+    r, c = query
+    return maps[:, max(r - radius, 0):r + radius + 1,
+                max(c - radius, 0):c + radius + 1].sum((1, 2))
+
+
 def evaluate(model: nn.Module, dataset, masks: Sequence[Mask], batch_size: int = 64,
              by_block: bool = False, progress: bool = True
              ) -> Tuple[pd.DataFrame, Optional[pd.DataFrame]]:
