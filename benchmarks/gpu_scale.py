@@ -7,7 +7,8 @@
    (image, site, token) entries whose true-class rank differs, whose top-1 differs, and the
    largest rank change, per site kind.
 3. Decoding: JPEG decode and preprocessing img/s of the stimulus loader with 0..N workers, to
-   say whether decoding or the model bounds a run.
+   say whether decoding or the model bounds a run, and the same loader reading the
+   preprocessed-stimulus cache (``vitcls cache``) instead, with the cache's build rate.
 
 Needs torch, timm, numpy and Pillow (no papermill, no internet). Writes
 ``benchmarks/results/gpu_scale.json`` (or ``--out``) and prints markdown tables.
@@ -16,6 +17,7 @@ Usage::
 
     python benchmarks/gpu_scale.py --device cuda                 # the full measurement
     python benchmarks/gpu_scale.py --device cpu --smoke          # a seconds-long check
+    python benchmarks/gpu_scale.py --device cpu --decode-only --decode-images 1024 --workers 0 2
 """
 from __future__ import annotations
 
@@ -118,9 +120,11 @@ def rank_changes(model, n_images: int, batch_size: int) -> list:
 
 
 def decode_rate(n_images: int, workers, device) -> list:
-    """img/s of the stimulus loader (JPEG decode + the ViT-B/16 preprocessing)."""
+    """img/s of the stimulus loader (JPEG decode + the ViT-B/16 preprocessing), decoding the
+    JPEGs and reading them from the preprocessed-stimulus cache, and the cache's build rate."""
     from PIL import Image
 
+    from vitcls_utils import stimulus_cache
     from vitcls_utils.data import ImageFolderDataset
     from vitcls_utils.loader import stimulus_loader
     from vitcls_utils.loading import TokenLayout
@@ -129,20 +133,33 @@ def decode_rate(n_images: int, workers, device) -> list:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         rng = np.random.default_rng(0)
-        for i in range(n_images):
-            folder = Path(tmp) / str(i % 10)
-            folder.mkdir(exist_ok=True)
+        for i in range(n_images):  # ImageNet's typical 500x375 JPEGs
+            folder = Path(tmp) / "images" / str(i % 10)
+            folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(rng.integers(0, 256, (375, 500, 3), dtype=np.uint8)).save(
                 folder / f"{i:05d}.jpg", quality=90)
-        dataset = ImageFolderDataset(Path(tmp), num_classes=10)
         layout = TokenLayout(1, (14, 14), True)
-        for count in workers:
+
+        def rate(dataset, count: int) -> float:
             loader = stimulus_loader(dataset, HF_VIT, layout, 64, num_workers=count,
                                      device=device)
             start = time.perf_counter()
             for _ in loader:
                 pass
-            rows.append({"workers": count, "img_s": n_images / (time.perf_counter() - start)})
+            return n_images / (time.perf_counter() - start)
+
+        for count in workers:
+            rows.append({"source": "JPEG decode", "workers": count,
+                         "img_s": rate(ImageFolderDataset(Path(tmp) / "images", 10), count)})
+        start = time.perf_counter()
+        stimulus_cache.build(ImageFolderDataset(Path(tmp) / "images", 10), HF_VIT,
+                             Path(tmp) / "results", num_workers=max(workers), progress=False)
+        rows.append({"source": "cache build", "workers": max(workers),
+                     "img_s": n_images / (time.perf_counter() - start)})
+        for count in workers:
+            cached = stimulus_cache.use(ImageFolderDataset(Path(tmp) / "images", 10),
+                                        Path(tmp) / "results")
+            rows.append({"source": "cache read", "workers": count, "img_s": rate(cached, count)})
     return rows
 
 
@@ -165,6 +182,8 @@ def main() -> None:
     parser.add_argument("--decode-images", type=int, default=2048)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 4, 8, 16])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the script")
+    parser.add_argument("--decode-only", action="store_true",
+                        help="only the decoding and cache rates (no model: a CPU measurement)")
     parser.add_argument("--out", default=str(HERE / "results" / "gpu_scale.json"))
     args = parser.parse_args()
     if args.smoke:
@@ -174,6 +193,10 @@ def main() -> None:
 
     from vitcls_utils.loading import load_variant
 
+    if args.decode_only:
+        rows = decode_rate(args.decode_images, args.workers, torch.device(args.device))
+        print(table(rows))
+        return
     model = load_variant(args.variant, device=args.device)
     device = next(model.parameters()).device
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",

@@ -88,6 +88,8 @@ def run_chapter(tmp_path, variant: str, chapter: str, expected: int) -> str:
                        results_dir=tmp_path / "results", runs_dir=tmp_path / "runs",
                        log=lambda *a: None)
     assert [j.status for j in matrix] == ["ran"] * expected, runner.summary(matrix)
+    cached = list((tmp_path / "results" / ".stimuli").glob("imagenet-s-*/cache.json"))
+    assert len(cached) == 1, "the runner decodes the variant's stimuli once, into the cache"
     return "".join(o.get("text", "") for job in matrix
                    for c in nbformat.read(job.output, 4).cells if c.cell_type == "code"
                    for o in c.outputs)

@@ -146,7 +146,8 @@ def attention_distances(model, dataset, n_images: Optional[int] = 128, prefix: s
 
     from .data import UNREADABLE
     from .hooks import hooks
-    from .loader import stimulus_loader, with_progress
+    from .loader import stimulus_loader
+    from .progress import with_progress
     from .loading import TokenLayout
 
     layout = TokenLayout.of(model)

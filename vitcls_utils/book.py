@@ -150,10 +150,11 @@ class NotebookRun:
     def stimuli(self, n_per_class: Optional[int] = None, split: Optional[str] = None):
         """The dataset, as the stores index it."""
         from .data import build_dataset
+        from .stimulus_cache import use
 
-        return build_dataset(self.dataset, self.data_dir, num_classes=self.spec.classes,
-                             n_per_class=self.n_per_class if n_per_class is None else n_per_class,
-                             split=split)
+        return use(build_dataset(self.dataset, self.data_dir, num_classes=self.spec.classes,
+                                 n_per_class=self.n_per_class if n_per_class is None
+                                 else n_per_class, split=split), self.results_dir)
 
     def fewshot_pool(self, pool_dir: Optional[str] = None, per_class: int = 25):
         """The few-shot probe's training pool: ImageNet train images in ``pool_dir``

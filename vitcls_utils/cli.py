@@ -178,6 +178,25 @@ def cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    _check_cheap(args)
+    _check_out(args.out)
+    from .data import build_dataset
+    from .registry import get_variant
+    from . import stimulus_cache
+
+    spec = get_variant(args.variant)
+    dataset = build_dataset(args.data, args.data_dir, num_classes=spec.classes,
+                            n_per_class=args.n_per_class, split=args.split)
+    stimulus_cache.require(dataset)
+    found = stimulus_cache.lookup(stimulus_cache.use(dataset, args.out), spec.preprocess)
+    path = found.path if found else stimulus_cache.build(
+        dataset, spec.preprocess, args.out, num_workers=args.workers, progress=not args.quiet)
+    what = "already cached" if found else f"cached {len(dataset)} images"
+    print(f"{what} ({spec.preprocess.describe()}): {path}")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .runner import main_run
 
@@ -242,6 +261,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="top-1 accuracy of a variant on a stimulus set")
     model_and_data(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("cache", help="decode a variant's stimuli once (resize and crop) into "
+                       "the results folder, for every later pass over them")
+    p.add_argument("--variant", required=True, help="registry key: its preprocessing's geometry")
+    p.add_argument("--data", required=True, choices=["folder", "imagenet-s"],
+                   help="dataset kind (image files)")
+    p.add_argument("--data-dir", required=True, help="dataset root")
+    p.add_argument("--split", default=None, help="imagenet-s: validation (default) or test")
+    p.add_argument("--n-per-class", type=positive_int, default=None,
+                   help="images per class (default: imagenet-s 5, folder all)")
+    p.add_argument("--out", required=True, help="the results folder the stores go to")
+    p.add_argument("--workers", type=non_negative_int, default=None,
+                   help="decoding processes (default: up to 8)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_cache)
 
     p = sub.add_parser("run", help="execute the figure notebooks for each variant into "
                        "book/runs/ (papermill), for the book")

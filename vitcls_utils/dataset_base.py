@@ -31,6 +31,8 @@ class ImageDataset:
 
     name: str = "images"
     has_masks: bool = False
+    #: the stimulus caches this dataset reads from (:func:`vitcls_utils.stimulus_cache.use`)
+    cache_dir: Optional[Path] = None
 
     def __init__(self, num_classes: int, root: Optional[Path] = None) -> None:
         self.num_classes = num_classes
@@ -56,6 +58,12 @@ class ImageDataset:
         """Image ``i``, its status, its mask's category ids (or None) and its category id."""
         image, status = self.load(i)
         return image, status, None, None
+
+    def load_mask(self, i: int) -> Tuple[Optional[np.ndarray], Optional[int]]:
+        """The category ids of image ``i``'s mask (or None) and its category id, without
+        decoding the image where the dataset can (a cached stimulus needs only its mask)."""
+        _, _, ids, category = self.load_with_mask(i)
+        return ids, category
 
     def selection(self) -> str:
         """How the stimuli were chosen (recorded in the store's manifest)."""
@@ -100,6 +108,9 @@ class FileDataset(ImageDataset):
 
     def load_with_mask(self, i: int):
         image, status = self.load(i)
+        return (image, status) + self.load_mask(i)
+
+    def load_mask(self, i: int) -> Tuple[Optional[np.ndarray], Optional[int]]:
         item = self.items[i]
         ids = None
         if item.mask_path is not None and item.mask_path.is_file():
@@ -108,7 +119,7 @@ class FileDataset(ImageDataset):
                     ids = decode_mask(mask)
             except Exception:
                 ids = None
-        return image, status, ids, item.category
+        return ids, item.category
 
 
 def image_files(folder: Path) -> List[Path]:

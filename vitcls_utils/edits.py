@@ -142,7 +142,8 @@ def evaluate(model: nn.Module, dataset, edits: Sequence[Edit],
     from .block_readout import readout_for
     from .hooks import hooks
     from .projection import top1_top5
-    from .loader import with_progress, workers
+    from .loader import workers
+    from .progress import with_progress
 
     variant = getattr(getattr(model, "vitcls_info", None), "variant", None)
     preprocess = preprocess or (variant.preprocess if variant is not None else None)

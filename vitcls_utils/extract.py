@@ -44,7 +44,9 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from . import __version__  # noqa: E402
 from .hooks import block_sites  # noqa: E402
-from .loader import quiet, stimulus_loader, with_progress  # noqa: E402
+from .loader import stimulus_loader  # noqa: E402
+from .progress import quiet, with_progress  # noqa: E402
+from . import stimulus_cache  # noqa: E402
 from .perturb import Perturbation, TokenRemoval  # noqa: E402
 from .reduce import SiteReducer, check_precision, reduce_removed  # noqa: E402
 from .store_reader import Store, find_store, find_stores, open_store  # noqa: E402,F401
@@ -145,6 +147,7 @@ def extract(
         raise VitclsError("key_topk must be 0 (none) or positive")
     config = store_config(model, dataset, kinds, precision, perturbation, key_topk)
     path = store_path(check_out_folder(out), config)
+    stimulus_cache.use(dataset, out)  # decoded stimuli of `vitcls cache`, where there are some
     n_images = len(dataset)
 
     fill = dict(layout=layout, sites=sites, removal=removal, perturbation=perturbation,

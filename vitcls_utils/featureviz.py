@@ -201,7 +201,8 @@ def top_images(model: nn.Module, dataset, blocks: Optional[Sequence[int]] = None
     blocks at once; no pass per unit): a running top-k merged batch by batch."""
     from .data import UNREADABLE
     from .hooks import forward_to
-    from .loader import stimulus_loader, with_progress
+    from .loader import stimulus_loader
+    from .progress import with_progress
 
     layout = TokenLayout.of(model)
     blocks = list(range(len(model.blocks))) if blocks is None else [int(b) for b in blocks]

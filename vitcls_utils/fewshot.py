@@ -181,7 +181,8 @@ def token_features(model: nn.Module, dataset, blocks: Optional[Sequence[int]] = 
     """
     from .data import UNREADABLE
     from .hooks import hooks
-    from .loader import stimulus_loader, with_progress
+    from .loader import stimulus_loader
+    from .progress import with_progress
     from .projection import ClassProjector
 
     layout = TokenLayout.of(model)

@@ -9,6 +9,8 @@ from . import _compat
 from .data import ImageDataset
 from .masks import token_labels, token_labels_paper
 from .preprocess import Preprocess
+from .progress import with_progress
+from .stimulus_cache import lookup
 
 _compat.ensure_torchvision_ops()
 
@@ -26,21 +28,28 @@ class StimulusDataset(torch.utils.data.Dataset):
         self.dataset, self.preprocess, self.layout, self.start = dataset, preprocess, layout, start
         self.labels = dataset.labels
         self.stop = len(self.labels) if stop is None else min(stop, len(self.labels))
+        self.cached = lookup(dataset, preprocess)
 
     def __len__(self) -> int:
         return max(self.stop - self.start, 0)
 
     def __getitem__(self, i: int) -> Dict[str, object]:
         index = self.start + i
-        if not self.dataset.has_masks:
-            image, status = self.dataset.load(index)
-            ids = category = None
+        ids = category = None
+        if self.cached is not None:  # decoded once (:mod:`vitcls_utils.stimulus_cache`)
+            status = self.cached.status[index]
+            pixels = self.cached.pixels(index)
+            tensor = None if pixels is None else self.preprocess.normalise(pixels)
+            if self.dataset.has_masks:
+                ids, category = self.dataset.load_mask(index)
         else:
-            image, status, ids, category = self.dataset.load_with_mask(index)
-        if image is None:
+            if self.dataset.has_masks:
+                image, status, ids, category = self.dataset.load_with_mask(index)
+            else:
+                image, status = self.dataset.load(index)
+            tensor = None if image is None else self.preprocess(image)
+        if tensor is None:
             tensor = torch.zeros((3,) + tuple(self.preprocess.output_size))
-        else:
-            tensor = self.preprocess(image)
         out = {"image": tensor, "label": self.labels[index], "status": status}
         if self.dataset.has_masks:
             n = self.layout.n_tokens
@@ -54,7 +63,6 @@ class StimulusDataset(torch.utils.data.Dataset):
                 out["token_class_paper"] = torch.from_numpy(
                     token_labels_paper(ids, category, grid, prefix))
         return out
-
 
 
 def stimulus_loader(dataset: ImageDataset, preprocess: Preprocess, layout: TokenLayout,
@@ -87,11 +95,6 @@ def labelled_batches(model, dataset: ImageDataset, batch_size: int, desc: str,
             yield batch["image"][ok].to(device), batch["label"][ok].to(device)
 
 
-def quiet(progress: bool) -> bool:
-    """No progress bar when asked, or when TQDM_DISABLE is set (CI, the book build)."""
-    return not progress or os.environ.get("TQDM_DISABLE", "").lower() in {"1", "true", "yes"}
-
-
 def workers(num_workers: Optional[int], device: torch.device) -> int:
     """Image-decoding workers: as given, else 0 on CPU (the cores compute) and up to 8 on GPU."""
     if num_workers is not None:
@@ -99,13 +102,3 @@ def workers(num_workers: Optional[int], device: torch.device) -> int:
     return 0 if device.type == "cpu" else min(8, os.cpu_count() or 1)
 
 
-
-def with_progress(loader, total: int, desc: str, progress: bool = True):
-    """Yield the loader's batches under a progress bar that counts images (the one convention
-    of every command), not batches."""
-    from tqdm.auto import tqdm
-
-    with tqdm(total=total, unit="img", desc=desc, disable=quiet(progress)) as bar:
-        for batch in loader:
-            yield batch
-            bar.update(len(batch["label"]))

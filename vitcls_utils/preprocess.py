@@ -88,7 +88,12 @@ class Preprocess:
         """RGB PIL image -> float32 tensor [3, H, W], normalized."""
         if image.mode != "RGB":
             image = image.convert("RGB")
-        array = np.asarray(self.geometry(image), dtype=np.float32) / np.float32(255.0)
+        return self.normalise(np.asarray(self.geometry(image)))
+
+    def normalise(self, pixels: np.ndarray) -> "torch.Tensor":
+        """uint8 RGB [H, W, 3] after the geometry (a :meth:`view`) -> the normalised float32
+        tensor [3, H, W]: the second half of ``__call__``, used on cached stimuli."""
+        array = np.asarray(pixels, dtype=np.float32) / np.float32(255.0)
         mean = np.asarray(self.mean, dtype=np.float32)
         std = np.asarray(self.std, dtype=np.float32)
         array = (array - mean) / std

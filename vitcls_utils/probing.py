@@ -167,7 +167,8 @@ def solve_dual(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
 
 
 def _batches(model: nn.Module, dataset, batch_size: int, progress: bool, desc: str):
-    from .loader import stimulus_loader, with_progress
+    from .loader import stimulus_loader
+    from .progress import with_progress
     from .loading import TokenLayout
 
     loader = stimulus_loader(dataset, model.vitcls_info.variant.preprocess,

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Deque, Dict, List, Optional, Sequence, Union
 
-from . import __version__, colab, kernels
+from . import __version__, colab, kernels, stimulus_cache
 from .errors import VitclsError
 from .notebook_rules import (COMPARISONS, CONVIT_CHAPTER, HEADLESS_CHAPTER,  # noqa: F401
                              HEADLESS_NOTEBOOKS, NEEDS_CLS, NEEDS_MASKS, NEEDS_PROBE_SPLIT,
@@ -291,6 +291,8 @@ def run(variants: Sequence[Union[str, VariantRun]], pattern: str = "*", device: 
         finally:
             kernels.discard_thread_kernel()
 
+    stimulus_cache.warm([j.parameters for j in matrix  # each JPEG decoded once per geometry
+                         if j.variant and (force or not up_to_date(j))], log=log)
     for stage in ([j for j in matrix if j.variant is not None],
                   [j for j in matrix if j.variant is None]):
         queue = deque(sorted(stage, key=lambda j: -expected_seconds(j.notebook)))
