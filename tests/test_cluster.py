@@ -54,9 +54,70 @@ def test_slurm_jobs_carry_the_resources_and_bad_ones_are_named(tmp_path, monkeyp
                  tmp_path).cluster == {"partition": "a100"}
 
 
+def fake_slurm(tmp_path, monkeypatch):
+    """A login node's sbatch (that keeps each submission script and answers with a job id)
+    and srun, on PATH; returns the folder the scripts go to."""
+    bin_dir, scripts = tmp_path / "bin", tmp_path / "sbatch"
+    bin_dir.mkdir()
+    scripts.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "sbatch").write_text(
+        "#!/bin/sh\nn=$(ls " + str(scripts) + " | wc -l)\nid=$((4200 + n))\n"
+        "cp \"$1\" " + str(scripts) + "/$id.sh\necho \"Submitted batch job $id\"\n")
+    for name in ("srun", "sbatch"):
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
+    return scripts
+
+
+def test_slurm_shards_are_an_array_and_the_notebooks_wait_for_it(tmp_path, monkeypatch):
+    scripts = fake_slurm(tmp_path, monkeypatch)
+    runs = [VariantRun("toy_random", "toy", n_per_class=1)]
+    done = cluster.submit(runs, "tab1*", executor="slurm", results_dir=tmp_path / "r",
+                          runs_dir=tmp_path / "runs", profiles=["corrected"], wait=False,
+                          shards=3, resources={"partition": "gpu"}, log=lambda *a: None)
+    assert list(done.job_ids.values()) == ["4200_0", "4200_1", "4200_2", "4201"]
+    array, notebooks = (scripts / "4200.sh").read_text(), (scripts / "4201.sh").read_text()
+    assert "#SBATCH --array=0-2%3" in array and "#SBATCH --partition=gpu" in array
+    assert "#SBATCH --dependency=afterok:4200" in notebooks and "--array" not in notebooks
+    # a variant whose main store exists gets no array, and no dependency
+    from vitcls_utils.extract import store_for
+
+    store_for("toy_random", n_per_class=1, results_dir=tmp_path / "r", device="cpu",
+              progress=False)
+    again = cluster.submit(runs, "tab1*", executor="slurm", results_dir=tmp_path / "r",
+                           runs_dir=tmp_path / "runs", profiles=["corrected"], wait=False,
+                           shards=3, log=lambda *a: None)
+    assert list(again.job_ids.values()) == ["4202"]
+    assert "dependency" not in (scripts / "4202.sh").read_text()
+    with pytest.raises(VitclsError, match="--shards with --no-wait needs SLURM"):
+        cluster.submit(runs, "tab1*", executor="local", results_dir=tmp_path / "r",
+                       runs_dir=tmp_path / "runs", profiles=["corrected"], wait=False,
+                       shards=2)
+
+
+def test_local_shards_fill_the_store_of_one_process_then_the_notebooks_read_it(tmp_path):
+    from vitcls_utils.extract import store_for
+
+    runs = [VariantRun("toy_random", "toy", n_per_class=2)]
+    done = cluster.submit(runs, "tab1*", executor="local", devices=["cpu", "cpu"],
+                          results_dir=tmp_path / "r", runs_dir=tmp_path / "runs",
+                          profiles=["corrected"], shards=2, log=lambda *a: None)
+    assert sorted(done.jobs) == ["toy_random", "toy_random:shard-0-of-2",
+                                 "toy_random:shard-1-of-2"]
+    sharded = store_for("toy_random", n_per_class=2, results_dir=tmp_path / "r")
+    assert sharded.manifest["shards"] == 2
+    one = store_for("toy_random", n_per_class=2, results_dir=tmp_path / "one", progress=False)
+    for name in ("rank", "top1", "true_logit", "pred", "status"):
+        assert (getattr(sharded, name) == getattr(one, name)).all() or name == "true_logit"
+    assert sharded.manifest["checksums"] == one.manifest["checksums"]
+    assert (tmp_path / "runs" / "toy_random" / "tab1_identifiability_rate.ipynb").exists()
+
+
 def test_flags_override_the_run_files_cluster_section(tmp_path, monkeypatch):
     config = tmp_path / "run.yml"
-    config.write_text("cluster: {partition: a100, time_min: 60}\nvariants: {toy: {}}\n")
+    config.write_text("cluster: {partition: a100, time_min: 60, shards: 2}\n"
+                      "variants: {toy: {}}\n")
     seen = {}
     monkeypatch.setattr(cluster, "submit", lambda runs, pattern, **kw: seen.update(kw) or
                         cluster.Submission())
@@ -66,7 +127,7 @@ def test_flags_override_the_run_files_cluster_section(tmp_path, monkeypatch):
                               partition=None, gpus_per_job=None, cpus_per_job=None, time_min=30,
                               mem_gb=None, force=False)
     assert cluster.main_submit(args, runs_dir=tmp_path / "runs") == 0
-    assert seen["resources"] == {"partition": "a100", "time_min": 30}
+    assert seen["resources"] == {"partition": "a100", "time_min": 30} and seen["shards"] == 2
     assert seen["devices"] == ["cpu", "cpu"] and seen["wait"] is False
 
 
@@ -85,12 +146,7 @@ def test_local_jobs_in_parallel_write_the_pages_of_a_serial_run_and_resume(tmp_p
                            results_dir=tmp_path / "r2", runs_dir=tmp_path / "jobs",
                            profiles=["corrected"], log=lambda *a: None)
     assert not again.jobs and again.up_to_date == ["toy_random", "toy_gap"]
-    (tmp_path / "jobs" / "toy_gap" / "tab1_identifiability_rate.ipynb").unlink()  # a lost page
-    resumed = cluster.submit(RUNS, "tab1*", executor="local", devices=["cpu"],
-                             results_dir=tmp_path / "r2", runs_dir=tmp_path / "jobs",
-                             profiles=["corrected"], log=lambda *a: None)
-    assert list(resumed.jobs) == ["toy_gap"] and resumed.up_to_date == ["toy_random"]
-    assert (tmp_path / "jobs" / "toy_gap" / "tab1_identifiability_rate.ipynb").exists()
+    # resuming after a kill: test_a_killed_local_run_resumes_and_submits_only_what_is_missing
 
 
 def test_devices_spread_the_threaded_runner(tmp_path):
@@ -99,3 +155,53 @@ def test_devices_spread_the_threaded_runner(tmp_path):
                         log=lambda *a: None)
     assert [j.status for j in matrix] == ["ran", "ran"]
     assert {j.parameters["device"] for j in matrix} == {"cpu"}
+
+
+def test_a_killed_local_run_resumes_and_submits_only_what_is_missing(tmp_path):
+    """``--executor local`` killed (SIGKILL to its process group: the submitting process, the
+    job controllers, the jobs) once its first page is written; the rerun submits only the
+    variants with a page missing, and leaves the pages that were done untouched."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pattern = "[tf][ai][bg][12]_*"  # tab1_identifiability_rate and fig2_identifiability_evolution
+    runs_dir, results = tmp_path / "runs", tmp_path / "results"
+    script = (f"from vitcls_utils import cluster\nfrom vitcls_utils.runfile import VariantRun\n"
+              f"cluster.submit([VariantRun('toy_random', 'toy', n_per_class=1), "
+              f"VariantRun('toy_gap', 'toy', n_per_class=1)], {pattern!r}, executor='local', "
+              f"devices=['cpu', 'cpu'], results_dir={str(results)!r}, "
+              f"runs_dir={str(runs_dir)!r}, profiles=['corrected'])\n")
+    every = {f"{v}/{n}.ipynb" for v in ("toy_random", "toy_gap")
+             for n in ("tab1_identifiability_rate", "fig2_identifiability_evolution")}
+
+    def pages():
+        return {p.relative_to(runs_dir).as_posix(): p.stat().st_mtime_ns
+                for p in runs_dir.glob("*/*.ipynb") if not p.name.startswith(".")}
+
+    process = subprocess.Popen([sys.executable, "-c", script], start_new_session=True,
+                               env={**os.environ, "TQDM_DISABLE": "1"})
+    deadline = time.monotonic() + 240
+    while not pages() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended (or failed) before it was killed"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    before = pages()
+    assert before and set(before) < every, f"killed too late or too early: {sorted(before)}"
+    time.sleep(1.5)  # orphaned kernels notice their parent is gone and exit
+    assert pages() == before, "nothing runs on after the kill"
+    missing = sorted({name.split("/")[0] for name in every - set(before)},
+                     key=["toy_random", "toy_gap"].index)
+    resumed = cluster.submit([VariantRun("toy_random", "toy", n_per_class=1),
+                              VariantRun("toy_gap", "toy", n_per_class=1)], pattern,
+                             executor="local", devices=["cpu", "cpu"], results_dir=results,
+                             runs_dir=runs_dir, profiles=["corrected"], log=lambda *a: None)
+    assert list(resumed.jobs) == missing
+    after = pages()
+    assert set(after) == every
+    assert {k: after[k] for k in before} == before, "pages done before the kill were kept"
+    for name in every:
+        assert nbformat.read(runs_dir / name, 4).metadata["vitcls"]["status"] == "ok"

@@ -312,7 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
                              ("--cpus-per-job", positive_int, "CPUs per job (default 8)"),
                              ("--time-min", positive_int, "time limit per job in minutes "
                               "(default 240)"),
-                             ("--mem-gb", positive_int, "memory per job in GB (default 64)")):
+                             ("--mem-gb", positive_int, "memory per job in GB (default 64)"),
+                             ("--shards", positive_int, "extraction jobs (an array) filling "
+                              "each variant's main store before its notebooks (default 1)")):
         p.add_argument(flag, type=kind, default=None, help=f"with --executor: {what}; "
                        "overrides the run file's cluster section")
     p.set_defaults(func=cmd_run)

@@ -5,6 +5,11 @@ this module only says what each job is and which jobs are still missing.
 
 A rerun submits only the variants with a notebook that is not up to date (the runner's own
 test: source, parameters and package version), so a killed or partly failed run resumes.
+
+With ``shards`` > 1, a variant whose main store (the one every chapter reads) is not complete
+first gets an array of that many extraction jobs (:mod:`vitcls_utils.shards`: one store, its rows
+dealt out), and its notebook job starts when the array has ended: on SLURM through the job's
+``afterok`` dependency, on this machine after waiting for the array.
 """
 from __future__ import annotations
 
@@ -80,6 +85,69 @@ def run_variant(runs: Sequence, pattern: str, device: str, results_dir: Path, ru
     return [{"page": str(j.output), "status": j.status, "message": j.message} for j in matrix]
 
 
+def extract_shard(run, shard: Sequence[int], results_dir: Path, device: str,
+                  extra: Dict[str, object]) -> str:
+    """The body of one array job: shard ``shard`` = (i, n) of the variant's main store, made
+    exactly as its notebooks' ``run.store()`` would make it. Returns the store's folder."""
+    from .data import build_dataset
+    from .extract import extract
+    from .loading import load_variant
+    from .registry import get_variant
+
+    spec = get_variant(run.key)
+    dataset = build_dataset(run.dataset, run.data_dir, num_classes=spec.classes,
+                            n_per_class=_n_per_class(run, extra))
+    model = load_variant(run.key, weights=run.weights, device=device,
+                         seed=int(extra.get("seed", 0)))
+    return str(extract(model, dataset, results_dir, batch_size=run.batch_size or 64,
+                       progress=False, shard=tuple(shard)))
+
+
+def _n_per_class(run, extra: Dict[str, object]) -> Optional[int]:
+    return run.n_per_class if run.n_per_class is not None else extra.get("n_per_class")
+
+
+def _store_complete(run, results_dir: Path, extra: Dict[str, object]) -> bool:
+    """Whether the variant's main store exists already (then no array is submitted for it)."""
+    from .data import build_dataset
+    from .extract import DEFAULT_KINDS, config_for, find_store
+    from .loading import weights_identity
+    from .registry import get_variant
+
+    spec = get_variant(run.key)
+    dataset = build_dataset(run.dataset, run.data_dir, num_classes=spec.classes,
+                            n_per_class=_n_per_class(run, extra))
+    weights_id = weights_identity(run.key, weights=run.weights, seed=int(extra.get("seed", 0)))
+    config = config_for(spec.key, weights_id or "", repr(spec.preprocess), dataset,
+                        DEFAULT_KINDS, "fp32", None, 0)
+    return find_store(results_dir, config, any_weights=weights_id is None) is not None
+
+
+def _submit_shards(made, executor: str, pending: Sequence, shards: int, devices: Sequence[str],
+                   results_dir: Path, extra: Dict[str, object], submission, log) -> Dict[str, str]:
+    """An array of ``shards`` extraction jobs per pending variant whose main store is missing;
+    returns, per variant, the array's SLURM job id (for the notebook job's dependency)."""
+    arrays = {}
+    for run in pending:
+        if _store_complete(run, results_dir, extra):
+            continue
+        shard_devices = [run.device or devices[i % len(devices)] for i in range(shards)]
+        jobs = made.map_array(extract_shard, [run] * shards,
+                              [(i, shards) for i in range(shards)], [results_dir] * shards,
+                              shard_devices, [extra] * shards)
+        for i, job in enumerate(jobs):
+            submission.jobs[f"{run.key}:shard-{i}-of-{shards}"] = job
+        arrays[run.key] = str(jobs[0].job_id).split("_")[0]
+        log(f"submitted {run.key}'s store as {shards} shards: array {arrays[run.key]}")
+    if executor == "local":  # no dependencies between local jobs: the array ends first
+        failed = _wait(Submission({k: j for k, j in submission.jobs.items() if ":shard-" in k}),
+                       log)
+        if failed:
+            raise VitclsError("a shard failed: " + "; ".join(failed[:3])
+                              + f" (job logs in {submission.folder})")
+    return arrays
+
+
 def _missing(run, pattern: str, results_dir: Path, runs_dir: Path, profiles: Sequence[str],
              extra: Dict[str, object], device: str) -> bool:
     from .runner import plan, up_to_date
@@ -94,11 +162,19 @@ def submit(runs: Sequence, pattern: str = "*", *, executor: str = "local",
            devices: Sequence[str] = ("auto",), results_dir: Path, runs_dir: Path,
            profiles: Sequence[str], extra: Optional[Dict[str, object]] = None,
            force: bool = False, resources: Optional[Mapping[str, object]] = None,
-           folder: Optional[Path] = None, wait: bool = True, log=print) -> Submission:
+           folder: Optional[Path] = None, wait: bool = True, shards: int = 1,
+           log=print) -> Submission:
     """Submit one job per variant whose pages are missing or stale (all with ``force``), each
-    on the next of ``devices`` in turn (SLURM jobs get their GPU from SLURM: "cuda"); with
-    ``wait``, wait for them, then run the comparisons as one more job."""
+    on the next of ``devices`` in turn (SLURM jobs get their GPU from SLURM: "cuda"), after an
+    array of ``shards`` jobs filling its main store where that is missing; with ``wait``, wait
+    for them, then run the comparisons as one more job."""
     extra = dict(extra or {})
+    results_dir, runs_dir = Path(results_dir), Path(runs_dir)
+    if not isinstance(shards, int) or isinstance(shards, bool) or shards < 1:
+        raise VitclsError(f"--shards must be a whole number >= 1, not {shards!r}")
+    if shards > 1 and executor == "local" and not wait:
+        raise VitclsError("--shards with --no-wait needs SLURM's job dependencies; with "
+                          "--executor local, leave out --no-wait (the run waits for the shards)")
     folder = Path(folder or Path(results_dir) / ".submitit")
     made = make_executor(executor, folder, resources)
     submission = Submission(folder=folder)
@@ -111,15 +187,23 @@ def submit(runs: Sequence, pattern: str = "*", *, executor: str = "local",
         pending.append(run)
     if executor == "slurm":
         devices = ["cuda"]
+    arrays = (_submit_shards(made, executor, pending, shards, devices, results_dir, extra,
+                             submission, log) if shards > 1 else {})
     for i, run in enumerate(pending):
         device = run.device or devices[i % len(devices)]
+        if executor == "slurm":  # after its store's array, if it has one
+            made.update_parameters(dependency=f"afterok:{arrays[run.key]}"
+                                   if run.key in arrays else None)
         job = made.submit(run_variant, [run], pattern, device, results_dir, runs_dir,
                           list(profiles), extra, force)
         submission.jobs[run.key] = job
         log(f"submitted {run.key} on {device}: job {job.job_id}")
+    if executor == "slurm":
+        made.update_parameters(dependency=None)
     if not wait:
         return submission
-    failed = _wait(submission, log)
+    failed = _wait(Submission({k: j for k, j in submission.jobs.items()
+                               if executor == "slurm" or ":shard-" not in k}), log)
     if _has_comparisons(pattern):
         job = made.submit(run_variant, [], pattern, devices[0], results_dir, runs_dir,
                           list(profiles), extra, force)
@@ -149,6 +233,9 @@ def _wait(submission: Submission, log) -> List[str]:
         except Exception as exc:  # the job itself died: submitit carries its traceback
             failed.append(f"job {name} ({job.job_id}): {str(exc).strip().splitlines()[-1]}")
             continue
+        if isinstance(pages, str):  # a shard of a store: its folder
+            log(f"job {name} ({job.job_id}): {pages}")
+            continue
         for page in pages:
             if page["status"] == "failed":
                 failed.append(f"{Path(page['page']).name} [{name}]: {page['message']}")
@@ -166,13 +253,14 @@ def main_submit(args, runs_dir: Optional[Path] = None) -> int:
     s = run_settings(args)
     flags = {"partition": args.partition, "gpus_per_job": args.gpus_per_job,
              "cpus_per_job": args.cpus_per_job, "time_min": args.time_min,
-             "mem_gb": args.mem_gb}
+             "mem_gb": args.mem_gb, "shards": getattr(args, "shards", None)}
     resources = {**s["resources"], **{k: v for k, v in flags.items() if v is not None}}
+    shards = resources.pop("shards", 1)
     results_dir = Path(s["results_dir"] or ROOT / "results").resolve()
     done = submit(s["runs"], s["pattern"], executor=args.executor,
                   devices=s["devices"] or [s["device"]], results_dir=results_dir,
                   runs_dir=runs_dir or RUNS, profiles=s["profiles"], extra=s["extra"], force=args.force,
-                  resources=resources, wait=not args.no_wait)
+                  resources=resources, wait=not args.no_wait, shards=shards)
     if done.up_to_date:
         print(f"up to date, not submitted: {', '.join(done.up_to_date)}", file=sys.stderr)
     if args.no_wait:

@@ -179,7 +179,7 @@ def device_problems(device: str) -> List[str]:
 
 #: the resources a run file's ``cluster`` section (or ``vitcls run``'s flags) may set
 RESOURCES = {"partition": str, "gpus_per_job": int, "cpus_per_job": int, "time_min": int,
-             "mem_gb": int, "account": str, "qos": str}
+             "mem_gb": int, "account": str, "qos": str, "shards": int}
 
 
 def resource_problems(resources: Mapping[str, object]) -> List[str]:
