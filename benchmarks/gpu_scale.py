@@ -9,6 +9,8 @@
 3. Decoding: JPEG decode and preprocessing img/s of the stimulus loader with 0..N workers, to
    say whether decoding or the model bounds a run, and the same loader reading the
    preprocessed-stimulus cache (``vitcls cache``) instead, with the cache's build rate.
+4. ``extract()`` end to end on those JPEGs (cache, forward, reduction, rows synced to disk) at
+   the fastest fp32 batch, in fp32 and bf16.
 
 Needs torch, timm, numpy and Pillow (no papermill, no internet). Writes
 ``benchmarks/results/gpu_scale.json`` (or ``--out``) and prints markdown tables.
@@ -119,11 +121,45 @@ def rank_changes(model, n_images: int, batch_size: int) -> list:
     return rows
 
 
+def write_jpegs(root: Path, n_images: int) -> None:
+    """``n_images`` random 500x375 JPEGs (ImageNet's typical size) in 10 class folders."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(n_images):
+        folder = root / str(i % 10)
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (375, 500, 3), dtype=np.uint8)).save(
+            folder / f"{i:05d}.jpg", quality=90)
+
+
+def end_to_end(model, n_images: int, batch_size: int, workers: int) -> list:
+    """img/s of ``extract()`` itself (loader from the stimulus cache, forward, reduction,
+    rows written and synced to disk, progress files) on ``n_images`` JPEGs, fp32 and bf16."""
+    from vitcls_utils import stimulus_cache
+    from vitcls_utils.data import ImageFolderDataset
+    from vitcls_utils.extract import extract
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        write_jpegs(Path(tmp) / "images", n_images)
+        preprocess = model.vitcls_info.variant.preprocess
+        stimulus_cache.build(ImageFolderDataset(Path(tmp) / "images", 1000), preprocess,
+                             Path(tmp) / "out", num_workers=workers, progress=False)
+        for precision in ("fp32", "bf16"):
+            dataset = ImageFolderDataset(Path(tmp) / "images", 1000)
+            start = time.perf_counter()
+            extract(model, dataset, Path(tmp) / "out" / precision, batch_size=batch_size,
+                    num_workers=workers, precision=precision, progress=False)
+            _sync(next(model.parameters()).device)
+            rows.append({"precision": precision, "images": n_images, "batch": batch_size,
+                         "img_s": n_images / (time.perf_counter() - start)})
+    return rows
+
+
 def decode_rate(n_images: int, workers, device) -> list:
     """img/s of the stimulus loader (JPEG decode + the ViT-B/16 preprocessing), decoding the
     JPEGs and reading them from the preprocessed-stimulus cache, and the cache's build rate."""
-    from PIL import Image
-
     from vitcls_utils import stimulus_cache
     from vitcls_utils.data import ImageFolderDataset
     from vitcls_utils.loader import stimulus_loader
@@ -132,12 +168,7 @@ def decode_rate(n_images: int, workers, device) -> list:
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        rng = np.random.default_rng(0)
-        for i in range(n_images):  # ImageNet's typical 500x375 JPEGs
-            folder = Path(tmp) / "images" / str(i % 10)
-            folder.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(rng.integers(0, 256, (375, 500, 3), dtype=np.uint8)).save(
-                folder / f"{i:05d}.jpg", quality=90)
+        write_jpegs(Path(tmp) / "images", n_images)
         layout = TokenLayout(1, (14, 14), True)
 
         def rate(dataset, count: int) -> float:
@@ -213,9 +244,12 @@ def main() -> None:
             print(row, file=sys.stderr, flush=True)
     result["rank_changes"] = rank_changes(model, args.rank_images, min(args.batch_sizes))
     result["decode"] = decode_rate(args.decode_images, args.workers, device)
+    best = max((r for r in result["throughput"] if r["precision"] == "fp32"),
+               key=lambda r: r["extract_img_s"])["batch_size"]
+    result["end_to_end"] = end_to_end(model, args.decode_images, best, max(args.workers))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    for name in ("throughput", "rank_changes", "decode"):
+    for name in ("throughput", "rank_changes", "decode", "end_to_end"):
         print(f"\n{name} ({result['device']})\n\n{table(result[name])}")
 
 
