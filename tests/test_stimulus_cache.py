@@ -95,6 +95,11 @@ def test_a_changed_file_is_decoded_and_the_entry_rebuilt(folder, tmp_path, capsy
     cached, read = items(dataset, HF_VIT)
     assert cached is not None
     assert_same(read, items(ImageFolderDataset(folder, num_classes=3), HF_VIT)[1])
+    with open(first / "images.u8", "r+b") as handle:  # a damaged pixel file: not read
+        handle.truncate(1000)
+    assert items(dataset, HF_VIT)[0] is None and "damaged" in capsys.readouterr().err
+    stimulus_cache.build(dataset, HF_VIT, tmp_path, num_workers=0, progress=False)
+    assert items(dataset, HF_VIT)[0] is not None
 
 
 def test_an_interrupted_build_leaves_no_entry_and_resumes(folder, tmp_path):
@@ -170,3 +175,22 @@ def test_the_cli_builds_and_refuses_what_it_cannot_cache(tiny_variant, folder, t
     with pytest.raises(VitclsError, match="image files"):
         stimulus_cache.require(ToyDataset(n_per_class=1))
     assert stimulus_cache.build(ToyDataset(n_per_class=1), TINY_PREPROCESS, tmp_path) is None
+
+
+def test_the_runners_warm_up_skips_generated_data_and_survives_a_full_disk(tiny_variant,
+                                                                           folder, tmp_path,
+                                                                           monkeypatch):
+    params = {"variant": "test_tiny", "dataset": "folder", "data_dir": str(folder),
+              "results_dir": str(tmp_path)}
+    toy = {"variant": "toy", "dataset": "toy", "results_dir": str(tmp_path)}
+    said = []
+    built = stimulus_cache.warm([params, dict(params), toy], log=said.append)
+    assert len(built) == 1 and said == [f"stimuli cached: {built[0]}"]  # once, toy left out
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(stimulus_cache, "build", full)
+    said.clear()
+    assert stimulus_cache.warm([{**params, "n_per_class": 1}], log=said.append) == []
+    assert "No space left on device" in said[0] and "decode the images instead" in said[0]

@@ -115,9 +115,11 @@ def _index(cache_json: Path, mtime_ns: int) -> dict:
     return meta
 
 
-def lookup(dataset: ImageDataset, preprocess: Preprocess) -> Optional[CachedStimuli]:
+def lookup(dataset: ImageDataset, preprocess: Preprocess,
+           warn: bool = True) -> Optional[CachedStimuli]:
     """The cached stimuli of ``dataset`` under ``preprocess``'s geometry, or None (no cache
-    folder set, no entry holding every image, or a file changed since it was cached)."""
+    folder set, no entry holding every image, or a file changed since it was cached: said on
+    stderr with ``warn``)."""
     folder = getattr(dataset, "cache_dir", None)
     if folder is None or not isinstance(dataset, FileDataset) or not Path(folder).is_dir():
         return None
@@ -130,19 +132,39 @@ def lookup(dataset: ImageDataset, preprocess: Preprocess) -> Optional[CachedStim
         except (OSError, ValueError):
             continue  # a damaged entry is rebuilt by build(); reading decodes meanwhile
         if meta.get("format") != CACHE_FORMAT or meta["geometry"] != geometry_of(preprocess) \
-                or meta["root"] != str(dataset.root):
+                or meta["root"] != root_of(dataset):
             continue
         rows = [meta["row_of"].get(name) for name in names]
         if any(row is None for row in rows):
             continue
         current = current or stamps(dataset)
         if any(tuple(meta["stamps"][row]) != stamp for row, stamp in zip(rows, current)):
-            print(f"vitcls: the stimulus cache {cache_json.parent.name} is older than its image "
-                  "files; decoding instead (`vitcls cache` rebuilds it)", file=sys.stderr)
+            if warn:
+                print(f"vitcls: the stimulus cache {cache_json.parent.name} is older than its "
+                      "image files; decoding instead (`vitcls cache` rebuilds it)",
+                      file=sys.stderr)
+            continue
+        if not _whole(cache_json.parent / "images.u8", meta["shape"]):
+            if warn:
+                print(f"vitcls: the stimulus cache {cache_json.parent.name} is damaged (its "
+                      "pixel file has the wrong size); decoding instead (`vitcls cache` "
+                      "rebuilds it)", file=sys.stderr)
             continue
         return CachedStimuli(cache_json.parent, tuple(meta["shape"]), rows,
                              [meta["status"][row] for row in rows])
     return None
+
+
+def _whole(pixels: Path, shape: Sequence[int]) -> bool:
+    try:
+        return pixels.stat().st_size == int(np.prod(shape))
+    except OSError:
+        return False
+
+
+def root_of(dataset: FileDataset) -> str:
+    """The dataset's folder as an absolute path: an entry is found from any working directory."""
+    return str(Path(dataset.root).resolve()) if dataset.root is not None else ""
 
 
 def geometry_of(preprocess: Preprocess) -> Dict[str, object]:
@@ -166,7 +188,7 @@ def build(dataset: ImageDataset, preprocess: Preprocess, results_dir: Union[str,
     dataset.cache_dir = folder_for(results_dir)
     final = folder_for(results_dir) / entry_name(dataset, preprocess)
     with store_lock(final, suffix="cache"):
-        found = lookup(dataset, preprocess)
+        found = lookup(dataset, preprocess, warn=False)
         if found is not None:  # this entry, or another that holds every image
             return found.path
         partial = final.with_name(final.name + ".partial")
@@ -218,7 +240,7 @@ def _fill(dataset: FileDataset, preprocess: Preprocess, partial: Path,
         _write_json(progress_file, {"plan": plan, "done": done})
         if after_batch is not None:
             after_batch(done)
-    meta = {**plan, "dataset": dataset.describe(), "root": str(dataset.root),
+    meta = {**plan, "dataset": dataset.describe(), "root": root_of(dataset),
             "geometry": geometry_of(preprocess), "names": dataset.item_names(),
             "status": [int(s) for s in status]}
     del pixels
@@ -273,8 +295,12 @@ def warm(parameters: Sequence[Dict[str, object]], log=print) -> List[Path]:
         seen.add(key)
         dataset = build_dataset(str(p["dataset"]), p.get("data_dir"), num_classes=spec.classes,
                                 n_per_class=p.get("n_per_class"))
-        path = build(dataset, spec.preprocess, p.get("results_dir") or "results",
-                     progress=False)
+        try:
+            path = build(dataset, spec.preprocess, p.get("results_dir") or "results",
+                         progress=False)
+        except OSError as exc:  # a full disk, say: the cache only saves time, so decode
+            log(f"stimuli not cached ({exc}); the notebooks decode the images instead")
+            continue
         if path is not None:
             log(f"stimuli cached: {path}")
             built.append(path)
