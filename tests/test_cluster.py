@@ -205,3 +205,32 @@ def test_a_killed_local_run_resumes_and_submits_only_what_is_missing(tmp_path):
     assert {k: after[k] for k in before} == before, "pages done before the kill were kept"
     for name in every:
         assert nbformat.read(runs_dir / name, 4).metadata["vitcls"]["status"] == "ok"
+
+
+class FakeJob:
+    """What submitit's Job offers the waiting code: an id, a result (or its error), cancel."""
+
+    def __init__(self, job_id, result=None, error=None):
+        self.job_id, self._result, self._error, self.cancelled = job_id, result, error, False
+
+    def result(self):
+        if self._error:
+            raise RuntimeError(self._error)
+        return self._result
+
+    def cancel(self, check=True):
+        self.cancelled = True
+
+
+def test_a_failed_shard_cancels_its_variants_waiting_job_and_is_reported():
+    page = [{"page": "runs/a/tab1.ipynb", "status": "ran", "message": ""}]
+    jobs = {"a:shard-0-of-2": FakeJob("7_0", "store"),
+            "a:shard-1-of-2": FakeJob("7_1", error="CUDA out of memory"),
+            "b:shard-0-of-2": FakeJob("8_0", "store"), "b:shard-1-of-2": FakeJob("8_1", "store"),
+            "a": FakeJob("9", error="never runs"), "b": FakeJob("10", page)}
+    said = []
+    failed = cluster._wait_variants(cluster.Submission(dict(jobs)), ["a", "b"], said.append)
+    assert jobs["a"].cancelled and not jobs["b"].cancelled
+    assert failed == ["job a:shard-1-of-2 (7_1): CUDA out of memory",
+                      "job a: cancelled, as a shard of its store failed"]
+    assert "job b (10): 1 ran, 0 skipped, 0 failed" in said

@@ -202,8 +202,7 @@ def submit(runs: Sequence, pattern: str = "*", *, executor: str = "local",
         made.update_parameters(dependency=None)
     if not wait:
         return submission
-    failed = _wait(Submission({k: j for k, j in submission.jobs.items()
-                               if executor == "slurm" or ":shard-" not in k}), log)
+    failed = _wait_variants(submission, list(arrays) if executor == "slurm" else [], log)
     if _has_comparisons(pattern):
         job = made.submit(run_variant, [], pattern, devices[0], results_dir, runs_dir,
                           list(profiles), extra, force)
@@ -213,6 +212,22 @@ def submit(runs: Sequence, pattern: str = "*", *, executor: str = "local",
         raise VitclsError(f"{len(failed)} page(s) failed: " + "; ".join(failed[:5])
                           + f" (job logs in {folder})")
     return submission
+
+
+def _wait_variants(submission: Submission, sharded: Sequence[str], log) -> List[str]:
+    """Wait for the variants' jobs; for each variant in ``sharded`` (SLURM), for its shards
+    first, cancelling its notebook job when one failed (its ``afterok`` dependency can then
+    never be met, and the job would stay pending). Returns the failures, as messages."""
+    failed, cancelled = [], set()
+    for key in sharded:
+        shards = {k: j for k, j in submission.jobs.items() if k.startswith(f"{key}:shard-")}
+        lost = _wait(Submission(shards), log)
+        if lost:
+            submission.jobs[key].cancel(check=False)
+            cancelled.add(key)
+            failed += lost + [f"job {key}: cancelled, as a shard of its store failed"]
+    return failed + _wait(Submission({k: j for k, j in submission.jobs.items()
+                                      if ":shard-" not in k and k not in cancelled}), log)
 
 
 def _has_comparisons(pattern: str) -> List[str]:

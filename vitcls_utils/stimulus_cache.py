@@ -21,6 +21,7 @@ dataset with the file's size and modification time unchanged; otherwise it decod
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -213,13 +214,15 @@ def _fill(dataset: FileDataset, preprocess: Preprocess, partial: Path,
     shape = (n, height, width, 3)
     plan = {"format": CACHE_FORMAT, "shape": list(shape), "fingerprint": dataset.fingerprint(),
             "stamps": [list(s) for s in stamps(dataset)]}
+    digest = hashlib.sha256(json.dumps(plan).encode()).hexdigest()  # what the rows were made of
     partial.mkdir(parents=True, exist_ok=True)
     progress_file = partial / "progress.json"
     try:
         state = json.loads(progress_file.read_text())
     except (OSError, ValueError):
         state = {}
-    fresh = state.get("plan") != plan
+    fresh = state.get("plan") != digest or not all(
+        (partial / name).is_file() for name in ("images.u8", "status.i8"))
     mode = "w+" if fresh else "r+"
     pixels = np.memmap(partial / "images.u8", dtype=np.uint8, mode=mode, shape=shape)
     status = np.memmap(partial / "status.i8", dtype=np.int8, mode=mode, shape=(n,))
@@ -237,7 +240,7 @@ def _fill(dataset: FileDataset, preprocess: Preprocess, partial: Path,
         done += count
         pixels.flush()
         status.flush()
-        _write_json(progress_file, {"plan": plan, "done": done})
+        _write_json(progress_file, {"plan": digest, "done": done})
         if after_batch is not None:
             after_batch(done)
     meta = {**plan, "dataset": dataset.describe(), "root": root_of(dataset),
