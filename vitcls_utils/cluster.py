@@ -139,13 +139,12 @@ def _submit_shards(made, executor: str, pending: Sequence, shards: int, devices:
             submission.jobs[f"{run.key}:shard-{i}-of-{shards}"] = job
         arrays[run.key] = str(jobs[0].job_id).split("_")[0]
         log(f"submitted {run.key}'s store as {shards} shards: array {arrays[run.key]}")
-    if executor == "local":  # no dependencies between local jobs: the array ends first
-        failed = _wait(Submission({k: j for k, j in submission.jobs.items() if ":shard-" in k}),
-                       log)
-        if failed:
-            raise VitclsError("a shard failed: " + "; ".join(failed[:3])
-                              + f" (job logs in {submission.folder})")
     return arrays
+
+
+def _shards_of(submission: Submission, key: str) -> Submission:
+    return Submission({k: j for k, j in submission.jobs.items()
+                       if k.startswith(f"{key}:shard-")})
 
 
 def _missing(run, pattern: str, results_dir: Path, runs_dir: Path, profiles: Sequence[str],
@@ -189,6 +188,13 @@ def submit(runs: Sequence, pattern: str = "*", *, executor: str = "local",
         devices = ["cuda"]
     arrays = (_submit_shards(made, executor, pending, shards, devices, results_dir, extra,
                              submission, log) if shards > 1 else {})
+    failed: List[str] = []
+    if executor == "local":  # no dependencies between local jobs: the arrays end first
+        for key in arrays:
+            lost = _wait(_shards_of(submission, key), log)
+            if lost:
+                failed += lost + [f"{key}: not run, as a shard of its store failed"]
+                pending = [run for run in pending if run.key != key]
     for i, run in enumerate(pending):
         device = run.device or devices[i % len(devices)]
         if executor == "slurm":  # after its store's array, if it has one
@@ -202,15 +208,15 @@ def submit(runs: Sequence, pattern: str = "*", *, executor: str = "local",
         made.update_parameters(dependency=None)
     if not wait:
         return submission
-    failed = _wait_variants(submission, list(arrays) if executor == "slurm" else [], log)
+    failed += _wait_variants(submission, list(arrays) if executor == "slurm" else [], log)
     if _has_comparisons(pattern):
         job = made.submit(run_variant, [], pattern, devices[0], results_dir, runs_dir,
                           list(profiles), extra, force)
         submission.jobs["compare"] = job
         failed += _wait(Submission({"compare": job}), log)
     if failed:
-        raise VitclsError(f"{len(failed)} page(s) failed: " + "; ".join(failed[:5])
-                          + f" (job logs in {folder})")
+        raise VitclsError(f"{len(failed)} failed (pages, jobs or shards): "
+                          + "; ".join(failed[:5]) + f" (job logs in {folder})")
     return submission
 
 
@@ -220,8 +226,7 @@ def _wait_variants(submission: Submission, sharded: Sequence[str], log) -> List[
     never be met, and the job would stay pending). Returns the failures, as messages."""
     failed, cancelled = [], set()
     for key in sharded:
-        shards = {k: j for k, j in submission.jobs.items() if k.startswith(f"{key}:shard-")}
-        lost = _wait(Submission(shards), log)
+        lost = _wait(_shards_of(submission, key), log)
         if lost:
             submission.jobs[key].cancel(check=False)
             cancelled.add(key)
