@@ -149,12 +149,22 @@ def test_local_jobs_in_parallel_write_the_pages_of_a_serial_run_and_resume(tmp_p
     # resuming after a kill: test_a_killed_local_run_resumes_and_submits_only_what_is_missing
 
 
-def test_devices_spread_the_threaded_runner(tmp_path):
+def test_devices_spread_the_threaded_runner_and_no_thread_moves_the_process(tmp_path,
+                                                                          monkeypatch):
+    """Two worker threads; neither moves the process's working directory elsewhere
+    (papermill's cwd argument did, and two threads restoring it in the wrong order left the
+    process in notebooks/; papermill's file handler still changes to the same folder and back)."""
+    import os
+
+    start, moves = os.getcwd(), []
+    real_chdir = os.chdir
+    monkeypatch.setattr(os, "chdir", lambda path: moves.append(path) or real_chdir(path))
     matrix = runner.run(RUNS, "tab1*", device="auto", devices=["cpu", "cpu"],
                         results_dir=tmp_path / "r", runs_dir=tmp_path / "runs",
                         log=lambda *a: None)
     assert [j.status for j in matrix] == ["ran", "ran"]
     assert {j.parameters["device"] for j in matrix} == {"cpu"}
+    assert {os.path.abspath(str(m)) for m in moves} <= {start} and os.getcwd() == start
 
 
 def test_a_killed_local_run_resumes_and_submits_only_what_is_missing(tmp_path):

@@ -23,7 +23,7 @@ def outputs(path):
 
 
 WARN = "import warnings\nwarnings.warn('shown in every notebook')"
-PROBE = "import os\nprint(os.getpid(), 'x' in dir())"
+PROBE = "import os\nprint(os.getpid(), 'x' in dir(), os.getcwd())"
 
 
 def test_a_warm_kernel_is_reused_and_reset_between_notebooks(tmp_path):
@@ -37,9 +37,10 @@ def test_a_warm_kernel_is_reused_and_reset_between_notebooks(tmp_path):
         kernels.discard_thread_kernel()
     (warn_a, _), (probe_a, count_a) = outputs(jobs[0].output)
     (warn_b, _), (probe_b, count_b) = outputs(jobs[1].output)
-    pid_a, x_a = probe_a.split()
-    pid_b, x_b = probe_b.split()
+    pid_a, x_a, cwd_a = probe_a.split()
+    pid_b, x_b, cwd_b = probe_b.split()
     assert pid_a == pid_b  # one kernel for both
+    assert cwd_a == cwd_b == str(runner.NOTEBOOKS)  # where the notebooks' relative paths start
     assert (x_a, x_b) == ("True", "False")  # the namespace was reset
     assert "shown in every notebook" in warn_a and "shown in every notebook" in warn_b
     assert (count_a, count_b) == (3, 2)  # numbered as in a fresh kernel

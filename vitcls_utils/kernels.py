@@ -142,12 +142,14 @@ def register_engine() -> str:
                                      stdout_file=None, stderr_file=None, start_timeout=60,
                                      execution_timeout=None, **kwargs):
             kwargs.pop("input_path", None)
+            cwd = kwargs.pop("kernel_cwd", None)  # where the kernel starts (the process stays)
             manager = thread_kernel()
             fresh = not manager.has_kernel
             client = PapermillNotebookClient(
                 nb_man, km=manager, timeout=execution_timeout, startup_timeout=start_timeout,
                 kernel_name=kernel_name, log=logger, log_output=log_output,
-                stdout_file=stdout_file, stderr_file=stderr_file, **kwargs)
+                stdout_file=stdout_file, stderr_file=stderr_file,
+                resources={"metadata": {"path": cwd}} if cwd else {}, **kwargs)
             try:
                 if fresh:  # start it here, to note its warning filters before the notebook
                     client.start_new_kernel()

@@ -196,10 +196,10 @@ def execute(job: Job, stop: Optional[threading.Event] = None, keep_kernel: bool 
     partial = job.output.with_name(f".{job.output.stem}.partial.ipynb")
     failed = job.output.with_name(f"{job.output.stem}.failed.ipynb")
     try:
-        papermill.execute_notebook(
-            str(job.notebook), str(partial), parameters=job.parameters, cwd=str(NOTEBOOKS),
+        papermill.execute_notebook(  # no cwd: papermill would chdir this process, and
+            str(job.notebook), str(partial), parameters=job.parameters,  # threads race on it
             kernel_name="python3", progress_bar=False, log_output=False,
-            engine_name=kernels.register_engine())
+            engine_name=kernels.register_engine(), kernel_cwd=str(NOTEBOOKS))
         executed = nbformat.read(partial, as_version=4)
         kernels.renumber(executed)
         first = executed.cells[0]
