@@ -193,7 +193,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
     path = found.path if found else stimulus_cache.build(
         dataset, spec.preprocess, args.out, num_workers=args.workers, progress=not args.quiet)
     what = "already cached" if found else f"cached {len(dataset)} images"
-    print(f"{what} ({spec.preprocess.describe()}): {path}")
+    print(f"{what} (geometry {stimulus_cache.geometry_tag(spec.preprocess)}): {path}")
     return 0
 
 
