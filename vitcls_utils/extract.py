@@ -109,7 +109,8 @@ def extract(
 
     Args:
         model: a model from :func:`vitcls_utils.load_variant`, on the device to run on.
-        dataset: the stimuli, in a fixed order.
+        dataset: the stimuli, in a fixed order; read from ``out``'s stimulus cache where it
+            holds them (:mod:`vitcls_utils.stimulus_cache`: the same tensors, decoded once).
         out: root folder of stores; the store goes to ``<out>/<variant>/<dataset>-<hash>``.
         kinds: site kinds per block, in the order they appear in ``Store.sites``.
         batch_size: images per forward, or "auto": the largest that fits the GPU
