@@ -89,38 +89,33 @@ def extract_shard(run, shard: Sequence[int], results_dir: Path, device: str,
                   extra: Dict[str, object]) -> str:
     """The body of one array job: shard ``shard`` = (i, n) of the variant's main store, made
     exactly as its notebooks' ``run.store()`` would make it. Returns the store's folder."""
-    from .data import build_dataset
     from .extract import extract
     from .loading import load_variant
-    from .registry import get_variant
 
-    spec = get_variant(run.key)
-    dataset = build_dataset(run.dataset, run.data_dir, num_classes=spec.classes,
-                            n_per_class=_n_per_class(run, extra))
     model = load_variant(run.key, weights=run.weights, device=device,
                          seed=int(extra.get("seed", 0)))
-    return str(extract(model, dataset, results_dir, batch_size=run.batch_size or 64,
-                       progress=False, shard=tuple(shard)))
+    return str(extract(model, _stimuli(run, extra), results_dir,
+                       batch_size=run.batch_size or 64, progress=False, shard=tuple(shard)))
 
 
-def _n_per_class(run, extra: Dict[str, object]) -> Optional[int]:
-    return run.n_per_class if run.n_per_class is not None else extra.get("n_per_class")
+def _stimuli(run, extra: Dict[str, object]):
+    """The variant's stimuli as its notebooks select them (the run's n_per_class, else the
+    run file's parameters')."""
+    from .data import build_dataset
+    from .registry import get_variant
+
+    n_per_class = run.n_per_class if run.n_per_class is not None else extra.get("n_per_class")
+    return build_dataset(run.dataset, run.data_dir, num_classes=get_variant(run.key).classes,
+                         n_per_class=n_per_class)
 
 
 def _store_complete(run, results_dir: Path, extra: Dict[str, object]) -> bool:
     """Whether the variant's main store exists already (then no array is submitted for it)."""
-    from .data import build_dataset
-    from .extract import DEFAULT_KINDS, config_for, find_store
-    from .loading import weights_identity
-    from .registry import get_variant
+    from .extract import DEFAULT_KINDS
+    from .store_reader import existing_store
 
-    spec = get_variant(run.key)
-    dataset = build_dataset(run.dataset, run.data_dir, num_classes=spec.classes,
-                            n_per_class=_n_per_class(run, extra))
-    weights_id = weights_identity(run.key, weights=run.weights, seed=int(extra.get("seed", 0)))
-    config = config_for(spec.key, weights_id or "", repr(spec.preprocess), dataset,
-                        DEFAULT_KINDS, "fp32", None, 0)
-    return find_store(results_dir, config, any_weights=weights_id is None) is not None
+    return existing_store(run.key, _stimuli(run, extra), results_dir, DEFAULT_KINDS,
+                          weights=run.weights, seed=int(extra.get("seed", 0))) is not None
 
 
 def _submit_shards(made, executor: str, pending: Sequence, shards: int, devices: Sequence[str],

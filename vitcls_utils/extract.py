@@ -49,7 +49,8 @@ from .progress import quiet, with_progress  # noqa: E402
 from . import stimulus_cache  # noqa: E402
 from .perturb import Perturbation, TokenRemoval  # noqa: E402
 from .reduce import SiteReducer, check_precision, reduce_removed  # noqa: E402
-from .store_reader import Store, find_store, find_stores, open_store  # noqa: E402,F401
+from .store_reader import (Store, existing_store, find_store, find_stores,  # noqa: E402,F401
+                           open_store)
 from .store import (IMAGE_ARRAYS, KEY_ARRAYS, MASK_ARRAYS,  # noqa: E402,F401
                     TOKEN_ARRAYS, RowWriter, allocate, check_files, check_out_folder, config_for,
                     config_hash,
@@ -365,7 +366,7 @@ def store_for(variant: str, dataset: str = "toy", data_dir: Optional[str] = None
     """
     from .data import build_dataset
     from .registry import get_variant
-    from .loading import load_variant, weights_identity
+    from .loading import load_variant
 
     spec = get_variant(variant)
     if not spec.has_head:
@@ -381,10 +382,8 @@ def store_for(variant: str, dataset: str = "toy", data_dir: Optional[str] = None
     check_precision(precision)
     data = build_dataset(dataset, data_dir, num_classes=spec.classes,
                          n_per_class=n_per_class, split=split)
-    weights_id = weights_identity(variant, weights=weights, seed=seed)
-    config = config_for(spec.key, weights_id or "", repr(spec.preprocess), data, kinds,
-                        precision, perturbation, key_topk)
-    found = find_store(results_dir, config, any_weights=weights_id is None)
+    found = existing_store(variant, data, results_dir, kinds, weights, seed, precision,
+                           perturbation, key_topk)
     if found is not None:
         return found
     model = load_variant(variant, weights=weights, device=device, seed=seed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -13,7 +13,7 @@ from .images import UNREADABLE
 from .perturb import Perturbation, perturbation_config
 from .sites import positions_of_kind
 from .store import (IMAGE_ARRAYS, KEY_ARRAYS, MASK_ARRAYS, TOKEN_ARRAYS, check_files,
-                    read_manifest, read_progress, store_path, verify_checksums)
+                    config_for, read_manifest, read_progress, store_path, verify_checksums)
 
 
 @dataclass
@@ -180,6 +180,22 @@ def find_store(results_dir: Union[str, Path], config: dict,
                if {k: v for k, v in m["config"].items() if k != "weights_id"} == wanted
                and not m["config"]["weights_id"].startswith("random-init")]
     return open_store(_newest_first(entries)[0][0]) if entries else None
+
+
+def existing_store(variant: str, data, results_dir: Union[str, Path], kinds: Sequence[str],
+                   weights: Optional[str] = None, seed: int = 0, precision: str = "fp32",
+                   perturbation: Optional[Perturbation] = None,
+                   key_topk: int = 0) -> Optional[Store]:
+    """The complete store that ``extract.store_for`` would return without extracting, or None:
+    found from the configuration alone (``data``: the stimuli), with no weights loaded."""
+    from .loading import weights_identity
+    from .registry import get_variant
+
+    spec = get_variant(variant)
+    weights_id = weights_identity(variant, weights=weights, seed=seed)
+    config = config_for(spec.key, weights_id or "", repr(spec.preprocess), data, kinds,
+                        precision, perturbation, key_topk)
+    return find_store(results_dir, config, any_weights=weights_id is None)
 
 
 #: the site kinds of a variant's main store (what chapter 1 reads)
