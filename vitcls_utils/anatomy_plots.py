@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .plots import SEED
+from .style import SEED
 
 
 def components_figure(components, shares, title: str = "", columns: int = 7) -> plt.Figure:

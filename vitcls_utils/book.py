@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Dict, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, Optional, Sequence
 
 from .errors import VitclsError
 from .profiles import Profile, get_profile
 from .registry import Variant, get_variant
+
+if TYPE_CHECKING:
+    import matplotlib.pyplot as plt
+    import pandas as pd
 
 
 @dataclass
@@ -216,7 +220,7 @@ def glue(name: str, value, display: bool = True) -> None:
 def setup(variant: str, **parameters) -> NotebookRun:
     """The notebook's parameters -> a :class:`NotebookRun`; applies the plot theme. Unknown
     variants and profiles fail here, before any work."""
-    from .plots import set_theme
+    from .style import set_theme
 
     for name, least in (("n_per_class", 1), ("seed", 0)):
         value = parameters.get(name)
@@ -229,3 +233,35 @@ def setup(variant: str, **parameters) -> NotebookRun:
     get_profile(run.profile)
     set_theme()
     return run
+
+
+def show(fig: plt.Figure) -> None:
+    """Display a figure once in a notebook (and close it, so the inline backend does not
+    display it a second time)."""
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    display(fig)
+    plt.close(fig)
+
+
+#: How metrics are named in tables.
+METRIC_LABELS = {
+    "identifiability_rate": "identifiability rate (%)",
+    "identifiability_rate_image_tokens": "identifiability rate, every image token (%)",
+    "images_with_identifiable_token": "images with an identifiable token (%)",
+    "top1_accuracy": "top-1 accuracy (%)",
+    "first_significant_block": "first block above random (p < 0.05)",
+    "perturbation_baseline_accuracy": "top-1, every token kept",
+    "perturbation_first_point_accuracy": "top-1 at the curve's first point (B17)",
+    "accuracy_kept_removed": "% of tokens removed, top-1 >= the first point",
+    "accuracy_kept_removed_unperturbed": "% of tokens removed, top-1 >= unperturbed",
+}
+
+
+def styled(table: pd.DataFrame, precision: int = 2):
+    """A table for the book: readable metric names, no index, blanks shown as "–"."""
+    if "metric" in table:
+        table = table.assign(metric=table.metric.map(lambda m: METRIC_LABELS.get(m, m)))
+    return table.style.hide(axis="index").format(precision=precision, na_rep="–")
+

@@ -19,14 +19,14 @@ the default counts image tokens only, pooled, on both sides.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
 from .errors import VitclsError
 from .store_reader import Store
-from .perturb import AttentionPerturbation, perturbation_name
+from .perturb import AttentionPerturbation
 from .stats import box_summary, permutation_greater
 
 GROUPS = {"class": 1, "context": 0}
@@ -187,48 +187,3 @@ def attention_perturbations(has_cls: bool, blocks: Optional[Sequence[int]] = Non
                  AttentionPerturbation("self_only", blocks, keep_prefix=True),
                  AttentionPerturbation("no_cls", blocks, renormalize=True)]
     return runs
-
-
-_PAPER_ATTENTION = {"self_only": "attention_perturbation_self_only",
-                    "no_cls": "attention_perturbation_no_cls"}
-
-
-def attention_table(variant: str, clean: Store, runs: Sequence[Store]) -> pd.DataFrame:
-    """E7 table: last-block identifiability rate unperturbed and under each attention
-    perturbation, the paper's way (B5) and over image tokens only, beside the paper's value."""
-    from .identifiability import identifiability_rate, top1_accuracy
-    from .paper import paper_value
-
-    rows = [{"run": "unperturbed", "paper's aggregation": identifiability_rate(clean, paper=True),
-             "image tokens only": unperturbed_rate(clean),
-             "paper": paper_value("identifiability_rate", variant),
-             "top-1 (%)": top1_accuracy(clean)}]
-    for res in runs:
-        name = perturbation_name(res.perturbation)
-        metric = _PAPER_ATTENTION.get(name)
-        rows.append({"run": name, "paper's aggregation": perturbed_rate(res, paper=True),
-                     "image tokens only": perturbed_rate(res),
-                     "paper": paper_value(metric, variant) if metric else None,
-                     "top-1 (%)": 100 * res.accuracy})
-    return pd.DataFrame(rows)
-
-
-def context_table(variant: str, clean: Store, runs: Mapping[str, Store],
-                  labels: str = "aligned") -> pd.DataFrame:
-    """E9 table: per group ("class", "context"), its tokens' last-block identifiability rate
-    unperturbed and with the other group removed (``runs[group]`` keeps that group), the
-    paper's way (B6) and over image tokens only, with the paper's values beside them."""
-    from .paper import paper_value
-
-    rows = []
-    for group, res in runs.items():
-        rows.append({
-            "tokens": GROUP_NAMES[group],
-            "unperturbed": unperturbed_rate(clean, group, labels),
-            "removed, paper's aggregation": perturbed_rate(res, paper=True),
-            "removed, image tokens only": perturbed_rate(res),
-            "paper: unperturbed": paper_value(f"context_identifiability_{group}_tokens", variant),
-            "paper: removed": paper_value(f"context_perturbation_{group}_tokens", variant),
-            "top-1 when removed (%)": 100 * res.accuracy,
-        })
-    return pd.DataFrame(rows)

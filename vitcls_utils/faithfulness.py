@@ -29,7 +29,6 @@ from .loading import TokenLayout  # noqa: E402
 from .perturb import keeping_tokens  # noqa: E402
 
 
-
 def faithfulness_outcomes(model: nn.Module, loader: Callable[[], "Sequence"], orders: np.ndarray,
                           positive: bool = False, counts: Optional[Sequence[int]] = None
                           ) -> np.ndarray:
@@ -102,7 +101,6 @@ def normalized_auc(accuracy: np.ndarray, counts: Sequence[int], n_image: int) ->
     order = np.argsort(removed)
     return float(np.trapezoid(np.asarray(accuracy)[order], removed[order])
                  / (removed.max() - removed.min()))
-
 
 
 def _curve_key(model: nn.Module, dataset, order: np.ndarray, positive: bool,
@@ -255,13 +253,3 @@ def map_orders(model: nn.Module, stimuli, methods: Sequence[str], n_random: int,
     orders.update(extra or {})
     orders["random"] = random_orders(model.patch_embed.num_patches, range(n_random))
     return orders
-
-
-def with_paper_areas(areas: pd.DataFrame, variant: str) -> pd.DataFrame:
-    """``areas`` of :func:`perturbation_test` with the paper's AUC of the same order and test
-    beside each row (NaN where the paper reports none)."""
-    from .paper import paper_value
-
-    return areas.assign(paper=[
-        paper_value(f"perturbation_auc_{row.test}_{PAPER_ORDER_NAMES[row.method]}", variant)
-        for row in areas.itertuples()])

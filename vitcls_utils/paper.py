@@ -1,15 +1,14 @@
-"""The paper's reported numbers (``data/paper/reported.csv``) beside this run's."""
+"""The numbers the four papers report, typed in from their tables, figures and authors' code
+(``data/paper/``, each with its source): read here, shown beside this run's by the tables
+modules of :mod:`vitcls_utils.report`."""
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import TYPE_CHECKING, Dict, Mapping, Optional
+from typing import Optional
 
 import pandas as pd
 
 from .registry import data_dir
-
-if TYPE_CHECKING:
-    from .store_reader import Store
 
 
 @lru_cache(maxsize=1)
@@ -60,62 +59,6 @@ def paper_curve(metric: str, variant: str, n_blocks: int) -> pd.DataFrame:
     return series
 
 
-#: How metrics are named in tables.
-METRIC_LABELS = {
-    "identifiability_rate": "identifiability rate (%)",
-    "identifiability_rate_image_tokens": "identifiability rate, every image token (%)",
-    "images_with_identifiable_token": "images with an identifiable token (%)",
-    "top1_accuracy": "top-1 accuracy (%)",
-    "first_significant_block": "first block above random (p < 0.05)",
-    "perturbation_baseline_accuracy": "top-1, every token kept",
-    "perturbation_first_point_accuracy": "top-1 at the curve's first point (B17)",
-    "accuracy_kept_removed": "% of tokens removed, top-1 >= the first point",
-    "accuracy_kept_removed_unperturbed": "% of tokens removed, top-1 >= unperturbed",
-}
-
-
-def styled(table: pd.DataFrame, precision: int = 2):
-    """A table for the book: readable metric names, no index, blanks shown as "–"."""
-    if "metric" in table:
-        table = table.assign(metric=table.metric.map(lambda m: METRIC_LABELS.get(m, m)))
-    return table.style.hide(axis="index").format(precision=precision, na_rep="–")
-
-
-def compare_table(stores: Mapping[str, "Store"]) -> pd.DataFrame:
-    """Table 1 across variants: one row per store, this run's values beside the paper's."""
-    from .identifiability import headline
-    from .registry import get_variant
-
-    rows = []
-    for key, results in sorted(stores.items()):
-        ours = headline(results)
-        rows.append({
-            "variant": get_variant(key).label,
-            "dataset": results.manifest["config"]["dataset"]["name"],
-            "images": int(ours["n_images"]),
-            "identifiability rate (this run)": ours["identifiability_rate"],
-            "identifiability rate (paper)": paper_value("identifiability_rate", key),
-            "top-1 (this run)": ours["top1_accuracy"],
-            "top-1 (paper)": paper_value("top1_accuracy", key),
-        })
-    return pd.DataFrame(rows)
-
-
-def side_by_side(variant: str, ours: Dict[str, float]) -> pd.DataFrame:
-    """One row per metric: the paper's value (blank when not reported), this run's, source."""
-    frame = reported()
-    rows = []
-    for metric, value in ours.items():
-        match = frame[(frame.metric == metric) & (frame.variant == variant) & frame.block.isna()]
-        rows.append({
-            "metric": metric,
-            "paper": None if match.empty else float(match.value.iloc[0]),
-            "this run": value,
-            "source": "" if match.empty else match.source.iloc[0],
-        })
-    return pd.DataFrame(rows)
-
-
 def vit_table1() -> pd.DataFrame:
     """The ViT paper's Table 1: model, layers, width, mlp, heads, parameters_millions."""
     return pd.read_csv(data_dir() / "paper" / "vit_table1.csv")
@@ -126,31 +69,6 @@ def reference_top1(variant: str) -> Optional[float]:
     frame = pd.read_csv(data_dir() / "paper" / "vit_top1.csv")
     rows = frame[frame.variant == variant]
     return None if rows.empty else float(rows.value.iloc[0])
-
-
-def vit_table1_side_by_side(own: Optional[Mapping[str, int]] = None,
-                            own_label: str = "") -> pd.DataFrame:
-    """The ViT paper's Table 1 beside timm's architectures, counted offline on the meta device
-    (no weights): paper and timm parameters in millions; ``own`` (an
-    :func:`~vitcls_utils.anatomy.architecture_row`) adds this run's variant as a last row."""
-    from .anatomy import TABLE1_ARCHS, architecture_row
-
-    rows = []
-    for paper_row in vit_table1().itertuples():
-        counted = architecture_row(TABLE1_ARCHS[paper_row.model])
-        rows.append({"model": paper_row.model, "layers": counted["layers"],
-                     "width": counted["width"], "MLP": counted["mlp"], "heads": counted["heads"],
-                     "params, paper (M)": float(paper_row.parameters_millions),
-                     "params, timm (M)": counted["parameters"] / 1e6,
-                     "same shape as the paper": (counted["layers"], counted["width"],
-                                                 counted["mlp"], counted["heads"])
-                     == (paper_row.layers, paper_row.width, paper_row.mlp, paper_row.heads)})
-    if own is not None:
-        rows.append({"model": own_label, "layers": own["layers"], "width": own["width"],
-                     "MLP": own["mlp"], "heads": own["heads"], "params, paper (M)": float("nan"),
-                     "params, timm (M)": own["parameters"] / 1e6,
-                     "same shape as the paper": None})
-    return pd.DataFrame(rows)
 
 
 def ghiasi_table1() -> pd.DataFrame:

@@ -1,52 +1,18 @@
-"""Figures: one seaborn theme, functions that take tidy DataFrames and return a Figure.
-
-Every figure is reproducible to the pixel: seaborn's bootstrapped confidence bands get a fixed
-seed (``SEED``) and the strip plots' jitter is drawn from a seeded generator.
-"""
+"""The main paper's figures (Vilas et al. 2023, chapters 1-4): functions that take tidy
+DataFrames and return a Figure, in the book's theme (:mod:`vitcls_utils.style`)."""
 from __future__ import annotations
 
-import contextlib
-from typing import Dict, Iterator, Optional
+from typing import Dict, Optional
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from .style import SEED, seeded_global_rng
 from .stats import stars
 
 TOKEN_COLOURS = {"[CLS]": "#d1495b", "image": "#00798c",
                  "class-labeled": "#edae49", "context-labeled": "#66a182"}
-
-
-def set_theme() -> None:
-    """The book's look (whitegrid, paper context), applied once per notebook."""
-    sns.set_theme(context="notebook", style="whitegrid", font_scale=0.95,
-                  rc={"figure.dpi": 110, "savefig.dpi": 110, "axes.titleweight": "bold"})
-
-
-SEED = 0  # of the confidence bands' bootstrap and the strip plots' jitter
-
-
-@contextlib.contextmanager
-def seeded_global_rng(seed: int = SEED) -> Iterator[None]:
-    """numpy's global generator seeded for the block, then restored: seaborn's strip plot
-    draws its jitter from it and takes no seed."""
-    state = np.random.get_state()
-    np.random.seed(seed)
-    try:
-        yield
-    finally:
-        np.random.set_state(state)
-
-
-def show(fig: plt.Figure) -> None:
-    """Display a figure once in a notebook (and close it, so the inline backend does not
-    display it a second time)."""
-    from IPython.display import display
-
-    display(fig)
-    plt.close(fig)
 
 
 def _finish(fig: plt.Figure, ax: plt.Axes, blocks, ylabel: str, ylim, title: str) -> plt.Figure:

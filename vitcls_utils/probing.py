@@ -363,18 +363,3 @@ def probe_orders(probe: ProbeResults) -> np.ndarray:
     the true class, ascending (most important first): [I, T]."""
     total = probe.by_block("rank", "resid_post")[:, :, probe.num_prefix:].astype(np.int64).sum(1)
     return np.argsort(total, axis=1, kind="stable")
-
-
-def last_block_with_paper(table: pd.DataFrame, variant: str) -> pd.DataFrame:
-    """A12 right: the last block's probe and projection accuracy per site kind, this run's
-    beside the paper's (NaN where it reports none)."""
-    from .paper import paper_value
-
-    block = int(table.block.max())
-    last = table[table.block == block].set_index("site")
-    return pd.DataFrame([{
-        "site": site, "probe (this run)": last.loc[site, "linear probe"],
-        "probe (paper)": paper_value(f"probe_accuracy_{site}", variant, block=block),
-        "projection (this run)": last.loc[site, "class projection"],
-        "projection (paper)": paper_value(f"projection_accuracy_{site}", variant, block=block)}
-        for site in last.index])
