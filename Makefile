@@ -27,7 +27,7 @@ test: $(STAMP)
 
 # Refresh the headline outputs stored in notebooks/ (nbval's reference) after a deliberate change.
 reference-outputs: $(STAMP)
-	TQDM_DISABLE=1 $(PY) -m vitcls_utils.reference_outputs
+	TQDM_DISABLE=1 $(PY) -m vitcls_utils.running.reference_outputs
 
 book: $(STAMP)
 	$(VENV)/bin/vitcls variants --markdown > book/generated/variants_table.md
@@ -38,15 +38,15 @@ book: $(STAMP)
 # Every notebook for the seven architectures and their controls, under both profiles, on random
 # weights files and fabricated data, then the book of it (_dryrun/site/_build/html).
 paper-dry-run: $(STAMP)
-	TQDM_DISABLE=1 $(PY) -m vitcls_utils.dryrun --out _dryrun --jobs 2
+	TQDM_DISABLE=1 $(PY) -m vitcls_utils.running.dry_run --out _dryrun --jobs 2
 
 toy-model: $(STAMP)
-	$(PY) -m vitcls_utils.toy_training --out data/toy
+	$(PY) -m vitcls_utils.training.toy_models --out data/toy
 
 # Chapter 7's Table 2, scaled: the toy DeiT and ConViT on fractions of the toy training set
 # (same steps), into data/toy/sample_efficiency.json; resumes, and reuses the f = 1 checkpoints.
 sample-efficiency: $(STAMP)
-	TQDM_DISABLE=1 $(PY) -m vitcls_utils.sample_efficiency
+	TQDM_DISABLE=1 $(PY) -m vitcls_utils.training.sample_efficiency
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/extract_overhead.py

@@ -48,8 +48,8 @@ def main() -> int:
     import torch
 
     import vitcls_utils as vu
-    from vitcls_utils import explain, faithfulness, probing
-    from vitcls_utils.hooks import block_sites
+    from vitcls_utils.analysis import explanation_maps as explain, faithfulness, probing
+    from vitcls_utils.model.hooks import block_sites
 
     model = vu.load_variant(args.variant, device=args.device)
     timings = {}

@@ -35,10 +35,10 @@ def throughput(variant: str, device: str, batch_size: int, repeats: int, precisi
     import torch
 
     import vitcls_utils as vu
-    from vitcls_utils.extract import DEFAULT_KINDS
-    from vitcls_utils.reduce import SiteReducer
-    from vitcls_utils.hooks import block_sites
-    from vitcls_utils.variants import TokenLayout
+    from vitcls_utils.stores.extraction import DEFAULT_KINDS
+    from vitcls_utils.stores.site_reducer import SiteReducer
+    from vitcls_utils.model.hooks import block_sites
+    from vitcls_utils.model.loading import TokenLayout
 
     model = vu.load_variant(variant, device=device)
     dev = next(model.parameters()).device
@@ -95,8 +95,8 @@ def make_jpegs(root: Path, n_images: int, per_class: int = 4) -> Path:
 def rss_child(data_dir: str, out: str, variant: str, batch_size: int) -> None:
     """Run one extraction and print its peak resident set size (MiB) as JSON."""
     import vitcls_utils as vu
-    from vitcls_utils.data import ImageFolderDataset
-    from vitcls_utils.extract import extract
+    from vitcls_utils.datasets.kinds import ImageFolderDataset
+    from vitcls_utils.stores.extraction import extract
 
     model = vu.load_variant(variant, device="cpu")
     dataset = ImageFolderDataset(Path(data_dir), num_classes=model.num_classes)

@@ -42,10 +42,10 @@ def main() -> int:
 
     import torch
 
-    from vitcls_utils import featureviz
-    from vitcls_utils.data import build_dataset
-    from vitcls_utils.dryrun import fabricate_imagenet_s
-    from vitcls_utils.loading import load_variant
+    from vitcls_utils.analysis import featureviz
+    from vitcls_utils.datasets.kinds import build_dataset
+    from vitcls_utils.running.dry_run import fabricate_imagenet_s
+    from vitcls_utils.model.loading import load_variant
 
     rows = []
     toy = load_variant("toy", device=args.device)

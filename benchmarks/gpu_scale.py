@@ -48,9 +48,9 @@ def throughput(model, batch_size: int, precision: str, repeats: int) -> dict:
     """img/s of the plain forward and of the extraction step, and peak memory, at one batch."""
     import torch
 
-    from vitcls_utils.extract import DEFAULT_KINDS
-    from vitcls_utils.hooks import block_sites
-    from vitcls_utils.reduce import SiteReducer
+    from vitcls_utils.stores.extraction import DEFAULT_KINDS
+    from vitcls_utils.model.hooks import block_sites
+    from vitcls_utils.stores.site_reducer import SiteReducer
 
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(0)
@@ -89,9 +89,9 @@ def rank_changes(model, n_images: int, batch_size: int) -> list:
     """Per site kind: share of entries whose rank or top-1 differs between fp32 and bf16."""
     import torch
 
-    from vitcls_utils.extract import DEFAULT_KINDS
-    from vitcls_utils.hooks import block_sites
-    from vitcls_utils.reduce import SiteReducer
+    from vitcls_utils.stores.extraction import DEFAULT_KINDS
+    from vitcls_utils.model.hooks import block_sites
+    from vitcls_utils.stores.site_reducer import SiteReducer
 
     device = next(model.parameters()).device
     sites = block_sites(model, DEFAULT_KINDS)
@@ -136,9 +136,9 @@ def write_jpegs(root: Path, n_images: int) -> None:
 def end_to_end(model, n_images: int, batch_size: int, workers: int) -> list:
     """img/s of ``extract()`` itself (loader from the stimulus cache, forward, reduction,
     rows written and synced to disk, progress files) on ``n_images`` JPEGs, fp32 and bf16."""
-    from vitcls_utils import stimulus_cache
-    from vitcls_utils.data import ImageFolderDataset
-    from vitcls_utils.extract import extract
+    from vitcls_utils.stores import stimulus_cache
+    from vitcls_utils.datasets.kinds import ImageFolderDataset
+    from vitcls_utils.stores.extraction import extract
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -160,11 +160,11 @@ def end_to_end(model, n_images: int, batch_size: int, workers: int) -> list:
 def decode_rate(n_images: int, workers, device) -> list:
     """img/s of the stimulus loader (JPEG decode + the ViT-B/16 preprocessing), decoding the
     JPEGs and reading them from the preprocessed-stimulus cache, and the cache's build rate."""
-    from vitcls_utils import stimulus_cache
-    from vitcls_utils.data import ImageFolderDataset
-    from vitcls_utils.loader import stimulus_loader
-    from vitcls_utils.loading import TokenLayout
-    from vitcls_utils.preprocess import HF_VIT
+    from vitcls_utils.stores import stimulus_cache
+    from vitcls_utils.datasets.kinds import ImageFolderDataset
+    from vitcls_utils.stores.stimulus_loader import stimulus_loader
+    from vitcls_utils.model.loading import TokenLayout
+    from vitcls_utils.datasets.preprocess import HF_VIT
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -222,7 +222,7 @@ def main() -> None:
         args.decode_images, args.workers = 8, [0]
     import torch
 
-    from vitcls_utils.loading import load_variant
+    from vitcls_utils.model.loading import load_variant
 
     if args.decode_only:
         rows = decode_rate(args.decode_images, args.workers, torch.device(args.device))

@@ -1,7 +1,7 @@
 """Time of the chapter-3 (key-value memory) analyses, separately from the extraction they read.
 
 ViT-B/16 at random init on ``--images`` synthetic JPEGs (5 per class): one extraction pass with
-the chapter-3 sites and top-5 key indices, then each analysis of ``vitcls_utils.memories`` on
+the chapter-3 sites and top-5 key indices, then each analysis of ``vitcls_utils.analysis.memories`` on
 the store (value projections, E5b, E6, E10, E11 both rules, E12, E13), timed one by one.
 
 Usage::
@@ -46,8 +46,8 @@ def main() -> int:
     import torch
 
     import vitcls_utils as vu
-    from vitcls_utils import memories as mem
-    from vitcls_utils.extract import extract
+    from vitcls_utils.analysis import memories as mem
+    from vitcls_utils.stores.extraction import extract
 
     timings = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vitcls_utils import variants
-from vitcls_utils.data import IMAGENET_S_EXCLUDED, imagenet_wnids
-from vitcls_utils.preprocess import Preprocess
-from vitcls_utils.toy import TOY_PREPROCESS
-from vitcls_utils.variants import Variant
+from vitcls_utils.model import loading, registry
+from vitcls_utils.datasets.kinds import IMAGENET_S_EXCLUDED, imagenet_wnids
+from vitcls_utils.datasets.preprocess import Preprocess
+from vitcls_utils.datasets.toy import TOY_PREPROCESS
+from vitcls_utils.model.registry import Variant
 
 import timm  # noqa: E402  (vitcls_utils imported first: torchvision shim)
 import torch  # noqa: E402
@@ -40,7 +40,7 @@ def tiny_model(layout: str = "cls", seed: int = 0, **overrides) -> torch.nn.Modu
     timm.layers.set_fused_attn(False)
     torch.manual_seed(seed)
     model = timm.create_model(arch, pretrained=False, **{**TINY, **extra, **overrides})
-    variants.disable_fused_attn(model)
+    loading.disable_fused_attn(model)
     # timm zero-inits some heads and biases; give every parameter signal so no two logits tie
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -67,9 +67,9 @@ def tiny_variant():
         dataset="folder", paper_key="-", weights="random", random=True,
         model_kwargs=tuple(TINY.items()),
     )
-    variants.register(variant)
+    registry.register(variant)
     yield variant
-    variants.VARIANTS.pop(variant.key, None)
+    registry.VARIANTS.pop(variant.key, None)
 
 
 @pytest.fixture
@@ -82,9 +82,9 @@ def tiny_toy_variant():
         model_kwargs=(("img_size", 56), ("patch_size", 8), ("embed_dim", 32), ("depth", 3),
                       ("num_heads", 2), ("num_classes", 24)),
     )
-    variants.register(variant)
+    registry.register(variant)
     yield variant
-    variants.VARIANTS.pop(variant.key, None)
+    registry.VARIANTS.pop(variant.key, None)
 
 
 @pytest.fixture
@@ -96,9 +96,9 @@ def tiny_cnn_variant():
         paper_key="-", weights="random", random=True, family="cnn",
         model_kwargs=(("channels", (8, 8, 16, 16)), ("stem_width", 8)),
     )
-    variants.register(variant)
+    registry.register(variant)
     yield variant
-    variants.VARIANTS.pop(variant.key, None)
+    registry.VARIANTS.pop(variant.key, None)
 
 
 def write_image(path: Path, seed: int, mode: str = "RGB", size=(40, 48)) -> Path:
@@ -195,11 +195,11 @@ def make_imagenet_s(root: Path, with_csv: bool = False) -> Path:
 def memory_store(rank, *, kinds=("resid_post",), classes: int = 10, has_cls: bool = True,
                  labels=None, pred=None, top1=None, true_logit=None, token_class=None,
                  perturbation=None, fingerprint: str = "f", key_mlp=None, key_attn=None):
-    """A :class:`~vitcls_utils.store_reader.Store` held in memory, for metric tests: ``rank``
+    """A :class:`~vitcls_utils.stores.reader.Store` held in memory, for metric tests: ``rank``
     (and the other token arrays) [images, blocks x kinds, tokens] at the sites
     ``blocks.{b}.hook_{kind}`` in block-major order; [CLS] at token 0 when ``has_cls``. What is
     not given is zero (labels, top-1s, logits) or the labels (predictions)."""
-    from vitcls_utils.store_reader import Store
+    from vitcls_utils.stores.reader import Store
 
     rank = np.asarray(rank, dtype=np.int16)
     n_images, n_sites, _ = rank.shape

@@ -9,8 +9,8 @@ import pytest
 import torch
 from conftest import tiny_model
 
-from vitcls_utils import anatomy, explain
-from vitcls_utils.hooks import hooks
+from vitcls_utils.analysis import anatomy, explanation_maps as explain
+from vitcls_utils.model.hooks import hooks
 
 
 def random_attention(batch=2, heads=3, prefix=1, grid=(3, 4), seed=0):
@@ -110,9 +110,9 @@ def test_explain_rollout_is_the_anatomy_rollout():
 
 
 def test_attention_distances_over_a_dataset_equal_a_per_image_loop():
-    from vitcls_utils.data import build_dataset
-    from vitcls_utils.hooks import run_with_cache
-    from vitcls_utils.loading import load_variant
+    from vitcls_utils.datasets.kinds import build_dataset
+    from vitcls_utils.model.hooks import run_with_cache
+    from vitcls_utils.model.loading import load_variant
 
     model = load_variant("toy")
     stimuli = build_dataset("toy", None, num_classes=24, n_per_class=1)
@@ -136,7 +136,7 @@ def test_attention_distances_over_a_dataset_equal_a_per_image_loop():
 def test_architecture_rows_count_what_timm_builds():
     import timm
 
-    from vitcls_utils.registry import get_variant
+    from vitcls_utils.model.registry import get_variant
 
     row = anatomy.architecture_row("vit_tiny_patch16_224", num_classes=10)
     real = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10)

@@ -1,31 +1,96 @@
-"""The package's shape: one-way dependencies (no import cycle, counting imports inside
-functions too), small modules, and no private name used across modules."""
+"""The package's shape: layer subpackages whose imports point only down the stack (counting
+imports inside functions), no import cycle, small modules, no private name used across modules,
+thin notebooks, and an ARCHITECTURE.md that lists exactly the modules there are."""
 from __future__ import annotations
 
 import ast
+import json
+import re
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "vitcls_utils"
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "vitcls_utils"
+#: the layers, lowest first: a module imports only from its own layer and the ones before it
+LAYERS = ("base", "datasets", "model", "stores", "training", "analysis", "report", "running")
+#: modules allowed in the package root: the package itself and private shims
+ROOT_MODULES = {"__init__", "_compat", "_tvshim", "_moved"}
 MAX_LINES = 400
+MAX_CELL_LINES = 10
+
+
+def module_name(path: Path) -> str:
+    """'layer.module' of a file in a layer, or the root module's name."""
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return ".".join(parts)
+
+
+def resolve(path: Path, node: ast.ImportFrom) -> list:
+    """The package modules (dotted, under vitcls_utils) an import statement reads, with the
+    names it takes: [(module, [names])]."""
+    here = module_name(path).split(".")
+    if node.level:
+        base = here[:len(here) - node.level]
+        target = base + (node.module.split(".") if node.module else [])
+    elif (node.module or "").split(".")[0] == "vitcls_utils":
+        target = node.module.split(".")[1:]
+    else:
+        return []
+    names = [alias.name for alias in node.names]
+    if node.module is None or len(target) == 1 and target[0] in LAYERS:
+        # from . import x  /  from ..layer import module
+        return [(".".join(target + [name]) if target else name, []) for name in names]
+    return [(".".join(target), names)]
 
 
 def imports_of(path: Path) -> list:
-    """(module imported, names) of every intra-package import anywhere in ``path``."""
+    """(module, names) of every intra-package import anywhere in ``path``."""
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
-            names = [alias.name for alias in node.names]
-            if node.level == 1:
-                found += [(node.module.split(".")[0], names)] if node.module else \
-                    [(name, []) for name in names]
-            elif node.level == 0 and (node.module or "").startswith("vitcls_utils."):
-                found.append((node.module.split(".")[1], names))
+            found += resolve(path, node)
     return found
 
 
+def layer_of(module: str) -> int:
+    """Index of a module's layer; -1 for the package root and its private shims."""
+    head = module.split(".")[0]
+    return LAYERS.index(head) if head in LAYERS else -1
+
+
+def modules() -> dict:
+    return {module_name(p): p for p in PACKAGE.rglob("*.py")
+            if p.name != "__init__.py" or p.parent == PACKAGE}
+
+
 def graph() -> dict:
-    return {path.stem: {m for m, _ in imports_of(path)} - {path.stem}
-            for path in PACKAGE.glob("*.py")}
+    return {name: {m for m, _ in imports_of(path)} - {name} for name, path in modules().items()}
+
+
+def test_every_module_sits_in_a_layer():
+    stray = [p.name for p in PACKAGE.glob("*.py") if p.stem not in ROOT_MODULES]
+    assert not stray, f"move into a layer subpackage: {stray}"
+    folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"}
+    assert folders == set(LAYERS), folders ^ set(LAYERS)
+    assert all((PACKAGE / layer / "__init__.py").exists() for layer in LAYERS)
+
+
+def test_imports_point_down_the_layers():
+    up = []
+    for name, path in modules().items():
+        for target, _ in imports_of(path):
+            if name != "__init__" and layer_of(target) > layer_of(name):
+                up.append(f"{name} -> {target}")
+    assert not up, up
+
+
+def test_the_direction_test_sees_an_upward_import(tmp_path):
+    """A lower layer that imports a higher one, even inside a function, is caught."""
+    fake = PACKAGE / "base" / "sites.py"
+    node = ast.parse("def f():\n    from ..report import notebook\n").body[0].body[0]
+    (target, _), = resolve(fake, node)
+    assert target == "report.notebook" and layer_of(target) > layer_of("base.sites")
+    node = ast.parse("from ..model.hooks import hooks").body[0]
+    assert resolve(PACKAGE / "stores" / "extraction.py", node) == [("model.hooks", ["hooks"])]
 
 
 def test_the_import_graph_has_no_cycle():
@@ -44,13 +109,57 @@ def test_the_import_graph_has_no_cycle():
         if module not in state:
             visit(module, [module])
     assert not cycles, cycles
-    assert "registry" in edges["loading"]  # the graph is read, not empty
+    assert "model.registry" in edges["model.loading"]  # the graph is read, not empty
 
 
 def test_modules_are_small_and_keep_their_private_names():
-    long = {p.name: n for p in PACKAGE.glob("*.py")
+    long = {name: n for name, p in modules().items()
             if (n := p.read_text().count("\n")) > MAX_LINES}
     assert not long, f"split by concept: {long}"
-    private = [(p.name, m, name) for p in PACKAGE.glob("*.py") for m, names in imports_of(p)
-               for name in names if name.startswith("_") and not name.startswith("__")]
+    private = [(name, m, imported) for name, p in modules().items()
+               for m, names in imports_of(p) for imported in names
+               if imported.startswith("_") and not imported.startswith("__")]
     assert not private, private
+
+
+def test_notebook_cells_are_thin():
+    """Logic lives in the package: no code cell but the parameters cell over ~10 lines."""
+    thick = []
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        for index, cell in enumerate(json.loads(path.read_text())["cells"]):
+            tags = cell.get("metadata", {}).get("tags", [])
+            if cell["cell_type"] != "code" or "parameters" in tags or "remove-cell" in tags:
+                continue
+            lines = [line for line in "".join(cell["source"]).splitlines() if line.strip()]
+            if len(lines) > MAX_CELL_LINES:
+                thick.append(f"{path.name} cell {index}: {len(lines)} lines")
+    assert not thick, thick
+
+
+def test_nothing_imports_an_old_flat_path():
+    """Notebooks, tests, benchmarks and the package use the layered paths; the old ones are for
+    user code only (and warn)."""
+    from vitcls_utils._moved import MOVED, SPLIT
+
+    old = "|".join(sorted(set(MOVED) | set(SPLIT)))
+    pattern = re.compile(rf"vitcls_utils\.({old})\b|from vitcls_utils import [^\n]*\b({old})\b")
+    files = [p for p in list(ROOT.glob("notebooks/*.ipynb")) + list(ROOT.glob("tests/*.py"))
+             + list(ROOT.glob("benchmarks/*.py")) + list(PACKAGE.rglob("*.py"))
+             if p.name not in {"test_moved.py", "_moved.py"}]
+    hits = [f"{p.relative_to(ROOT)}: {m.group(0)}" for p in files
+            for m in pattern.finditer(p.read_text())]
+    assert not hits, hits
+
+
+def architecture_modules() -> set:
+    """The modules ARCHITECTURE.md's tables name (``layer/module``)."""
+    text = (ROOT / "ARCHITECTURE.md").read_text()
+    return set(re.findall(r"`(\w+/\w+)`", text))
+
+
+def test_architecture_md_lists_exactly_the_modules():
+    listed = architecture_modules()
+    present = {name.replace(".", "/") for name in modules() if "." in name}
+    assert listed, "ARCHITECTURE.md names no layer/module"
+    assert not present - listed, f"add to ARCHITECTURE.md: {sorted(present - listed)}"
+    assert not listed - present, f"not in the package: {sorted(listed - present)}"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vitcls_utils import batching
-from vitcls_utils.errors import VitclsError
-from vitcls_utils.variants import load_variant
+from vitcls_utils.stores import batch_size as batching
+from vitcls_utils.base.errors import VitclsError
+from vitcls_utils.model.loading import load_variant
 
 
 def test_cpu_gets_the_fixed_size_and_integers_pass_through(tiny_variant):
@@ -22,7 +22,7 @@ def test_cpu_gets_the_fixed_size_and_integers_pass_through(tiny_variant):
 def test_the_largest_batch_that_fits_halving_on_out_of_memory(tiny_variant, monkeypatch):
     """A device that holds at most 100 images: 1024, 512, 256, 128 fail, 64 passes, minus a
     tenth is 57."""
-    from vitcls_utils import reduce
+    from vitcls_utils.stores import site_reducer as reduce
 
     model = load_variant("test_tiny")
     tried = []
@@ -47,9 +47,9 @@ def test_the_largest_batch_that_fits_halving_on_out_of_memory(tiny_variant, monk
 
 
 def test_extract_and_the_cli_take_auto(tiny_variant, image_folder, tmp_path):
-    from vitcls_utils.cli import build_parser
-    from vitcls_utils.data import ImageFolderDataset
-    from vitcls_utils.extract import extract, open_store
+    from vitcls_utils.running.cli import build_parser
+    from vitcls_utils.datasets.kinds import ImageFolderDataset
+    from vitcls_utils.stores.extraction import extract, open_store
 
     model = load_variant("test_tiny")
     store = open_store(extract(model, ImageFolderDataset(image_folder, num_classes=10),

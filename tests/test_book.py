@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from vitcls_utils import UnknownVariantError, VitclsError, book
+from vitcls_utils import UnknownVariantError, VitclsError
+from vitcls_utils.report import notebook as book
 
 
 @pytest.mark.parametrize("parameters, message", [
@@ -28,8 +29,8 @@ def test_unknown_variant_and_bad_settings():
 
 
 def test_the_cnn_beside_a_vit_is_random_beside_a_random_control():
-    from vitcls_utils import book
-    from vitcls_utils.errors import VitclsError
+    from vitcls_utils.report import notebook as book
+    from vitcls_utils.base.errors import VitclsError
 
     assert book.setup("toy").baseline_key() == "toy_cnn"
     assert book.setup("toy_random").baseline_key("resnet152_tv") == "resnet152_tv_random"

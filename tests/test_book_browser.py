@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from vitcls_utils import runner
+from vitcls_utils.running import runner
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium")

@@ -67,18 +67,56 @@ def test_related_chapters_cite_analyses_the_catalogue_defines(letter, count, pre
         assert cited and cited <= ids, f"{notebook.name} cites {cited or 'no analysis'}"
 
 
-def test_the_catalogue_names_functions_that_exist():
+#: `name.attr` in the catalogue that are not modules: site names, instances, parameters
+NOT_MODULES = {"attn", "mlp", "blocks", "fc2", "explorer", "model", "vitcls_utils"}
+FILE_SUFFIXES = {"csv", "txt", "toml", "yml", "md", "json", "py", "npy", "tsv", "ipynb",
+                 "safetensors", "pth", "xml"}
+TIMM_NAME = re.compile(r"patch\d+|^(vit|deit|convit|resnet)_")
+
+
+def package_modules() -> dict:
+    """{basename: dotted module} of every module in the layer subpackages."""
+    package = ROOT / "vitcls_utils"
+    return {path.stem: ".".join(("vitcls_utils",) + path.relative_to(package).with_suffix("")
+                                .parts)
+            for path in package.glob("*/*.py") if path.stem != "__init__"}
+
+
+def check_references(text: str) -> list:
+    """`module.name` references of ``text`` that name no module of the package, or a name the
+    module does not have."""
     import importlib
 
-    text = CATALOGUE.read_text()
-    missing = []
+    modules, problems = package_modules(), []
+    classes = {name for dotted in modules.values()
+               for name in dir(importlib.import_module(dotted)) if name[:1].isupper()}
     for module, name in re.findall(r"`(\w+)\.(\w+)(?:\(|`)", text):
-        try:
-            mod = importlib.import_module(f"vitcls_utils.{module}")
-        except ModuleNotFoundError:
-            continue  # `Variant.drop_prefixes` and other attributes of classes
-        if not hasattr(mod, name):
-            missing.append(f"{module}.{name}")
+        if (module in NOT_MODULES or module in classes or name in FILE_SUFFIXES
+                or TIMM_NAME.search(module)):
+            continue  # `Variant.drop_prefixes`, `reported.csv`, `vit_base_patch16_224.augreg`
+        if module == "vu":  # import vitcls_utils as vu
+            if not hasattr(importlib.import_module("vitcls_utils"), name):
+                problems.append(f"vu.{name}: vitcls_utils exports no {name!r}")
+        elif module not in modules:
+            problems.append(f"{module}.{name}: no module {module!r}")
+        elif not hasattr(importlib.import_module(modules[module]), name):
+            problems.append(f"{module}.{name}: {modules[module]} has no {name!r}")
+    return problems
+
+
+def test_a_module_name_that_does_not_exist_is_reported():
+    assert check_references("`extraction.store_for`, `Variant.drop_prefixes`") == []
+    assert check_references("`results.find_store`") == ["results.find_store: no module 'results'"]
+    assert check_references("`extraction.nope`") == [
+        "extraction.nope: vitcls_utils.stores.extraction has no 'nope'"]
+
+
+def test_the_catalogue_names_functions_that_exist():
+    text = CATALOGUE.read_text()
+    missing = check_references(text)
+    for page in ("reproducing.md", "method.md", "intro.md", "variants.md"):
+        missing += check_references((ROOT / "book" / page).read_text())
+    missing += check_references((ROOT / "README.md").read_text())
     assert not missing, missing
     notebooks = {p.stem for p in (ROOT / "notebooks").glob("*.ipynb")}
     named = r"`((?:fig|tab|compare|vit_(?:fig|tab|bridge|fewshot)|ghiasi_(?:fig|tab|bridge))\w*)`"

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from conftest import write_image
-from vitcls_utils.extract import open_store
-from vitcls_utils.variants import VARIANTS
+from vitcls_utils.stores.extraction import open_store
+from vitcls_utils.model.registry import VARIANTS
 
 VITCLS = Path(sys.executable).with_name("vitcls")
 
@@ -144,7 +144,7 @@ def test_bad_arguments_are_rejected_before_torch_is_imported(case, tmp_path):
     extra = [e.format(file=tmp_path / "afile", tmp=tmp_path) for e in extra]
     argv = ["extract", "--variant", "toy", "--data", "toy", "--out", str(tmp_path / "o")]
     argv += extra
-    code = ("import sys\nfrom vitcls_utils import cli\ntry:\n    rc = cli.main(%r)\n"
+    code = ("import sys\nfrom vitcls_utils.running import cli\ntry:\n    rc = cli.main(%r)\n"
             "except SystemExit as e:\n    rc = e.code\nprint('torch' in sys.modules, rc)" % argv)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120)
@@ -154,7 +154,7 @@ def test_bad_arguments_are_rejected_before_torch_is_imported(case, tmp_path):
 
 def test_dataset_arguments_that_would_be_ignored_are_refused(tmp_path, monkeypatch):
     from vitcls_utils import DatasetError
-    from vitcls_utils.data import build_dataset
+    from vitcls_utils.datasets.kinds import build_dataset
 
     write_image(tmp_path / "imgs" / "n01440764" / "a.jpg", seed=1)
     with pytest.raises(DatasetError, match="--split applies to"):
@@ -180,7 +180,7 @@ def test_a_refused_pickle_says_how_to_convert_it(tmp_path):
 
     torch.save({"x": Evil()}, tmp_path / "evil.pt")
     from vitcls_utils import WeightsError
-    from vitcls_utils.loading import read_state_dict
+    from vitcls_utils.model.loading import read_state_dict
 
     with pytest.raises(WeightsError) as error:
         read_state_dict(tmp_path / "evil.pt")
@@ -190,7 +190,7 @@ def test_a_refused_pickle_says_how_to_convert_it(tmp_path):
 
 
 def test_run_refuses_a_results_dir_that_is_a_file(tmp_path, capsys):
-    from vitcls_utils.cli import main
+    from vitcls_utils.running.cli import main
 
     (tmp_path / "afile").write_text("")
     code = main(["run", "--variants", "toy", "--notebooks", "tab1*", "--results-dir",

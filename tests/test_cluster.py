@@ -10,9 +10,9 @@ import re
 import nbformat
 import pytest
 
-from vitcls_utils import cluster, runner
-from vitcls_utils.errors import VitclsError
-from vitcls_utils.runfile import VariantRun, parse, parse_devices
+from vitcls_utils.running import cluster, runner
+from vitcls_utils.base.errors import VitclsError
+from vitcls_utils.running.run_file import VariantRun, parse, parse_devices
 
 RUNS = [VariantRun("toy_random", "toy", n_per_class=1), VariantRun("toy_gap", "toy", n_per_class=1)]
 
@@ -81,7 +81,7 @@ def test_slurm_shards_are_an_array_and_the_notebooks_wait_for_it(tmp_path, monke
     assert "#SBATCH --array=0-2%3" in array and "#SBATCH --partition=gpu" in array
     assert "#SBATCH --dependency=afterok:4200" in notebooks and "--array" not in notebooks
     # a variant whose main store exists gets no array, and no dependency
-    from vitcls_utils.extract import store_for
+    from vitcls_utils.stores.extraction import store_for
 
     store_for("toy_random", n_per_class=1, results_dir=tmp_path / "r", device="cpu",
               progress=False)
@@ -97,7 +97,7 @@ def test_slurm_shards_are_an_array_and_the_notebooks_wait_for_it(tmp_path, monke
 
 
 def test_local_shards_fill_the_store_of_one_process_then_the_notebooks_read_it(tmp_path):
-    from vitcls_utils.extract import store_for
+    from vitcls_utils.stores.extraction import store_for
 
     runs = [VariantRun("toy_random", "toy", n_per_class=2)]
     done = cluster.submit(runs, "tab1*", executor="local", devices=["cpu", "cpu"],
@@ -179,7 +179,8 @@ def test_a_killed_local_run_resumes_and_submits_only_what_is_missing(tmp_path):
 
     pattern = "[tf][ai][bg][12]_*"  # tab1_identifiability_rate and fig2_identifiability_evolution
     runs_dir, results = tmp_path / "runs", tmp_path / "results"
-    script = (f"from vitcls_utils import cluster\nfrom vitcls_utils.runfile import VariantRun\n"
+    script = (f"from vitcls_utils.running import cluster\n"
+              f"from vitcls_utils.running.run_file import VariantRun\n"
               f"cluster.submit([VariantRun('toy_random', 'toy', n_per_class=1), "
               f"VariantRun('toy_gap', 'toy', n_per_class=1)], {pattern!r}, executor='local', "
               f"devices=['cpu', 'cpu'], results_dir={str(results)!r}, "

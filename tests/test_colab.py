@@ -16,7 +16,7 @@ import nbformat
 import pytest
 import yaml
 
-from vitcls_utils import colab, runner
+from vitcls_utils.running import colab, runner
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -34,7 +34,7 @@ def test_the_repository_address_is_written_once():
 def test_install_cell_and_colab_link_are_the_generated_ones(notebook, tmp_path):
     copy = tmp_path / notebook.name
     shutil.copy(notebook, copy)
-    assert not colab.sync_notebook(copy), "run python -m vitcls_utils.colab"
+    assert not colab.sync_notebook(copy), "run python -m vitcls_utils.running.colab"
     cells = nbformat.read(notebook, as_version=4).cells
     assert cells[1].source == colab.install_cell()
     assert colab.colab_url(notebook.name) in cells[0].source

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from conftest import memory_store
 
-from vitcls_utils import context_metrics
-from vitcls_utils.errors import VitclsError
+from vitcls_utils.analysis import context as context_metrics
+from vitcls_utils.base.errors import VitclsError
 
 
 def make_results(rank, token_class=None, perturbation=None, pred=None, classes=10):

@@ -10,16 +10,17 @@ import pytest
 import timm
 import torch
 
-from vitcls_utils import anatomy, convit, variants
-from vitcls_utils.block_readout import readout_for
-from vitcls_utils.errors import VitclsError
-from vitcls_utils.extract import extract, open_store
-from vitcls_utils.hooks import run_with_cache, site_names
-from vitcls_utils.identifiability import evolution
-from vitcls_utils.loading import TokenLayout, load_variant
-from vitcls_utils.projection import ClassProjector
-from vitcls_utils.toy import TOY_PREPROCESS
-from vitcls_utils.variants import Variant
+from vitcls_utils.model import registry
+from vitcls_utils.analysis import anatomy, convit
+from vitcls_utils.analysis.block_readout import readout_for
+from vitcls_utils.base.errors import VitclsError
+from vitcls_utils.stores.extraction import extract, open_store
+from vitcls_utils.model.hooks import run_with_cache, site_names
+from vitcls_utils.analysis.identifiability import evolution
+from vitcls_utils.model.loading import TokenLayout, load_variant
+from vitcls_utils.model.projection import ClassProjector
+from vitcls_utils.datasets.toy import TOY_PREPROCESS
+from vitcls_utils.model.registry import Variant
 
 #: 4 heads of width 8, four blocks: GPSA in blocks 0-1, [CLS] joins before block 2
 TINY_CONVIT = dict(img_size=32, patch_size=8, embed_dim=8, depth=4, num_heads=4,
@@ -57,9 +58,9 @@ def toy_convit_variant():
         model_kwargs=(("img_size", 56), ("patch_size", 8), ("embed_dim", 8), ("depth", 3),
                       ("num_heads", 4), ("local_up_to_layer", 1)),
     )
-    variants.register(variant)
+    registry.register(variant)
     yield variant
-    variants.VARIANTS.pop(variant.key, None)
+    registry.VARIANTS.pop(variant.key, None)
 
 
 def test_layout_marks_where_the_cls_joins(model):
@@ -184,7 +185,7 @@ def test_nonlocality_of_uniform_attention_is_its_closed_form(grid):
 def test_attention_maps_take_the_query_row_without_cls(model):
     x = images(1)
     _, cache = run_with_cache(model, x)
-    maps = convit.attention_maps(model, x, [0, 3])
+    maps = convit.query_attention_maps(model, x, [0, 3])
     assert maps[0].shape == (4, 4, 4)
     centre = 2 * 4 + 2
     assert torch.equal(maps[0].flatten(1), cache["blocks.0.attn.hook_pattern"][0, :, centre])
@@ -194,13 +195,13 @@ def test_attention_maps_take_the_query_row_without_cls(model):
     torch.testing.assert_close(convit.local_mass(square, (2, 2)), torch.tensor([1.0, 0.0]))
     assert float(convit.local_mass(square, (0, 0))[1]) == 1.0  # cut at the edge
     with pytest.raises(VitclsError, match="not in the 4x4 grid"):
-        convit.attention_maps(model, x, [0], query=16)
+        convit.query_attention_maps(model, x, [0], query=16)
 
 
 def test_store_marks_cls_absent_before_it_joins_and_projects_the_rest(toy_convit_variant,
                                                                       tmp_path):
-    from vitcls_utils.data import build_dataset
-    from vitcls_utils.perturb import TokenRemoval
+    from vitcls_utils.datasets.kinds import build_dataset
+    from vitcls_utils.model.perturbations import TokenRemoval
 
     model = load_variant("test_tiny_convit")
     data = build_dataset("toy", None, num_classes=24, n_per_class=1)
@@ -227,8 +228,8 @@ def test_store_marks_cls_absent_before_it_joins_and_projects_the_rest(toy_convit
                                rtol=1e-5, atol=1e-5)
     assert (store.by_block("top1", "resid_post")[:, -1, 0] == logits.argmax(-1).numpy()).all()
     assert (store.pred == logits.argmax(-1).numpy()).all()
-    from vitcls_utils.identifiability import block_boxes
-    from vitcls_utils.perturb import AttentionPerturbation
+    from vitcls_utils.analysis.identifiability import block_boxes
+    from vitcls_utils.model.perturbations import AttentionPerturbation
 
     boxes = block_boxes(store)
     assert list(boxes[boxes.token == "[CLS]"].block) == [2, 3]
@@ -240,7 +241,7 @@ def test_store_marks_cls_absent_before_it_joins_and_projects_the_rest(toy_convit
 def test_top_keys_of_a_convit_line_up_by_token(toy_convit_variant, tmp_path):
     """Chapter 3's key indices: the [CLS] row absent before it joins, the patches' rows the
     top coefficients of the same patch."""
-    from vitcls_utils.data import build_dataset
+    from vitcls_utils.datasets.kinds import build_dataset
 
     model = load_variant("test_tiny_convit")
     data = build_dataset("toy", None, num_classes=24, n_per_class=1)
@@ -255,15 +256,15 @@ def test_top_keys_of_a_convit_line_up_by_token(toy_convit_variant, tmp_path):
 
 
 def test_evaluate_under_masks_and_the_readout_without_cls(toy_convit_variant):
-    from vitcls_utils.data import build_dataset
-    from vitcls_utils.loader import labelled_batches
+    from vitcls_utils.datasets.kinds import build_dataset
+    from vitcls_utils.stores.stimulus_loader import labelled_batches
 
     model = load_variant("test_tiny_convit")
     data = build_dataset("toy", None, num_classes=24, n_per_class=1)
     masks = convit.table_masks(model, ks=(1,))
     assert [m.name for m in masks] == ["unmasked", "position embedding zeroed",
                                        "content masked, first 1", "position masked, first 1"]
-    accuracy, blocks = convit.evaluate(model, data, masks, batch_size=10, by_block=True,
+    accuracy, blocks = convit.evaluate_masks(model, data, masks, batch_size=10, by_block=True,
                                        progress=False)
     correct = sum(int((model(x).argmax(-1) == y).sum())
                   for x, y in labelled_batches(model, data, 10, "", False))

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vitcls_utils import convit_tables as tables
+from vitcls_utils.analysis.identifiability import first_block_reaching
+from vitcls_utils.report import convit_tables as tables
 
 
 def accuracy(names):
@@ -68,12 +69,12 @@ def test_bridge_puts_gates_only_beside_the_model_that_has_them():
     assert frame[frame.model == "DeiT"].gate.isna().all()
     assert np.isnan(conv.cls_identifiability[1]) and conv.cls_identifiability[2] == 0.9
     assert list(conv.nonlocality) == [1.5, 4.0]
-    assert tables.first_block_above(frame, "ConViT", 0.6) == 2
-    assert tables.first_block_above(frame, "ConViT", 0.95) is None
+    assert first_block_reaching(frame, 0.6, model="ConViT") == 2
+    assert first_block_reaching(frame, 0.95, model="ConViT") is None
 
 
 def test_a_sweep_still_running_shows_the_fractions_it_has_or_says_what_to_run():
-    from vitcls_utils.errors import VitclsError
+    from vitcls_utils.base.errors import VitclsError
 
     runs = pd.DataFrame({"key": ["toy_deit", "toy_convit", "toy_deit"], "fraction": [1.0, 1.0, 0.1],
                          "val_top1": [0.8, 0.9, 0.5], "val_top5": [1.0, 1.0, 0.8]})

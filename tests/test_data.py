@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 
 from conftest import write_image
-from vitcls_utils.data import (CONVERTED, OK, UNREADABLE, ImageFolderDataset, build_dataset,
-                               imagenet_wnids, load_image)
-from vitcls_utils.errors import DatasetError
+from vitcls_utils.datasets.kinds import (CONVERTED, OK, UNREADABLE, ImageFolderDataset,
+                                         build_dataset, imagenet_wnids, load_image)
+from vitcls_utils.base.errors import DatasetError
 
 
 def test_order_labels_and_fingerprint(tmp_path):
@@ -69,7 +69,7 @@ def test_load_image_statuses(tmp_path):
 
 
 def test_probe_training_sets_are_named_in_one_place():
-    from vitcls_utils.data import PROBE_SPLITS, probe_training_set
+    from vitcls_utils.datasets.kinds import PROBE_SPLITS, probe_training_set
 
     train = probe_training_set("toy", None, 24)
     assert train.split == PROBE_SPLITS["toy"] == "probe-train" and len(train) == 240

@@ -10,11 +10,11 @@ import pytest
 from PIL import Image
 
 from conftest import WNIDS, make_imagenet_s
-from vitcls_utils.data import Cifar100Dataset, ImageNetSDataset, build_dataset
-from vitcls_utils.errors import DatasetError
-from vitcls_utils.extract import extract, open_store
-from vitcls_utils.masks import decode_mask, token_labels, token_labels_paper
-from vitcls_utils.variants import TokenLayout, load_variant
+from vitcls_utils.datasets.kinds import Cifar100Dataset, ImageNetSDataset, build_dataset
+from vitcls_utils.base.errors import DatasetError
+from vitcls_utils.stores.extraction import extract, open_store
+from vitcls_utils.datasets.masks import decode_mask, token_labels, token_labels_paper
+from vitcls_utils.model.loading import TokenLayout, load_variant
 
 
 def test_sorted_selection_excludes_and_skips(tmp_path):

@@ -8,8 +8,8 @@ import nbformat
 import pytest
 from safetensors import safe_open
 
-from vitcls_utils import dryrun
-from vitcls_utils.loading import load_variant
+from vitcls_utils.running import dry_run as dryrun
+from vitcls_utils.model.loading import load_variant
 
 pytestmark = pytest.mark.slow
 SUBSET = ["vit_b32", "vit_b16_gap", "vit_b16_cifar100", "vit_b16_miil"]  # GAP, CIFAR, a crop

@@ -1,15 +1,15 @@
-"""Edited stimuli evaluated in one pass (vitcls_utils.edits): the full edit is the variant's own
+"""Edited stimuli evaluated in one pass (vitcls_utils.analysis.stimulus_edits): the full edit is the variant's own
 preprocessing, regions follow the masks, and the readouts agree with the plain model's."""
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from vitcls_utils import edits, isolation, patch_readout
-from vitcls_utils.data import build_dataset
-from vitcls_utils.errors import DatasetError, VitclsError
-from vitcls_utils.loading import load_variant
-from vitcls_utils.toy import TOY_PREPROCESS
+from vitcls_utils.analysis import cls_isolation as isolation, patch_readout, stimulus_edits as edits
+from vitcls_utils.datasets.kinds import build_dataset
+from vitcls_utils.base.errors import DatasetError, VitclsError
+from vitcls_utils.model.loading import load_variant
+from vitcls_utils.datasets.toy import TOY_PREPROCESS
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def test_full_edit_is_the_preprocessing_and_regions_add_up(toy_data):
 
 def test_all_edits_at_once_equal_each_edit_made_alone(toy_data):
     """apply_all shares one FFT per region; the low-pass is then that of the [0, 1] image."""
-    from vitcls_utils.lowpass import lowpass
+    from vitcls_utils.analysis.lowpass import lowpass
 
     image, _, ids, category = toy_data.load_with_mask(1)
     mask = ids == category
@@ -49,7 +49,7 @@ def test_all_edits_at_once_equal_each_edit_made_alone(toy_data):
 def test_evaluate_agrees_with_the_model_and_the_patch_readout(tiny_toy_variant, toy_data):
     model = load_variant(tiny_toy_variant.key)
     chosen = [edits.FULL, edits.FOREGROUND, edits.BACKGROUND] + edits.lowpass_edits([3])[1:]
-    out = edits.evaluate(model, toy_data, chosen, by_block=True, batch_size=16, num_workers=0,
+    out = edits.evaluate_edits(model, toy_data, chosen, by_block=True, batch_size=16, num_workers=0,
                          progress=False)
     acc = out["accuracy"].set_index("edit")
     plain = isolation.sweep(model, toy_data, Ls=[0], modes=["isolate"], progress=False)
@@ -62,7 +62,7 @@ def test_evaluate_agrees_with_the_model_and_the_patch_readout(tiny_toy_variant, 
     assert list(out["blocks"].edit.unique()) == [e.name for e in chosen]
     assert 0 < out["accuracy"].attrs["object_share"] < 1
     # the low-pass column is the model on filtered inputs, computed here a second way
-    from vitcls_utils.lowpass import lowpass
+    from vitcls_utils.analysis.lowpass import lowpass
     image, _ = toy_data.load(5)
     x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)
     expected = edits.normalize(lowpass(x, 3), TOY_PREPROCESS)
@@ -72,7 +72,7 @@ def test_evaluate_agrees_with_the_model_and_the_patch_readout(tiny_toy_variant, 
 
 def test_cnn_output_only(tiny_cnn_variant, toy_data):
     model = load_variant(tiny_cnn_variant.key)
-    out = edits.evaluate(model, toy_data, [edits.FULL, edits.BACKGROUND], num_workers=0,
+    out = edits.evaluate_edits(model, toy_data, [edits.FULL, edits.BACKGROUND], num_workers=0,
                          progress=False)
     assert out["blocks"].empty and len(out["accuracy"]) == 2
     with torch.no_grad():
@@ -80,7 +80,7 @@ def test_cnn_output_only(tiny_cnn_variant, toy_data):
         top1 = 100 * float((model(x).argmax(-1) == torch.tensor(toy_data.labels)).float().mean())
     assert out["accuracy"].top1[0] == pytest.approx(top1)
     with pytest.raises(VitclsError, match="CNN"):
-        edits.evaluate(model, toy_data, [edits.FULL], by_block=True, progress=False)
+        edits.evaluate_edits(model, toy_data, [edits.FULL], by_block=True, progress=False)
 
 
 def test_region_edits_need_masks(tiny_toy_variant, image_folder):

@@ -7,9 +7,9 @@ import pytest
 import torch
 from conftest import tiny_model
 
-from vitcls_utils import explain, faithfulness
-from vitcls_utils.hooks import capture, hooks
-from vitcls_utils.projection import ClassProjector
+from vitcls_utils.analysis import explanation_maps as explain, faithfulness
+from vitcls_utils.model.hooks import capture, hooks
+from vitcls_utils.model.projection import ClassProjector
 
 
 def block_loss(model, images, classes, block, paper, nudge=None):
@@ -116,8 +116,8 @@ def test_random_orders_are_the_authors_draws():
 
 def test_cached_curves_equal_computed_ones_and_are_reused(tiny_toy_variant, tmp_path,
                                                           monkeypatch):
-    from vitcls_utils.data import ToyDataset
-    from vitcls_utils.variants import load_variant
+    from vitcls_utils.datasets.kinds import ToyDataset
+    from vitcls_utils.model.loading import load_variant
 
     model = load_variant("test_tiny_toy", seed=1)
     dataset = ToyDataset("val", n_per_class=1)

@@ -5,8 +5,9 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from vitcls_utils import dryrun, explanation_cases
-from vitcls_utils.imagenet_s import ImageNetSDataset
+from vitcls_utils.analysis import explanation_cases
+from vitcls_utils.running import dry_run as dryrun
+from vitcls_utils.datasets.imagenet_s import ImageNetSDataset
 
 
 class Stimuli:

@@ -16,11 +16,11 @@ import pytest
 import torch
 
 from vitcls_utils import StoreError, VitclsError
-from vitcls_utils.data import CONVERTED, UNREADABLE, ImageFolderDataset, load_image
-from vitcls_utils.extract import extract, open_store
-from vitcls_utils.hooks import run_with_cache
-from vitcls_utils.projection import ClassProjector
-from vitcls_utils.variants import load_variant
+from vitcls_utils.datasets.kinds import CONVERTED, UNREADABLE, ImageFolderDataset, load_image
+from vitcls_utils.stores.extraction import extract, open_store
+from vitcls_utils.model.hooks import run_with_cache
+from vitcls_utils.model.projection import ClassProjector
+from vitcls_utils.model.loading import load_variant
 
 ARRAYS = ("rank", "top1", "true_logit", "pred", "labels", "status")
 
@@ -130,15 +130,15 @@ KILL_SCRIPT = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {tests!r})
     import conftest
-    from vitcls_utils import variants
-    from vitcls_utils.data import ImageFolderDataset
-    from vitcls_utils.extract import extract
-    from vitcls_utils.variants import Variant
-    variants.register(Variant(key="test_tiny", label="t", arch="vit_tiny_patch16_224", tag=None,
+    from vitcls_utils.datasets.kinds import ImageFolderDataset
+    from vitcls_utils.model.loading import load_variant
+    from vitcls_utils.model.registry import Variant, register
+    from vitcls_utils.stores.extraction import extract
+    register(Variant(key="test_tiny", label="t", arch="vit_tiny_patch16_224", tag=None,
         preprocess=conftest.TINY_PREPROCESS, num_classes=10, pooling="token", n_tokens=17,
         dataset="folder", paper_key="-", weights="random", random=True,
         model_kwargs=tuple(conftest.TINY.items())))
-    model = variants.load_variant("test_tiny", seed=2)
+    model = load_variant("test_tiny", seed=2)
     slow = float(sys.argv[3])
     extract(model, ImageFolderDataset(sys.argv[1], num_classes=10), sys.argv[2], batch_size=1,
             _after_write=lambda done: time.sleep(slow))
@@ -192,7 +192,7 @@ def test_two_writers_of_one_store_write_it_once(tiny_variant, image_folder, tmp_
     runs waits, then finds the store complete (no rows written twice, none left zero)."""
     import threading
 
-    from vitcls_utils import extract as extract_module
+    from vitcls_utils.stores import extraction as extract_module
 
     model = load_variant("test_tiny", seed=1)
     dataset = ImageFolderDataset(image_folder, num_classes=10)

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from vitcls_utils import faithfulness
+from vitcls_utils.analysis import faithfulness
+from vitcls_utils.report import vilas_tables
 
 
 def curve(method, test, accuracy, n_image=10):
@@ -53,7 +54,7 @@ def test_paper_areas_sit_beside_each_order_and_test():
     areas = pd.DataFrame({"method": ["class_space", "gradient_rollout", "random", "probe"],
                           "test": ["negative", "negative", "positive", "negative"],
                           "paper AUC": [0.5, 0.6, 0.7, 0.8]})
-    with_paper = faithfulness.with_paper_areas(areas, "vit_b32")
+    with_paper = vilas_tables.with_paper_areas(areas, "vit_b32")
     assert list(with_paper.columns) == ["method", "test", "paper AUC", "paper"]
     assert with_paper.paper.iloc[0] == pytest.approx(0.8363)  # reported.csv, A11 (ours)
     assert with_paper.paper.iloc[1] == pytest.approx(0.8454)  # Chefer et al.

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from vitcls_utils import featureviz
-from vitcls_utils.data import build_dataset
-from vitcls_utils.errors import VitclsError
-from vitcls_utils.loading import load_variant
-from vitcls_utils.memories import Memories
+from vitcls_utils.analysis import featureviz
+from vitcls_utils.datasets.kinds import build_dataset
+from vitcls_utils.base.errors import VitclsError
+from vitcls_utils.model.loading import load_variant
+from vitcls_utils.analysis.memories import Memories
 
 FAST = featureviz.Recipe(steps=12, copies=2)
 

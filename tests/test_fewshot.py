@@ -1,71 +1,17 @@
-"""The few-shot LSR protocol against second computations: the primal, the dual, an augmented
-least-squares system and big_vision's eigendecomposition give one solution; big_vision's sampling
-on a small fake pool; features against timm's pre-logits and the model's logits."""
+"""The few-shot protocol against second computations: big_vision's sampling on a small fake
+pool; features against timm's pre-logits and the model's logits (the LSR solve itself is
+tested in test_least_squares.py)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from vitcls_utils import fewshot
-from vitcls_utils.data import build_dataset
-from vitcls_utils.errors import NoClassHeadError, VitclsError
-from vitcls_utils.loading import TokenLayout, load_variant
-from vitcls_utils.projection import ClassProjector
-
-
-def problem(n, d, k=4, seed=0):
-    gen = np.random.default_rng(seed)
-    return torch.from_numpy(gen.normal(size=(n, d)) * 3 + 1), torch.from_numpy(gen.integers(0, k, n))
-
-
-def augmented_solution(x, y, k, l2):
-    """Ridge as ordinary least squares on [X; sqrt(l2) I] w = [Y; 0] (numpy)."""
-    x = x.numpy()
-    mean, std = x.mean(0), x.std(0) + fewshot.STD_EPS
-    z = np.hstack([(x - mean) / std, np.full((len(x), 1), fewshot.BIAS)])
-    t = 2 * np.eye(k)[y.numpy()] - 1
-    a = np.vstack([z, np.sqrt(l2) * np.eye(z.shape[1])])
-    b = np.vstack([t, np.zeros((z.shape[1], k))])
-    return np.linalg.lstsq(a, b, rcond=None)[0]
-
-
-def big_vision_solution(x, y, k, l2):
-    """big_vision's cached eigendecomposition, rewritten in numpy from its formulas."""
-    x = x.numpy()
-    mean, std = x.mean(0, keepdims=True), x.std(0, keepdims=True) + 1e-5
-    z = np.pad((x - mean) / std, ((0, 0), (0, 1)), constant_values=100.0)
-    t = 2.0 * np.eye(k)[y.numpy()] - 1.0
-    if z.shape[0] >= z.shape[1]:
-        eigs, q = np.linalg.eigh(z.T @ z)
-        rhs, lhs = q.T @ (z.T @ t), q
-    else:
-        eigs, q = np.linalg.eigh(z @ z.T)
-        rhs, lhs = q.T @ t, z.T @ q
-    return (lhs * (1.0 / (eigs + l2))[None]) @ rhs
-
-
-@pytest.mark.parametrize("n, d", [(60, 7), (9, 30)])
-def test_primal_dual_least_squares_and_big_vision_agree(n, d):
-    x, y = problem(n, d)
-    for l2 in (1.0, fewshot.L2):
-        primal = fewshot.fit_lsr(x, y, 4, l2, solver="primal").weight.numpy()
-        dual = fewshot.fit_lsr(x, y, 4, l2, solver="dual").weight.numpy()
-        np.testing.assert_allclose(primal, dual, rtol=1e-7, atol=1e-10)
-        np.testing.assert_allclose(primal, augmented_solution(x, y, 4, l2), rtol=1e-6,
-                                   atol=1e-9)
-        np.testing.assert_allclose(primal, big_vision_solution(x, y, 4, l2), rtol=1e-6,
-                                   atol=1e-9)
-
-
-def test_the_solver_is_picked_by_shape_counting_the_bias_column(monkeypatch):
-    picked = []
-    real = torch.linalg.solve
-    monkeypatch.setattr(torch.linalg, "solve", lambda a, b: picked.append(a.shape[-1]) or real(a, b))
-    fewshot.fit_lsr(*problem(8, 7), 4)  # N = 8 = D + 1: primal, an 8x8 system
-    fewshot.fit_lsr(*problem(7, 7), 4)  # N = 7 < D + 1: dual, a 7x7 system
-    fewshot.fit_lsr(*problem(20, 7), 4)  # primal: 8x8
-    assert picked == [8, 7, 8]
+from vitcls_utils.analysis import fewshot
+from vitcls_utils.datasets.kinds import build_dataset
+from vitcls_utils.base.errors import NoClassHeadError, VitclsError
+from vitcls_utils.model.loading import TokenLayout, load_variant
+from vitcls_utils.model.projection import ClassProjector
 
 
 def test_sampling_reproduces_big_vision_on_a_fake_pool():
@@ -101,12 +47,7 @@ def test_accuracy_is_averaged_over_seeds_and_separable_data_is_read_perfectly():
     assert fewshot.usable_shots(labels[:-3], 8, (1, 5, 10, 25)) == [1, 5]  # classes 5-7: none
 
 
-def test_bad_shapes_and_solvers_are_refused():
-    x, y = problem(6, 3)
-    with pytest.raises(VitclsError, match="feature rows"):
-        fewshot.fit_lsr(x, y[:4], 4)
-    with pytest.raises(VitclsError, match="solver"):
-        fewshot.fit_lsr(x, y, 4, solver="svd")
+def test_bad_token_choices_are_refused():
     with pytest.raises(VitclsError, match="token choices"):
         fewshot.token_choices(TokenLayout(1, (2, 2), True), ["cls", "pooled"])
 
@@ -149,7 +90,7 @@ def test_a_model_without_a_head_gets_features_and_a_clear_error_for_the_projecti
 
 
 def test_features_of_other_sites_are_those_sites_tokens_normalised(toy_val):
-    from vitcls_utils.hooks import run_with_cache
+    from vitcls_utils.model.hooks import run_with_cache
 
     model = load_variant("toy")
     features = fewshot.token_features(model, toy_val, blocks=[4], tokens=["cls"],

@@ -1,11 +1,11 @@
-"""Foreground/background images, boxes and Table 2's normalisation (vitcls_utils.fgbg)."""
+"""Foreground/background images, boxes and Table 2's normalisation (vitcls_utils.analysis.foreground_background)."""
 import numpy as np
 import pytest
 from PIL import Image
 
-from vitcls_utils import fgbg
-from vitcls_utils.data import build_dataset
-from vitcls_utils.errors import DatasetError
+from vitcls_utils.analysis import foreground_background as fgbg
+from vitcls_utils.datasets.kinds import build_dataset
+from vitcls_utils.base.errors import DatasetError
 
 
 def test_foreground_plus_background_is_the_image():
@@ -69,7 +69,7 @@ def test_table2_row():
 
 def test_with_boxes_reads_a_val_csv_and_refuses_what_it_cannot_use(tmp_path):
     from conftest import write_image
-    from vitcls_utils.data import imagenet_wnids
+    from vitcls_utils.datasets.kinds import imagenet_wnids
 
     wnid = imagenet_wnids()[3]
     write_image(tmp_path / "imgs" / wnid / "ILSVRC2012_val_00000001.JPEG", 0, size=(40, 30))

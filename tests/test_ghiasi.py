@@ -4,10 +4,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vitcls_utils import featureviz, ghiasi, ghiasi_plots, isolation, patch_readout, plots
-from vitcls_utils.data import build_dataset
-from vitcls_utils.errors import VitclsError
-from vitcls_utils.loading import load_variant
+from vitcls_utils.analysis import cls_isolation as isolation, featureviz, patch_readout
+from vitcls_utils.report import (ghiasi_figures as ghiasi_plots, ghiasi_tables as ghiasi,
+                                 vilas_figures as plots)
+from vitcls_utils.datasets.kinds import build_dataset
+from vitcls_utils.base.errors import VitclsError
+from vitcls_utils.model.loading import load_variant
 
 
 @pytest.fixture
@@ -95,11 +97,3 @@ def test_memory_agreement_counts_top_stimuli_of_promoted_classes(toy_run):
     assert list(per_block.block) == [1, 3]
     assert per_block.agreement.tolist() == per_block.control.tolist()
     plots.plt.close(ghiasi_plots.agreement_figure(per_block, "t"))
-
-
-def test_first_block_above_reads_one_edit():
-    blocks = pd.DataFrame({"edit": ["full"] * 3 + ["background"] * 3, "block": [1, 2, 3] * 2,
-                           "image_identifiability": [0.5, 0.95, 0.99, 0.5, 0.6, 0.7]})
-    assert ghiasi.first_block_above(blocks, "full") == 2
-    assert ghiasi.first_block_above(blocks, "background") is None
-    assert ghiasi.first_block_above(blocks, "background", level=0.6) == 2

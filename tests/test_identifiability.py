@@ -7,9 +7,9 @@ import pytest
 from conftest import memory_store
 from scipy import stats as scipy_stats
 
-from vitcls_utils import identifiability as ident
-from vitcls_utils.errors import VitclsError
-from vitcls_utils.stats import wilcoxon_greater
+from vitcls_utils.analysis import identifiability as ident
+from vitcls_utils.base.errors import VitclsError
+from vitcls_utils.base.stats import wilcoxon_greater
 
 
 def fake_results(has_cls=True, n_images=6, n_blocks=3, n_tokens=5, classes=10, seed=0,
@@ -99,3 +99,12 @@ def test_normalized_blocks_pair_average():
     assert ident.normalized_blocks(frame.head(12), 12, "identifiability") is not None
     with pytest.raises(VitclsError):
         ident.normalized_blocks(frame, 6, "identifiability")
+
+
+def test_first_block_reaching_reads_the_matching_rows():
+    blocks = pd.DataFrame({"edit": ["full"] * 3 + ["background"] * 3, "block": [1, 2, 3] * 2,
+                           "image_identifiability": [0.5, 0.95, 0.99, 0.5, 0.6, 0.7]})
+    assert ident.first_block_reaching(blocks, 0.9, edit="full") == 2
+    assert ident.first_block_reaching(blocks, 0.9, edit="background") is None
+    assert ident.first_block_reaching(blocks, 0.6, edit="background") == 2
+    assert ident.first_block_reaching(blocks, 0.99) == 3  # no condition: every row

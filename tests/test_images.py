@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vitcls_utils.images import CONVERTED, EXIF_IGNORED, OK, UNREADABLE, load_image
+from vitcls_utils.datasets.images import CONVERTED, EXIF_IGNORED, OK, UNREADABLE, load_image
 
 RNG = np.random.default_rng(0)
 GRAY = RNG.integers(0, 256, (24, 20), dtype=np.uint8)

@@ -1,12 +1,12 @@
-"""CLS isolation and "drop patches after L" (vitcls_utils.isolation) against the split forward
+"""CLS isolation and "drop patches after L" (vitcls_utils.analysis.cls_isolation) against the split forward
 written out by hand, and the sweep against the plain model."""
 import pytest
 import torch
 
-from vitcls_utils import isolation
-from vitcls_utils.data import build_dataset
-from vitcls_utils.errors import VitclsError
-from vitcls_utils.loading import load_variant
+from vitcls_utils.analysis import cls_isolation as isolation
+from vitcls_utils.datasets.kinds import build_dataset
+from vitcls_utils.base.errors import VitclsError
+from vitcls_utils.model.loading import load_variant
 
 from conftest import tiny_model
 
@@ -80,7 +80,7 @@ def test_sweep_endpoints_are_the_model(tiny_toy_variant):
     frame = isolation.sweep(model, data, Ls=[0, 3], batch_size=16, progress=False)
     natural = frame.query("mode == 'isolate' and L == 0").iloc[0]
     assert frame.query("mode == 'drop' and L == 3").iloc[0].top1 == natural.top1
-    from vitcls_utils.isolation import labelled_batches
+    from vitcls_utils.analysis.cls_isolation import labelled_batches
     hits1 = hits5 = n = 0
     with torch.no_grad():
         for x, y in labelled_batches(model, data, 16, "t", progress=False):

@@ -5,7 +5,7 @@ import json
 
 import nbformat
 
-from vitcls_utils import kernels, runner
+from vitcls_utils.running import jupyter_kernels as kernels, runner
 
 
 def notebook(path, *sources):

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from vitcls_utils.errors import VitclsError
-from vitcls_utils.lowpass import frequency_mask, lowpass
+from vitcls_utils.base.errors import VitclsError
+from vitcls_utils.analysis.lowpass import frequency_mask, lowpass
 
 
 def wave(size: int, ky: int, kx: int) -> torch.Tensor:

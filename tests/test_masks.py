@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vitcls_utils.masks import decode_mask, nearest_indices, token_labels, token_labels_paper
-from vitcls_utils.preprocess import HF_VIT, MIIL
+from vitcls_utils.datasets.masks import (decode_mask, nearest_indices, token_labels,
+                                         token_labels_paper)
+from vitcls_utils.datasets.preprocess import HF_VIT, MIIL
 
 
 def encode(ids: np.ndarray) -> Image.Image:

@@ -8,12 +8,12 @@ import torch
 from conftest import memory_store, tiny_model
 from scipy import stats as scipy_stats
 
-from vitcls_utils import memories as mem
-from vitcls_utils.data import ImageFolderDataset, load_image
-from vitcls_utils.errors import StoreError
-from vitcls_utils.extract import extract, open_store
-from vitcls_utils.hooks import run_with_cache
-from vitcls_utils.variants import load_variant
+from vitcls_utils.analysis import memories as mem
+from vitcls_utils.datasets.kinds import ImageFolderDataset, load_image
+from vitcls_utils.base.errors import StoreError
+from vitcls_utils.stores.extraction import extract, open_store
+from vitcls_utils.model.hooks import run_with_cache
+from vitcls_utils.model.loading import load_variant
 
 KINDS = ("resid_post", "attn_out", "mlp_out", "resid_mid")
 

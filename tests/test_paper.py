@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from vitcls_utils import paper
-from vitcls_utils.variants import VARIANTS
+from vitcls_utils.report import reported as paper, vilas_tables
+from vitcls_utils.model.registry import VARIANTS
 
 
 def test_reported_file_is_well_formed():
@@ -21,7 +21,7 @@ def test_lookup_and_side_by_side():
     assert paper.paper_value("identifiability_rate", "vit_b16_gap") == pytest.approx(52.089)
     assert paper.paper_value("identifiability_rate", "toy") is None
     assert paper.paper_value("block_change_rate", "vit_b32", block=11) == pytest.approx(0.89)
-    table = paper.side_by_side("vit_b32", {"top1_accuracy": 80.0, "not_reported": 1.0})
+    table = vilas_tables.side_by_side("vit_b32", {"top1_accuracy": 80.0, "not_reported": 1.0})
     assert table.paper.tolist()[0] == pytest.approx(81.71)
     assert table.paper.isna().tolist() == [False, True]
 
@@ -48,7 +48,7 @@ def test_series_by_stacks_one_reported_line_per_level():
 
 
 def test_ghiasi_tables_are_well_formed_and_agree_with_each_other():
-    from vitcls_utils.registry import VARIANTS
+    from vitcls_utils.model.registry import VARIANTS
 
     table1 = paper.ghiasi_table1()
     assert table1.source.str.len().min() > 0

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from vitcls_utils import patch_readout
-from vitcls_utils.data import build_dataset
-from vitcls_utils.extract import store_for
-from vitcls_utils.loading import load_variant
+from vitcls_utils.analysis import patch_readout
+from vitcls_utils.datasets.kinds import build_dataset
+from vitcls_utils.stores.extraction import store_for
+from vitcls_utils.model.loading import load_variant
 
 
 def test_per_patch_readout_is_the_stores_identifiability(tiny_toy_variant, tmp_path):

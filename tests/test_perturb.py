@@ -7,20 +7,20 @@ import pytest
 import torch
 from conftest import tiny_model
 
-from vitcls_utils import VitclsError, variants
-from vitcls_utils.data import ImageFolderDataset, ToyDataset
-from vitcls_utils.extract import extract, open_store
-from vitcls_utils.hooks import capture
-from vitcls_utils.perturb import (AttentionPerturbation, TokenRemoval, edit_pattern,
-                                  group_by_length, keeping_tokens, parse_perturbation,
-                                  perturbation_name)
-from vitcls_utils.projection import ClassProjector
-from vitcls_utils.toy import TOY_PREPROCESS
-from vitcls_utils.variants import TokenLayout, load_variant
+from vitcls_utils import VitclsError
+from vitcls_utils.datasets.kinds import ImageFolderDataset, ToyDataset
+from vitcls_utils.stores.extraction import extract, open_store
+from vitcls_utils.model.hooks import capture
+from vitcls_utils.model.perturbations import (AttentionPerturbation, TokenRemoval, edit_pattern,
+                                              group_by_length, keeping_tokens, parse_perturbation,
+                                              perturbation_name)
+from vitcls_utils.model.projection import ClassProjector
+from vitcls_utils.datasets.toy import TOY_PREPROCESS
+from vitcls_utils.model.loading import TokenLayout, load_variant
 
 
 def forward_with(model, images, perturbation):
-    from vitcls_utils.hooks import hooks
+    from vitcls_utils.model.hooks import hooks
 
     with torch.no_grad(), hooks(model, perturbation.fwd_hooks(model)):
         with capture(model, f"blocks.{len(model.blocks) - 1}.hook_resid_post") as cache:
@@ -90,7 +90,7 @@ def test_no_cls_pattern_seen_by_the_model_and_no_cls_needs_cls():
     with torch.no_grad(), capture(model, "blocks.0.attn.hook_pattern") as clean:
         model(images)
     perturbation = AttentionPerturbation("no_cls", blocks=[0])
-    from vitcls_utils.hooks import hooks
+    from vitcls_utils.model.hooks import hooks
 
     # the reading hook comes after the editing one, so it sees the edited pattern
     with torch.no_grad(), hooks(model, perturbation.fwd_hooks(model)), \

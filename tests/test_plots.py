@@ -6,7 +6,7 @@ import io
 import numpy as np
 import pandas as pd
 
-from vitcls_utils import plots
+from vitcls_utils.report import vilas_figures as plots
 
 
 def png(fig) -> bytes:

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from vitcls_utils.preprocess import CIFAR, DEIT_REFINEMENT, HF_VIT, MIIL
+from vitcls_utils.datasets.preprocess import CIFAR, DEIT_REFINEMENT, HF_VIT, MIIL
 
 InterpolationMode = T.InterpolationMode
 
@@ -68,7 +68,7 @@ def test_original_vit_recipes_match_timms_own_eval_transforms(size):
     import timm
     from timm.data import create_transform, resolve_data_config
 
-    from vitcls_utils.preprocess import BIG_VISION_FEWSHOT, TIMM_ORIG_224, TIMM_ORIG_384
+    from vitcls_utils.datasets.preprocess import BIG_VISION_FEWSHOT, TIMM_ORIG_224, TIMM_ORIG_384
 
     image = photo(*size)
     for recipe, name in ((TIMM_ORIG_224, "vit_base_patch16_224.orig_in21k_ft_in1k"),

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from vitcls_utils import probing
-from vitcls_utils.data import ImageFolderDataset, load_image
-from vitcls_utils.hooks import run_with_cache
-from vitcls_utils.variants import load_variant
+from vitcls_utils.analysis import probing
+from vitcls_utils.datasets.kinds import ImageFolderDataset, load_image
+from vitcls_utils.model.hooks import run_with_cache
+from vitcls_utils.model.loading import load_variant
 
 
 def sums_of(X, labels, classes):

@@ -6,9 +6,9 @@ import torch
 
 from conftest import tiny_model
 from vitcls_utils import VitclsError
-from vitcls_utils.hooks import run_with_cache
-from vitcls_utils.projection import (ClassProjector, identifiability, rank_of_true_class,
-                                     reduce_logits, true_class_logit)
+from vitcls_utils.model.hooks import run_with_cache
+from vitcls_utils.model.projection import (ClassProjector, identifiability, rank_of_true_class,
+                                           reduce_logits, true_class_logit)
 
 
 def final_tokens(model, x):
@@ -83,7 +83,7 @@ def test_identifiability_values():
 
 
 def test_top1_top5_hits_agree_with_sorting():
-    from vitcls_utils.projection import top1_top5, topk_hits
+    from vitcls_utils.model.projection import top1_top5, topk_hits
 
     logits = torch.randn(40, 7, 30, generator=torch.Generator().manual_seed(3))
     labels = torch.randint(0, 30, (40, 1), generator=torch.Generator().manual_seed(4))

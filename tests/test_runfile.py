@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from vitcls_utils import dryrun, runfile, runner
-from vitcls_utils.runfile import RunFileError
+from vitcls_utils.running import dry_run as dryrun, run_file as runfile, runner
+from vitcls_utils.running.run_file import RunFileError
 
 
 def write(tmp_path, text):
@@ -47,7 +47,7 @@ def test_weights_of_another_architecture_are_refused_by_shape(tmp_path):
 
 
 def test_entries_are_per_variant_and_the_cli_fails_before_running(tmp_path, capsys):
-    from vitcls_utils.cli import main
+    from vitcls_utils.running.cli import main
 
     data = dryrun.fabricate_imagenet_s(tmp_path / "data", n_classes=2, n_images=5)
     cifar = dryrun.fabricate_cifar100(tmp_path / "cifar", n_labels=2, n_images=1)
@@ -89,14 +89,14 @@ def test_an_unset_environment_variable_is_named(tmp_path, monkeypatch):
 def test_the_shipped_paper_run_file_names_the_seven_variants(monkeypatch, tmp_path):
     from pathlib import Path
 
-    shipped = Path(runfile.__file__).resolve().parents[1] / "data" / "runs" / "paper.yml"
+    shipped = Path(runfile.__file__).resolve().parents[2] / "data" / "runs" / "paper.yml"
     monkeypatch.setenv("IMAGENET_S", str(tmp_path / "absent"))
     monkeypatch.setenv("CIFAR100_DIR", str(tmp_path / "absent"))
     monkeypatch.setenv("CIFAR100_WEIGHTS", str(tmp_path / "absent.pt"))
     with pytest.raises(RunFileError) as caught:  # no data here: every variant says so
         runfile.load_run_file(shipped)
     message = str(caught.value)
-    from vitcls_utils.registry import PAPER_KEYS
+    from vitcls_utils.model.registry import PAPER_KEYS
 
     for key in PAPER_KEYS:
         assert f"  - {key}: " in message
@@ -106,10 +106,10 @@ def test_the_shipped_paper_run_file_names_the_seven_variants(monkeypatch, tmp_pa
 def test_the_shipped_vit_run_file_names_the_original_checkpoints(monkeypatch, tmp_path):
     from pathlib import Path
 
-    from vitcls_utils.registry import ORIGINAL_KEYS
+    from vitcls_utils.model.registry import ORIGINAL_KEYS
 
-    shipped = Path(runfile.__file__).resolve().parents[1] / "data" / "runs" / "vit.yml"
-    from vitcls_utils.dryrun import fabricate_imagenet_s
+    shipped = Path(runfile.__file__).resolve().parents[2] / "data" / "runs" / "vit.yml"
+    from vitcls_utils.running.dry_run import fabricate_imagenet_s
 
     monkeypatch.setenv("IMAGENET_S", str(fabricate_imagenet_s(tmp_path, n_classes=1)))
     loaded = runfile.load_run_file(shipped)
@@ -122,10 +122,10 @@ def test_the_shipped_ghiasi_run_file_names_the_vits_and_towers_not_the_cnns(monk
                                                                            tmp_path):
     from pathlib import Path
 
-    from vitcls_utils.dryrun import fabricate_imagenet_s
-    from vitcls_utils.registry import GHIASI_KEYS, get_variant
+    from vitcls_utils.running.dry_run import fabricate_imagenet_s
+    from vitcls_utils.model.registry import GHIASI_KEYS, get_variant
 
-    shipped = Path(runfile.__file__).resolve().parents[1] / "data" / "runs" / "ghiasi.yml"
+    shipped = Path(runfile.__file__).resolve().parents[2] / "data" / "runs" / "ghiasi.yml"
     monkeypatch.setenv("IMAGENET_S", str(fabricate_imagenet_s(tmp_path, n_classes=1)))
     loaded = runfile.load_run_file(shipped)
     vits = [k for k in GHIASI_KEYS if get_variant(k).is_vit]
@@ -139,7 +139,7 @@ def test_the_shipped_ghiasi_run_file_names_the_vits_and_towers_not_the_cnns(monk
 
 def test_run_with_an_unknown_data_kind_names_the_kind(capsys):
     """It once said "pass --data-dir", sending the user the wrong way."""
-    from vitcls_utils.cli import main
+    from vitcls_utils.running.cli import main
 
     assert main(["run", "--variants", "vit_b32", "--data", "imagenet"]) == 2
     err = capsys.readouterr().err
@@ -149,9 +149,9 @@ def test_run_with_an_unknown_data_kind_names_the_kind(capsys):
 def test_the_shipped_convit_run_file_names_the_convits_not_their_deits(monkeypatch, tmp_path):
     from pathlib import Path
 
-    from vitcls_utils.dryrun import fabricate_imagenet_s
+    from vitcls_utils.running.dry_run import fabricate_imagenet_s
 
-    shipped = Path(runfile.__file__).resolve().parents[1] / "data" / "runs" / "convit.yml"
+    shipped = Path(runfile.__file__).resolve().parents[2] / "data" / "runs" / "convit.yml"
     monkeypatch.setenv("IMAGENET_S", str(fabricate_imagenet_s(tmp_path, n_classes=1)))
     loaded = runfile.load_run_file(shipped)
     keys = ["convit_tiny", "convit_small", "convit_base"]

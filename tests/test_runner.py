@@ -11,8 +11,8 @@ import nbformat
 import pytest
 
 from conftest import make_imagenet_s
-from vitcls_utils import kernels, runner
-from vitcls_utils.errors import UnknownVariantError, VitclsError
+from vitcls_utils.running import jupyter_kernels as kernels, runner
+from vitcls_utils.base.errors import UnknownVariantError, VitclsError
 
 
 def test_groups_and_plan(tmp_path):
@@ -57,7 +57,7 @@ def test_random_paper_variant_offline_and_real_variant_without_weights(tmp_path)
     stop the others."""
     tree = make_imagenet_s(tmp_path / "data") / "ImageNetS919"
     env = dict(os.environ, TQDM_DISABLE="1", HF_HUB_OFFLINE="1")
-    script = ("import sys; from vitcls_utils import runner; from pathlib import Path; "
+    script = ("import sys; from vitcls_utils.running import runner; from pathlib import Path; "
               "m = runner.run(sys.argv[1:], 'tab1*', device='cpu', data_dir=%r, "
               "results_dir=Path(%r), runs_dir=Path(%r)); print(runner.summary(m)); "
               "sys.exit(1 if any(j.status == 'failed' for j in m) else 0)")
@@ -140,7 +140,7 @@ def test_chapter4_notebooks_on_random_b32_and_a_fabricated_imagenet_s(tmp_path):
 def test_chapter5_runs_on_a_random_original_vit_without_a_head(tmp_path):
     """The ViT chapter on a random-init ImageNet-21k B/32 (no head) with a fabricated
     ImageNet-S tree; a headless variant is planned for that chapter only."""
-    from vitcls_utils import dryrun
+    from vitcls_utils.running import dry_run as dryrun
 
     key = "vit_orig_b32_in21k_random"
     tree = dryrun.fabricate_imagenet_s(tmp_path / "data", n_classes=3, n_images=5, n_test=10)
@@ -170,7 +170,7 @@ SMALL_CHAPTER6 = {"images_per_class": 1, "n_per_class": 1, "Ls": [0, 11, 12], "c
 def test_chapter6_runs_on_a_random_384px_vit_a_cnn_and_a_clip_tower(tmp_path):
     """Every chapter-6 notebook on a random-init ViT-B/32-384 with a random ResNet-50 beside it,
     and the feature visualisation (the only one planned) on a random CLIP tower."""
-    from vitcls_utils import dryrun
+    from vitcls_utils.running import dry_run as dryrun
 
     tree = dryrun.fabricate_imagenet_s(tmp_path / "data", n_classes=3, n_images=2, n_test=2)
     printed = {}
@@ -203,7 +203,7 @@ SMALL_CHAPTER7 = {"n_per_class": 1, "n_images": 2, "ks": [3], "batch_size": 8}
 def test_chapter7_runs_on_random_convit_tiny_with_random_deit_tiny_beside_it(tmp_path):
     """Every chapter-7 notebook that applies to ImageNet-S on a random-init ConViT-Ti, which
     reads a random DeiT-Ti beside it; the toy ConViT plans chapter 7 alone, sweep included."""
-    from vitcls_utils import dryrun
+    from vitcls_utils.running import dry_run as dryrun
 
     toy = {j.notebook.stem for j in runner.plan(["toy_convit"], "*", tmp_path, "cpu") if j.variant}
     assert toy == set(runner.chapters()["chapter7"])
@@ -262,7 +262,7 @@ def test_a_stale_failure_file_goes_when_the_notebook_succeeds(tmp_path, capfd):
 INTERRUPT_SCRIPT = """
 import signal, sys, threading
 from pathlib import Path
-from vitcls_utils import runner
+from vitcls_utils.running import runner
 # as in a terminal: a shell starting this suite in the background (`make test &`) hands its
 # children SIGINT ignored, and Python would then never raise KeyboardInterrupt
 signal.signal(signal.SIGINT, signal.default_int_handler)

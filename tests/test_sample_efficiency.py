@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from vitcls_utils import sample_efficiency as se
-from vitcls_utils.errors import VitclsError
-from vitcls_utils.registry import data_dir
-from vitcls_utils.toy_training import RECIPE, RECIPES
+from vitcls_utils.training import sample_efficiency as se
+from vitcls_utils.base.errors import VitclsError
+from vitcls_utils.model.registry import data_dir
+from vitcls_utils.training.toy_models import RECIPE, RECIPES
 
 QUICK = {"steps": 2, "warmup_steps": 1, "batch_size": 4, "train_per_class": 10}
 
@@ -37,7 +37,7 @@ def test_the_sweep_resumes_and_reproduces(tmp_path, monkeypatch):
     kept = json.loads(out.read_text())
     out.write_text(json.dumps({"runs": kept["runs"][:1]}))
     trained = []
-    from vitcls_utils import toy_training
+    from vitcls_utils.training import toy_models as toy_training
 
     original = toy_training.train
 

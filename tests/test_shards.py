@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from vitcls_utils import StoreError, VitclsError
-from vitcls_utils.data import ImageFolderDataset
-from vitcls_utils.extract import extract, open_store
-from vitcls_utils.shards import parse_shard, shard_rows
-from vitcls_utils.variants import load_variant
+from vitcls_utils.datasets.kinds import ImageFolderDataset
+from vitcls_utils.stores.extraction import extract, open_store
+from vitcls_utils.stores.shards import parse_shard, shard_rows
+from vitcls_utils.model.loading import load_variant
 
 ARRAYS = ("rank", "top1", "true_logit", "pred", "labels", "status")
 
@@ -89,7 +89,7 @@ def test_an_interrupted_shard_resumes_and_the_store_waits_for_it(tiny_variant, i
 
 def test_the_cli_runs_shards_as_separate_processes(image_folder, tmp_path):
     """Two `vitcls extract --shard` processes at once, then the store equals a serial run."""
-    command = [sys.executable, "-m", "vitcls_utils.cli", "extract", "--variant", "toy_random",
+    command = [sys.executable, "-m", "vitcls_utils.running.cli", "extract", "--variant", "toy_random",
                "--data", "toy", "--n-per-class", "1", "--batch-size", "4", "--quiet"]
     serial = subprocess.run(command + ["--out", str(tmp_path / "serial")], capture_output=True,
                             text=True, check=True)

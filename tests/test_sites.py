@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vitcls_utils import VitclsError
-from vitcls_utils.sites import BLOCK_SITES, positions_of_kind, site_kind
+from vitcls_utils.base.sites import BLOCK_SITES, positions_of_kind, site_kind
 
 SITES = [f"blocks.{b}.{kind}" for b in range(3) for kind in BLOCK_SITES]
 

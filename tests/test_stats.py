@@ -6,7 +6,7 @@ import itertools
 import numpy as np
 import pytest
 
-from vitcls_utils.stats import box_summary, permutation_greater
+from vitcls_utils.base.stats import box_summary, permutation_greater
 
 
 def exact_p(x, y):

@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from conftest import TINY_PREPROCESS, make_imagenet_s, write_image
-from vitcls_utils import stimulus_cache
-from vitcls_utils.data import ImageFolderDataset
-from vitcls_utils.imagenet_s import ImageNetSDataset
-from vitcls_utils.loader import StimulusDataset
-from vitcls_utils.loading import TokenLayout
-from vitcls_utils.preprocess import DEIT_EVAL, HF_VIT, MIIL, Preprocess
+from vitcls_utils.stores import stimulus_cache
+from vitcls_utils.datasets.kinds import ImageFolderDataset
+from vitcls_utils.datasets.imagenet_s import ImageNetSDataset
+from vitcls_utils.stores.stimulus_loader import StimulusDataset
+from vitcls_utils.model.loading import TokenLayout
+from vitcls_utils.datasets.preprocess import DEIT_EVAL, HF_VIT, MIIL, Preprocess
 
 LAYOUT = TokenLayout(1, (4, 4), True)
 # short side + crop (bilinear), whole-image resize (aspect ignored), bicubic + crop; small sizes
@@ -140,8 +140,8 @@ def test_masks_and_token_labels_agree_on_imagenet_s(tmp_path):
 
 
 def test_a_store_extracted_from_the_cache_equals_one_decoded(tiny_variant, folder, tmp_path):
-    from vitcls_utils.extract import extract, open_store
-    from vitcls_utils.variants import load_variant
+    from vitcls_utils.stores.extraction import extract, open_store
+    from vitcls_utils.model.loading import load_variant
 
     model = load_variant("test_tiny", device="cpu")
     plain = open_store(extract(model, ImageFolderDataset(folder, num_classes=10),
@@ -158,7 +158,7 @@ def test_a_store_extracted_from_the_cache_equals_one_decoded(tiny_variant, folde
 
 def test_the_cli_builds_and_refuses_what_it_cannot_cache(tiny_variant, folder, tmp_path,
                                                          capsys):
-    from vitcls_utils.cli import main
+    from vitcls_utils.running.cli import main
 
     args = ["cache", "--variant", "test_tiny", "--data", "folder", "--data-dir", str(folder),
             "--out", str(tmp_path), "--workers", "0", "--quiet"]
@@ -170,7 +170,7 @@ def test_the_cli_builds_and_refuses_what_it_cannot_cache(tiny_variant, folder, t
         main(["cache", "--variant", "toy", "--data", "toy", "--data-dir", "x", "--out", "o"])
     assert exit.value.code == 2 and "invalid choice: 'toy'" in capsys.readouterr().err
     from vitcls_utils import VitclsError
-    from vitcls_utils.data import ToyDataset
+    from vitcls_utils.datasets.kinds import ToyDataset
 
     with pytest.raises(VitclsError, match="image files"):
         stimulus_cache.require(ToyDataset(n_per_class=1))

@@ -11,13 +11,14 @@ import time
 import numpy as np
 import pytest
 
-from vitcls_utils import DamagedStoreError, IncompleteStoreError, StoreError, store
-from vitcls_utils import extract as extract_module
-from vitcls_utils.data import ImageFolderDataset
-from vitcls_utils.extract import extract
-from vitcls_utils.store_reader import open_store
-from vitcls_utils.store import expected_files
-from vitcls_utils.variants import load_variant
+from vitcls_utils import DamagedStoreError, IncompleteStoreError, StoreError
+from vitcls_utils.stores import format as store
+from vitcls_utils.stores import extraction as extract_module
+from vitcls_utils.datasets.kinds import ImageFolderDataset
+from vitcls_utils.stores.extraction import extract
+from vitcls_utils.stores.reader import open_store
+from vitcls_utils.stores.format import expected_files
+from vitcls_utils.model.loading import load_variant
 
 ARRAYS = ("rank", "top1", "true_logit", "pred", "labels", "status")
 
@@ -194,8 +195,8 @@ def test_an_out_folder_that_is_a_file_is_refused(setup, tmp_path):
 
 
 def test_stores_are_chosen_on_their_manifests_and_only_the_chosen_are_opened(setup, tmp_path):
-    from vitcls_utils.perturb import AttentionPerturbation
-    from vitcls_utils.store_reader import find_stores, main_stores
+    from vitcls_utils.model.perturbations import AttentionPerturbation
+    from vitcls_utils.stores.reader import find_stores, main_stores
 
     model, dataset, clean = setup
     out = clean.parent.parent

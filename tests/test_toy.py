@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from vitcls_utils import toy, toy_training
-from vitcls_utils.data import ToyDataset
-from vitcls_utils.extract import evaluate
-from vitcls_utils.masks import decode_mask
-from vitcls_utils.variants import data_dir, get_variant, load_variant
+from vitcls_utils.datasets import toy
+from vitcls_utils.training import toy_models as toy_training
+from vitcls_utils.datasets.kinds import ToyDataset
+from vitcls_utils.stores.extraction import evaluate
+from vitcls_utils.datasets.masks import decode_mask
+from vitcls_utils.model.registry import data_dir, get_variant
+from vitcls_utils.model.loading import load_variant
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes():
@@ -68,7 +70,7 @@ def test_shipped_checkpoints_reach_their_recorded_val_top1(key):
 def test_checkpoint_of_another_generator_version_is_refused(tmp_path, monkeypatch):
     from safetensors.torch import load_file, save_file
 
-    from vitcls_utils.errors import WeightsError
+    from vitcls_utils.base.errors import WeightsError
 
     (tmp_path / "toy").mkdir()
     state = load_file(str(data_dir() / "toy" / "toy.safetensors"))
@@ -91,7 +93,7 @@ def test_avg_pool_loss_reads_the_mean_of_the_image_tokens():
     the [CLS]), and leaves the model's output, the [CLS] readout, as it is."""
     import torch
 
-    from vitcls_utils.variants import build_model
+    from vitcls_utils.model.loading import build_model
 
     model = build_model(get_variant("toy_random")).eval()
     x = torch.randn(3, 3, toy.IMAGE_SIZE, toy.IMAGE_SIZE)
@@ -110,7 +112,7 @@ def test_avg_pool_loss_reads_the_mean_of_the_image_tokens():
 def test_training_is_seeded_changes_the_weights_and_writes_a_strict_checkpoint(tmp_path):
     from safetensors.torch import load_file
 
-    from vitcls_utils.loading import build_model
+    from vitcls_utils.model.loading import build_model
 
     recipe = {"steps": 3, "warmup_steps": 1, "batch_size": 8, "train_per_class": 1}
     records = [toy_training.train("toy", tmp_path / run, recipe, log=lambda *a: None)
@@ -131,8 +133,8 @@ def test_training_is_seeded_changes_the_weights_and_writes_a_strict_checkpoint(t
 def test_toy_store_shows_the_papers_direction(tmp_path):
     """`extract --variant toy --data toy`: [CLS] becomes identifiable, image tokens grow more
     identifiable with depth, far above the random-init control."""
-    from vitcls_utils.extract import extract, open_store
-    from vitcls_utils.identifiability import evolution, identifiability_rate
+    from vitcls_utils.stores.extraction import extract, open_store
+    from vitcls_utils.analysis.identifiability import evolution, identifiability_rate
 
     dataset = ToyDataset("val", n_per_class=5)
     res = open_store(extract(load_variant("toy"), dataset, tmp_path))

@@ -9,11 +9,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from vitcls_utils import variants
-from vitcls_utils.errors import UnknownVariantError, WeightsError
-from vitcls_utils.projection import ClassProjector
-from vitcls_utils.variants import (PAPER_KEYS, TokenLayout, build_model, get_variant,
-                                   load_variant, read_state_dict)
+from vitcls_utils import _compat
+from vitcls_utils.model import registry
+from vitcls_utils.base.errors import UnknownVariantError, WeightsError
+from vitcls_utils.model.projection import ClassProjector
+from vitcls_utils.model.registry import PAPER_KEYS, get_variant
+from vitcls_utils.model.loading import TokenLayout, build_model, load_variant, read_state_dict
 
 REQUIRED_KEYS = ["vit_b32", "vit_b16", "vit_l16", "vit_b16_miil", "vit_b16_cifar100",
                  "vit_b16_refinement", "vit_b16_gap"]
@@ -111,12 +112,12 @@ def test_unreadable_or_unsafe_checkpoints_are_refused(tmp_path):
 
 
 def test_refinement_drops_only_the_token_refinement_heads(tmp_path, monkeypatch):
-    variant = variants.Variant(**{**get_variant("vit_b16_refinement").__dict__,
+    variant = registry.Variant(**{**get_variant("vit_b16_refinement").__dict__,
                                   "key": "test_refine", "arch": "vit_tiny_patch16_224",
                                   "model_kwargs": (("img_size", 32), ("patch_size", 8),
                                                    ("embed_dim", 32), ("depth", 2),
                                                    ("num_heads", 2))})
-    monkeypatch.setitem(variants.VARIANTS, "test_refine", variant)
+    monkeypatch.setitem(registry.VARIANTS, "test_refine", variant)
     state = dict(build_model(variant, seed=2).state_dict())
     state["transformerheads.0.conv.weight"] = torch.zeros(4)
     path = tmp_path / "deit_base_trm.pth"
@@ -134,7 +135,7 @@ def test_pretrained_without_network_fails_fast_and_says_how(monkeypatch, tmp_pat
 
     monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # empty torch hub cache
-    monkeypatch.setattr(variants._compat, "host_reachable", lambda url, timeout=1.0: False)
+    monkeypatch.setattr(_compat, "host_reachable", lambda url, timeout=1.0: False)
     for key in ["vit_b32", "vit_b16_refinement"]:
         started = time.perf_counter()
         with pytest.raises(WeightsError, match="--weights PATH") as info:
@@ -155,11 +156,11 @@ def test_network_probe_tells_an_open_port_from_a_closed_one_quickly():
         server.bind(("127.0.0.1", 0))
         server.listen(1)
         port = server.getsockname()[1]
-        assert variants._compat.host_reachable(f"http://127.0.0.1:{port}/", timeout=1.0)
+        assert _compat.host_reachable(f"http://127.0.0.1:{port}/", timeout=1.0)
     started = time.perf_counter()
-    assert not variants._compat.host_reachable(f"http://127.0.0.1:{port}/", timeout=1.0)
+    assert not _compat.host_reachable(f"http://127.0.0.1:{port}/", timeout=1.0)
     assert time.perf_counter() - started < 2.5
-    assert not variants._compat.host_reachable("not a url")
+    assert not _compat.host_reachable("not a url")
 
 
 def test_cifar_checkpoint_must_be_supplied():
@@ -186,7 +187,7 @@ def test_a_checkpoint_of_another_patch_size_or_grid_is_refused_not_resampled(tmp
 
 
 def test_fused_attention_is_switched_inside_the_block_and_restored(tiny_variant):
-    from vitcls_utils.loading import fused_attention
+    from vitcls_utils.model.loading import fused_attention
 
     model = load_variant("test_tiny")
     flags = lambda: {m.fused_attn for m in model.modules() if hasattr(m, "fused_attn")}  # noqa: E731
@@ -207,7 +208,7 @@ def test_fused_attention_is_switched_inside_the_block_and_restored(tiny_variant)
 def test_the_original_vit_checkpoints_are_pinned_and_fit_timms_configs():
     import timm
 
-    from vitcls_utils.registry import ORIGINAL_KEYS
+    from vitcls_utils.model.registry import ORIGINAL_KEYS
 
     assert len(ORIGINAL_KEYS) == 8
     for key in ORIGINAL_KEYS:
@@ -226,8 +227,8 @@ def test_the_original_vit_checkpoints_are_pinned_and_fit_timms_configs():
 
 
 def test_a_model_without_a_head_refuses_class_space_extraction_by_name(tmp_path):
-    from vitcls_utils.errors import NoClassHeadError
-    from vitcls_utils.extract import store_for
+    from vitcls_utils.base.errors import NoClassHeadError
+    from vitcls_utils.stores.extraction import store_for
 
     with pytest.raises(NoClassHeadError, match="vit_orig_b32_in21k_random has no class head"):
         store_for("vit_orig_b32_in21k_random", dataset="toy", results_dir=str(tmp_path),
@@ -239,7 +240,7 @@ def test_chapter6_models_are_pinned_and_fit_timms_configs():
     pinned tags that timm knows, the classes and token counts of the built architecture."""
     import timm
 
-    from vitcls_utils.registry import GHIASI_KEYS
+    from vitcls_utils.model.registry import GHIASI_KEYS
 
     assert {get_variant(k).family for k in GHIASI_KEYS} == {"ghiasi", "cnn", "clip"}
     for key in GHIASI_KEYS:

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from vitcls_utils import widgets
-from vitcls_utils.data import ImageFolderDataset
-from vitcls_utils.explain import class_space_maps, gradient_rollout_maps
-from vitcls_utils.extract import extract, open_store
-from vitcls_utils.memories import KEY_TOPK, KINDS, Memories
-from vitcls_utils.variants import load_variant
+from vitcls_utils.report import explorers as widgets
+from vitcls_utils.datasets.kinds import ImageFolderDataset
+from vitcls_utils.analysis.explanation_maps import class_space_maps, gradient_rollout_maps
+from vitcls_utils.stores.extraction import extract, open_store
+from vitcls_utils.analysis.memories import KEY_TOPK, KINDS, Memories
+from vitcls_utils.model.loading import load_variant
 
 NAMES = [f"class {i}" for i in range(10)]
 

@@ -1,54 +1,60 @@
 """vitcls_utils: load the paper's ViT variants, hook them, project tokens onto class space, and
 reduce whole datasets to compact per-token metrics.
 
-Attributes are imported lazily so that ``import vitcls_utils`` (done at every interpreter start
-of the project's venv by the torchvision shim) stays cheap. No export shares its name with a
-submodule: once ``vitcls_utils.hooks`` is imported, ``vitcls_utils.hooks`` *is* that module, so
-the context manager is ``vitcls_utils.hooks.hooks`` and extraction ``vitcls_utils.extract.extract``.
+The package is layered; each layer is a subpackage and imports only from the layers before it
+(``ARCHITECTURE.md`` has the map, ``tests/test_architecture.py`` enforces it)::
+
+    base  datasets  model  stores  training  analysis  report  running
+
+The names below are exported lazily, so that ``import vitcls_utils`` stays cheap (the CLI and
+the torchvision shim import it at start). The flat package's module paths (``extract``,
+``paper``, ... directly under the package) still import, with a FutureWarning naming the new
+path (:mod:`vitcls_utils._moved`).
 """
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
-from . import _compat
+from . import _compat, _moved
 
 _compat.install_import_hook()
+_moved.install()
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "VitclsError": "errors",
-    "UnknownVariantError": "errors",
-    "WeightsError": "errors",
-    "DatasetError": "errors",
-    "StoreError": "errors",
-    "IncompleteStoreError": "errors",
-    "DamagedStoreError": "errors",
-    "Variant": "variants",
-    "VARIANTS": "variants",
-    "get_variant": "variants",
-    "list_variants": "variants",
-    "load_variant": "variants",
-    "Preprocess": "preprocess",
-    "capture": "hooks",
-    "run_with_cache": "hooks",
-    "site_names": "hooks",
-    "ClassProjector": "projection",
-    "rank_of_true_class": "projection",
-    "ImageFolderDataset": "data",
-    "open_store": "store_reader",
-    "store_for": "extract",
-    "find_stores": "store_reader",
-    "evaluate": "extract",
-    "Store": "store_reader",
-    "get_profile": "profiles",
-    "Profile": "profiles",
-    "AttentionPerturbation": "perturb",
-    "TokenRemoval": "perturb",
-    "ToyDataset": "data",
-    "ImageNetSDataset": "data",
-    "Cifar100Dataset": "data",
+    "VitclsError": "base.errors",
+    "UnknownVariantError": "base.errors",
+    "WeightsError": "base.errors",
+    "DatasetError": "base.errors",
+    "StoreError": "base.errors",
+    "IncompleteStoreError": "base.errors",
+    "DamagedStoreError": "base.errors",
+    "Preprocess": "datasets.preprocess",
+    "ImageFolderDataset": "datasets.kinds",
+    "ToyDataset": "datasets.kinds",
+    "ImageNetSDataset": "datasets.kinds",
+    "Cifar100Dataset": "datasets.kinds",
+    "Variant": "model.registry",
+    "VARIANTS": "model.registry",
+    "get_variant": "model.registry",
+    "list_variants": "model.registry",
+    "load_variant": "model.loading",
+    "capture": "model.hooks",
+    "run_with_cache": "model.hooks",
+    "site_names": "model.hooks",
+    "ClassProjector": "model.projection",
+    "rank_of_true_class": "model.projection",
+    "AttentionPerturbation": "model.perturbations",
+    "TokenRemoval": "model.perturbations",
+    "open_store": "stores.reader",
+    "find_stores": "stores.reader",
+    "Store": "stores.reader",
+    "store_for": "stores.extraction",
+    "evaluate": "stores.extraction",
+    "get_profile": "report.profiles",
+    "Profile": "report.profiles",
 }
 
 

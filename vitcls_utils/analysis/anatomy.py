@@ -1,0 +1,228 @@
+"""A ViT's anatomy as the original ViT paper reads it (Dosovitskiy et al. 2021, Fig. 6, 7, 11):
+where attention looks (mean attention distance, one function shared with ConViT's
+nonlocality), what the patch and position embeddings hold, and attention rollout with its
+residual-identity step as a parameter. Functions of tensors: the hooks layer reads them from
+the unmodified model.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import torch
+
+PREFIX_POLICIES = ("drop", "renormalize")
+
+
+def patch_distances(grid: Sequence[int]) -> torch.Tensor:
+    """Euclidean distances between patch centres, in patches: [T, T] for a row-major grid."""
+    rows, cols = torch.meshgrid(torch.arange(grid[0]), torch.arange(grid[1]), indexing="ij")
+    centres = torch.stack([rows.flatten(), cols.flatten()], dim=1).double()
+    return torch.cdist(centres, centres)
+
+
+def mean_attention_distance(attn: torch.Tensor, grid: Sequence[int], num_prefix: int = 1,
+                            patch_size: Optional[int] = None,
+                            prefix: str = "drop") -> torch.Tensor:
+    """Mean distance attention spans, per head: (1/T) sum_ij A_ij |c_i - c_j| over the T patch
+    queries i and keys j (ViT's "attention distance"; in patches, ConViT's nonlocality, Eq. 8).
+
+    Args:
+        attn: attention probabilities [..., H, N, N], N = num_prefix + T.
+        grid: the patch grid (rows, columns).
+        num_prefix: prefix tokens ([CLS], registers) first in the sequence.
+        patch_size: give it to get pixels (ViT's Fig. 7 and 11); None: patches.
+        prefix: "drop" the prefix rows and columns (attention on them counts as distance 0,
+            as both papers' code does) or "renormalize" each query's patch weights to sum 1.
+
+    Returns:
+        [..., H], float64.
+    """
+    if prefix not in PREFIX_POLICIES:
+        raise ValueError(f"prefix must be one of {PREFIX_POLICIES}, not {prefix!r}")
+    n_patches = grid[0] * grid[1]
+    if attn.shape[-1] != num_prefix + n_patches or attn.shape[-2] != attn.shape[-1]:
+        raise ValueError(f"attention of shape {tuple(attn.shape)} does not fit {num_prefix} "
+                         f"prefix tokens and a {grid[0]}x{grid[1]} grid")
+    patches = attn[..., num_prefix:, num_prefix:].double()
+    if prefix == "renormalize":
+        patches = patches / patches.sum(-1, keepdim=True)
+    distance = (patches * patch_distances(grid).to(patches.device)).sum(-1).mean(-1)
+    return distance * patch_size if patch_size else distance
+
+
+def patch_position_embeddings(model) -> torch.Tensor:
+    """The position embeddings of the patches of a timm ViT, [T, D] (a prefix slot, where the
+    model has one, left out)."""
+    table = model.pos_embed.detach()[0]
+    if getattr(model, "no_embed_class", False):
+        return table
+    return table[table.shape[0] - model.patch_embed.num_patches:]
+
+
+def position_similarity(embeddings: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
+    """Cosine similarity of each patch's position embedding to every other's (ViT Fig. 7
+    centre): [rows, cols, rows, cols], tile (r, c) the similarities of patch (r, c)."""
+    if embeddings.shape[0] != grid[0] * grid[1]:
+        raise ValueError(f"{embeddings.shape[0]} embeddings for a {grid[0]}x{grid[1]} grid")
+    unit = torch.nn.functional.normalize(embeddings.double(), dim=1)
+    return (unit @ unit.T).reshape(grid[0], grid[1], grid[0], grid[1])
+
+
+def patch_embedding_components(weight: torch.Tensor, k: int = 28
+                               ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Principal components of the patch-embedding filters (ViT Fig. 7 left): the D filters
+    [D, C, P, P] as vectors, centred; returns (components [k, C, P, P], their share of the
+    variance [k])."""
+    rows = weight.detach().double().flatten(1)
+    centred = rows - rows.mean(0, keepdim=True)
+    _, singular, vectors = torch.linalg.svd(centred, full_matrices=False)
+    k = min(k, vectors.shape[0])
+    variance = singular ** 2
+    return vectors[:k].reshape(k, *weight.shape[1:]), variance[:k] / variance.sum()
+
+
+def low_frequency_share(components: torch.Tensor, cutoff: float = 0.25) -> torch.Tensor:
+    """Share of each filter's spatial power (its mean removed) at frequencies within ``cutoff``
+    of the Nyquist frequency, channels pooled: [k]. Fig. 7 left's "low-frequency basis
+    functions" as a number (a random filter spreads its power evenly: about pi * cutoff^2 / 4)."""
+    x = components.double()
+    x = x - x.mean(dim=(-1, -2), keepdim=True)
+    power = torch.fft.fft2(x).abs().pow(2).sum(-3)  # [k, P, P]
+    size = power.shape[-1]
+    freq = torch.fft.fftfreq(size, dtype=torch.float64).abs() * 2  # 1 = Nyquist
+    radius = torch.sqrt(freq[:, None] ** 2 + freq[None, :] ** 2)
+    low = power[:, radius <= cutoff].sum(-1)
+    return low / power.flatten(1).sum(-1).clamp_min(1e-300)
+
+
+def similarity_by_distance(similarity: torch.Tensor) -> "pd.DataFrame":
+    """Mean cosine similarity of position embeddings by the distance of their patches (in
+    patches, rounded to the nearest whole patch; the patch itself left out): rows (distance,
+    similarity, pairs). Locality shows as similarity falling with distance."""
+    import pandas as pd
+
+    rows, cols = similarity.shape[:2]
+    distance = patch_distances((rows, cols)).round()
+    flat = similarity.reshape(rows * cols, rows * cols).double()
+    off = ~torch.eye(rows * cols, dtype=torch.bool)
+    frame = pd.DataFrame({"distance": distance[off].numpy().astype(int),
+                          "similarity": flat[off].numpy()})
+    return frame.groupby("distance", as_index=False).similarity.agg(["mean", "size"]).rename(
+        columns={"mean": "similarity", "size": "pairs"})
+
+
+def rollout(attentions: Sequence[torch.Tensor], residual: Optional[float] = 0.5
+            ) -> torch.Tensor:
+    """Attention rollout (ViT Fig. 6, Abnar & Zuidema 2020): per block the head mean, with the
+    identity mixed in at weight ``residual`` and rows renormalized (None or 0: the plain head
+    mean, as the ViT text describes it), multiplied from the first block to the last: [B, N, N].
+    Row 0 is the [CLS] token's; its patch columns are the map."""
+    product = None
+    for attention in attentions:  # [B, H, N, N]
+        step = attention.mean(1)
+        if residual:
+            eye = torch.eye(step.shape[-1], device=step.device, dtype=step.dtype)
+            step = residual * eye + (1 - residual) * step
+            step = step / step.sum(-1, keepdim=True)
+        product = step if product is None else step @ product
+    if product is None:
+        raise ValueError("rollout needs the attention of at least one block")
+    return product
+
+
+# ----------------------------------------------------------------------------------------------
+# Over a dataset, and the architectures' sizes
+# ----------------------------------------------------------------------------------------------
+def attention_distances(model, dataset, n_images: Optional[int] = 128, prefix: str = "drop",
+                        pixels: bool = True, batch_size: int = 32,
+                        progress: bool = True) -> "pd.DataFrame":
+    """Mean attention distance of every head of every block over the first ``n_images``
+    readable stimuli (ViT Fig. 7 right and 11): rows (block 1-based, head, distance), in pixels
+    of the model's input (``pixels=False``: in patches).
+
+    The attention is read at ``attn.hook_pattern`` (the explicit softmax, never fused) of the
+    unmodified model, reduced per batch so that no [N, N] map is kept."""
+    import pandas as pd
+
+    from ..datasets.kinds import UNREADABLE
+    from ..model.hooks import hooks
+    from ..stores.stimulus_loader import stimulus_loader
+    from ..base.progress import with_progress
+    from ..model.loading import TokenLayout
+
+    layout = TokenLayout.of(model)
+    patch = int(model.patch_embed.patch_size[0]) if pixels else None
+    device = next(model.parameters()).device
+    total = len(dataset) if n_images is None else min(n_images, len(dataset))
+    sums = torch.zeros(len(model.blocks), model.blocks[0].attn.num_heads, dtype=torch.float64)
+    seen = 0
+
+    def add(value: torch.Tensor, name: str) -> None:
+        present = value.shape[-1] - layout.n_patches  # 0 in a ConViT's blocks before [CLS]
+        distance = mean_attention_distance(value[:take], layout.grid, present, patch, prefix)
+        sums[int(name.split(".")[1])] += distance.sum(0).cpu()
+
+    loader = stimulus_loader(dataset, model.vitcls_info.variant.preprocess, layout, batch_size,
+                             device=device)
+    with torch.no_grad(), hooks(model, [(lambda n: n.endswith("attn.hook_pattern"), add)]):
+        for batch in with_progress(loader, total, "attention", progress):
+            images = batch["image"][batch["status"] != UNREADABLE]
+            take = min(len(images), total - seen)
+            if take > 0:
+                model(images[:take].to(device))
+                seen += take
+            if seen >= total:
+                break
+    if seen == 0:
+        raise ValueError("no readable image to measure attention on")
+    mean = sums / seen
+    return pd.DataFrame([(b + 1, h, float(mean[b, h])) for b in range(mean.shape[0])
+                         for h in range(mean.shape[1])], columns=["block", "head", "distance"])
+
+
+#: the ViT paper's Table 1 (layers, width, MLP size, heads); its parameter counts are in
+#: data/paper/vit_table1.csv, beside timm's
+TABLE1_ARCHS = {"Base": "vit_base_patch16_224", "Large": "vit_large_patch16_224",
+                "Huge": "vit_huge_patch14_224"}
+
+
+def architecture_row(arch, **kwargs) -> dict:
+    """Layers, width, MLP size, heads and parameter count of a timm ViT (an architecture name,
+    or a registry :class:`~vitcls_utils.model.registry.Variant` with its head and arguments), built
+    on the meta device (no memory, no weights, no download)."""
+    import timm
+
+    if not isinstance(arch, str):
+        kwargs = {"num_classes": arch.num_classes, **dict(arch.model_kwargs), **kwargs}
+        arch = arch.arch
+    with torch.device("meta"):
+        model = timm.create_model(arch, pretrained=False, **kwargs)
+    return {"layers": len(model.blocks), "width": int(model.embed_dim),
+            "mlp": int(model.blocks[0].mlp.fc1.out_features),
+            "heads": int(model.blocks[0].attn.num_heads),
+            "parameters": sum(p.numel() for p in model.parameters())}
+
+
+def distance_and_gain(distances: "pd.DataFrame", evolution: Optional["pd.DataFrame"]
+                      ) -> "pd.DataFrame":
+    """Per block: the heads' mean attention distance beside the change of mean identifiability
+    from the block before ("gain [CLS]", "gain image"; from chapter 1's evolution frame, None
+    for a model without a head). Block 1 has no block before it: its gain is empty."""
+    frame = distances.groupby("block", as_index=False).distance.mean()
+    if evolution is None:
+        return frame
+    for token, column in (("[CLS]", "gain [CLS]"), ("image", "gain image")):
+        curve = evolution[evolution.token == token].set_index("block").identifiability
+        if not curve.empty:
+            frame[column] = frame.block.map(curve.diff())
+    return frame
+
+
+def rank_correlation(x, y) -> float:
+    """Spearman's rank correlation of two per-block series (pairs with a gap left out)."""
+    import pandas as pd
+
+    pairs = pd.DataFrame({"x": list(x), "y": list(y)}).dropna()
+    if len(pairs) < 3:
+        return float("nan")
+    return float(pairs.x.rank().corr(pairs.y.rank()))

@@ -1,0 +1,189 @@
+"""Chapter 2 metrics, read off extraction stores (catalogue E7-E9): how attention and context make
+image tokens class-identifiable.
+
+- E7 :func:`perturbed_rate` of an attention-perturbed store beside :func:`unperturbed_rate`.
+- E8 :func:`group_identifiability` / :func:`group_boxes` / :func:`group_test`: identifiability
+  of class-labeled vs context-labeled image tokens per block, with a one-sided permutation test.
+- A5b :func:`change_difference`: the attention's logit increment, class- minus context-labeled.
+- E9 :func:`perturbed_rate` of a token-removal store beside :func:`unperturbed_rate` of the
+  same group of tokens.
+
+Token labels come from the store: ``labels="aligned"`` (through the variant's preprocessing) or
+``"paper"`` (the authors' top-left nearest pixel, bug B15). All rates are % of tokens whose true
+class is top-1 at the last block.
+
+The paper's aggregation differs between its perturbed and unperturbed numbers (B5, B6): the
+unperturbed rate is pooled over image tokens, the perturbed one is the mean over images of the
+fraction over every token that was run, [CLS] included. ``paper=True`` reproduces that;
+the default counts image tokens only, pooled, on both sides.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..base.errors import VitclsError
+from ..stores.reader import Store
+from ..model.perturbations import AttentionPerturbation
+from ..base.stats import box_summary, permutation_greater
+
+GROUPS = {"class": 1, "context": 0}
+GROUP_NAMES = {"class": "class-labeled", "context": "context-labeled"}
+
+
+def token_groups(results: Store, labels: str = "aligned") -> np.ndarray:
+    """Token labels [I, N]: 1 class-labeled, 0 context-labeled, -1 prefix token or no mask."""
+    name = {"aligned": "token_class", "paper": "token_class_paper"}.get(labels)
+    if name is None:
+        raise VitclsError(f"labels must be 'aligned' or 'paper', not {labels!r}")
+    array = getattr(results, name)
+    if array is None:
+        raise VitclsError(f"{results.path} has no token labels: the dataset "
+                          f"{results.manifest['config']['dataset']['name']!r} has no "
+                          "segmentation masks (use toy or imagenet-s)")
+    return np.asarray(array)
+
+
+def _last_ranks(results: Store) -> np.ndarray:
+    return results.by_block("rank", "resid_post")[:, -1]
+
+
+def unperturbed_rate(results: Store, group: Optional[str] = None,
+                     labels: str = "aligned") -> float:
+    """% of image tokens (or of the ``group``'s tokens, "class"/"context") identifiable at the
+    last block, pooled over images: the unperturbed side of E7 and E9."""
+    if results.perturbation is not None:
+        raise VitclsError(f"{results.path} is a perturbed run; pass the unperturbed store")
+    ranks = _last_ranks(results)[:, results.num_prefix:]
+    if group is None:
+        return float(100 * (ranks == 0).mean())
+    selected = token_groups(results, labels)[:, results.num_prefix:] == GROUPS[group]
+    return float(100 * (ranks[selected] == 0).mean()) if selected.any() else float("nan")
+
+
+def perturbed_rate(results: Store, paper: bool = False) -> float:
+    """% identifiable at the last block of a perturbed run, over the tokens that were run.
+
+    Default: pooled over the image tokens that were kept. ``paper=True``: the mean over images
+    of the per-image fraction over every kept token, [CLS] included (B5, B6); with no removal
+    every image has the same tokens, and this is the paper's pooled rate over all tokens.
+    Images that could not be perturbed (no mask) are left out.
+    """
+    if results.perturbation is None:
+        raise VitclsError(f"{results.path} is not a perturbed run")
+    ranks = _last_ranks(results)
+    ran = results.pred >= 0
+    ranks = ranks[ran]
+    kept = ranks >= 0
+    hit = (ranks == 0) & kept
+    if paper:
+        return float(100 * (hit.sum(1) / kept.sum(1)).mean())
+    image = slice(results.num_prefix, None)
+    return float(100 * hit[:, image].sum() / max(kept[:, image].sum(), 1))
+
+
+def _group_values(results: Store, labels: str) -> Dict[str, np.ndarray]:
+    """Identifiability [I, L, N] and a mask [I, N] per group, image tokens only."""
+    if (results.perturbation or {}).get("kind") == "remove_tokens":
+        raise VitclsError("class vs context identifiability is defined on runs that keep every "
+                          "token; pass an unperturbed (or attention-perturbed) store")
+    ident = results.identifiability("resid_post")[:, :, results.num_prefix:]
+    groups = token_groups(results, labels)[:, results.num_prefix:]
+    return {"ident": ident, **{g: groups == code for g, code in GROUPS.items()}}
+
+
+def group_identifiability(results: Store, labels: str = "aligned") -> pd.DataFrame:
+    """E8: mean identifiability per block of class- and context-labeled image tokens;
+    rows (block 1-based, group, identifiability, tokens)."""
+    values = _group_values(results, labels)
+    rows = []
+    for block in range(values["ident"].shape[1]):
+        for group in GROUPS:
+            sample = values["ident"][:, block][values[group]]
+            rows.append((block + 1, GROUP_NAMES[group],
+                         float(sample.mean()) if sample.size else np.nan, int(sample.size)))
+    return pd.DataFrame(rows, columns=["block", "group", "identifiability", "tokens"])
+
+
+def group_boxes(results: Store, labels: str = "aligned") -> pd.DataFrame:
+    """Fig 3a / A3 boxplot statistics per block and group (column ``token`` names the group,
+    as :func:`vitcls_utils.report.vilas_figures.block_boxes_figure` expects)."""
+    values = _group_values(results, labels)
+    rows = []
+    for block in range(values["ident"].shape[1]):
+        for group in GROUPS:
+            sample = values["ident"][:, block][values[group]]
+            if sample.size:
+                rows.append({"block": block + 1, "token": GROUP_NAMES[group],
+                             **box_summary(sample)})
+    return pd.DataFrame(rows)
+
+
+def group_test(results: Store, labels: str = "aligned", n_permutations: int = 300,
+               seed: int = 0, paper: bool = False) -> pd.DataFrame:
+    """E8 significance per block: one-sided permutation test that class-labeled tokens are
+    more identifiable than context-labeled ones, on the pooled values of all images
+    (seeded; ``paper=True`` gives the authors' uncorrected count/n, B19)."""
+    values = _group_values(results, labels)
+    rows = []
+    for block in range(values["ident"].shape[1]):
+        ident = values["ident"][:, block]
+        p = permutation_greater(ident[values["class"]], ident[values["context"]],
+                                n_permutations=n_permutations, seed=seed + block, paper=paper)
+        rows.append((block + 1, p, p < 0.05))
+    return pd.DataFrame(rows, columns=["block", "p_value", "significant"])
+
+
+#: the blocks of Fig 3a (1-based), a subset of A3's
+PAPER_BLOCKS = (1, 6, 10, 12)
+
+
+def paper_blocks(n_blocks: int) -> List[int]:
+    """Fig 3a's blocks (1, 6, 10, 12 of 12), at the same depth for another number of blocks."""
+    return sorted({max(1, round(b * n_blocks / 12)) for b in PAPER_BLOCKS})
+
+
+def change_difference(results: Store, layer: str = "attn", labels: str = "aligned",
+                      n_permutations: int = 300, seed: int = 0,
+                      paper: bool = False) -> pd.DataFrame:
+    """A5b: per block b = 2..L, the mean increment of the true-class logit from the block input
+    to the sub-layer's output (E5b's comparison, in logit units) over class-labeled image tokens
+    minus over context-labeled ones, with a seeded one-sided permutation test that class > context
+    (``paper=True``: the authors' uncorrected count/n, B19). Rows (block, difference, p_value,
+    significant, class_tokens, context_tokens)."""
+    if f"hook_{layer}_out" not in " ".join(results.sites):
+        raise VitclsError(f"{results.path} has no {layer}_out sites; extract with the default "
+                          "kinds (resid_post, attn_out, mlp_out)")
+    values = _group_values(results, labels)
+    image = slice(results.num_prefix, None)
+    before = results.by_block("true_logit", "resid_post")[:, :-1, image]
+    after = results.by_block("true_logit", f"{layer}_out")[:, 1:, image]
+    increment = (after.astype(np.float64) - before)  # [I, L-1, T]
+    rows = []
+    for b in range(increment.shape[1]):
+        on, off = increment[:, b][values["class"]], increment[:, b][values["context"]]
+        if not on.size or not off.size:
+            rows.append((b + 2, np.nan, np.nan, False, on.size, off.size))
+            continue
+        p = permutation_greater(on, off, n_permutations=n_permutations, seed=seed + b,
+                                paper=paper)
+        rows.append((b + 2, float(on.mean() - off.mean()), p, p < 0.05, on.size, off.size))
+    return pd.DataFrame(rows, columns=["block", "difference", "p_value", "significant",
+                                       "class_tokens", "context_tokens"])
+
+
+# ----------------------------------------------------------------------------------------------
+# The chapter's tables
+# ----------------------------------------------------------------------------------------------
+def attention_perturbations(has_cls: bool, blocks: Optional[Sequence[int]] = None
+                            ) -> List[AttentionPerturbation]:
+    """E7's runs: the paper's self-only and no-CLS, then the alternatives (self-only that keeps
+    the prefix tokens, renormalized no-CLS). The no-CLS runs need a [CLS] token."""
+    runs = [AttentionPerturbation("self_only", blocks)]
+    if has_cls:
+        runs += [AttentionPerturbation("no_cls", blocks),
+                 AttentionPerturbation("self_only", blocks, keep_prefix=True),
+                 AttentionPerturbation("no_cls", blocks, renormalize=True)]
+    return runs

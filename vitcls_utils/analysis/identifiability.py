@@ -1,0 +1,143 @@
+"""Chapter 1 metrics, read off an extraction store (catalogue §4 E2-E5a).
+
+- E2 :func:`identifiability_rate`: % of image tokens whose true class is top-1 at the last block.
+- E3 :func:`images_with_identifiable_token`: % of images with at least one such token.
+- E4 :func:`evolution`: mean identifiability per block, [CLS] and image tokens, and
+  :func:`wilcoxon_vs_random`, the paired test against the same architecture at random init.
+- E5a :func:`block_change_rate`: % of image tokens whose true-class logit grows in a block.
+
+"Image tokens" are the patch tokens. The authors' code always drops token column 0, which for
+the GAP model (no [CLS]) drops a real image token (bug B4); ``paper=True`` reproduces that.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import numpy as np
+import pandas as pd
+
+from ..base.errors import VitclsError
+from ..stores.reader import Store
+from ..base.stats import box_summary, wilcoxon_greater
+
+
+def image_columns(results: Store, paper: bool = False) -> slice:
+    """Token columns of the image (patch) tokens; ``paper=True`` always drops column 0 (B4)."""
+    return slice(max(results.num_prefix, 1 if paper else 0), None)
+
+
+def last_block_ranks(results: Store, kind: str = "resid_post") -> np.ndarray:
+    """Ranks at the last block: [I, N]."""
+    return results.by_block("rank", kind)[:, -1]
+
+
+def identifiability_rate(results: Store, paper: bool = False) -> float:
+    """E2 (Table 1): mean over images of the % of image tokens identifiable at the last block."""
+    ranks = last_block_ranks(results)[:, image_columns(results, paper)]
+    return float(100 * (ranks == 0).mean(axis=1).mean())
+
+
+def images_with_identifiable_token(results: Store, paper: bool = False) -> float:
+    """E3 (A1): % of images with at least one identifiable image token at the last block."""
+    ranks = last_block_ranks(results)[:, image_columns(results, paper)]
+    return float(100 * (ranks == 0).any(axis=1).mean())
+
+
+def top1_accuracy(results: Store) -> float:
+    """% of images the model's own output classifies correctly."""
+    return 100 * results.accuracy
+
+
+def headline(results: Store) -> Dict[str, float]:
+    """Table 1 + A1 numbers of one run, the paper's way (B4) and over image tokens only."""
+    return {
+        "identifiability_rate": identifiability_rate(results, paper=True),
+        "identifiability_rate_image_tokens": identifiability_rate(results, paper=False),
+        "images_with_identifiable_token": images_with_identifiable_token(results, paper=True),
+        "top1_accuracy": top1_accuracy(results),
+        "n_images": float(len(results.labels)),
+    }
+
+
+def evolution(results: Store) -> pd.DataFrame:
+    """E4: mean identifiability per block; rows (block 1-based, token "[CLS]"/"image", value)."""
+    ident = results.identifiability("resid_post")  # [I, L, N]
+    rows = []
+    for block in range(ident.shape[1]):
+        if results.has_cls and block >= results.prefix_from:  # a ConViT's [CLS] joins late
+            rows.append((block + 1, "[CLS]", float(ident[:, block, 0].mean())))
+        rows.append((block + 1, "image",
+                     float(ident[:, block, image_columns(results)].mean())))
+    return pd.DataFrame(rows, columns=["block", "token", "identifiability"])
+
+
+def block_boxes(results: Store) -> pd.DataFrame:
+    """A2 boxplot statistics per block and token type
+    (:func:`~vitcls_utils.base.stats.box_summary`)."""
+    ident = results.identifiability("resid_post")
+    rows = []
+    for block in range(ident.shape[1]):
+        present = results.has_cls and block >= results.prefix_from  # a ConViT's [CLS] is late
+        groups = {"[CLS]": ident[:, block, 0]} if present else {}
+        groups["image"] = ident[:, block, image_columns(results)].ravel()
+        for token, values in groups.items():
+            rows.append({"block": block + 1, "token": token, **box_summary(values)})
+    return pd.DataFrame(rows)
+
+
+def wilcoxon_vs_random(results: Store, random: Store, paper: bool = False) -> pd.DataFrame:
+    """E4 significance: per block, paired one-sided Wilcoxon signed-rank of identifiability,
+    pretrained > random, over all images x all tokens ([CLS] included), as the paper does.
+
+    By default the test runs on the integer ranks (r is an affine function of the rank, so the
+    statistic is the same, and tied pairs are tied exactly). ``paper=True`` runs it on r in
+    float32, as the authors' code does, where rounding can split ties.
+    Both stores must hold the same stimuli in the same order.
+    """
+    if (results.manifest["config"]["dataset"]["fingerprint"]
+            != random.manifest["config"]["dataset"]["fingerprint"]):
+        raise VitclsError("the model and its random control were run on different stimuli; "
+                          "extract both on the same dataset")
+    if paper:
+        a, b = results.identifiability("resid_post"), random.identifiability("resid_post")
+    else:  # higher identifiability = lower rank
+        a = -results.by_block("rank", "resid_post").astype(np.int64)
+        b = -random.by_block("rank", "resid_post").astype(np.int64)
+    if a.shape != b.shape:
+        raise VitclsError(f"shapes differ: {a.shape} vs {b.shape} (same architecture needed)")
+    rows = []
+    for block in range(a.shape[1]):
+        p = wilcoxon_greater(a[:, block].ravel(), b[:, block].ravel())
+        rows.append((block + 1, p, p < 0.05))
+    return pd.DataFrame(rows, columns=["block", "p_value", "significant"])
+
+
+def block_change_rate(results: Store) -> pd.DataFrame:
+    """E5a: for blocks 2..L, the fraction of (image, image token) pairs whose true-class logit
+    increases from the previous block's output to this one's."""
+    logits = results.by_block("true_logit", "resid_post")[:, :, image_columns(results, True)]
+    rate = (np.diff(logits, axis=1) > 0).mean(axis=(0, 2))
+    return pd.DataFrame({"block": np.arange(2, logits.shape[1] + 1), "change_rate": rate})
+
+
+def normalized_blocks(frame: pd.DataFrame, n_blocks: int, value: str,
+                      by: List[str] = ()) -> pd.DataFrame:
+    """Fig 2's normalized block axis: a 24-block model's blocks 2k-1 and 2k averaged into k."""
+    if n_blocks == 12:
+        return frame
+    if n_blocks != 24:
+        raise VitclsError(f"normalized blocks are defined for 12 and 24 blocks, not {n_blocks}")
+    paired = frame.assign(block=(frame["block"] + 1) // 2)
+    return paired.groupby(["block", *by], as_index=False)[value].mean()
+
+
+def first_block_reaching(frame: pd.DataFrame, level: float,
+                         column: str = "image_identifiability", **match) -> Optional[int]:
+    """The first block (as numbered in ``frame.block``) at which ``column`` reaches ``level``,
+    among the rows whose columns equal ``match`` (e.g. ``model="ConViT"``, ``edit="full"``);
+    None where it never does."""
+    rows = frame
+    for name, value in match.items():
+        rows = rows[rows[name] == value]
+    rows = rows[rows[column] >= level]
+    return None if rows.empty else int(rows.block.min())

@@ -1,0 +1,150 @@
+"""Projection of any token onto the class embedding space, and the metrics read off it.
+
+The projection is the model's own readout applied per token (catalogue §1): the final LayerNorm (or
+``fc_norm`` for average-pooled models), then the classifier with its bias. Because
+``hook_attn_out``/``hook_mlp_out`` already carry the post-norm of residual post-norm blocks,
+the same projector serves every site of every variant.
+
+Metrics never sort: the rank of the true class is the count of classes with a larger logit.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Dict
+
+from .. import _compat
+from ..base.errors import NoClassHeadError, VitclsError
+
+_compat.ensure_torchvision_ops()
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+
+class ClassProjector(nn.Module):
+    """Frozen float32 copies of a ViT's final norm(s) and head(s); maps [..., d] to [..., C].
+
+    Args:
+        model: a timm VisionTransformer (token or average pooling; distilled models too).
+        heads: for distilled models, "mean" (the model's eval output, the default), "head" or
+            "head_dist". Other models have one head.
+        require_head: raise :class:`NoClassHeadError` for a model without a classifier; with
+            False such a model gets a projector that only normalizes (``normalize``).
+    """
+
+    def __init__(self, model: nn.Module, heads: str = "mean", require_head: bool = True) -> None:
+        super().__init__()
+        self.has_head = has_class_head(model)
+        if require_head and not self.has_head:
+            raise NoClassHeadError(no_head_message(model))
+        if getattr(model, "attn_pool", None) is not None:
+            raise VitclsError("attention-pooled ('map') models have no per-token readout; "
+                              "the class projection is defined for token and average pooling")
+
+        def frozen(module: nn.Module) -> nn.Module:
+            return copy.deepcopy(module).float().eval().requires_grad_(False)
+
+        self.norm = frozen(getattr(model, "norm", nn.Identity()))
+        self.fc_norm = frozen(getattr(model, "fc_norm", nn.Identity()))
+        self.head = frozen(model.head) if self.has_head else None
+        head_dist = getattr(model, "head_dist", None)
+        if head_dist is None or heads == "head":
+            self.head_dist = None
+        elif heads == "head_dist":
+            self.head, self.head_dist = frozen(head_dist), None
+        elif heads == "mean":
+            self.head_dist = frozen(head_dist)
+        else:
+            raise VitclsError(f"heads must be 'mean', 'head' or 'head_dist', not {heads!r}")
+        self.num_classes = int(self.head.out_features) if self.head is not None else 0
+
+    def normalize(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The head's input for every token: fc_norm(norm(x)) in float32 (the final CLS gives
+        timm's ``pre_logits``); defined with or without a head."""
+        with torch.autocast(device_type=tokens.device.type, enabled=False):
+            return self.fc_norm(self.norm(tokens.float()))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Class logits of every token: head(fc_norm(norm(x))), computed in float32.
+
+        Gradients flow to ``tokens`` (for explanation maps); the copied parameters are frozen.
+        """
+        return self.classify(self.normalize(tokens))
+
+    def classify(self, normalized: torch.Tensor) -> torch.Tensor:
+        """The head(s) alone, on tokens that :meth:`normalize` already put through the norms."""
+        if self.head is None:
+            raise NoClassHeadError("this projector was built without a class head: "
+                                   "only normalize() is defined")
+        with torch.autocast(device_type=normalized.device.type, enabled=False):
+            z = normalized.float()
+            logits = self.head(z)
+            if self.head_dist is not None:
+                logits = (logits + self.head_dist(z)) / 2
+        return logits
+
+
+def has_class_head(model: nn.Module) -> bool:
+    """True when the model maps tokens to classes (timm's ``num_classes=0`` models do not)."""
+    return int(getattr(model, "num_classes", 0) or 0) > 0 and hasattr(
+        getattr(model, "head", None), "out_features")
+
+
+def no_head_message(model) -> str:
+    """What to do with a model (or a registry key) that has no class head: the few-shot probe
+    is its decoder."""
+    info = getattr(model, "vitcls_info", None)
+    name = model if isinstance(model, str) else (
+        info.variant.key if info is not None else type(model).__name__)
+    return (f"{name} has no class head (an ImageNet-21k checkpoint that timm ships without "
+            "its classifier), so there is no class embedding space to project onto. Decode it "
+            "with the few-shot probe instead (vitcls_utils.analysis.fewshot; notebook "
+            "vit_fewshot_lsr), "
+            "or pick a fine-tuned variant (`vitcls variants`).")
+
+
+def true_class_logit(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Logit of the true class. logits [B, ..., C], labels [B] -> [B, ...]."""
+    index = labels.reshape(labels.shape + (1,) * (logits.dim() - labels.dim()))
+    index = index.expand(logits.shape[:-1] + (1,))
+    return logits.gather(-1, index).squeeze(-1)
+
+
+def rank_of_true_class(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """0-based rank of the true class: the number of classes with a strictly larger logit.
+
+    Equals the position in a descending sort when there are no ties, in O(C) per token.
+    """
+    return _rank(logits, true_class_logit(logits, labels))
+
+
+def topk_hits(logits: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+    """1 where the true class is among the ``k`` largest logits (fewer than k classes score
+    strictly higher), per row."""
+    return (rank_of_true_class(logits, labels) < k).float()
+
+
+def top1_top5(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """[..., 2]: top-1 and top-5 hits of each row (the accuracies chapter 6 reports)."""
+    rank = rank_of_true_class(logits, labels)
+    return torch.stack([(rank < 1).float(), (rank < 5).float()], -1)
+
+
+def _rank(logits: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+    """The one definition of the rank: classes whose logit is strictly above the true one."""
+    return (logits > true.unsqueeze(-1)).sum(-1)
+
+
+def identifiability(rank: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Class identifiability r = 1 - rank / C (paper eq. 1); 1 means top-1."""
+    return 1.0 - rank.float() / num_classes
+
+
+def reduce_logits(logits: torch.Tensor, labels: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """The compact per-token summary kept by extraction: rank, top-1 class, true-class logit."""
+    true = true_class_logit(logits, labels)
+    return {
+        "rank": _rank(logits, true).to(torch.int16),
+        "top1": logits.argmax(-1).to(torch.int16),
+        "true_logit": true.float(),
+    }

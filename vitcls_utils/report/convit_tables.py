@@ -1,0 +1,147 @@
+"""Chapter 7's tables (ConViT, d'Ascoli et al. 2021): this run beside the paper's numbers
+(``data/paper/convit_*.csv``), and the per-block frame of the identifiability bridge.
+
+The toy pair (``toy_convit``, ``toy_deit``) is Ti-sized, so its rows are set beside the paper's
+ConViT-Ti and DeiT-Ti: another model and dataset, shown for scale, never as a target.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+from ..base.errors import VitclsError
+from .reported import convit_table
+from ..model.registry import get_variant
+
+#: the paper model each offline or random model is set beside
+_PAPER_OF = {"toy_convit": "convit_tiny", "toy_deit": "deit_tiny"}
+
+
+def paper_key(key: str) -> str:
+    """The paper's variant a key is compared with: itself, its base for a random control,
+    the Ti model for the toy pair."""
+    spec = get_variant(key)
+    base = spec.base or spec.key
+    return _PAPER_OF.get(base, base)
+
+
+def paper_label(key: str) -> str:
+    """"paper: ConViT-Ti, ImageNet val" for the paper model of :func:`paper_key`."""
+    return f"paper: {get_variant(paper_key(key)).label}, ImageNet val"
+
+
+def zoo(rows: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
+    """Table 1: per model ({key: {top1, top5, params}}) this run's top-1, top-5 and
+    parameters (M) beside the paper's."""
+    table = convit_table("table1").set_index("variant")
+    out = []
+    for key, ours in rows.items():
+        theirs = table.loc[paper_key(key)] if paper_key(key) in table.index else None
+        out.append({"model": get_variant(key).label, "top-1, this run": ours["top1"],
+                    "top-5, this run": ours["top5"], "params (M), this run": ours["params"] / 1e6,
+                    "paper model": None if theirs is None else theirs.model,
+                    "top-1, paper": np.nan if theirs is None else theirs.top1,
+                    "top-5, paper": np.nan if theirs is None else theirs.top5,
+                    "params (M), paper": np.nan if theirs is None else theirs.params_m})
+    return pd.DataFrame(out)
+
+
+def paper_gates(key: str) -> pd.DataFrame:
+    """The gates printed on the paper's maps for the paper model of ``key`` (layer, head,
+    gate); empty where the paper prints none (ConViT-B)."""
+    table = convit_table("gates")
+    return table[table.variant == paper_key(key)][["layer", "head", "gate"]].reset_index(drop=True)
+
+
+def gates_check(gates: pd.DataFrame, key: str) -> pd.DataFrame:
+    """The paper's printed gates beside this run's at the same layer and head."""
+    theirs = paper_gates(key)
+    if theirs.empty:
+        return theirs.assign(**{"gate, this run": []})
+    merged = theirs.merge(gates, on=["layer", "head"], how="left", suffixes=(", paper", ""))
+    return merged.rename(columns={"gate": "gate, this run"})
+
+
+def masking(accuracy: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Tables 5 and 6 as one: per model ({key: :func:`convit.evaluate_masks` accuracy}) and mask,
+    this run's top-1 and top-5 beside the paper's top-1 for the same mask where it has one."""
+    t5 = convit_table("table5").set_index("variant")
+    t6 = convit_table("table6")
+    out = []
+    for key, frame in accuracy.items():
+        theirs = paper_key(key)
+        for row in frame.itertuples():
+            paper = np.nan
+            if row.mask in ("unmasked", "position embedding zeroed"):
+                column = "unmasked" if row.mask == "unmasked" else "pos_embed_zeroed"
+                paper = t5.loc[theirs, column] if theirs in t5.index else np.nan
+            else:  # "content masked, first k" or "position masked, first k"
+                kind, k = row.mask.split(" masked, first ")
+                match = t6[(t6.variant == theirs) & (t6.k == int(k))]
+                if not match.empty:
+                    paper = float(match[f"{kind}_masked"].iloc[0])
+            out.append({"model": get_variant(key).label, "mask": row.mask,
+                        "top-1, this run": row.top1, "top-5, this run": row.top5,
+                        "top-1, paper": paper})
+    return pd.DataFrame(out)
+
+
+def bridge(evolutions: Mapping[str, pd.DataFrame], nonlocality: Mapping[str, pd.DataFrame],
+           gates: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Per model and block: image-token and [CLS] identifiability (chapter 1's evolution
+    frame; [CLS] empty where it does not exist yet), the heads' mean nonlocality, and the mean
+    gate of the block for the models in ``gates`` ({label: :func:`convit.gates`}; empty for
+    MHSA blocks and models without gates)."""
+    out = []
+    for label, curves in evolutions.items():
+        mean_gate = (gates[label].groupby("layer").gate.mean() if label in gates
+                     else pd.Series(dtype=float))
+        wide = curves.pivot(index="block", columns="token", values="identifiability")
+        distance = nonlocality[label].groupby("block").distance.mean()
+        for block in wide.index:
+            out.append({"model": label, "block": int(block),
+                        "image_identifiability": wide.loc[block, "image"],
+                        "cls_identifiability": wide.loc[block].get("[CLS]", np.nan),
+                        "nonlocality": float(distance.get(block, np.nan)),
+                        "gate": float(mean_gate.get(block, np.nan))})
+    return pd.DataFrame(out)
+
+
+def bridge_wide(frame: pd.DataFrame) -> pd.DataFrame:
+    """:func:`bridge` with one row per block and a column per (quantity, model), empty
+    columns (the DeiT's gate) left out: the page's table."""
+    names = {"image_identifiability": "image tokens", "cls_identifiability": "[CLS]",
+             "nonlocality": "nonlocality", "gate": "mean gate"}
+    wide = frame.pivot(index="block", columns="model", values=list(names))
+    wide = wide.dropna(axis=1, how="all").rename(columns=names, level=0)
+    return wide.reindex(columns=frame.model.unique(), level=1)
+
+
+def sample_efficiency(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per fraction: the toy DeiT's and toy ConViT's top-1 and top-5 (mean over seeds), the
+    relative gap, and the paper's Table 2 at the same fraction."""
+    paper = convit_table("table2").set_index("fraction")
+    mean = runs.groupby(["fraction", "key"])[["val_top1", "val_top5"]].mean().unstack("key")
+    pair = [("val_top1", k) for k in ("toy_deit", "toy_convit")]
+    mean = mean.dropna(subset=[c for c in pair if c in mean.columns]) if all(
+        c in mean.columns for c in pair) else mean.iloc[0:0]
+    if mean.empty:  # a sweep still running, or one of the two models never trained
+        raise VitclsError("the sweep has no fraction with both the toy DeiT and the toy ConViT "
+                          "yet: run (or finish) `make sample-efficiency`")
+    out = []
+    for fraction in mean.index:
+        deit, conv = (100 * mean.loc[fraction, ("val_top1", k)] for k in ("toy_deit",
+                                                                           "toy_convit"))
+        row = {"fraction": fraction, "DeiT top-1, this run": deit,
+               "ConViT top-1, this run": conv, "gap (%), this run": 100 * (conv - deit) / deit,
+               "DeiT top-5, this run": 100 * mean.loc[fraction, ("val_top5", "toy_deit")],
+               "ConViT top-5, this run": 100 * mean.loc[fraction, ("val_top5", "toy_convit")]}
+        theirs = paper.loc[fraction] if fraction in paper.index else None
+        for column, name in (("deit_top1", "DeiT-S top-1, paper"),
+                             ("convit_top1", "ConViT-S top-1, paper"),
+                             ("gap_pct", "gap (%), paper")):
+            row[name] = np.nan if theirs is None else theirs[column]
+        out.append(row)
+    return pd.DataFrame(out)

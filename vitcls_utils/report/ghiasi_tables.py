@@ -1,0 +1,188 @@
+"""Chapter 6's tables (Ghiasi et al. 2022): this run's numbers beside the paper's, one frame per
+table or curve, for the notebooks to show. The measurements live in their own modules
+(:mod:`vitcls_utils.analysis.cls_isolation`, :mod:`vitcls_utils.analysis.patch_readout`,
+:mod:`vitcls_utils.analysis.stimulus_edits`, :mod:`vitcls_utils.analysis.featureviz`); this one
+only arranges them."""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import pandas as pd
+
+from . import reported as paper
+from ..analysis.stimulus_edits import BACKGROUND, FOREGROUND, FULL
+from ..base.errors import VitclsError
+from ..analysis.lowpass import IMAGENET_CUTOFFS
+from ..analysis.patch_readout import PatchReadout
+
+#: Table 2's three inputs
+FGBG = (FULL, FOREGROUND, BACKGROUND)
+#: the model of the paper's Table 1 and sweeps
+PAPER_MODEL = "ghiasi_b16_384"
+PAPER_LABEL = "paper: ViT-B/16-384, ImageNet val"
+
+
+def paper_sweeps(variant: str = PAPER_MODEL) -> Dict[str, pd.DataFrame]:
+    """The repository logs' top-1 against L, per intervention."""
+    return {mode: paper.ghiasi_sweep(mode, variant) for mode in ("isolate", "drop")}
+
+
+def table1(sweep: pd.DataFrame, readout: PatchReadout, depth: int) -> pd.DataFrame:
+    """Table 1 (natural, [CLS] isolated up to block depth - 1, Patch Average, Patch Maximum)
+    and the pooled token, this run's top-1/top-5 beside the paper's."""
+    isolated = sweep[(sweep["mode"] == "isolate") & (sweep.L == depth - 1)]
+    if isolated.empty:
+        raise VitclsError(f"the sweep has no isolation at L = {depth - 1} (depth - 1), the "
+                          "paper's setting: sweep it (Ls=None sweeps every L)")
+    summary = readout.summary()
+    ours = {"natural": (readout.model_top1, readout.model_top5),
+            "isolating_cls": (float(isolated.top1.iloc[0]), float(isolated.top5.iloc[0])),
+            "patch_average": (summary["patch_average_top1"], summary["patch_average_top5"]),
+            "patch_maximum": (summary["patch_maximum_top1"], summary["patch_maximum_top5"]),
+            "pooled_token": (readout.pooled_top1, readout.pooled_top5)}
+    names = {"natural": "natural", "isolating_cls": f"isolating [CLS] (L = {depth - 1})",
+             "patch_average": "Patch Average", "patch_maximum": "Patch Maximum",
+             "pooled_token": "pooled token (not in Table 1)"}
+    rows = []
+    for quantity, (top1, top5) in ours.items():
+        rows.append({"quantity": names[quantity], "top-1, this run": top1, "top-5, this run": top5,
+                     "top-1, paper": paper.ghiasi_value(quantity, PAPER_MODEL, "top1"),
+                     "top-5, paper": paper.ghiasi_value(quantity, PAPER_MODEL, "top5")})
+    return pd.DataFrame(rows)
+
+
+def table2(results: Dict[str, pd.DataFrame], with_paper: bool = True) -> pd.DataFrame:
+    """Table 2: per model the full images' top-5 and the foreground and background top-5 as % of
+    it, and the raw top-1 of each input (from
+    :func:`vitcls_utils.analysis.stimulus_edits.evaluate_edits` accuracies), then the paper's
+    rows (top-1 from their log)."""
+    from ..analysis.foreground_background import table2_row
+
+    rows = []
+    for model, frame in results.items():
+        top5, top1 = frame.set_index("edit").top5, frame.set_index("edit").top1
+        rows.append({"model": model, "source": "this run",
+                     **table2_row(top5["full"], top5["foreground"], top5["background"]),
+                     "top-1 full": top1["full"], "top-1 foreground": top1["foreground"],
+                     "top-1 background": top1["background"]})
+    if with_paper:
+        for row in paper.ghiasi_table2().itertuples():
+            rows.append({"model": row.model, "source": "paper (ImageNet train, boxes)",
+                         "full": row.full_top5, "foreground": row.foreground,
+                         "background": row.background, "top-1 full": row.full_top1,
+                         "top-1 foreground": row.foreground_top1,
+                         "top-1 background": row.background_top1})
+    return pd.DataFrame(rows)
+
+
+def default_cutoffs(image_size: int) -> Tuple[float, ...]:
+    """Low-pass cutoffs in cycles per image: the book's ImageNet sweep where the image is
+    large enough, else a sweep from the image's Nyquist frequency halving down to 3."""
+    nyquist = image_size // 2
+    if nyquist >= max(IMAGENET_CUTOFFS):
+        return IMAGENET_CUTOFFS
+    cutoffs, c = [], float(nyquist)
+    while c >= 3:
+        cutoffs.append(round(c))
+        c /= 2 ** 0.5
+    return tuple(dict.fromkeys(cutoffs))
+
+
+def lowpass_frame(results: Dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Top-1 and top-5 against the cutoff, one block of rows per model (NaN cutoff: the full
+    image)."""
+    return pd.concat([frame.assign(model=model)[["model", "edit", "cutoff", "top1", "top5"]]
+                      for model, frame in results.items()], ignore_index=True)
+
+
+def pick_units(top, blocks: Sequence[int], per_block: int = 1) -> List[Tuple[int, int]]:
+    """(0-based block, unit) pairs: the units of each block whose best image excites them most
+    above their mean (:func:`vitcls_utils.analysis.featureviz.strongest_units`)."""
+    from ..analysis.featureviz import strongest_units
+
+    return [(b, u) for b in blocks for u in strongest_units(top, b, per_block)]
+
+
+def spread_blocks(depth: int, n: int = 3) -> List[int]:
+    """``n`` 0-based blocks spread from early to late (the paper: textures, parts, objects)."""
+    if n >= depth:
+        return list(range(depth))
+    return sorted({round(i * (depth - 1) / (n - 1)) for i in range(n)}) if n > 1 else [depth - 1]
+
+
+def units_parameter(units: Optional[Sequence[Sequence[int]]], depth: int
+                    ) -> Optional[List[Tuple[int, int]]]:
+    """A notebook's ``units`` ([(1-based block, unit), ...] or None) as 0-based pairs."""
+    if units is None:
+        return None
+    pairs = []
+    for item in units:
+        if len(item) != 2:
+            raise VitclsError(f"units are (block, unit) pairs with 1-based blocks, not {item!r}")
+        block, unit = int(item[0]), int(item[1])
+        if not 1 <= block <= depth:
+            raise VitclsError(f"block {block} is not one of the model's blocks 1..{depth}")
+        pairs.append((block - 1, unit))
+    return pairs
+
+
+def patch_table(readout: PatchReadout) -> pd.DataFrame:
+    """The per-patch readout's Table 1 columns and the pooled token, beside the paper's."""
+    summary = readout.summary()
+    rows = []
+    for quantity, label in (("natural", "the model's output"), ("patch_average", "Patch Average"),
+                            ("patch_maximum", "Patch Maximum"),
+                            ("pooled_token", "pooled token (not in Table 1)")):
+        key = {"natural": "natural", "pooled_token": "pooled_token"}.get(quantity, quantity)
+        rows.append({"quantity": label, "top-1, this run": summary[f"{key}_top1"],
+                     "top-5, this run": summary[f"{key}_top5"],
+                     "top-1, paper": paper.ghiasi_value(quantity, PAPER_MODEL, "top1"),
+                     "top-5, paper": paper.ghiasi_value(quantity, PAPER_MODEL, "top5")})
+    return pd.DataFrame(rows)
+
+
+def drop_vs_identifiable(drop: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+    """Bridge 2: per L, the top-1 (%) of [CLS] run alone after block L, beside the rate (%) at
+    which the natural model's [CLS] at block L ranks the true class first (L = 0: the
+    embedding, not read)."""
+    natural = curves[curves.L == 0].set_index("block").cls_top1
+    rows = drop[drop["mode"] == "drop"].sort_values("L")
+    return pd.DataFrame({"L": rows.L.to_numpy(),
+                         "drop patches after L: top-1": rows.top1.to_numpy(),
+                         "[CLS] at block L: rank 0": [natural.get(int(L), float("nan"))
+                                                      for L in rows.L]})
+
+
+def last_block_table(result: Dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Per edit, the model's top-1 and the last block's identifiability of [CLS] and of the
+    image tokens (from :func:`vitcls_utils.analysis.stimulus_edits.evaluate_edits` with
+    ``by_block``)."""
+    blocks = result["blocks"]
+    last = blocks[blocks.block == blocks.block.max()].set_index("edit")
+    accuracy = result["accuracy"].set_index("edit")
+    return pd.DataFrame({"edit": accuracy.index, "top-1": accuracy.top1.to_numpy(),
+                         "[CLS]": last.cls_identifiability.reindex(accuracy.index).to_numpy(),
+                         "image tokens": last.image_identifiability.reindex(
+                             accuracy.index).to_numpy()})
+
+
+def agreement_by_block(scored: pd.DataFrame, control: Optional[pd.DataFrame] = None
+                       ) -> pd.DataFrame:
+    """Mean agreement of value vectors and top stimuli per block (from
+    :func:`vitcls_utils.analysis.featureviz.memory_agreement`), the control's beside it, and
+    chance."""
+    out = scored.groupby("block").agg(agreement=("agreement", "mean"), chance=("chance", "first"))
+    if control is not None:
+        out["control"] = control.groupby("block").agreement.mean()
+    return out.reset_index()
+
+
+def strong_unit_agreement(model, dataset, class_names: Sequence[str], per_block: int, k: int,
+                          top=None) -> pd.DataFrame:
+    """G11 for the ``per_block`` strongest units of every block: the agreement of each unit's
+    top-``k`` stimuli with its value vector's k classes (``top``: a pass already made)."""
+    from ..analysis.featureviz import memory_agreement, top_images
+
+    top = top if top is not None else top_images(model, dataset, k=k)
+    units = pick_units(top, range(len(model.blocks)), per_block)
+    return memory_agreement(model, dataset, top, units, class_names, k)

@@ -1,0 +1,267 @@
+"""The notebooks' one setup call: their parameters in, the variant's results, model, stimuli,
+memories and random control out, each read the same way by every figure notebook.
+
+A notebook's parameters cell names the variant, its data, its weights and the settings
+profile; ``setup(...)`` keeps them, and everything that needs weights is loaded only when a
+notebook asks for it, so a notebook answered from an existing store needs no weights at all.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Dict, Optional, Sequence
+
+from ..base.errors import VitclsError
+from .profiles import Profile, get_profile
+from ..model.registry import Variant, get_variant
+
+if TYPE_CHECKING:
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+
+@dataclass
+class NotebookRun:
+    """One notebook's variant, data, weights and profile (see :func:`setup`)."""
+
+    variant: str
+    dataset: str = "toy"
+    data_dir: Optional[str] = None
+    n_per_class: Optional[int] = None
+    device: str = "auto"
+    results_dir: str = "results"
+    seed: int = 0
+    weights: Optional[str] = None
+    profile: Optional[str] = None
+
+    @property
+    def spec(self) -> Variant:
+        return get_variant(self.variant)
+
+    @property
+    def label(self) -> str:
+        return self.spec.label
+
+    @property
+    def settings(self) -> Profile:
+        """The profile's settings (catalogue §6: the authors' choices or the corrected ones)."""
+        return get_profile(self.profile)
+
+    @property
+    def control_key(self) -> str:
+        """The random-init control this variant is compared with under the profile."""
+        return self.settings.control(self.variant)
+
+    def _data(self, n_per_class: Optional[int] = None) -> dict:
+        return dict(dataset=self.dataset, data_dir=self.data_dir,
+                    n_per_class=self.n_per_class if n_per_class is None else n_per_class,
+                    device=self.device, results_dir=self.results_dir, seed=self.seed)
+
+    def store(self, **kwargs):
+        """The variant's store (see :func:`vitcls_utils.stores.extraction.store_for`)."""
+        from ..stores.extraction import store_for
+
+        return store_for(self.variant, weights=self.weights, **self._data(), **kwargs)
+
+    def control_store(self, **kwargs):
+        """The random control's store on the same stimuli."""
+        from ..stores.extraction import store_for
+
+        return store_for(self.control_key, **self._data(), **kwargs)
+
+    def memory_store(self):
+        """The store chapter 3 reads: every site kind and the top key indices."""
+        from ..analysis.memories import KEY_TOPK, KINDS
+
+        return self.store(kinds=KINDS, key_topk=KEY_TOPK)
+
+    @cached_property
+    def model(self):
+        """The variant's model, loaded once (needs its weights)."""
+        from ..model.loading import load_variant
+
+        return load_variant(self.variant, weights=self.weights, device=self.device,
+                            seed=self.seed)
+
+    @cached_property
+    def control_model(self):
+        """The random-init control's model (no weights needed); a control's own is itself."""
+        from ..model.loading import load_variant
+
+        if self.control_key == self.variant and self.weights is None:
+            return self.model
+        return load_variant(self.control_key, device=self.device, seed=self.seed)
+
+    def baseline_key(self, key: Optional[str] = None) -> str:
+        """The CNN chapter 6 sets beside this ViT: ``key``, else the toy CNN on the toy and
+        ResNet-50 (torchvision V1 weights) elsewhere; a random control gets the CNN's
+        random-init control, so that random is compared with random."""
+        key = key or ("toy_cnn" if self.dataset == "toy" else "resnet50_tv")
+        if self.spec.random and not key.endswith("_random"):
+            key += "_random"
+        if get_variant(key).is_vit:
+            raise VitclsError(f"baseline {key!r} is a ViT; chapter 6's baseline is a CNN "
+                              "(`vitcls variants`: family cnn)")
+        return key
+
+    def baseline_model(self, key: Optional[str] = None):
+        """The baseline CNN of :meth:`baseline_key`, loaded (random weights for a control)."""
+        from ..model.loading import load_variant
+
+        return load_variant(self.baseline_key(key), device=self.device, seed=self.seed)
+
+    def models_beside(self, baselines: Optional[Sequence[str]] = None) -> Dict[str, object]:
+        """{label: model} of this ViT and the CNNs set beside it (``baselines``, keys; None:
+        the one of :meth:`baseline_key`), in that order."""
+        keys = [self.baseline_key(k) for k in (baselines or [None])]
+        return {self.label: self.model,
+                **{get_variant(k).label: self.baseline_model(k) for k in keys}}
+
+    def partner_key(self) -> str:
+        """The DeiT chapter 7 sets beside this ConViT (same size, recipe and data): toy_convit
+        -> toy_deit, convit_<size> -> deit_<size>; a random control gets the DeiT's control."""
+        if self.spec.family != "convit":
+            raise VitclsError(f"{self.variant} is not a ConViT: chapter 7 reads a ConViT, with "
+                              "the DeiT of its size beside it (`vitcls variants`)")
+        key = (self.spec.base or self.spec.key).replace("convit", "deit", 1)
+        return get_variant(key).random_key if self.spec.random else key
+
+    def partner_model(self, weights: Optional[str] = None):
+        """The DeiT of :meth:`partner_key`, loaded (``weights``: its checkpoint file)."""
+        from ..model.loading import load_variant
+
+        return load_variant(self.partner_key(), weights=weights, device=self.device,
+                            seed=self.seed)
+
+    def partner_store(self, weights: Optional[str] = None, **kwargs):
+        """The DeiT's store on the same stimuli."""
+        from ..stores.extraction import store_for
+
+        return store_for(self.partner_key(), weights=weights, **self._data(), **kwargs)
+
+    def memories(self):
+        """The variant's value projections (from its weights)."""
+        from ..analysis.memories import memories_for
+
+        return memories_for(self.variant, seed=self.seed, weights=self.weights)
+
+    def control_memories(self):
+        """The random control's value projections."""
+        from ..analysis.memories import memories_for
+
+        return memories_for(self.control_key, seed=self.seed)
+
+    def stimuli(self, n_per_class: Optional[int] = None, split: Optional[str] = None):
+        """The dataset, as the stores index it."""
+        from ..datasets.kinds import build_dataset
+        from ..stores.stimulus_cache import use
+
+        return use(build_dataset(self.dataset, self.data_dir, num_classes=self.spec.classes,
+                                 n_per_class=self.n_per_class if n_per_class is None
+                                 else n_per_class, split=split), self.results_dir)
+
+    def fewshot_pool(self, pool_dir: Optional[str] = None, per_class: int = 25):
+        """The few-shot probe's training pool: ImageNet train images in ``pool_dir``
+        (``<wnid>/<image>``, the first ``per_class`` of each class by file name), else the
+        toy's training split (``per_class`` per class) or ImageNet-S ``test`` (10 per class)."""
+        from ..datasets.kinds import build_dataset, probe_training_set
+
+        classes = self.spec.classes
+        if pool_dir:
+            return build_dataset("folder", pool_dir, num_classes=classes, n_per_class=per_class)
+        if self.dataset == "toy":
+            return build_dataset("toy", None, num_classes=classes, n_per_class=per_class,
+                                 split="train")
+        return probe_training_set(self.dataset, self.data_dir, classes)
+
+    def fewshot_features(self, shots, tokens=None, patch=None, pool_dir: Optional[str] = None,
+                         pool_per_class: int = 25):
+        """(pool features, test features, usable shots) for the few-shot probes: the pool of
+        :meth:`fewshot_pool` and the stimuli in one pass each; prints what was used."""
+        from ..analysis import fewshot
+
+        pool, test = self.fewshot_pool(pool_dir, pool_per_class), self.stimuli()
+        train = fewshot.token_features(self.model, pool, tokens=tokens, patch=patch, desc="pool")
+        tested = fewshot.token_features(self.model, test, tokens=tokens, patch=patch, desc="test")
+        usable = fewshot.usable_shots(train.labels, self.spec.classes, shots)
+        left_out = sorted(set(shots) - set(usable))
+        print(f"pool: {len(train.labels)} images ({pool.selection()}); test: "
+              f"{len(tested.labels)} images; shots {usable}" + (
+                  f" (the pool has too few images per class for {left_out})" if left_out else ""))
+        if not usable:
+            raise VitclsError(f"the pool has no class with {min(shots)} images: give pool_dir")
+        return train, tested, usable
+
+    def setting(self, name: str, value=None):
+        """``value`` when the notebook sets it, else the profile's setting ``name``."""
+        from .profiles import setting
+
+        chosen = setting(self.profile, name, value)
+        if name == "n_random" and (not isinstance(chosen, int) or chosen < 1):
+            raise VitclsError(f"n_random must be a positive number of random orders (or None "
+                              f"for the profile's), not {chosen!r}")
+        return chosen
+
+
+def glue(name: str, value, display: bool = True) -> None:
+    """myst-nb's ``glue`` (a value the book's prose quotes by name), or nothing where myst-nb
+    is not installed (Colab, a plain Jupyter): there the value is only shown when ``display``."""
+    try:
+        from myst_nb import glue as myst_glue
+    except ImportError:
+        if display:
+            from IPython.display import display as show
+
+            show(value)
+        return
+    myst_glue(name, value, display=display)
+
+
+def setup(variant: str, **parameters) -> NotebookRun:
+    """The notebook's parameters -> a :class:`NotebookRun`; applies the plot theme. Unknown
+    variants and profiles fail here, before any work."""
+    from .style import set_theme
+
+    for name, least in (("n_per_class", 1), ("seed", 0)):
+        value = parameters.get(name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                  or value < least):
+            raise VitclsError(f"parameter {name} must be an integer of at least {least}, "
+                              f"not {value!r}")
+    run = NotebookRun(variant, **parameters)
+    get_variant(run.variant)
+    get_profile(run.profile)
+    set_theme()
+    return run
+
+
+def show(fig: plt.Figure) -> None:
+    """Display a figure once in a notebook (and close it, so the inline backend does not
+    display it a second time)."""
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    display(fig)
+    plt.close(fig)
+
+
+#: How metrics are named in tables.
+METRIC_LABELS = {
+    "identifiability_rate": "identifiability rate (%)",
+    "identifiability_rate_image_tokens": "identifiability rate, every image token (%)",
+    "images_with_identifiable_token": "images with an identifiable token (%)",
+    "top1_accuracy": "top-1 accuracy (%)",
+    "first_significant_block": "first block above random (p < 0.05)",
+    "perturbation_baseline_accuracy": "top-1, every token kept",
+    "perturbation_first_point_accuracy": "top-1 at the curve's first point (B17)",
+    "accuracy_kept_removed": "% of tokens removed, top-1 >= the first point",
+    "accuracy_kept_removed_unperturbed": "% of tokens removed, top-1 >= unperturbed",
+}
+
+
+def styled(table: pd.DataFrame, precision: int = 2):
+    """A table for the book: readable metric names, no index, blanks shown as "–"."""
+    if "metric" in table:
+        table = table.assign(metric=table.metric.map(lambda m: METRIC_LABELS.get(m, m)))
+    return table.style.hide(axis="index").format(precision=precision, na_rep="–")
+

@@ -1,0 +1,112 @@
+"""The numbers the four papers report, typed in from their tables, figures and authors' code
+(``data/paper/``, each with its source): read here, shown beside this run's by the tables
+modules of :mod:`vitcls_utils.report`."""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Optional
+
+import pandas as pd
+
+from ..model.registry import data_dir
+
+
+@lru_cache(maxsize=1)
+def reported() -> pd.DataFrame:
+    """Every reported value: metric, variant, block, value, unit, approximate, source."""
+    frame = pd.read_csv(data_dir() / "paper" / "reported.csv", dtype={"block": "Int64"})
+    return frame
+
+
+def paper_value(metric: str, variant: str, block: Optional[int] = None) -> Optional[float]:
+    """The reported value, or None where the paper reports none for this variant."""
+    frame = reported()
+    rows = frame[(frame.metric == metric) & (frame.variant == variant)]
+    if block is not None:
+        rows = rows[rows.block == block]
+    return None if rows.empty else float(rows.value.iloc[0])
+
+
+def value_vector_descriptions(variant: str) -> pd.DataFrame:
+    """Appendix A6b: the paper's reading of chosen MLP value vectors (block, column, classes)."""
+    frame = pd.read_csv(data_dir() / "paper" / "value_vectors.csv")
+    return frame[frame.variant == variant].drop(columns="variant").reset_index(drop=True)
+
+
+def paper_series(metric: str, variant: str) -> pd.DataFrame:
+    """A per-block reported series (block, value), empty where the paper has none."""
+    frame = reported()
+    rows = frame[(frame.metric == metric) & (frame.variant == variant) & frame.block.notna()]
+    return rows[["block", "value"]].astype({"block": int}).sort_values("block")
+
+
+def series_by(template: str, variant: str, column: str, levels) -> pd.DataFrame:
+    """:func:`paper_series` of ``template.format(level)`` for each level, stacked, with the
+    level in ``column`` (e.g. one reported line per sub-layer: ``column="layer"``). ``levels``
+    may map a metric's level to the label shown."""
+    labels = levels if isinstance(levels, dict) else {level: level for level in levels}
+    return pd.concat([paper_series(template.format(level), variant).assign(**{column: label})
+                      for level, label in labels.items()])
+
+
+def paper_curve(metric: str, variant: str, n_blocks: int) -> pd.DataFrame:
+    """:func:`paper_series` on the variant's own blocks: the paper plots deeper models on 12
+    normalized blocks (ViT-L/16: the mean of blocks 2k-1 and 2k), drawn here at their centre."""
+    series = paper_series(metric, variant)
+    per_block = n_blocks // 12
+    if n_blocks > 12 and n_blocks % 12 == 0:
+        series = series.assign(block=per_block * series.block - (per_block - 1) / 2)
+    return series
+
+
+def vit_table1() -> pd.DataFrame:
+    """The ViT paper's Table 1: model, layers, width, mlp, heads, parameters_millions."""
+    return pd.read_csv(data_dir() / "paper" / "vit_table1.csv")
+
+
+def reference_top1(variant: str) -> Optional[float]:
+    """The published ImageNet-1k top-1 (%) of an original ViT checkpoint, or None."""
+    frame = pd.read_csv(data_dir() / "paper" / "vit_top1.csv")
+    rows = frame[frame.variant == variant]
+    return None if rows.empty else float(rows.value.iloc[0])
+
+
+def ghiasi_table1() -> pd.DataFrame:
+    """Ghiasi et al.'s Table 1 and their logs' sweeps: quantity, variant, model, L, top1, top5,
+    source (``quantity`` "isolate" / "drop" rows are the L sweeps)."""
+    return pd.read_csv(data_dir() / "paper" / "ghiasi_table1.csv", dtype={"L": "Int64"})
+
+
+def ghiasi_sweep(mode: str, variant: str = "ghiasi_b16_384") -> pd.DataFrame:
+    """The logged top-1 (%) against L of "isolate" or "drop" for a variant (L, top1)."""
+    frame = ghiasi_table1()
+    rows = frame[(frame.quantity == mode) & (frame.variant == variant)]
+    return rows[["L", "top1"]].astype({"L": int}).reset_index(drop=True)
+
+
+def ghiasi_value(quantity: str, variant: str = "ghiasi_b16_384",
+                 column: str = "top1") -> Optional[float]:
+    """One of Table 1's numbers (``natural``, ``isolating_cls``, ``patch_average``,
+    ``patch_maximum``, ``pooled_token``), or None where none is reported."""
+    frame = ghiasi_table1()
+    rows = frame[(frame.quantity == quantity) & (frame.variant == variant)]
+    value = None if rows.empty else rows[column].iloc[0]
+    return None if value is None or pd.isna(value) else float(value)
+
+
+def ghiasi_table2() -> pd.DataFrame:
+    """Ghiasi et al.'s Table 2: per model the full images' top-5 and the foreground and
+    background top-5 as % of it, with the raw top-1 of their log."""
+    return pd.read_csv(data_dir() / "paper" / "ghiasi_table2.csv")
+
+
+CONVIT_TABLES = ("table1", "gates", "table5", "table6", "table2")
+
+
+def convit_table(name: str) -> pd.DataFrame:
+    """One of d'Ascoli et al.'s typed-in tables (``data/paper/convit_<name>.csv``): ``table1``
+    (the zoo), ``gates`` (the σ(λ) printed on their maps), ``table5``/``table6`` (test-time
+    masks), ``table2`` (sample efficiency)."""
+    if name not in CONVIT_TABLES:
+        raise ValueError(f"ConViT tables are {CONVIT_TABLES}, not {name!r}")
+    return pd.read_csv(data_dir() / "paper" / f"convit_{name}.csv")

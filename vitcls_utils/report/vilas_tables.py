@@ -1,0 +1,158 @@
+"""The main paper's tables (Vilas et al. 2023, chapters 1-4): this run's numbers beside the
+values the paper reports (:mod:`vitcls_utils.report.reported`). The measurements live in the
+analysis modules by concept; this module only arranges them for a page."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Dict, Mapping, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..analysis.context import GROUP_NAMES, perturbed_rate, unperturbed_rate
+from ..analysis.faithfulness import PAPER_ORDER_NAMES
+from ..analysis.identifiability import headline, identifiability_rate, top1_accuracy
+from ..analysis.memories import strongest_values, value_vector_classes
+from .reported import paper_series, paper_value, reported, value_vector_descriptions
+from ..model.perturbations import perturbation_name
+from ..model.registry import get_variant
+
+if TYPE_CHECKING:
+    from ..analysis.memories import Memories
+    from ..stores.reader import Store
+
+
+def compare_table(stores: Mapping[str, "Store"]) -> pd.DataFrame:
+    """Table 1 across variants: one row per store, this run's values beside the paper's."""
+    rows = []
+    for key, results in sorted(stores.items()):
+        ours = headline(results)
+        rows.append({
+            "variant": get_variant(key).label,
+            "dataset": results.manifest["config"]["dataset"]["name"],
+            "images": int(ours["n_images"]),
+            "identifiability rate (this run)": ours["identifiability_rate"],
+            "identifiability rate (paper)": paper_value("identifiability_rate", key),
+            "top-1 (this run)": ours["top1_accuracy"],
+            "top-1 (paper)": paper_value("top1_accuracy", key),
+        })
+    return pd.DataFrame(rows)
+
+
+def side_by_side(variant: str, ours: Dict[str, float]) -> pd.DataFrame:
+    """One row per metric: the paper's value (blank when not reported), this run's, source."""
+    frame = reported()
+    rows = []
+    for metric, value in ours.items():
+        match = frame[(frame.metric == metric) & (frame.variant == variant) & frame.block.isna()]
+        rows.append({
+            "metric": metric,
+            "paper": None if match.empty else float(match.value.iloc[0]),
+            "this run": value,
+            "source": "" if match.empty else match.source.iloc[0],
+        })
+    return pd.DataFrame(rows)
+
+
+_PAPER_ATTENTION = {"self_only": "attention_perturbation_self_only",
+                    "no_cls": "attention_perturbation_no_cls"}
+
+
+def attention_table(variant: str, clean: Store, runs: Sequence[Store]) -> pd.DataFrame:
+    """E7 table: last-block identifiability rate unperturbed and under each attention
+    perturbation, the paper's way (B5) and over image tokens only, beside the paper's value."""
+    rows = [{"run": "unperturbed", "paper's aggregation": identifiability_rate(clean, paper=True),
+             "image tokens only": unperturbed_rate(clean),
+             "paper": paper_value("identifiability_rate", variant),
+             "top-1 (%)": top1_accuracy(clean)}]
+    for res in runs:
+        name = perturbation_name(res.perturbation)
+        metric = _PAPER_ATTENTION.get(name)
+        rows.append({"run": name, "paper's aggregation": perturbed_rate(res, paper=True),
+                     "image tokens only": perturbed_rate(res),
+                     "paper": paper_value(metric, variant) if metric else None,
+                     "top-1 (%)": 100 * res.accuracy})
+    return pd.DataFrame(rows)
+
+
+def context_table(variant: str, clean: Store, runs: Mapping[str, Store],
+                  labels: str = "aligned") -> pd.DataFrame:
+    """E9 table: per group ("class", "context"), its tokens' last-block identifiability rate
+    unperturbed and with the other group removed (``runs[group]`` keeps that group), the
+    paper's way (B6) and over image tokens only, with the paper's values beside them."""
+
+    rows = []
+    for group, res in runs.items():
+        rows.append({
+            "tokens": GROUP_NAMES[group],
+            "unperturbed": unperturbed_rate(clean, group, labels),
+            "removed, paper's aggregation": perturbed_rate(res, paper=True),
+            "removed, image tokens only": perturbed_rate(res),
+            "paper: unperturbed": paper_value(f"context_identifiability_{group}_tokens", variant),
+            "paper: removed": paper_value(f"context_perturbation_{group}_tokens", variant),
+            "top-1 when removed (%)": 100 * res.accuracy,
+        })
+    return pd.DataFrame(rows)
+
+
+def value_vector_table(memories: "Memories", variant: str, class_names: Sequence[str],
+                       labels: Sequence[int], block: Optional[int] = None,
+                       columns: Optional[Sequence[int]] = None):
+    """A6b as the notebook shows it: the top classes of the value vectors the paper describes
+    (or ``columns``, or the strongest ones) of ``block`` (1-based; default the paper's block,
+    else the last), with the paper's reading beside them. Returns (table, block)."""
+
+    described = value_vector_descriptions(variant)
+    read_block = block or (int(described.block.iloc[0]) if len(described)
+                           else memories.n_blocks - 1)
+    if columns is None:
+        chosen = described.column.tolist() or strongest_values(memories, read_block - 1)
+    else:
+        chosen = list(columns)
+    table = value_vector_classes(memories, read_block - 1, chosen, class_names,
+                                 allowed=sorted(set(np.asarray(labels).tolist())))
+    if len(described):
+        table = table.merge(described[described.block == read_block][["column", "classes"]]
+                            .rename(columns={"column": "value vector", "classes": "paper"}),
+                            on="value vector", how="left")
+    return table, read_block
+
+
+def composition_table(fixed: pd.DataFrame, buggy: pd.DataFrame, variant: str) -> pd.DataFrame:
+    """Fig 3c's table: the corrected composition per block and source (percent of tokens),
+    the paper's definition beside it (B1), and the paper's reported values where it has them
+    (``fixed`` and ``buggy`` from :func:`residual_composition`)."""
+
+    table = fixed.pivot(index="block", columns="source", values="percent")
+    table["composition (paper, B1)"] = (buggy.query("source == 'composition'")
+                                        .set_index("block").percent)
+    table["total (paper, B1)"] = buggy.groupby("block").percent.sum()
+    reported = paper_series("composition_previous", variant).set_index("block").value
+    if not reported.empty:
+        table["previous (paper)"] = reported
+        table["total (paper)"] = (paper_series("composition_total", variant)
+                                  .set_index("block").value)
+    return table
+
+
+def last_block_with_paper(table: pd.DataFrame, variant: str) -> pd.DataFrame:
+    """A12 right: the last block's probe and projection accuracy per site kind, this run's
+    beside the paper's (NaN where it reports none)."""
+
+    block = int(table.block.max())
+    last = table[table.block == block].set_index("site")
+    return pd.DataFrame([{
+        "site": site, "probe (this run)": last.loc[site, "linear probe"],
+        "probe (paper)": paper_value(f"probe_accuracy_{site}", variant, block=block),
+        "projection (this run)": last.loc[site, "class projection"],
+        "projection (paper)": paper_value(f"projection_accuracy_{site}", variant, block=block)}
+        for site in last.index])
+
+
+def with_paper_areas(areas: pd.DataFrame, variant: str) -> pd.DataFrame:
+    """``areas`` of :func:`perturbation_test` with the paper's AUC of the same order and test
+    beside each row (NaN where the paper reports none)."""
+
+    return areas.assign(paper=[
+        paper_value(f"perturbation_auc_{row.test}_{PAPER_ORDER_NAMES[row.method]}", variant)
+        for row in areas.itertuples()])
+

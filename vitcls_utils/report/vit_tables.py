@@ -1,0 +1,36 @@
+"""The ViT paper's tables (Dosovitskiy et al. 2021, chapter 5): this run's architectures and
+numbers beside the values the paper reports (:mod:`vitcls_utils.report.reported`)."""
+from __future__ import annotations
+
+from typing import Mapping, Optional
+
+import pandas as pd
+
+from .reported import vit_table1
+
+
+def vit_table1_side_by_side(own: Optional[Mapping[str, int]] = None,
+                            own_label: str = "") -> pd.DataFrame:
+    """The ViT paper's Table 1 beside timm's architectures, counted offline on the meta device
+    (no weights): paper and timm parameters in millions; ``own`` (an
+    :func:`~vitcls_utils.analysis.anatomy.architecture_row`) adds this run's variant as a last
+    row."""
+    from ..analysis.anatomy import TABLE1_ARCHS, architecture_row
+
+    rows = []
+    for paper_row in vit_table1().itertuples():
+        counted = architecture_row(TABLE1_ARCHS[paper_row.model])
+        rows.append({"model": paper_row.model, "layers": counted["layers"],
+                     "width": counted["width"], "MLP": counted["mlp"], "heads": counted["heads"],
+                     "params, paper (M)": float(paper_row.parameters_millions),
+                     "params, timm (M)": counted["parameters"] / 1e6,
+                     "same shape as the paper": (counted["layers"], counted["width"],
+                                                 counted["mlp"], counted["heads"])
+                     == (paper_row.layers, paper_row.width, paper_row.mlp, paper_row.heads)})
+    if own is not None:
+        rows.append({"model": own_label, "layers": own["layers"], "width": own["width"],
+                     "MLP": own["mlp"], "heads": own["heads"], "params, paper (M)": float("nan"),
+                     "params, timm (M)": own["parameters"] / 1e6,
+                     "same shape as the paper": None})
+    return pd.DataFrame(rows)
+

@@ -1,0 +1,78 @@
+"""Which figure notebooks apply to which variant and dataset: the book's chapters (read from
+``_toc.yml``) and the rules the runner plans by (masks, probe splits, heads, [CLS], CNNs,
+ConViTs)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Mapping, Optional, Tuple
+
+from ..datasets.kinds import MASKED_KINDS, PROBE_SPLITS
+from ..base.errors import VitclsError
+from ..model.registry import Variant
+from ..base import paths
+
+ROOT = paths.ROOT
+#: notebooks that compare variants: run once, after the per-variant runs
+COMPARISONS = ("compare_variants", "compare_memories")
+#: notebooks that read segmentation masks: not run on datasets without them (CIFAR-100, folders;
+#: chapter 6's fg/bg notebooks do run on a folder when a ``boxes`` parameter gives the objects)
+NEEDS_MASKS = ("fig3a_context_identifiability", "tab_context_perturbation",
+               "figA5b_context_change_difference", "ghiasi_tab2_fgbg",
+               "ghiasi_bridge_fgbg_lowpass")
+#: notebooks that need a few-shot training split (toy probe-train, ImageNet-S test)
+NEEDS_PROBE_SPLIT = ("figA12_linear_probing", "vit_fewshot_lsr", "vit_bridge_projection_vs_lsr")
+#: the chapter whose notebooks also read models without a class head; a headless variant
+#: (the ImageNet-21k ViTs, the CLIP towers) runs only these and HEADLESS_NOTEBOOKS
+HEADLESS_CHAPTER = "chapter5"
+HEADLESS_NOTEBOOKS = ("ghiasi_fig1_feature_viz",)
+#: ConViT's chapter: its notebooks run on the ConViTs alone (each reads its DeiT beside it),
+#: and a ConViT runs no other chapter (its [CLS] joins at block 11)
+CONVIT_CHAPTER = "chapter7"
+#: notebooks that plot a sweep trained on the toy set (ConViT's sample efficiency): run with
+#: the toy data only
+TOY_ONLY = ("convit_tab2_sample_efficiency",)
+#: notebooks that intervene on the [CLS] token: not run on GAP models, which have none
+NEEDS_CLS = ("ghiasi_tab1_cls_isolation", "ghiasi_bridge_cls_isolation")
+
+
+def chapters(toc: Path = ROOT / "_toc.yml") -> Dict[str, Tuple[str, ...]]:
+    """The book's chapters and their notebooks, in page order, read from ``_toc.yml`` (the one
+    place they are listed): ``--notebooks chapter2`` runs one."""
+    import yaml
+
+    found: Dict[str, Tuple[str, ...]] = {}
+    for part in yaml.safe_load(toc.read_text())["parts"]:
+        for chapter in part["chapters"]:
+            names = tuple(section["glob"].rsplit("/", 1)[1]
+                          for section in chapter.get("sections", []) if "glob" in section)
+            if names:
+                found[Path(chapter["file"]).name] = names
+    return found
+
+
+def check_runnable(key: str, spec: Variant) -> None:
+    """A CNN is a baseline inside chapter 6's notebooks, never a row of the matrix."""
+    if not spec.is_vit:
+        raise VitclsError(f"{key} is a CNN baseline: chapter 6's notebooks read it beside a ViT "
+                          "(their `baselines` parameter); run a ViT variant")
+
+
+def applies(notebook: str, spec: Variant, dataset: str,
+            parameters: Optional[Mapping[str, object]] = None) -> bool:
+    """Whether the per-variant ``notebook`` (a stem) runs for ``spec`` on ``dataset``, given the
+    notebook parameters the run sets (a ``boxes`` file gives a folder its objects)."""
+    if notebook in COMPARISONS:
+        return False
+    if (spec.family == "convit") != (notebook in chapters().get(CONVIT_CHAPTER, ())):
+        return False
+    if not spec.has_head and notebook not in (chapters().get(HEADLESS_CHAPTER, ())
+                                              + HEADLESS_NOTEBOOKS):
+        return False
+    if notebook in NEEDS_CLS and spec.pooling != "token":
+        return False
+    if notebook in TOY_ONLY and dataset != "toy":
+        return False
+    boxed = bool((parameters or {}).get("boxes"))
+    if notebook in NEEDS_MASKS and dataset not in MASKED_KINDS and not boxed:
+        return False
+    return not (notebook in NEEDS_PROBE_SPLIT and dataset not in PROBE_SPLITS)
