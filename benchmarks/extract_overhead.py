@@ -38,7 +38,7 @@ def throughput(variant: str, device: str, batch_size: int, repeats: int, precisi
     from vitcls_utils.stores.extraction import DEFAULT_KINDS
     from vitcls_utils.stores.site_reducer import SiteReducer
     from vitcls_utils.model.hooks import block_sites
-    from vitcls_utils.model.loading import TokenLayout
+    from vitcls_utils.model.layout import TokenLayout
 
     model = vu.load_variant(variant, device=device)
     dev = next(model.parameters()).device

@@ -163,7 +163,7 @@ def decode_rate(n_images: int, workers, device) -> list:
     from vitcls_utils.stores import stimulus_cache
     from vitcls_utils.datasets.kinds import ImageFolderDataset
     from vitcls_utils.stores.stimulus_loader import stimulus_loader
-    from vitcls_utils.model.loading import TokenLayout
+    from vitcls_utils.model.layout import TokenLayout
     from vitcls_utils.datasets.preprocess import HF_VIT
 
     rows = []

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vitcls_utils.model import loading, registry
+from vitcls_utils.model import registry
+from vitcls_utils.model.layout import disable_fused_attn
 from vitcls_utils.datasets.kinds import IMAGENET_S_EXCLUDED, imagenet_wnids
 from vitcls_utils.datasets.preprocess import Preprocess
 from vitcls_utils.datasets.toy import TOY_PREPROCESS
@@ -40,7 +41,7 @@ def tiny_model(layout: str = "cls", seed: int = 0, **overrides) -> torch.nn.Modu
     timm.layers.set_fused_attn(False)
     torch.manual_seed(seed)
     model = timm.create_model(arch, pretrained=False, **{**TINY, **extra, **overrides})
-    loading.disable_fused_attn(model)
+    disable_fused_attn(model)
     # timm zero-inits some heads and biases; give every parameter signal so no two logits tie
     with torch.no_grad():
         for name, p in model.named_parameters():

@@ -17,7 +17,8 @@ from vitcls_utils.base.errors import VitclsError
 from vitcls_utils.stores.extraction import extract, open_store
 from vitcls_utils.model.hooks import run_with_cache, site_names
 from vitcls_utils.analysis.identifiability import evolution
-from vitcls_utils.model.loading import TokenLayout, load_variant
+from vitcls_utils.model.loading import load_variant
+from vitcls_utils.model.layout import TokenLayout
 from vitcls_utils.model.projection import ClassProjector
 from vitcls_utils.datasets.toy import TOY_PREPROCESS
 from vitcls_utils.model.registry import Variant

@@ -14,7 +14,8 @@ from vitcls_utils.datasets.kinds import Cifar100Dataset, ImageNetSDataset, build
 from vitcls_utils.base.errors import DatasetError
 from vitcls_utils.stores.extraction import extract, open_store
 from vitcls_utils.datasets.masks import decode_mask, token_labels, token_labels_paper
-from vitcls_utils.model.loading import TokenLayout, load_variant
+from vitcls_utils.model.loading import load_variant
+from vitcls_utils.model.layout import TokenLayout
 
 
 def test_sorted_selection_excludes_and_skips(tmp_path):

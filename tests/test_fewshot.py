@@ -10,7 +10,8 @@ import torch
 from vitcls_utils.analysis import fewshot
 from vitcls_utils.datasets.kinds import build_dataset
 from vitcls_utils.base.errors import NoClassHeadError, VitclsError
-from vitcls_utils.model.loading import TokenLayout, load_variant
+from vitcls_utils.model.loading import load_variant
+from vitcls_utils.model.layout import TokenLayout
 from vitcls_utils.model.projection import ClassProjector
 
 

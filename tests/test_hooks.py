@@ -10,7 +10,7 @@ from conftest import tiny_model
 from vitcls_utils import VitclsError
 from vitcls_utils.model.hooks import (BLOCK_SITES, capture, forward_to, hooks, run_with_cache,
                                       site_names)
-from vitcls_utils.model.loading import TokenLayout
+from vitcls_utils.model.layout import TokenLayout
 
 
 def images(n: int = 2, seed: int = 1) -> torch.Tensor:

@@ -14,7 +14,7 @@ from vitcls_utils.stores import stimulus_cache
 from vitcls_utils.datasets.kinds import ImageFolderDataset
 from vitcls_utils.datasets.imagenet_s import ImageNetSDataset
 from vitcls_utils.stores.stimulus_loader import StimulusDataset
-from vitcls_utils.model.loading import TokenLayout
+from vitcls_utils.model.layout import TokenLayout
 from vitcls_utils.datasets.preprocess import DEIT_EVAL, HF_VIT, MIIL, Preprocess
 
 LAYOUT = TokenLayout(1, (4, 4), True)

@@ -25,7 +25,7 @@ MOVED: Dict[str, str] = {
     "dataset_base": "datasets.interface", "data": "datasets.kinds",
     "imagenet_s": "datasets.imagenet_s", "cifar": "datasets.cifar", "images": "datasets.images",
     "masks": "datasets.masks", "preprocess": "datasets.preprocess", "toy": "datasets.toy",
-    "registry": "model.registry", "loading": "model.loading", "hooks": "model.hooks",
+    "registry": "model.registry", "hooks": "model.hooks",
     "projection": "model.projection", "perturb": "model.perturbations",
     "overrides": "model.parameter_overrides",
     "store": "stores.format", "store_reader": "stores.reader", "extract": "stores.extraction",
@@ -57,18 +57,24 @@ SPLIT: Dict[str, List[str]] = {
     "memories": ["analysis.memories", "report.vilas_tables"],
     "probing": ["analysis.probing", "report.vilas_tables"],
     "faithfulness": ["analysis.faithfulness", "report.vilas_tables"],
-    "variants": ["model.registry", "model.loading"],
+    "variants": ["model.registry", "model.loading", "model.layout"],
+    "loading": ["model.loading", "model.layout"],
 }
 
 PACKAGE = __name__.rpartition(".")[0]
 
 
+_MACHINERY = ("<frozen importlib", importlib.__file__.rpartition("/")[0], __file__)
+
+
 def _warn(message: str) -> None:
-    """A FutureWarning attributed to the first frame outside the import machinery."""
-    frame, level = sys._getframe(1), 1
-    while frame is not None and (frame.f_code.co_filename.startswith("<frozen importlib")
-                                 or frame.f_code.co_filename == __file__):
-        frame, level = frame.f_back, level + 1
+    """A FutureWarning attributed to the first frame outside the import machinery (the line
+    that imported the old path)."""
+    frame, level = sys._getframe(1), 2  # level 2: the caller of this function
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_MACHINERY):
+        frame = frame.f_back
+        # warnings skips importlib's frozen frames itself; only the others count
+        level += not frame.f_code.co_filename.startswith("<frozen importlib")
     warnings.warn(message, FutureWarning, stacklevel=level)
 
 

@@ -148,7 +148,7 @@ def attention_distances(model, dataset, n_images: Optional[int] = 128, prefix: s
     from ..model.hooks import hooks
     from ..stores.stimulus_loader import stimulus_loader
     from ..base.progress import with_progress
-    from ..model.loading import TokenLayout
+    from ..model.layout import TokenLayout
 
     layout = TokenLayout.of(model)
     patch = int(model.patch_embed.patch_size[0]) if pixels else None

@@ -25,7 +25,7 @@ from torch import nn  # noqa: E402
 
 from ..stores.stimulus_loader import labelled_batches  # noqa: E402
 from ..model.projection import top1_top5  # noqa: E402
-from ..model.loading import TokenLayout  # noqa: E402
+from ..model.layout import TokenLayout  # noqa: E402
 
 #: the two interventions: [CLS] kept apart up to block L, or left alone after block L
 MODES = ("isolate", "drop")

@@ -152,7 +152,7 @@ def query_attention_maps(model: nn.Module, image: torch.Tensor, blocks: Sequence
     preprocessed ``image`` [1, 3, S, S]. [CLS] rows and columns are left out (the paper's
     maps do not show them); the remaining weights are not renormalised."""
     from ..model.hooks import forward_to
-    from ..model.loading import TokenLayout
+    from ..model.layout import TokenLayout
 
     layout = TokenLayout.of(model)
     rows, cols = layout.grid

@@ -38,7 +38,7 @@ from torch import nn  # noqa: E402
 from .anatomy import rollout  # noqa: E402
 from ..model.hooks import hooks  # noqa: E402
 from ..model.projection import ClassProjector  # noqa: E402
-from ..model.loading import TokenLayout  # noqa: E402
+from ..model.layout import TokenLayout  # noqa: E402
 
 METHODS = ("class_space", "gradient_rollout", "rollout", "attention")
 

@@ -25,7 +25,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from .explanation_maps import stimulus_batches  # noqa: E402
-from ..model.loading import TokenLayout  # noqa: E402
+from ..model.layout import TokenLayout  # noqa: E402
 from ..model.perturbations import keeping_tokens  # noqa: E402
 
 

@@ -28,7 +28,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from .stimulus_edits import normalize  # noqa: E402
-from ..model.loading import TokenLayout  # noqa: E402
+from ..model.layout import TokenLayout  # noqa: E402
 
 
 @dataclass(frozen=True)

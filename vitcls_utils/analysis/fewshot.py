@@ -24,7 +24,7 @@ _compat.ensure_torchvision_ops()
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from ..model.loading import TokenLayout  # noqa: E402
+from ..model.layout import TokenLayout  # noqa: E402
 from .least_squares import L2, fit_lsr  # noqa: E402
 
 SHOTS = (1, 5, 10, 25)

@@ -22,7 +22,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from ..stores.stimulus_loader import labelled_batches  # noqa: E402
-from ..model.loading import TokenLayout  # noqa: E402
+from ..model.layout import TokenLayout  # noqa: E402
 from ..model.projection import ClassProjector, top1_top5  # noqa: E402
 
 

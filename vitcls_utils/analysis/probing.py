@@ -163,7 +163,7 @@ def solve_dual(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
 def _batches(model: nn.Module, dataset, batch_size: int, progress: bool, desc: str):
     from ..stores.stimulus_loader import stimulus_loader
     from ..base.progress import with_progress
-    from ..model.loading import TokenLayout
+    from ..model.layout import TokenLayout
 
     loader = stimulus_loader(dataset, model.vitcls_info.variant.preprocess,
                              TokenLayout.of(model), batch_size, num_workers=0)
@@ -282,7 +282,7 @@ def evaluate_probes(model: nn.Module, probes: "Probes | DualProbes", dataset, ba
             rows["rank"].append(current["rank"].cpu().numpy())
             rows["top1"].append(current["top1"].cpu().numpy())
             labels_all.append(batch["label"].numpy())
-    from ..model.loading import TokenLayout
+    from ..model.layout import TokenLayout
 
     return ProbeResults(probes.sites, np.concatenate(labels_all), np.concatenate(rows["rank"]),
                         np.concatenate(rows["top1"]), TokenLayout.of(model).num_prefix)
@@ -291,7 +291,7 @@ def evaluate_probes(model: nn.Module, probes: "Probes | DualProbes", dataset, ba
 def bytes_per_site(model: nn.Module, n_train: Optional[int] = None) -> int:
     """Memory of one site's probes for ``model``: the primal's sums (float64) and weights
     (float32), or with ``n_train`` images the dual's features and coefficients (float64)."""
-    from ..model.loading import TokenLayout
+    from ..model.layout import TokenLayout
 
     n, d, c = TokenLayout.of(model).n_tokens, int(model.embed_dim), int(model.num_classes)
     if n_train is not None:

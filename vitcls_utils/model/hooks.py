@@ -90,7 +90,7 @@ def _resolve(model: nn.Module, name: str) -> _Target:
         raise VitclsError(
             f"{name}: this model uses fused attention, which never materialises the pattern. "
             "Load it with vitcls_utils.load_variant, or call "
-            "vitcls_utils.model.loading.disable_fused_attn(model) first."
+            "vitcls_utils.model.layout.disable_fused_attn(model) first."
         )
     return _Target(module, use_input, kind)
 

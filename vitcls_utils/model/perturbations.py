@@ -34,7 +34,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from .hooks import hooks  # noqa: E402
-from .loading import TokenLayout  # noqa: E402
+from .layout import TokenLayout  # noqa: E402
 
 ATTENTION_MODES = ("self_only", "no_cls")
 KEEP_GROUPS = ("class", "context", "indices")

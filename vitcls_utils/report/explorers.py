@@ -144,7 +144,7 @@ class ClassSpaceLens(Explorer):
 
     def __init__(self, model, store, stimuli, class_names: Sequence[str],
                  rows: Optional[Sequence[int]] = None) -> None:
-        from ..model.loading import TokenLayout
+        from ..model.layout import TokenLayout
         from ..model.registry import get_variant
 
         self._model, self.store, self.stimuli, self.names = model, store, stimuli, class_names
@@ -243,7 +243,7 @@ class ExplanationExplorer(Explorer):
 
     def __init__(self, model, store, stimuli, class_names: Sequence[str],
                  rows: Optional[Sequence[int]] = None, paper: bool = True) -> None:
-        from ..model.loading import TokenLayout
+        from ..model.layout import TokenLayout
 
         self._model, self.store, self.stimuli, self.names = model, store, stimuli, class_names
         self.layout, self.paper = TokenLayout.of(self.model), paper

@@ -186,3 +186,24 @@ def strong_unit_agreement(model, dataset, class_names: Sequence[str], per_block:
     top = top if top is not None else top_images(model, dataset, k=k)
     units = pick_units(top, range(len(model.blocks)), per_block)
     return memory_agreement(model, dataset, top, units, class_names, k)
+
+
+def isolation_sentence(table: pd.DataFrame, sweep: pd.DataFrame, depth: int,
+                       num_classes: int) -> str:
+    """Table 1 in words: what isolating [CLS] up to the second-to-last block keeps of the
+    natural top-1 (the paper's share beside it), where dropping the patches first holds half
+    of it, and [CLS] isolated up to the last block against chance (``table``: :func:`table1`;
+    ``sweep``: :func:`vitcls_utils.analysis.cls_isolation.sweep`)."""
+    top1, paper_top1 = (table.set_index("quantity")[c] for c in ("top-1, this run",
+                                                                 "top-1, paper"))
+    kept = 100 * top1.iloc[1] / top1["natural"]
+    paper_kept = 100 * paper_top1.iloc[1] / paper_top1["natural"]
+    drop = sweep[sweep["mode"] == "drop"].set_index("L").top1
+    isolated = sweep[sweep["mode"] == "isolate"].set_index("L").top1
+    half = next((int(L) for L, v in drop.items() if v >= top1["natural"] / 2), depth)
+    return (f"Isolating [CLS] up to block {depth - 1} keeps {top1.iloc[1]:.1f}% top-1 of the "
+            f"natural {top1['natural']:.1f}% ({kept:.0f}% of it; the paper: "
+            f"{paper_top1.iloc[1]:.2f} of {paper_top1['natural']:.2f}, {paper_kept:.0f}%). "
+            f"Dropping the patches after block L, [CLS] first holds half the natural accuracy "
+            f"at L = {half} of {depth}; isolated up to the last block it is at "
+            f"{isolated[depth]:.1f}% (chance {100 / num_classes:.1f}%).")

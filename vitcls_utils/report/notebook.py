@@ -151,6 +151,13 @@ class NotebookRun:
 
         return memories_for(self.control_key, seed=self.seed)
 
+    def image(self, index: int, model=None):
+        """Stimulus ``index`` preprocessed as the variant reads it: [1, 3, H, W] on the device
+        of ``model`` (default: the variant's)."""
+        model = self.model if model is None else model
+        return self.spec.preprocess(self.stimuli().load(index)[0])[None].to(
+            next(model.parameters()).device)
+
     def stimuli(self, n_per_class: Optional[int] = None, split: Optional[str] = None):
         """The dataset, as the stores index it."""
         from ..datasets.kinds import build_dataset
@@ -215,6 +222,14 @@ def glue(name: str, value, display: bool = True) -> None:
             show(value)
         return
     myst_glue(name, value, display=display)
+
+
+def glue_text(name: str, text: str) -> None:
+    """A sentence generated from this run's numbers, glued for the page's prose
+    (``{glue:md}`name```) and not shown in the notebook's own output."""
+    from IPython.display import Markdown
+
+    glue(name, Markdown(text), display=False)
 
 
 def setup(variant: str, **parameters) -> NotebookRun:

@@ -59,7 +59,8 @@ from .format import (IMAGE_ARRAYS, KEY_ARRAYS, MASK_ARRAYS,  # noqa: E402,F401
                      write_json_atomic)
 from .shards import (Shard, check_shard, lock_suffix, progress_file,  # noqa: E402
                      shard_rows, shards_done)
-from ..model.loading import LoadedInfo, TokenLayout  # noqa: E402
+from ..model.loading import LoadedInfo  # noqa: E402
+from ..model.layout import TokenLayout  # noqa: E402
 from ..model.registry import VariantLike  # noqa: E402
 from .batch_size import resolve_batch_size  # noqa: E402
 

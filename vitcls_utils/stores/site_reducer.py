@@ -13,7 +13,7 @@ from torch import nn
 
 from ..base.errors import VitclsError
 from ..model.hooks import hooks
-from ..model.loading import TokenLayout
+from ..model.layout import TokenLayout
 from ..model.perturbations import (AttentionPerturbation, TokenRemoval, group_by_length,
                                    keeping_tokens)
 from ..model.projection import ClassProjector, reduce_logits

@@ -16,7 +16,7 @@ _compat.ensure_torchvision_ops()
 
 import torch  # noqa: E402
 
-from ..model.loading import TokenLayout  # noqa: E402
+from ..model.layout import TokenLayout  # noqa: E402
 
 
 class StimulusDataset(torch.utils.data.Dataset):

@@ -149,7 +149,8 @@ def train(key: str, out_dir, recipe: Optional[dict] = None, log=_log,
     import torch
     from safetensors.torch import save_file
 
-    from ..model.loading import build_model, fused_attention
+    from ..model.loading import build_model
+    from ..model.layout import fused_attention
     from ..model.registry import get_variant
 
     recipe = {**RECIPE, **RECIPES.get(key, {}), **(recipe or {})}

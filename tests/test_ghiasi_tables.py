@@ -97,3 +97,15 @@ def test_memory_agreement_counts_top_stimuli_of_promoted_classes(toy_run):
     assert list(per_block.block) == [1, 3]
     assert per_block.agreement.tolist() == per_block.control.tolist()
     plots.plt.close(ghiasi_plots.agreement_figure(per_block, "t"))
+
+
+def test_the_isolation_sentence_reads_table_1_and_the_sweep():
+    table = pd.DataFrame({"quantity": ["natural", "isolating [CLS] (L = 2)"],
+                          "top-1, this run": [80.0, 60.0], "top-1, paper": [84.2, 76.6]})
+    sweep = pd.DataFrame({"mode": ["drop"] * 3 + ["isolate"] * 3, "L": [1, 2, 3] * 2,
+                          "top1": [10.0, 45.0, 80.0, 70.0, 60.0, 5.0]})
+    text = ghiasi.isolation_sentence(table, sweep, depth=3, num_classes=24)
+    assert "keeps 60.0% top-1 of the natural 80.0% (75% of it; the paper: 76.60 of 84.20, 91%)" \
+        in text
+    assert "half the natural accuracy at L = 2 of 3" in text
+    assert "it is at 5.0% (chance 4.2%)" in text

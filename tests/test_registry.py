@@ -14,7 +14,8 @@ from vitcls_utils.model import registry
 from vitcls_utils.base.errors import UnknownVariantError, WeightsError
 from vitcls_utils.model.projection import ClassProjector
 from vitcls_utils.model.registry import PAPER_KEYS, get_variant
-from vitcls_utils.model.loading import TokenLayout, build_model, load_variant, read_state_dict
+from vitcls_utils.model.loading import build_model, load_variant, read_state_dict
+from vitcls_utils.model.layout import TokenLayout
 
 REQUIRED_KEYS = ["vit_b32", "vit_b16", "vit_l16", "vit_b16_miil", "vit_b16_cifar100",
                  "vit_b16_refinement", "vit_b16_gap"]
@@ -187,7 +188,7 @@ def test_a_checkpoint_of_another_patch_size_or_grid_is_refused_not_resampled(tmp
 
 
 def test_fused_attention_is_switched_inside_the_block_and_restored(tiny_variant):
-    from vitcls_utils.model.loading import fused_attention
+    from vitcls_utils.model.layout import fused_attention
 
     model = load_variant("test_tiny")
     flags = lambda: {m.fused_attn for m in model.modules() if hasattr(m, "fused_attn")}  # noqa: E731

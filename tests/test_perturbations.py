@@ -16,7 +16,8 @@ from vitcls_utils.model.perturbations import (AttentionPerturbation, TokenRemova
                                               perturbation_name)
 from vitcls_utils.model.projection import ClassProjector
 from vitcls_utils.datasets.toy import TOY_PREPROCESS
-from vitcls_utils.model.loading import TokenLayout, load_variant
+from vitcls_utils.model.loading import load_variant
+from vitcls_utils.model.layout import TokenLayout
 
 
 def forward_with(model, images, perturbation):
