@@ -163,3 +163,55 @@ def test_architecture_md_lists_exactly_the_modules():
     assert listed, "ARCHITECTURE.md names no layer/module"
     assert not present - listed, f"add to ARCHITECTURE.md: {sorted(present - listed)}"
     assert not listed - present, f"not in the package: {sorted(listed - present)}"
+
+
+def notebook_api() -> set:
+    """(module, name) of every package function or class the notebooks and the README call:
+    ``nb.method`` as ``NotebookRun.method``."""
+    import importlib
+
+    used = set()
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        code = "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"]
+                         if c["cell_type"] == "code")
+        local = {}
+        for match in re.finditer(r"^from (vitcls_utils[\w.]*) import (.+)$", code, re.M):
+            for item in match.group(2).split(","):
+                name, _, alias = item.strip().partition(" as ")
+                local[alias or name] = f"{match.group(1)}.{name}"
+        for name, module in local.items():
+            try:
+                importlib.import_module(module)
+            except ModuleNotFoundError:
+                continue  # a name imported from a module, not a module
+            for attr in set(re.findall(rf"(?<![\w.]){re.escape(name)}\.(\w+)", code)):
+                used.add((module, attr))
+        used |= {("vitcls_utils.report.notebook", f"NotebookRun.{attr}")
+                 for attr in re.findall(r"\bnb\.(\w+)\(", code)}
+    readme = (ROOT / "README.md").read_text()
+    return used | {("vitcls_utils", attr) for attr in re.findall(r"\bvu\.(\w+)\(", readme)}
+
+
+def test_what_the_notebooks_call_documents_its_arguments_and_returns():
+    """Google-style Args (where there are arguments) and Returns on every function, and Args on
+    every class, that a notebook or the README calls."""
+    import importlib
+    import inspect
+
+    undocumented = []
+    for module, attr in sorted(notebook_api()):
+        owner = importlib.import_module(module)
+        for part in attr.split("."):
+            owner = getattr(owner, part, None)
+        if owner is None or not callable(owner):
+            continue
+        doc = inspect.getdoc(owner) or ""
+        try:
+            takes = [p for p in inspect.signature(owner).parameters if p != "self"]
+        except (TypeError, ValueError):
+            takes = []
+        if (takes and "Args:" not in doc) or (not inspect.isclass(owner) and not any(
+                section in doc for section in ("Returns:", "Yields:"))):
+            undocumented.append(f"{module}.{attr}")
+    assert len(notebook_api()) > 150  # the scan reads the notebooks
+    assert not undocumented, undocumented

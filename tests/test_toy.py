@@ -11,7 +11,7 @@ import torch
 from vitcls_utils.datasets import toy
 from vitcls_utils.training import toy_models as toy_training
 from vitcls_utils.datasets.kinds import ToyDataset
-from vitcls_utils.stores.extraction import evaluate
+from vitcls_utils.analysis.evaluation import evaluate
 from vitcls_utils.datasets.masks import decode_mask
 from vitcls_utils.model.registry import data_dir, get_variant
 from vitcls_utils.model.loading import load_variant

@@ -52,7 +52,7 @@ _EXPORTS = {
     "find_stores": "stores.reader",
     "Store": "stores.reader",
     "store_for": "stores.extraction",
-    "evaluate": "stores.extraction",
+    "evaluate": "analysis.evaluation",
     "get_profile": "report.profiles",
     "Profile": "report.profiles",
 }

@@ -28,7 +28,7 @@ MOVED: Dict[str, str] = {
     "registry": "model.registry", "hooks": "model.hooks",
     "projection": "model.projection", "perturb": "model.perturbations",
     "overrides": "model.parameter_overrides",
-    "store": "stores.format", "store_reader": "stores.reader", "extract": "stores.extraction",
+    "store": "stores.format", "store_reader": "stores.reader",
     "reduce": "stores.site_reducer", "shards": "stores.shards", "batching": "stores.batch_size",
     "loader": "stores.stimulus_loader", "stimulus_cache": "stores.stimulus_cache",
     "toy_training": "training.toy_models", "sample_efficiency": "training.sample_efficiency",
@@ -59,6 +59,7 @@ SPLIT: Dict[str, List[str]] = {
     "faithfulness": ["analysis.faithfulness", "report.vilas_tables"],
     "variants": ["model.registry", "model.loading", "model.layout"],
     "loading": ["model.loading", "model.layout"],
+    "extract": ["stores.extraction", "analysis.evaluation"],
 }
 
 PACKAGE = __name__.rpartition(".")[0]

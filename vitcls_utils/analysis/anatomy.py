@@ -52,7 +52,14 @@ def mean_attention_distance(attn: torch.Tensor, grid: Sequence[int], num_prefix:
 
 def patch_position_embeddings(model) -> torch.Tensor:
     """The position embeddings of the patches of a timm ViT, [T, D] (a prefix slot, where the
-    model has one, left out)."""
+    model has one, left out).
+
+    Args:
+        model: a timm ViT with ``pos_embed`` and ``patch_embed.num_patches``.
+
+    Returns:
+        The patches' position embeddings, detached, [T, D] in the table's dtype.
+    """
     table = model.pos_embed.detach()[0]
     if getattr(model, "no_embed_class", False):
         return table
@@ -61,7 +68,15 @@ def patch_position_embeddings(model) -> torch.Tensor:
 
 def position_similarity(embeddings: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
     """Cosine similarity of each patch's position embedding to every other's (ViT Fig. 7
-    centre): [rows, cols, rows, cols], tile (r, c) the similarities of patch (r, c)."""
+    centre): [rows, cols, rows, cols], tile (r, c) the similarities of patch (r, c).
+
+    Args:
+        embeddings: the patches' position embeddings, [T, D], T = rows * cols, row-major.
+        grid: the patch grid (rows, columns).
+
+    Returns:
+        Cosine similarities, [rows, cols, rows, cols], float64.
+    """
     if embeddings.shape[0] != grid[0] * grid[1]:
         raise ValueError(f"{embeddings.shape[0]} embeddings for a {grid[0]}x{grid[1]} grid")
     unit = torch.nn.functional.normalize(embeddings.double(), dim=1)
@@ -71,8 +86,15 @@ def position_similarity(embeddings: torch.Tensor, grid: Sequence[int]) -> torch.
 def patch_embedding_components(weight: torch.Tensor, k: int = 28
                                ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Principal components of the patch-embedding filters (ViT Fig. 7 left): the D filters
-    [D, C, P, P] as vectors, centred; returns (components [k, C, P, P], their share of the
-    variance [k])."""
+    [D, C, P, P] as vectors, centred.
+
+    Args:
+        weight: the patch-embedding convolution's weight, [D, C, P, P].
+        k: how many components to keep (at most D; 28 as in the paper's figure).
+
+    Returns:
+        (components [k, C, P, P], each one's share of the total variance [k]), both float64.
+    """
     rows = weight.detach().double().flatten(1)
     centred = rows - rows.mean(0, keepdim=True)
     _, singular, vectors = torch.linalg.svd(centred, full_matrices=False)
@@ -84,7 +106,15 @@ def patch_embedding_components(weight: torch.Tensor, k: int = 28
 def low_frequency_share(components: torch.Tensor, cutoff: float = 0.25) -> torch.Tensor:
     """Share of each filter's spatial power (its mean removed) at frequencies within ``cutoff``
     of the Nyquist frequency, channels pooled: [k]. Fig. 7 left's "low-frequency basis
-    functions" as a number (a random filter spreads its power evenly: about pi * cutoff^2 / 4)."""
+    functions" as a number (a random filter spreads its power evenly: about pi * cutoff^2 / 4).
+
+    Args:
+        components: filters, [k, C, P, P] (e.g. from :func:`patch_embedding_components`).
+        cutoff: radius of the low band, as a fraction of the Nyquist frequency.
+
+    Returns:
+        Each filter's low-frequency share of its power, in [0, 1], [k] float64.
+    """
     x = components.double()
     x = x - x.mean(dim=(-1, -2), keepdim=True)
     power = torch.fft.fft2(x).abs().pow(2).sum(-3)  # [k, P, P]
@@ -98,7 +128,15 @@ def low_frequency_share(components: torch.Tensor, cutoff: float = 0.25) -> torch
 def similarity_by_distance(similarity: torch.Tensor) -> "pd.DataFrame":
     """Mean cosine similarity of position embeddings by the distance of their patches (in
     patches, rounded to the nearest whole patch; the patch itself left out): rows (distance,
-    similarity, pairs). Locality shows as similarity falling with distance."""
+    similarity, pairs). Locality shows as similarity falling with distance.
+
+    Args:
+        similarity: cosine similarities [rows, cols, rows, cols] from :func:`position_similarity`.
+
+    Returns:
+        DataFrame, one row per rounded distance: ``distance`` (int, patches), ``similarity``
+        (mean cosine similarity), ``pairs`` (number of ordered patch pairs averaged).
+    """
     import pandas as pd
 
     rows, cols = similarity.shape[:2]
@@ -141,7 +179,22 @@ def attention_distances(model, dataset, n_images: Optional[int] = 128, prefix: s
     of the model's input (``pixels=False``: in patches).
 
     The attention is read at ``attn.hook_pattern`` (the explicit softmax, never fused) of the
-    unmodified model, reduced per batch so that no [N, N] map is kept."""
+    unmodified model, reduced per batch so that no [N, N] map is kept.
+
+    Args:
+        model: a loaded timm ViT (with ``vitcls_info``) whose attention the hooks can read.
+        dataset: the stimuli; unreadable ones are skipped.
+        n_images: how many readable images to average over; None: the whole dataset.
+        prefix: "drop" or "renormalize", the prefix-token policy of
+            :func:`mean_attention_distance`.
+        pixels: distances in input pixels (True) or in patches (False).
+        batch_size: images per forward pass.
+        progress: show a progress bar.
+
+    Returns:
+        DataFrame with a row per (block, head): ``block`` (1-based), ``head`` (0-based),
+        ``distance`` (mean attention distance).
+    """
     import pandas as pd
 
     from ..datasets.kinds import UNREADABLE
@@ -189,7 +242,16 @@ TABLE1_ARCHS = {"Base": "vit_base_patch16_224", "Large": "vit_large_patch16_224"
 def architecture_row(arch, **kwargs) -> dict:
     """Layers, width, MLP size, heads and parameter count of a timm ViT (an architecture name,
     or a registry :class:`~vitcls_utils.model.registry.Variant` with its head and arguments), built
-    on the meta device (no memory, no weights, no download)."""
+    on the meta device (no memory, no weights, no download).
+
+    Args:
+        arch: a timm architecture name, or a registry ``Variant``.
+        **kwargs: further arguments to ``timm.create_model`` (over the variant's own).
+
+    Returns:
+        dict with ``layers``, ``width`` (embedding dimension), ``mlp`` (hidden size), ``heads``
+        and ``parameters`` (count), all ints.
+    """
     import timm
 
     if not isinstance(arch, str):
@@ -207,7 +269,17 @@ def distance_and_gain(distances: "pd.DataFrame", evolution: Optional["pd.DataFra
                       ) -> "pd.DataFrame":
     """Per block: the heads' mean attention distance beside the change of mean identifiability
     from the block before ("gain [CLS]", "gain image"; from chapter 1's evolution frame, None
-    for a model without a head). Block 1 has no block before it: its gain is empty."""
+    for a model without a head). Block 1 has no block before it: its gain is empty.
+
+    Args:
+        distances: :func:`attention_distances`'s frame (block, head, distance).
+        evolution: identifiability by block, columns token ("[CLS]" or "image"), block and
+            identifiability (:func:`~vitcls_utils.analysis.identifiability.evolution`); or None.
+
+    Returns:
+        DataFrame, one row per block: ``block``, ``distance`` (mean over heads), and where
+        ``evolution`` has that token, ``gain [CLS]`` and ``gain image`` (NaN for block 1).
+    """
     frame = distances.groupby("block", as_index=False).distance.mean()
     if evolution is None:
         return frame
@@ -219,7 +291,15 @@ def distance_and_gain(distances: "pd.DataFrame", evolution: Optional["pd.DataFra
 
 
 def rank_correlation(x, y) -> float:
-    """Spearman's rank correlation of two per-block series (pairs with a gap left out)."""
+    """Spearman's rank correlation of two per-block series (pairs with a gap left out).
+
+    Args:
+        x: a series of values, one per block.
+        y: the other series, aligned with ``x``.
+
+    Returns:
+        Spearman's rho; NaN when fewer than 3 complete pairs remain.
+    """
     import pandas as pd
 
     pairs = pd.DataFrame({"x": list(x), "y": list(y)}).dropna()

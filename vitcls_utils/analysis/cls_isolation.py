@@ -113,7 +113,23 @@ def sweep(model: nn.Module, dataset, Ls: Optional[Sequence[int]] = None,
     """Top-1 and top-5 (%) of the model's output with [CLS] isolated up to L and with the
     patches dropped after L, for every L (default 0..depth); one pass over the data per batch,
     every (mode, L) forwarded on it. L = 0 isolated is the natural model; so is L = depth
-    dropped."""
+    dropped.
+
+    Args:
+        model: a loaded timm ViT with [CLS] and no other prefix token (for the L that change
+            blocks).
+        dataset: the labelled stimuli; unreadable ones are skipped.
+        Ls: the block counts L to test, each in 0..depth; None: all of them.
+        modes: which interventions, among "isolate" and "drop".
+        batch_size: images per forward pass.
+        progress: show a progress bar.
+
+    Returns:
+        DataFrame, a row per (mode, L): ``mode``, ``L``, ``top1`` and ``top5`` (accuracy, %).
+
+    Raises:
+        VitclsError: for an L or mode that cannot run, or when no image is readable.
+    """
     depth = len(model.blocks)
     Ls = list(range(depth + 1)) if Ls is None else [int(v) for v in Ls]
     for mode in modes:
@@ -142,7 +158,21 @@ def identifiability_by_block(model: nn.Module, dataset, Ls: Sequence[int],
                              progress: bool = True) -> pd.DataFrame:
     """For each L: per block, the class identifiability (1 - rank / C) and top-1 rate of [CLS]
     and of the image tokens, read through the class projection under the intervention (L = 0,
-    "isolate": the natural model, the main paper's curves)."""
+    "isolate": the natural model, the main paper's curves).
+
+    Args:
+        model: a loaded timm ViT (with [CLS] for the L that change blocks).
+        dataset: the labelled stimuli; unreadable ones are skipped.
+        Ls: the block counts L to run, each in 0..depth.
+        mode: "isolate" ([CLS] apart in blocks 1..L) or "drop" (alone after L).
+        batch_size: images per forward pass.
+        progress: show a progress bar.
+
+    Returns:
+        DataFrame, a row per (L, block): ``L``, ``block`` (1-based), ``cls_identifiability``
+        and ``image_identifiability`` (mean 1 - rank/C, in [0, 1]), ``cls_top1`` and
+        ``image_top1`` (%).
+    """
     from .block_readout import readout_for
     from ..model.hooks import hooks
 

@@ -95,8 +95,17 @@ def _group_values(results: Store, labels: str) -> Dict[str, np.ndarray]:
 
 
 def group_identifiability(results: Store, labels: str = "aligned") -> pd.DataFrame:
-    """E8: mean identifiability per block of class- and context-labeled image tokens;
-    rows (block 1-based, group, identifiability, tokens)."""
+    """E8: mean identifiability per block of class- and context-labeled image tokens.
+
+    Args:
+        results: an unperturbed or attention-perturbed store of a dataset with masks.
+        labels: token labels, "aligned" (through the preprocessing) or "paper" (B15).
+
+    Returns:
+        DataFrame, a row per (block, group): ``block`` (1-based), ``group``
+        ("class-labeled"/"context-labeled"), ``identifiability`` (mean 1 - rank/C; NaN for no
+        token) and ``tokens`` (how many were pooled).
+    """
     values = _group_values(results, labels)
     rows = []
     for block in range(values["ident"].shape[1]):
@@ -109,7 +118,17 @@ def group_identifiability(results: Store, labels: str = "aligned") -> pd.DataFra
 
 def group_boxes(results: Store, labels: str = "aligned") -> pd.DataFrame:
     """Fig 3a / A3 boxplot statistics per block and group (column ``token`` names the group,
-    as :func:`vitcls_utils.report.vilas_figures.block_boxes_figure` expects)."""
+    as :func:`vitcls_utils.report.vilas_figures.block_boxes_figure` expects).
+
+    Args:
+        results: an unperturbed or attention-perturbed store of a dataset with masks.
+        labels: token labels, "aligned" (through the preprocessing) or "paper" (B15).
+
+    Returns:
+        DataFrame, a row per (block, group) with tokens: ``block`` (1-based), ``token`` (the
+        group's name), and identifiability's ``q1``, ``median``, ``q3``, ``whislo``, ``whishi``,
+        ``mean``.
+    """
     values = _group_values(results, labels)
     rows = []
     for block in range(values["ident"].shape[1]):
@@ -125,7 +144,18 @@ def group_test(results: Store, labels: str = "aligned", n_permutations: int = 30
                seed: int = 0, paper: bool = False) -> pd.DataFrame:
     """E8 significance per block: one-sided permutation test that class-labeled tokens are
     more identifiable than context-labeled ones, on the pooled values of all images
-    (seeded; ``paper=True`` gives the authors' uncorrected count/n, B19)."""
+    (seeded; ``paper=True`` gives the authors' uncorrected count/n, B19).
+
+    Args:
+        results: an unperturbed or attention-perturbed store of a dataset with masks.
+        labels: token labels, "aligned" (through the preprocessing) or "paper" (B15).
+        n_permutations: label shuffles per block.
+        seed: the first block's seed; block b (0-based) uses ``seed + b``.
+        paper: the authors' p-value, count/n (B19).
+
+    Returns:
+        DataFrame with columns ``block`` (1-based), ``p_value`` and ``significant`` (p < 0.05).
+    """
     values = _group_values(results, labels)
     rows = []
     for block in range(values["ident"].shape[1]):
@@ -141,7 +171,14 @@ PAPER_BLOCKS = (1, 6, 10, 12)
 
 
 def paper_blocks(n_blocks: int) -> List[int]:
-    """Fig 3a's blocks (1, 6, 10, 12 of 12), at the same depth for another number of blocks."""
+    """Fig 3a's blocks (1, 6, 10, 12 of 12), at the same depth for another number of blocks.
+
+    Args:
+        n_blocks: the model's number of blocks.
+
+    Returns:
+        The 1-based block numbers, sorted, without repeats.
+    """
     return sorted({max(1, round(b * n_blocks / 12)) for b in PAPER_BLOCKS})
 
 
@@ -151,8 +188,21 @@ def change_difference(results: Store, layer: str = "attn", labels: str = "aligne
     """A5b: per block b = 2..L, the mean increment of the true-class logit from the block input
     to the sub-layer's output (E5b's comparison, in logit units) over class-labeled image tokens
     minus over context-labeled ones, with a seeded one-sided permutation test that class > context
-    (``paper=True``: the authors' uncorrected count/n, B19). Rows (block, difference, p_value,
-    significant, class_tokens, context_tokens)."""
+    (``paper=True``: the authors' uncorrected count/n, B19).
+
+    Args:
+        results: an unperturbed store holding ``{layer}_out`` sites and token labels.
+        layer: the sub-layer, "attn" or "mlp".
+        labels: token labels, "aligned" (through the preprocessing) or "paper" (B15).
+        n_permutations: label shuffles per block.
+        seed: the first block's seed; the test of block b + 2 uses ``seed + b``.
+        paper: the authors' p-value, count/n (B19).
+
+    Returns:
+        DataFrame with columns ``block`` (2..L), ``difference`` (logits, class minus context;
+        NaN where a group is empty), ``p_value``, ``significant`` (p < 0.05), ``class_tokens``
+        and ``context_tokens`` (token counts).
+    """
     if f"hook_{layer}_out" not in " ".join(results.sites):
         raise VitclsError(f"{results.path} has no {layer}_out sites; extract with the default "
                           "kinds (resid_post, attn_out, mlp_out)")
@@ -180,7 +230,15 @@ def change_difference(results: Store, layer: str = "attn", labels: str = "aligne
 def attention_perturbations(has_cls: bool, blocks: Optional[Sequence[int]] = None
                             ) -> List[AttentionPerturbation]:
     """E7's runs: the paper's self-only and no-CLS, then the alternatives (self-only that keeps
-    the prefix tokens, renormalized no-CLS). The no-CLS runs need a [CLS] token."""
+    the prefix tokens, renormalized no-CLS). The no-CLS runs need a [CLS] token.
+
+    Args:
+        has_cls: whether the model has a [CLS] token (else only self-only is run).
+        blocks: 0-based blocks to perturb; None: every block (the paper's choice).
+
+    Returns:
+        The :class:`~vitcls_utils.model.perturbations.AttentionPerturbation` runs, in order.
+    """
     runs = [AttentionPerturbation("self_only", blocks)]
     if has_cls:
         runs += [AttentionPerturbation("no_cls", blocks),

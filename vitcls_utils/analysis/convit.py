@@ -33,7 +33,14 @@ MASK_KINDS = ("none", "position_embedding", "content", "position")
 
 
 def gpsa_blocks(model: nn.Module) -> List[int]:
-    """0-based indices of the GPSA blocks (ConViT's first ``local_up_to_layer``)."""
+    """0-based indices of the GPSA blocks (ConViT's first ``local_up_to_layer``).
+
+    Args:
+        model: a timm ViT or ConViT.
+
+    Returns:
+        The GPSA blocks' 0-based indices, ascending; empty for a model without any.
+    """
     return [i for i, block in enumerate(model.blocks) if isinstance(block.attn, GPSA)]
 
 
@@ -47,7 +54,14 @@ def _require_gpsa(model: nn.Module) -> List[int]:
 
 def gates(model: nn.Module) -> pd.DataFrame:
     """σ(λ) of every head of every GPSA block (1: positional attention only, 0: content only);
-    rows (layer 1-based, head 1-based, gate). No data is needed."""
+    No data is needed.
+
+    Args:
+        model: a timm ConViT (one with GPSA blocks).
+
+    Returns:
+        DataFrame with columns ``layer`` (1-based), ``head`` (1-based) and ``gate`` (σ(λ)).
+    """
     rows = []
     for b in _require_gpsa(model):
         values = torch.sigmoid(model.blocks[b].attn.gating_param.detach().float().cpu())
@@ -58,8 +72,15 @@ def gates(model: nn.Module) -> pd.DataFrame:
 def locality(model: nn.Module) -> pd.DataFrame:
     """The learned positional attention of every GPSA head, by completing the square in its
     logit v·r = w_x δx + w_y δy + w_d (δx² + δy²): strength α = −w_d and centre
-    (w_x, w_y) / 2α (a key-minus-query offset in patches); rows (layer, head, strength,
-    centre_x, centre_y, gate). A head with α ≤ 0 has no centre (NaN)."""
+    (w_x, w_y) / 2α (a key-minus-query offset in patches). A head with α ≤ 0 has no centre.
+
+    Args:
+        model: a timm ConViT (one with GPSA blocks).
+
+    Returns:
+        DataFrame with columns ``layer`` and ``head`` (1-based), ``strength`` (α),
+        ``centre_x`` and ``centre_y`` (patches; NaN where α ≤ 0) and ``gate`` (σ(λ)).
+    """
     rows = []
     for b in _require_gpsa(model):
         attn = model.blocks[b].attn
@@ -90,7 +111,13 @@ def positional_attention(attn: GPSA, n_patches: int) -> torch.Tensor:
 class Mask:
     """A test-time mask: ``none``; ``position_embedding`` (zeroed, the [CLS] slot of a DeiT
     included: Table 5); ``content`` or ``position`` in the first ``blocks`` GPSA blocks (their
-    gates forced to σ = 1 or 0: Table 6)."""
+    gates forced to σ = 1 or 0: Table 6).
+
+    Args:
+        kind: one of "none", "position_embedding", "content", "position".
+        blocks: for "content" and "position": how many GPSA blocks, from the first, to mask
+            (>= 1); unused by the other kinds.
+    """
 
     kind: str = "none"
     blocks: int = 0
@@ -129,7 +156,15 @@ class Mask:
 def table_masks(model: nn.Module, ks: Sequence[int] = (3, 5, 10)) -> List[Mask]:
     """The masks of Tables 5 and 6 that apply to ``model``: unmasked, the position embedding
     zeroed and, for a ConViT, content and position masked in the first k GPSA blocks (the k
-    it has)."""
+    it has).
+
+    Args:
+        model: a timm ViT or ConViT.
+        ks: the numbers of first GPSA blocks to mask; those above the model's count are skipped.
+
+    Returns:
+        The :class:`Mask` list: unmasked, position embedding, then content and position per k.
+    """
     masks = [Mask(), Mask("position_embedding")]
     n_gpsa = len(gpsa_blocks(model))
     for k in ks:
@@ -150,7 +185,18 @@ def query_attention_maps(model: nn.Module, image: torch.Tensor, blocks: Sequence
     """{0-based block: [H, rows, cols]}: the attention of one query patch (default the
     centre one, row and column g // 2) on every patch, read at ``attn.hook_pattern`` for one
     preprocessed ``image`` [1, 3, S, S]. [CLS] rows and columns are left out (the paper's
-    maps do not show them); the remaining weights are not renormalised."""
+    maps do not show them); the remaining weights are not renormalised.
+
+    Args:
+        model: a loaded timm ViT or ConViT.
+        image: one preprocessed image, [1, 3, S, S], on the model's device.
+        blocks: the 0-based blocks to read.
+        query: the query patch's row-major index in the grid; None: the centre patch.
+
+    Returns:
+        dict {0-based block: attention of the query on the patches, [H, rows, cols] float32,
+        on the CPU}.
+    """
     from ..model.hooks import forward_to
     from ..model.layout import TokenLayout
 
@@ -172,7 +218,16 @@ def query_attention_maps(model: nn.Module, image: torch.Tensor, blocks: Sequence
 
 def local_mass(maps: torch.Tensor, query: Tuple[int, int], radius: int = 1) -> torch.Tensor:
     """Per head, the share of a query's attention map [H, rows, cols] within ``radius``
-    patches of the query (Chebyshev distance: the (2r + 1)² square, cut at the edges)."""
+    patches of the query (Chebyshev distance: the (2r + 1)² square, cut at the edges).
+
+    Args:
+        maps: one query's attention maps, [H, rows, cols] (from :func:`query_attention_maps`).
+        query: the query patch's (row, column).
+        radius: the square's half-width, in patches.
+
+    Returns:
+        The attention mass within the square, per head: [H], in the maps' dtype.
+    """
     r, c = query
     return maps[:, max(r - radius, 0):r + radius + 1,
                 max(c - radius, 0):c + radius + 1].sum((1, 2))
@@ -183,8 +238,22 @@ def evaluate_masks(model: nn.Module, dataset, masks: Sequence[Mask], batch_size:
              ) -> Tuple[pd.DataFrame, Optional[pd.DataFrame]]:
     """Top-1 and top-5 (%) of the model's output under each mask, and with ``by_block`` the
     per-block class readout (identifiability and top-1 rate of [CLS] and the image tokens)
-    under it, in one pass over the data: (accuracy rows (mask, top1, top5), readout rows
-    (mask, block, ...) or None)."""
+    under it, in one pass over the data.
+
+    Args:
+        model: a loaded timm ViT or ConViT.
+        dataset: the labelled stimuli; unreadable ones are skipped.
+        masks: distinct :class:`Mask` objects that apply to ``model``.
+        batch_size: images per forward pass.
+        by_block: also read every block's output through the class projection.
+        progress: show a progress bar.
+
+    Returns:
+        (accuracy, readout): ``accuracy`` has columns ``mask`` (the mask's name), ``top1``
+        and ``top5`` (%); ``readout`` (None unless ``by_block``) has ``mask``, ``block``
+        (1-based), ``cls_identifiability``, ``cls_top1``, ``image_identifiability`` and
+        ``image_top1`` (identifiability in [0, 1], top-1 in %).
+    """
     from .block_readout import readout_for
     from ..model.hooks import hooks
     from ..stores.stimulus_loader import labelled_batches

@@ -21,7 +21,18 @@ def chosen_cases(results: Store, stimuli, names: Sequence[str], dataset: str,
                  images: Optional[Sequence[int]] = None) -> List[Case]:
     """The store rows ``images``, or the first correctly classified stimulus and the first
     misclassified one; a misclassified one is explained for its true and its predicted class.
-    On the toy (and by default) a two-object image is added, explained for each object."""
+    On the toy (and by default) a two-object image is added, explained for each object.
+
+    Args:
+        results: the run's extraction store.
+        stimuli: the dataset the store was extracted from.
+        names: class names, indexed by class.
+        dataset: the dataset's name (two-object cases only for "toy").
+        images: store rows to explain; None: the default cases.
+
+    Returns:
+        A list of (title, PIL image, class of interest) tuples.
+    """
     if images is None:
         right = np.flatnonzero(results.pred == results.labels)
         wrong = np.flatnonzero(results.pred != results.labels)
@@ -78,7 +89,22 @@ def paper_case_maps(model, variant: str, stimuli, names: Sequence[str],
                     paper: bool = True) -> List[MapsFigure]:
     """The class-space maps of the paper's own cases that ``stimuli`` hold, each for its class
     and the alternative one: the summed maps (Fig 5b, A10), then the per-head maps of the cases
-    that name a block and head (Fig 5a). Empty when the stimuli hold none."""
+    that name a block and head (Fig 5a).
+
+    Args:
+        model: a loaded timm ViT (with ``vitcls_info``).
+        variant: the registry variant's name (its cases, else the B/32 cases).
+        stimuli: the dataset; only an ImageNet one (1000 classes) holds the cases.
+        names: class names, indexed by class.
+        paper: the authors' class-space loss (B12).
+
+    Returns:
+        A list of (views, maps, titles) figures, K panels each: views as in
+        :func:`~.explanation_maps.explain_images`, maps {"class_space": [K, H, W], ...} and K
+        titles. First the summed maps (its dict also holds "class_space_blocks"
+        [K, L, H, W]), then, where cases name one, the per-head maps. Empty when the stimuli
+        hold no case.
+    """
     chosen = paper_cases(variant, stimuli)
     if not chosen:
         return []
@@ -102,7 +128,19 @@ def paper_case_maps(model, variant: str, stimuli, names: Sequence[str],
 def object_mass_table(model, stimuli, results: Store, methods: Sequence[str],
                       paper: bool = True) -> pd.DataFrame:
     """Per method, the share of the maps' positive mass on the object's tokens over the
-    stimuli with masks, beside the object's share of the tokens (:func:`mass_on_object`)."""
+    stimuli with masks, beside the object's share of the tokens (:func:`mass_on_object`).
+
+    Args:
+        model: a loaded timm ViT (with ``vitcls_info``).
+        stimuli: the dataset the store was extracted from.
+        results: the run's extraction store, with token labels.
+        methods: map methods (see :data:`~.explanation_maps.METHODS`).
+        paper: the authors' class-space loss (B12).
+
+    Returns:
+        DataFrame, a row per method: ``method``, ``map mass on the object`` and ``object share
+        of tokens`` (fractions).
+    """
     rows = []
     for method in methods:
         scores = dataset_maps(method, model, stimuli, paper=paper)[results.image_index]
@@ -113,7 +151,15 @@ def object_mass_table(model, stimuli, results: Store, methods: Sequence[str],
 
 def focus_sentence(ours: Optional[pd.Series], dataset: str) -> str:
     """The page's sentence on where the class-space maps put their mass (``ours``: its row of
-    :func:`object_mass_table`), or why it is not measured (a dataset without masks)."""
+    :func:`object_mass_table`), or why it is not measured (a dataset without masks).
+
+    Args:
+        ours: the class-space row of :func:`object_mass_table`; None: no masks.
+        dataset: the dataset's name, as the sentence names it.
+
+    Returns:
+        One sentence of Markdown-ready text.
+    """
     if ours is None:
         return (f"The {dataset} stimuli have no segmentation masks, so where the maps put their "
                 "mass (on the object or its context) is not measured here.")

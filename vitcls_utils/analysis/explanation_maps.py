@@ -224,6 +224,13 @@ def explain_images(model: nn.Module, images: Sequence, classes: Sequence[int],
                    paper: bool = True):
     """Maps of chosen PIL images for chosen classes (one class per image).
 
+    Args:
+        model: a loaded timm ViT (with ``vitcls_info``) with its prefix tokens in every block.
+        images: K PIL images.
+        classes: the class of interest of each image, K ints.
+        methods: map methods, among :data:`METHODS`.
+        paper: the authors' class-space loss (double softmax on the attention sub-layer, B12).
+
     Returns:
         (views, maps): the images as the model sees them (resize and crop, uint8 arrays), and
         method -> upsampled maps [K, H, W] on those views; ``maps["class_space_blocks"]`` holds
@@ -272,7 +279,17 @@ def rollout_label(residual: Optional[float]) -> str:
 def rollout_views(model: nn.Module, images: Sequence,
                   residuals: Sequence[Optional[float]] = (0.5, None)):
     """Rollout maps of chosen PIL images, one per residual weight, upsampled onto the images as
-    the model sees them: (views, {label: [K, H, W]})."""
+    the model sees them.
+
+    Args:
+        model: a loaded timm ViT (with ``vitcls_info``).
+        images: K PIL images.
+        residuals: identity weights of the rollout step (None: the heads' mean only).
+
+    Returns:
+        (views, maps): the K images as the model sees them (uint8 arrays [H, W, 3]), and
+        {:func:`rollout_label` of each residual: rollout maps [K, H, W] float32}.
+    """
     preprocess = model.vitcls_info.variant.preprocess
     layout = TokenLayout.of(model)
     device = next(model.parameters()).device
@@ -287,8 +304,19 @@ def rollout_object_mass(model: nn.Module, dataset,
                         residuals: Sequence[Optional[float]] = (0.5, None),
                         batch_size: int = 32) -> Optional["pd.DataFrame"]:
     """How much of each rollout's mass falls on the object (:func:`mass_on_object`) over the
-    stimuli, from the dataset's masks (no store, so models without a head too); None for a
-    dataset without masks."""
+    stimuli, from the dataset's masks (no store, so models without a head too).
+
+    Args:
+        model: a loaded timm ViT (with ``vitcls_info``).
+        dataset: the stimuli; unreadable ones are skipped, and so are images without a mask.
+        residuals: identity weights of the rollout step (None: the heads' mean only).
+        batch_size: images per forward pass.
+
+    Returns:
+        DataFrame, a row per residual: ``rollout`` (:func:`rollout_label`), ``map mass on
+        the object`` and ``object share of tokens`` (fractions); None for a dataset without
+        masks.
+    """
     import pandas as pd
 
     from ..datasets.kinds import UNREADABLE

@@ -80,7 +80,15 @@ def faithfulness_curve(model: nn.Module, loader: Callable[[], "Sequence"], order
 
 def kept_counts(n_image: int, n_points: Optional[int] = None) -> List[int]:
     """Numbers of kept image tokens of the perturbation test: 1 .. T-1 as the paper (None), or
-    ``n_points`` of them spread evenly over that range (a quicker curve on a CPU)."""
+    ``n_points`` of them spread evenly over that range (a quicker curve on a CPU).
+
+    Args:
+        n_image: T, the number of image tokens.
+        n_points: how many counts to spread over 1 .. T-1 (>= 2); None: every count.
+
+    Returns:
+        The counts, ascending, without repeats (so possibly fewer than ``n_points``).
+    """
     every = list(range(1, n_image))
     if n_points is None or n_points >= len(every):
         return every
@@ -189,8 +197,17 @@ def auc_tests(scores: pd.DataFrame, against: str = "random") -> pd.DataFrame:
     """Per method and test, a paired one-sided Wilcoxon signed-rank test over images of the
     image's score (its share of the curve's points classified right, the per-image area)
     against ``against``'s: greater in the negative test, less in the positive one, the claim
-    the paper makes of its AUCs without a test. Rows (method, test, alternative, mean score,
-    mean score of ``against``, p_value, significant)."""
+    the paper makes of its AUCs without a test.
+
+    Args:
+        scores: the per-image scores of :func:`faithfulness_test` (method, test, image, score).
+        against: the method every other one is compared with.
+
+    Returns:
+        DataFrame, a row per (method, test) other than ``against``: ``method``, ``test``,
+        ``alternative`` ("greater"/"less"), ``mean score``, ``mean score (<against>)``,
+        ``p_value`` and ``significant`` (p < 0.05).
+    """
     rows = []
     for (method, test), group in scores.groupby(["method", "test"], sort=False):
         if method == against:
@@ -214,7 +231,16 @@ def baselines(curves: pd.DataFrame, unperturbed: float, method: str = "class_spa
               ) -> Dict[str, float]:
     """The A11 baseline lines: the unperturbed top-1 (every token kept), and the authors' line,
     the first point of the plotted curve, i.e. the negative curve with the most tokens kept
-    (B17)."""
+    (B17).
+
+    Args:
+        curves: the curves of :func:`faithfulness_test`.
+        unperturbed: the model's top-1 with every token kept, a fraction in [0, 1].
+        method: the method whose negative curve gives the authors' line.
+
+    Returns:
+        {"unperturbed": ..., "first point (the paper's line, B17)": ...}, accuracies in [0, 1].
+    """
     negative = curves[(curves.method == method) & (curves.test == "negative")]
     first = float(negative.loc[negative.kept.idxmax(), "accuracy"])
     return {"unperturbed": float(unperturbed), "first point (the paper's line, B17)": first}
@@ -224,8 +250,18 @@ def accuracy_kept(curves: pd.DataFrame, baseline: float, method: str = "class_sp
                   test: str = "negative") -> float:
     """The largest % of image tokens that can be removed, least important first, with the
     accuracy at or above ``baseline`` at every step up to it (the paper: "maintained or
-    improved when up to 60% of the tokens are removed"); 0 when the first removal already
-    costs accuracy."""
+    improved when up to 60% of the tokens are removed").
+
+    Args:
+        curves: the curves of :func:`faithfulness_test`.
+        baseline: the accuracy to keep, a fraction in [0, 1] (see :func:`baselines`).
+        method: the method whose curve is read.
+        test: "negative" (least important removed first) or "positive".
+
+    Returns:
+        The % of image tokens removed at the last point before the accuracy first falls below
+        ``baseline``; 0 when the first point is already below.
+    """
     curve = curves[(curves.method == method) & (curves.test == test)].sort_values("removed")
     removed = curve.removed.to_numpy()
     below = curve.accuracy.to_numpy() < baseline - 1e-12
@@ -244,7 +280,20 @@ def map_orders(model: nn.Module, stimuli, methods: Sequence[str], n_random: int,
                paper: bool = True, extra: Optional[Dict[str, object]] = None
                ) -> Dict[str, object]:
     """The token orders of the test: one per explanation method (its maps, highest first),
-    then ``extra`` ones (e.g. the probe's), then ``n_random`` seeded random orders."""
+    then ``extra`` ones (e.g. the probe's), then ``n_random`` seeded random orders.
+
+    Args:
+        model: a loaded timm ViT (with ``vitcls_info``).
+        stimuli: the dataset whose images are ordered.
+        methods: explanation methods (see :data:`~.explanation_maps.METHODS`).
+        n_random: how many random orders, seeded 0 .. n_random - 1.
+        paper: the authors' class-space loss (B12).
+        extra: further name -> order entries, as ``faithfulness_test`` takes them.
+
+    Returns:
+        dict name -> order: each method's [I, T] int array (0-based image tokens, highest score
+        first), the ``extra`` entries, and "random": a list of ``n_random`` [T] arrays.
+    """
     from .explanation_maps import dataset_maps, orders_from_maps, random_orders
 
     orders: Dict[str, object] = {

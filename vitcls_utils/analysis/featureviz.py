@@ -45,6 +45,10 @@ class Recipe:
         noise: starting scale of the decaying noise (linearly to 0 over ``steps``).
         noise_kind: "channel" (the code: one constant per copy and channel) or "pixel" (the text).
         copies_in_loss: divide the objective by ``copies`` once more, as the code does.
+
+    Args:
+        steps, copies, lr, betas, eps, tv, jitter, noise, noise_kind, copies_in_loss: the
+            attributes above, as keyword arguments (the defaults are the authors' code's).
     """
 
     steps: int = 400
@@ -198,7 +202,20 @@ class TopImages:
 def top_images(model: nn.Module, dataset, blocks: Optional[Sequence[int]] = None, k: int = 8,
                batch_size: int = 32, progress: bool = True) -> TopImages:
     """Every unit's top-``k`` images in one pass over ``dataset`` (all FFN units of the chosen
-    blocks at once; no pass per unit): a running top-k merged batch by batch."""
+    blocks at once; no pass per unit): a running top-k merged batch by batch.
+
+    Args:
+        model: a loaded timm ViT (with ``vitcls_info``).
+        dataset: the stimuli; unreadable ones are skipped.
+        blocks: 0-based blocks whose units are ranked; None: every block.
+        k: images kept per unit.
+        batch_size: images per forward pass.
+        progress: show a progress bar.
+
+    Returns:
+        A :class:`TopImages` (values and indices [len(blocks), units, k], mean [len(blocks),
+        units]).
+    """
     from ..datasets.kinds import UNREADABLE
     from ..model.hooks import forward_to
     from ..stores.stimulus_loader import stimulus_loader
@@ -291,7 +308,25 @@ def unit_panels(model: nn.Module, dataset, top: TopImages, units: Sequence[tuple
     """What the figure of a unit shows, for each (block, unit): its visualisation, its top
     images as the model saw them, the activation map on the best one, a title (1-based block,
     as the book counts) and, with ``writes``, a caption naming the classes its value vector
-    promotes most."""
+    promotes most.
+
+    Args:
+        model: a loaded timm ViT (with ``vitcls_info`` and a class head for ``writes``).
+        dataset: the stimuli ``top`` was computed on.
+        top: :func:`top_images`'s result, holding the units' blocks.
+        units: (0-based block, unit) pairs.
+        recipe: the visualisation settings.
+        seed: the visualisation's seed.
+        n_top: top images shown per unit.
+        class_names: class names, indexed by class; None: "class <c>".
+        writes: how many promoted classes the caption names; 0: no caption.
+
+    Returns:
+        One dict per unit: ``image`` (visualisation, [3, S, S] in [0, 1]), ``top`` (uint8
+        views [S, S, 3]), ``map`` (activation on the best image's patches, [rows, cols]),
+        ``title``, ``top_titles`` (their classes), ``objective`` (per step), ``activation``
+        (on the visualisation) and, with ``writes``, ``caption``.
+    """
     preprocess = model.vitcls_info.variant.preprocess
     device = next(model.parameters()).device
     panels = []

@@ -186,8 +186,20 @@ def token_features(model: nn.Module, dataset, blocks: Optional[Sequence[int]] = 
 def fewshot_by_block(train: Features, test: Features, num_classes: int,
                      shots: Sequence[int] = SHOTS, seeds: int = SEEDS,
                      l2: float = L2) -> pd.DataFrame:
-    """k-shot top-1 per token choice, block and shot count, averaged over seeds: rows (token,
-    block, shots, accuracy, accuracy_std)."""
+    """k-shot top-1 per token choice, block and shot count, averaged over seeds.
+
+    Args:
+        train: features of the pool the k-shot sets are drawn from (:func:`token_features`).
+        test: features of the evaluation images, same blocks and token choices.
+        num_classes: the number of classes of the labels.
+        shots: the k of the k-shot sets (use :func:`usable_shots`).
+        seeds: how many seeded draws (0 .. seeds - 1) to average over.
+        l2: the LSR's ridge weight.
+
+    Returns:
+        DataFrame with columns ``token`` (its label, e.g. "[CLS]"), ``block`` (1-based),
+        ``shots``, ``accuracy`` (fraction, mean over seeds) and ``accuracy_std`` (over seeds).
+    """
     frames = []
     for token, train_x in train.values.items():
         per_seed = fewshot_accuracy(train_x.transpose(0, 1), train.labels,
@@ -214,7 +226,20 @@ def decoders_by_block(train: Features, test: Features, num_classes: int,
                       shots: Sequence[int] = SHOTS, seeds: int = SEEDS,
                       l2: float = L2) -> pd.DataFrame:
     """The bridge: per token choice and block, the projection's top-1 beside each k-shot
-    probe's: rows (token, block, decoder, accuracy) with decoders "projection" and "k-shot"."""
+    probe's.
+
+    Args:
+        train: features of the pool the k-shot sets are drawn from (:func:`token_features`).
+        test: features of the evaluation images, same blocks and token choices.
+        num_classes: the number of classes of the labels.
+        shots: the k of the k-shot sets (use :func:`usable_shots`).
+        seeds: how many seeded draws (0 .. seeds - 1) to average over.
+        l2: the LSR's ridge weight.
+
+    Returns:
+        DataFrame with columns ``token``, ``block`` (1-based), ``decoder`` ("projection",
+        with a head only, or "<k>-shot LSR") and ``accuracy`` (fraction; probes: seed mean).
+    """
     fewshot = fewshot_by_block(train, test, num_classes, shots, seeds, l2)
     fewshot = fewshot.assign(decoder=fewshot.shots.map(lambda k: f"{k}-shot LSR"))
     projection = projection_by_block(test).assign(decoder="projection")
@@ -224,7 +249,15 @@ def decoders_by_block(train: Features, test: Features, num_classes: int,
 
 def decoders_table(frame: pd.DataFrame) -> pd.DataFrame:
     """:func:`decoders_by_block` as a table: one row per token choice and block, the projection
-    first, then the probes by shot count."""
+    first, then the probes by shot count.
+
+    Args:
+        frame: :func:`decoders_by_block`'s frame.
+
+    Returns:
+        DataFrame indexed by (token, block), a column of accuracies per decoder: "projection"
+        (where there is one), then "<k>-shot LSR" by increasing k.
+    """
     wide = frame.pivot_table(index=["token", "block"], columns="decoder", values="accuracy",
                              sort=False)
     probes = sorted((c for c in wide.columns if c != "projection"),

@@ -160,7 +160,19 @@ def object_share(masks: Sequence[Optional[np.ndarray]]) -> float:
 def with_boxes(dataset, boxes: Optional[str]):
     """``dataset`` with object masks from ImageNet boxes: ``boxes`` is Kaggle's
     ``LOC_val_solution.csv`` (val images) or a folder of image-net.org's train XMLs
-    (``<wnid>/<stem>.xml``); None keeps the dataset's own masks (the toy, ImageNet-S)."""
+    (``<wnid>/<stem>.xml``); None keeps the dataset's own masks (the toy, ImageNet-S).
+
+    Args:
+        dataset: the stimuli; an ImageNet ``folder`` dataset when ``boxes`` is given.
+        boxes: path of ``LOC_val_solution.csv`` or of a folder of train box XMLs; or None.
+
+    Returns:
+        ``dataset`` itself (``boxes`` None), or a :class:`BoxMaskedDataset` around it.
+
+    Raises:
+        DatasetError: no masks and no boxes, a ``boxes`` path that is neither, or no box
+            belonging to the dataset's images.
+    """
     from ..datasets.kinds import imagenet_wnids
 
     if boxes is None:

@@ -49,7 +49,15 @@ def top1_accuracy(results: Store) -> float:
 
 
 def headline(results: Store) -> Dict[str, float]:
-    """Table 1 + A1 numbers of one run, the paper's way (B4) and over image tokens only."""
+    """Table 1 + A1 numbers of one run, the paper's way (B4) and over image tokens only.
+
+    Args:
+        results: the extraction store of one run.
+
+    Returns:
+        dict of floats: ``identifiability_rate`` (%, B4), ``identifiability_rate_image_tokens``
+        (%), ``images_with_identifiable_token`` (%, B4), ``top1_accuracy`` (%), ``n_images``.
+    """
     return {
         "identifiability_rate": identifiability_rate(results, paper=True),
         "identifiability_rate_image_tokens": identifiability_rate(results, paper=False),
@@ -60,7 +68,16 @@ def headline(results: Store) -> Dict[str, float]:
 
 
 def evolution(results: Store) -> pd.DataFrame:
-    """E4: mean identifiability per block; rows (block 1-based, token "[CLS]"/"image", value)."""
+    """E4: mean identifiability per block, [CLS] and image tokens.
+
+    Args:
+        results: the extraction store of one run.
+
+    Returns:
+        DataFrame with columns ``block`` (1-based), ``token`` ("[CLS]" or "image") and
+        ``identifiability`` (mean of 1 - rank/C at the block's output); no "[CLS]" rows for a
+        model without one, nor for a ConViT's blocks before its [CLS] joins.
+    """
     ident = results.identifiability("resid_post")  # [I, L, N]
     rows = []
     for block in range(ident.shape[1]):
@@ -73,7 +90,16 @@ def evolution(results: Store) -> pd.DataFrame:
 
 def block_boxes(results: Store) -> pd.DataFrame:
     """A2 boxplot statistics per block and token type
-    (:func:`~vitcls_utils.base.stats.box_summary`)."""
+    (:func:`~vitcls_utils.base.stats.box_summary`).
+
+    Args:
+        results: the extraction store of one run.
+
+    Returns:
+        DataFrame, a row per (block, token): ``block`` (1-based), ``token`` ("[CLS]" or
+        "image"), and identifiability's ``q1``, ``median``, ``q3``, ``whislo``, ``whishi``,
+        ``mean``.
+    """
     ident = results.identifiability("resid_post")
     rows = []
     for block in range(ident.shape[1]):
@@ -93,6 +119,18 @@ def wilcoxon_vs_random(results: Store, random: Store, paper: bool = False) -> pd
     statistic is the same, and tied pairs are tied exactly). ``paper=True`` runs it on r in
     float32, as the authors' code does, where rounding can split ties.
     Both stores must hold the same stimuli in the same order.
+
+    Args:
+        results: the pretrained model's extraction store.
+        random: the same architecture's store at random initialisation, same stimuli.
+        paper: test float32 identifiability as the authors do, not integer ranks.
+
+    Returns:
+        DataFrame with columns ``block`` (1-based), ``p_value`` and ``significant``
+        (p < 0.05).
+
+    Raises:
+        VitclsError: when the stores hold different stimuli or have different shapes.
     """
     if (results.manifest["config"]["dataset"]["fingerprint"]
             != random.manifest["config"]["dataset"]["fingerprint"]):
@@ -114,7 +152,14 @@ def wilcoxon_vs_random(results: Store, random: Store, paper: bool = False) -> pd
 
 def block_change_rate(results: Store) -> pd.DataFrame:
     """E5a: for blocks 2..L, the fraction of (image, image token) pairs whose true-class logit
-    increases from the previous block's output to this one's."""
+    increases from the previous block's output to this one's (token column 0 dropped, B4).
+
+    Args:
+        results: the extraction store of one run.
+
+    Returns:
+        DataFrame with columns ``block`` (2..L) and ``change_rate`` (fraction in [0, 1]).
+    """
     logits = results.by_block("true_logit", "resid_post")[:, :, image_columns(results, True)]
     rate = (np.diff(logits, axis=1) > 0).mean(axis=(0, 2))
     return pd.DataFrame({"block": np.arange(2, logits.shape[1] + 1), "change_rate": rate})
@@ -122,7 +167,18 @@ def block_change_rate(results: Store) -> pd.DataFrame:
 
 def normalized_blocks(frame: pd.DataFrame, n_blocks: int, value: str,
                       by: List[str] = ()) -> pd.DataFrame:
-    """Fig 2's normalized block axis: a 24-block model's blocks 2k-1 and 2k averaged into k."""
+    """Fig 2's normalized block axis: a 24-block model's blocks 2k-1 and 2k averaged into k.
+
+    Args:
+        frame: a per-block frame with a 1-based ``block`` column.
+        n_blocks: the model's number of blocks, 12 (frame returned as is) or 24.
+        value: the column to average.
+        by: further columns to keep apart when averaging (e.g. ``["token"]``).
+
+    Returns:
+        DataFrame with ``block`` (1..12), the ``by`` columns and ``value``; for 24 blocks only
+        those columns are kept.
+    """
     if n_blocks == 12:
         return frame
     if n_blocks != 24:
@@ -134,8 +190,17 @@ def normalized_blocks(frame: pd.DataFrame, n_blocks: int, value: str,
 def first_block_reaching(frame: pd.DataFrame, level: float,
                          column: str = "image_identifiability", **match) -> Optional[int]:
     """The first block (as numbered in ``frame.block``) at which ``column`` reaches ``level``,
-    among the rows whose columns equal ``match`` (e.g. ``model="ConViT"``, ``edit="full"``);
-    None where it never does."""
+    among the rows whose columns equal ``match`` (e.g. ``model="ConViT"``, ``edit="full"``).
+
+    Args:
+        frame: a per-block frame with a ``block`` column.
+        level: the threshold ``column`` must reach (>=).
+        column: the column compared with ``level``.
+        **match: column=value filters applied first.
+
+    Returns:
+        The smallest such block number, or None where no matching row reaches ``level``.
+    """
     rows = frame
     for name, value in match.items():
         rows = rows[rows[name] == value]

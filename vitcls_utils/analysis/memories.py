@@ -7,16 +7,13 @@ memories), its *key coefficients* for a token the input of that projection (``ml
 before the GELU, and ``attn.hook_z``). Projecting values with the class embeddings E (the head's
 weight) says which classes each memory promotes.
 
-- E5b :func:`sublayer_change_rate`: how often a sub-layer's output favours the true class more
-  than its input does.
-- E6 :func:`residual_composition`: whether a block's top-1 class comes from the previous state,
-  the attention output, the MLP output, or none of them (composition).
+- E5b :func:`sublayer_change_rate`: how often a sub-layer favours the true class over its input.
+- E6 :func:`residual_composition`: where a block's top-1 class comes from, or none (composition).
 - E10 :func:`class_value_agreement`: per class, the best cosine between its embedding and a value.
 - A6b :func:`value_vector_classes`: the top classes of chosen value vectors.
 - E11 :func:`key_value_agreement`: how often a token's top keys hit its class's top memories.
 - E12 :func:`correct_vs_misclassified`: that agreement of [CLS], correct minus misclassified.
-- E13 :func:`memory_compositionality`: how often the sub-layer's own top-1 class is the top
-  class of one of the token's top memories.
+- E13 :func:`memory_compositionality`: how often a sub-layer's top-1 is a top memory's class.
 
 Parameter projections always use float32 **copies** of the weights (the authors' code normalizes
 them in place, B13). Token metrics are vectorized over images, tokens and memories.
@@ -92,7 +89,13 @@ class Memories:
 
 def class_value_agreement(memories: Memories) -> pd.DataFrame:
     """E10 (Fig 4a, A6): per block, layer and class, the highest cosine between the class
-    embedding and any value vector; rows (block 1-based, layer, class, agreement)."""
+    embedding and any value vector.
+
+    Args:
+        memories: the model's value projections (:meth:`Memories.of`).
+    Returns:
+        DataFrame: ``block`` (1-based), ``layer`` ("attn"/"mlp"), ``class``, ``agreement``.
+    """
     frames = []
     for layer in LAYERS:
         for block, cosine in enumerate(memories.cosine[layer]):
@@ -104,7 +107,13 @@ def class_value_agreement(memories: Memories) -> pd.DataFrame:
 
 def agreement_vs_random(model: pd.DataFrame, random: pd.DataFrame) -> pd.DataFrame:
     """E10 significance: per block and layer, the one-sided Wilcoxon signed-rank test, paired
-    by class, that the model's class-value agreement exceeds its random init's."""
+    by class, that the model's class-value agreement exceeds its random init's.
+
+    Args:
+        model, random: :func:`class_value_agreement` of the model and of its random init.
+    Returns:
+        DataFrame: ``block``, ``layer``, ``p_value``, ``significant`` (p < 0.05).
+    """
     rows = []
     for (block, layer), part in model.groupby(["block", "layer"], sort=True):
         other = random[(random.block == block) & (random.layer == layer)]
@@ -115,7 +124,14 @@ def agreement_vs_random(model: pd.DataFrame, random: pd.DataFrame) -> pd.DataFra
 
 
 def agreement_boxes(frame: pd.DataFrame, layer: str) -> pd.DataFrame:
-    """A6 boxplot statistics of one layer's class-value agreement per block."""
+    """A6 boxplot statistics of one layer's class-value agreement per block.
+
+    Args:
+        frame: :func:`class_value_agreement`'s frame.
+        layer: "attn" or "mlp".
+    Returns:
+        DataFrame: ``block``, ``token`` (= layer) and :func:`~.stats.box_summary`'s columns.
+    """
     part = frame[frame.layer == layer]
     return pd.DataFrame([{"block": block, "token": layer, **box_summary(group.agreement)}
                          for block, group in part.groupby("block", sort=True)])
@@ -174,9 +190,11 @@ def sublayer_change_rate(results: Store, exact: bool = False) -> pd.DataFrame:
     """E5b (Fig 3b, A5 left): for blocks 2..L, the fraction of tokens whose true-class logit is
     higher at the sub-layer's output than at its input, both read with the final norm and head.
 
-    The paper compares both sub-layers with the block input (B9). ``exact=True`` compares the
-    MLP with its true input, the residual after the attention (``resid_mid``).
-    Rows (block, layer, token "[CLS]"/"image", rate).
+    Args:
+        results: a chapter-3 store (kinds :data:`KINDS`; ``resid_mid`` for ``exact``).
+        exact: compare the MLP with its true input, ``resid_mid``, not the block input (B9).
+    Returns:
+        DataFrame: ``block`` (2..L), ``layer``, ``token`` ("[CLS]"/"image"), ``rate`` (0-1).
     """
     _require(results, ["resid_post", "attn_out", "mlp_out"] + (["resid_mid"] if exact else []))
     block_input = results.by_block("true_logit", "resid_post")[:, :-1]  # hs_{b-1}, b = 1..L-1
@@ -197,8 +215,12 @@ def residual_composition(results: Store, paper: bool = False) -> pd.DataFrame:
     class after the block equals the top-1 of the previous state, of the attention output, of
     the MLP output, or none of them ("composition"). The categories overlap.
 
-    ``paper=True`` reproduces the authors' composition, which compares with the attention
-    output twice and never with the MLP (B1). Rows (block, source, percent).
+    Args:
+        results: a store with ``resid_post``, ``attn_out`` and ``mlp_out`` sites.
+        paper: the authors' composition, which compares with the attention output twice and
+            never with the MLP (B1).
+    Returns:
+        DataFrame: ``block`` (2..L), ``source`` (previous/attn/mlp/composition), ``percent``.
     """
     top = {kind: results.by_block("top1", kind) for kind in ("resid_post", "attn_out", "mlp_out")}
     now, previous = top["resid_post"][:, 1:], top["resid_post"][:, :-1]
@@ -242,8 +264,15 @@ def _agreement(results: Store, memories: Memories, layer: str, paper_text: bool
 def key_value_agreement(results: Store, memories: Memories, paper_text: bool = False
                         ) -> pd.DataFrame:
     """E11 (Fig 4b, A7): per block, layer and class, the % of its images' tokens ([CLS]
-    included) whose top-5 keys meet the class's top-5 memories. Rows (block, layer, class,
-    rate)."""
+    included) whose top-5 keys meet the class's top-5 memories.
+
+    Args:
+        results: a chapter-3 store with key indices.
+        memories: the model's value projections.
+        paper_text: the paper's wording's rule instead of its code's (B11).
+    Returns:
+        DataFrame: ``block`` (1-based), ``layer``, ``class``, ``rate`` (%).
+    """
     frames = []
     labels = results.labels
     classes = np.unique(labels)
@@ -260,8 +289,17 @@ def correct_vs_misclassified(results: Store, memories: Memories, n_permutations:
                              seed: int = 0, paper: bool = False) -> pd.DataFrame:
     """E12 (A8): per block and layer, % key-value agreement of token 0 ([CLS]) over correctly
     classified images minus over misclassified ones, with a one-sided permutation test of the
-    image labels (seeded; ``paper=True``: uncorrected count/n, B19). Rows (block, layer,
-    difference, p_value, significant)."""
+    image labels (seeded; ``paper=True``: uncorrected count/n, B19).
+
+    Args:
+        results: a chapter-3 store with key indices.
+        memories: the model's value projections.
+        n_permutations, seed: label shuffles per block; block b (0-based) uses ``seed + b``.
+        paper: the authors' p-value, count/n (B19).
+    Returns:
+        DataFrame: ``block``, ``layer``, ``difference`` (percentage points; NaN unless both
+        groups have images), ``p_value``, ``significant``.
+    """
     correct = results.pred == results.labels
     rows = []
     for layer in LAYERS:
@@ -281,8 +319,14 @@ def correct_vs_misclassified(results: Store, memories: Memories, n_permutations:
 def memory_compositionality(results: Store, memories: Memories) -> pd.DataFrame:
     """E13 (A9): per block and layer, the % of tokens ([CLS] included) whose sub-layer top-1
     class (its output read with the final norm and head) is the top class of one of the token's
-    top-5 memories ("match"); 100 - match is the compositional share. Rows (block, layer,
-    match)."""
+    top-5 memories ("match"); 100 - match is the compositional share.
+
+    Args:
+        results: a chapter-3 store with key indices.
+        memories: the model's value projections.
+    Returns:
+        DataFrame: ``block`` (1-based), ``layer``, ``match`` (%).
+    """
     _require(results, ["attn_out", "mlp_out"], keys=True)
     rows = []
     for layer in LAYERS:
@@ -309,7 +353,15 @@ def memories_for(variant: str, device: str = "cpu", seed: int = 0,
 
 
 def save_summary(results: Store, name: str, frame: pd.DataFrame) -> Path:
-    """Keep a per-variant summary beside its store, for the cross-variant comparisons."""
+    """Keep a per-variant summary beside its store, for the cross-variant comparisons.
+
+    Args:
+        results: the store; the summary goes to its ``summaries`` folder.
+        name: the summary's name (the file's stem).
+        frame: the summary, written as CSV without its index.
+    Returns:
+        The path written, ``<store>/summaries/<name>.csv``.
+    """
     folder = Path(results.path) / "summaries"
     folder.mkdir(exist_ok=True)
     path = folder / f"{name}.csv"
@@ -324,10 +376,16 @@ def load_summary(results: Store, name: str) -> Optional[pd.DataFrame]:
 
 
 def collect_summaries(stores: Sequence[Store]) -> Dict[tuple, pd.DataFrame]:
-    """The chapter-3 summaries of many stores for the comparison page: (variant, name) ->
-    the value per normalised block and layer, averaged over tokens; the first store of a
-    variant that has the summary wins (:func:`~vitcls_utils.stores.reader.find_stores` lists the
-    newest first)."""
+    """The chapter-3 summaries of many stores for the comparison page, averaged over tokens;
+    the first store of a variant that has the summary wins
+    (:func:`~vitcls_utils.stores.reader.find_stores` lists the newest first).
+
+    Args:
+        stores: the stores, of 12- or 24-block models.
+    Returns:
+        {(variant, "class_value_agreement" or "key_value_agreement"): DataFrame with ``block``
+        (normalised, 1..12), ``layer`` and ``agreement`` or ``rate``}.
+    """
     from .identifiability import normalized_blocks
 
     summaries: Dict[tuple, pd.DataFrame] = {}

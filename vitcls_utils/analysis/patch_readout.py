@@ -64,7 +64,18 @@ class PatchReadout:
 
 def patch_readout(model: nn.Module, dataset, batch_size: int = 64,
                   progress: bool = True) -> PatchReadout:
-    """Read every patch of the last block through the final norm and head (one pass)."""
+    """Read every patch of the last block through the final norm and head (one pass).
+
+    Args:
+        model: a loaded timm ViT with a class head.
+        dataset: the labelled stimuli; unreadable ones are skipped.
+        batch_size: images per forward pass.
+        progress: show a progress bar.
+
+    Returns:
+        A :class:`PatchReadout`: per-position top-1 and top-5 [rows * cols] (%), the model's
+        and the pooled token's accuracies, and the number of images read.
+    """
     from ..model.hooks import capture
 
     layout = TokenLayout.of(model)

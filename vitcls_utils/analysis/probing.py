@@ -312,7 +312,23 @@ def probe_results(model: nn.Module, train, test, kinds: Sequence[str] = KINDS,
     """Fit every (site, token) probe on ``train`` and apply it to ``test``, a group of sites
     at a time so that sums and probes stay within ``memory_gb``: one group for the toy, a few
     sites per group for ViT-B/32 with 1000 classes (each site is read once per group pass).
-    ``solver``: "primal", "dual" or "auto" (:func:`pick_solver`)."""
+
+    Args:
+        model: a loaded timm ViT (with ``vitcls_info``).
+        train: the probes' training images (a dataset).
+        test: the images the probes are evaluated on.
+        kinds: the site kinds probed, in every block.
+        method: "ridge" (the paper's) or "lsr" (the ViT paper's few-shot recipe).
+        alpha: the ridge weight; None: the method's default.
+        batch_size: images per forward pass.
+        memory_gb: memory allowed for one group's sums and probes, in GiB.
+        progress: show progress bars.
+        solver: "primal", "dual" or "auto" (:func:`pick_solver`).
+
+    Returns:
+        A :class:`ProbeResults` over all sites: ``rank`` and ``top1`` [I, S, N] (int16),
+        ``labels`` [I], ``sites`` and ``num_prefix``.
+    """
     if solver not in ("auto", "primal", "dual"):
         raise VitclsError(f"probe solver must be auto, primal or dual, not {solver!r}")
     sites = block_sites(model, kinds)
@@ -341,7 +357,16 @@ def accuracy_by_block(rank: np.ndarray, num_prefix: int) -> np.ndarray:
 def probe_table(probe: ProbeResults, projection, kinds: Sequence[str] = KINDS) -> pd.DataFrame:
     """A12 left and middle: per block and site kind, the probes' top-1 accuracy and the class
     projection's (share of image tokens whose true class is top-1), both over image tokens.
-    ``projection`` is an extraction store of the same model on the same test images."""
+
+    Args:
+        probe: :func:`probe_results` on the test images.
+        projection: an extraction store of the same model on the same test images.
+        kinds: the site kinds tabulated (both must hold them).
+
+    Returns:
+        DataFrame: ``block`` (1-based), ``site`` (the kind), ``linear probe`` and ``class
+        projection`` (top-1 accuracies, fractions in [0, 1]).
+    """
     rows = []
     for kind in kinds:
         probe_acc = accuracy_by_block(probe.by_block("rank", kind), probe.num_prefix)
@@ -354,6 +379,13 @@ def probe_table(probe: ProbeResults, projection, kinds: Sequence[str] = KINDS) -
 
 def probe_orders(probe: ProbeResults) -> np.ndarray:
     """E15's probe ordering: image tokens by the sum over blocks of the residual probes' rank of
-    the true class, ascending (most important first): [I, T]."""
+    the true class, ascending (most important first).
+
+    Args:
+        probe: :func:`probe_results` holding the ``resid_post`` sites.
+
+    Returns:
+        Image-token indices (0-based, prefix excluded), [I, T] int64.
+    """
     total = probe.by_block("rank", "resid_post")[:, :, probe.num_prefix:].astype(np.int64).sum(1)
     return np.argsort(total, axis=1, kind="stable")

@@ -52,7 +52,15 @@ BACKGROUND = Edit("background", region="background")
 
 
 def lowpass_edits(cutoffs: Sequence[float], shape: str = "square") -> List[Edit]:
-    """The full image, then one low-pass edit per cutoff (Ghiasi et al.'s decay curve)."""
+    """The full image, then one low-pass edit per cutoff (Ghiasi et al.'s decay curve).
+
+    Args:
+        cutoffs: low-pass cutoffs, in cycles per image.
+        shape: the low-pass window, "square" or "disk".
+
+    Returns:
+        :data:`FULL`, then an :class:`Edit` named "lowpass <cutoff>" per cutoff, in order.
+    """
     return [FULL] + [Edit(f"lowpass {c:g}", cutoff=float(c), shape=shape) for c in cutoffs]
 
 
@@ -138,7 +146,23 @@ def evaluate_edits(model: nn.Module, dataset, edits: Sequence[Edit],
     with a head), also per block the identifiability and top-1 rate of [CLS] (when there is
     one) and of the image tokens through the class projection.
 
-    Returns {"accuracy": one row per edit, "blocks": one row per (edit, block) or empty}.
+    Args:
+        model: a timm ViT or CNN in eval mode.
+        dataset: the stimuli (with object masks for region edits); images that cannot be read
+            (or have no mask, for region edits) are skipped.
+        edits: the :class:`Edit` list, each with a distinct name.
+        preprocess: the model's preprocessing; None: its variant's (a ``load_variant`` model).
+        by_block: also read every block through the class projection (a ViT with a head).
+        batch_size: images per batch (each forwarded once per edit).
+        num_workers: loader worker processes; None: chosen for the device.
+        progress: show a progress bar.
+
+    Returns:
+        {"accuracy": DataFrame, a row per edit: ``edit``, ``region``, ``cutoff``, ``top1``,
+        ``top5`` (%), ``images`` (count), with ``attrs["object_share"]``, the mean fraction of
+        the image the object covers; "blocks": with ``by_block``, a row per (edit, block):
+        ``edit``, ``block`` (1-based), ``cls_identifiability``, ``cls_top1``,
+        ``image_identifiability``, ``image_top1``, else an empty DataFrame}.
     """
     from .block_readout import readout_for
     from ..model.hooks import hooks

@@ -50,7 +50,15 @@ def imagenet_class_names() -> List[str]:
 
 def class_names(dataset: str, num_classes: int) -> List[str]:
     """Readable class names for a dataset kind: the toy's, ImageNet's for 1000-class data,
-    else the class indices as text."""
+    else the class indices as text.
+
+    Args:
+        dataset: the dataset kind (``--data``), e.g. "toy" or "imagenet-s".
+        num_classes: the model's number of classes.
+
+    Returns:
+        ``num_classes`` names, indexed by class (toy: its class names).
+    """
     if dataset == "toy":
         return list(toy.CLASS_NAMES)
     if num_classes == 1000:
@@ -210,7 +218,19 @@ def build_dataset(kind: str, data_dir: Optional[str], num_classes: int,
 
 def probe_training_set(kind: str, data_dir: Optional[str], num_classes: int) -> ImageDataset:
     """The few-shot training images of the linear probes: the toy's ``probe-train`` split, or
-    ImageNet-S ``test`` (10 per class, as the paper). Other kinds have none."""
+    ImageNet-S ``test`` (10 per class, as the paper). Other kinds have none.
+
+    Args:
+        kind: the dataset kind, "toy" or "imagenet-s".
+        data_dir: the dataset's root folder (None for the toy, which is generated).
+        num_classes: the model's number of classes, checked against the dataset's.
+
+    Returns:
+        The probe training split as an :class:`ImageDataset`.
+
+    Raises:
+        DatasetError: for a kind without a few-shot split, or a dataset that does not fit.
+    """
     if kind not in PROBE_SPLITS:
         raise DatasetError(f"linear probes need a few-shot training split, which only "
                            f"{' and '.join(PROBE_SPLITS)} have, not {kind!r}")

@@ -184,9 +184,14 @@ def capture(
     """Record site values into a dict during the ``with`` block.
 
     Args:
+        model: a timm VisionTransformer (any prefix-token layout).
         names: sites to record (a name, names, or a predicate).
         detach: drop the autograd graph (set False to take gradients through the values).
         device: move recorded values there (e.g. "cpu" to spare GPU memory).
+
+    Yields:
+        The dict {site name: value}, filled as the sites fire (a later forward overwrites a
+        site's value); values keep the site's shape, e.g. [B, N, D] for the residual stream.
     """
     cache: Dict[str, torch.Tensor] = {}
 
@@ -201,7 +206,18 @@ def capture(
 def run_with_cache(
     model: nn.Module, images: torch.Tensor, names: Optional[NameFilter] = None, **kwargs
 ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-    """Forward ``images`` and return (logits, {site name: value}); all sites when names=None."""
+    """Forward ``images`` and return (logits, {site name: value}); all sites when names=None.
+
+    Args:
+        model: a timm VisionTransformer (any prefix-token layout).
+        images: preprocessed images [B, 3, H, W] on the model's device.
+        names: sites to record (a name, names, or a predicate); None: every site.
+        **kwargs: ``detach`` and ``device``, as :func:`capture` takes them.
+
+    Returns:
+        (logits [B, C], {site name: value}), values in each site's shape (e.g.
+        ``attn.hook_pattern`` [B, H, N, N], ``hook_resid_post`` [B, N, D]).
+    """
     with capture(model, names if names is not None else site_names(model), **kwargs) as cache:
         logits = model(images)
     return logits, cache

@@ -22,8 +22,15 @@ from torch import nn  # noqa: E402
 class TokenLayout:
     """Where the tokens of a timm ViT are: prefix tokens first, then a row-major patch grid.
 
-    ``prefix_from``: the first block whose input holds the prefix (0; a ConViT's
-    ``local_up_to_layer``). Earlier sites hold the patches alone; stores mark the rest absent.
+    Usually built with :meth:`TokenLayout.of` (model) rather than by hand.
+
+    Args:
+        num_prefix: tokens before the patches ([CLS], registers, distillation token).
+        grid: the patch grid (rows, columns); the patches are ``rows * cols`` tokens.
+        has_cls: whether token 0 is a [CLS] token (False for a GAP model).
+        prefix_from: the first block whose input holds the prefix (0; a ConViT's
+            ``local_up_to_layer``). Earlier sites hold the patches alone; stores mark the rest
+            absent.
     """
 
     num_prefix: int

@@ -38,6 +38,16 @@ class LoadedInfo:
     weights_id: str
 
 
+def loaded_info(model: nn.Module) -> LoadedInfo:
+    """``model.vitcls_info``: the variant and weights a model was loaded with, or an error
+    saying that analyses which read them need a model from :func:`load_variant`."""
+    info = getattr(model, "vitcls_info", None)
+    if info is None:
+        raise VitclsError("this needs a model from vitcls_utils.load_variant (it reads the "
+                          "variant's preprocessing and weights id from model.vitcls_info)")
+    return info
+
+
 def build_model(variant: Variant, seed: int = 0, **overrides: Any) -> nn.Module:
     """The variant's architecture with timm's default init under ``seed`` (no download).
 

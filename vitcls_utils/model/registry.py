@@ -355,7 +355,17 @@ VariantLike = Union[str, Variant]
 
 def get_variant(key: VariantLike) -> Variant:
     """The registry row for ``key`` (a row is returned as it is), or an error listing the
-    known keys."""
+    known keys.
+
+    Args:
+        key: a variant's key (e.g. "vit_b32") or a :class:`Variant`.
+
+    Returns:
+        The :class:`Variant`.
+
+    Raises:
+        UnknownVariantError: for a key the registry does not hold.
+    """
     if isinstance(key, Variant):
         return key
     try:

@@ -15,7 +15,18 @@ from matplotlib.colors import LogNorm
 def gating_figure(gates: pd.DataFrame, title: str = "",
                   paper: Optional[pd.DataFrame] = None, paper_label: str = "paper") -> plt.Figure:
     """σ(λ) of every head per GPSA layer (dots) and their mean (line); the gates printed on
-    the paper's figures (hollow squares, their model) where given."""
+    the paper's figures (hollow squares, their model) where given.
+
+    Args:
+        gates: this run's gates, columns ``layer``, ``head`` (1-based) and ``gate`` (σ(λ) in
+            [0, 1]), as from :func:`vitcls_utils.analysis.convit.gates`.
+        title: the axes' title.
+        paper: the paper's printed gates (same columns, :func:`convit_tables.paper_gates`); None
+            or empty: none drawn.
+        paper_label: the legend entry of the paper's gates.
+    Returns:
+        A Figure with one axes: gate against GPSA layer, legend outside on the right.
+    """
     fig, ax = plt.subplots(figsize=(7.2, 3.4))
     heads = gates["head"].nunique()
     offsets = (gates["head"] - (heads + 1) / 2) * 0.5 / max(heads, 1)
@@ -37,7 +48,16 @@ def gating_figure(gates: pd.DataFrame, title: str = "",
 
 def locality_figure(local: pd.DataFrame, title: str = "") -> plt.Figure:
     """Left: each head's locality strength α per layer. Right: each head's attention centre
-    (key minus query, in patches), coloured by layer, sized by its gate."""
+    (key minus query, in patches), coloured by layer, sized by its gate.
+
+    Args:
+        local: columns ``layer``, ``head``, ``strength`` (α), ``centre_x``, ``centre_y`` (patches;
+            NaN: no centre, not drawn) and ``gate``, as from
+            :func:`vitcls_utils.analysis.convit.locality`.
+        title: the figure's suptitle.
+    Returns:
+        A Figure with two axes: strength per layer (left) and the centres, y downwards (right).
+    """
     fig, (left, right) = plt.subplots(1, 2, figsize=(9.0, 3.6))
     layers = sorted(local.layer.unique())
     palette = dict(zip(layers, sns.color_palette("viridis", len(layers))))
@@ -64,7 +84,16 @@ def locality_figure(local: pd.DataFrame, title: str = "") -> plt.Figure:
 
 def nonlocality_figure(frames: Mapping[str, pd.DataFrame], title: str = "") -> plt.Figure:
     """Nonlocality (mean attention distance in patches) per layer: heads as dots and their
-    mean as a line, one colour per model."""
+    mean as a line, one colour per model.
+
+    Args:
+        frames: {model label: columns ``block`` (1-based), ``head``, ``distance`` (patches)}, as
+            from :func:`vitcls_utils.analysis.anatomy.attention_distances`; the first model's
+            blocks set the ticks.
+        title: the axes' title.
+    Returns:
+        A Figure with one axes: nonlocality against layer, one colour per model.
+    """
     fig, ax = plt.subplots(figsize=(7.2, 3.6))
     colours = dict(zip(frames, sns.color_palette("colorblind", len(frames))))
     for label, frame in frames.items():
@@ -81,7 +110,18 @@ def nonlocality_figure(frames: Mapping[str, pd.DataFrame], title: str = "") -> p
 def attention_maps_figure(maps: Mapping[int, "np.ndarray"], gates: Mapping[int, "np.ndarray"],
                           title: str = "", query=None) -> plt.Figure:
     """One row per layer, one panel per head: a query patch's attention on a log colour scale,
-    each GPSA head titled with its gate σ(λ) (MHSA layers have none)."""
+    each GPSA head titled with its gate σ(λ) (MHSA layers have none).
+
+    Args:
+        maps: {0-based block: [heads, rows, cols] attention of the query patch}, as from
+            :func:`vitcls_utils.analysis.convit.query_attention_maps`; rows follow its order.
+        gates: {0-based block: [heads] gates σ(λ)}; a block missing (MHSA) gets no σ in titles.
+        title: the figure's suptitle.
+        query: (row, column) of the query patch, marked with a cross on every panel; None: none.
+    Returns:
+        A Figure with a [blocks, max heads] grid of panels (unused ones off), one shared log
+        colour bar.
+    """
     blocks = list(maps)
     heads = max(int(maps[b].shape[0]) for b in blocks)
     fig, axes = plt.subplots(len(blocks), heads, figsize=(1.45 * heads + 0.6, 1.55 * len(blocks)),
@@ -112,7 +152,15 @@ def attention_maps_figure(maps: Mapping[int, "np.ndarray"], gates: Mapping[int, 
 
 
 def masking_figure(table: pd.DataFrame, title: str = "") -> plt.Figure:
-    """Top-1 (%) under each test-time mask, per model (this run), as bars."""
+    """Top-1 (%) under each test-time mask, per model (this run), as bars.
+
+    Args:
+        table: a row per (model, mask) with columns ``model``, ``mask`` and ``top1`` (%), e.g.
+            :func:`convit_tables.masking` with "top-1, this run" renamed ``top1``.
+        title: the axes' title.
+    Returns:
+        A Figure with one axes: grouped bars, masks on x, one hue per model.
+    """
     fig, ax = plt.subplots(figsize=(max(5.5, 0.55 * table["mask"].nunique() + 3), 3.6))
     sns.barplot(data=table, x="mask", y="top1", hue="model", ax=ax, palette="colorblind")
     for label in ax.get_xticklabels():
@@ -127,7 +175,17 @@ def masking_figure(table: pd.DataFrame, title: str = "") -> plt.Figure:
 def sample_efficiency_figure(runs: pd.DataFrame, paper: Optional[pd.DataFrame] = None,
                              title: str = "") -> plt.Figure:
     """Top-1 against the fraction of training data kept (log axis): this run's toy pair
-    (solid) and the paper's DeiT-S and ConViT-S on ImageNet (hollow, dotted)."""
+    (solid) and the paper's DeiT-S and ConViT-S on ImageNet (hollow, dotted).
+
+    Args:
+        runs: a row per run with columns ``model`` (a label; one containing "ConViT" is drawn
+            as the ConViT), ``fraction`` (of the training set) and ``top1`` (%); seeds averaged.
+        paper: the paper's Table 2 with columns ``fraction``, ``deit_top1`` and ``convit_top1``
+            (%), as from ``reported.convit_table("table2")``; None: not drawn.
+        title: the axes' title.
+    Returns:
+        A Figure with one axes: top-1 against fraction (log x), one line per model and source.
+    """
     fig, ax = plt.subplots(figsize=(6.6, 3.6))
     colours = {"DeiT": "#00798c", "ConViT": "#d1495b"}
     for model, rows in runs.groupby("model", sort=False):
@@ -151,7 +209,19 @@ def bridge_figure(frame: pd.DataFrame, masked: Optional[pd.DataFrame] = None,
                   title: str = "") -> plt.Figure:
     """Per block: image-token (solid) and [CLS] (dashed) identifiability of the ConViT and its
     DeiT; beneath, the ConViT's mean gate and both models' nonlocality; and, where given, the
-    ConViT's image-token identifiability under each mask."""
+    ConViT's image-token identifiability under each mask.
+
+    Args:
+        frame: :func:`convit_tables.bridge`: columns ``model``, ``block`` (1-based),
+            ``image_identifiability``, ``cls_identifiability``, ``nonlocality`` and ``gate``.
+        masked: the ConViT's per-block readout under each mask, columns ``mask``, ``block`` and
+            ``image_identifiability`` (:func:`vitcls_utils.analysis.convit.evaluate_masks` with
+            ``by_block``); None: no third panel.
+        title: the top panel's title.
+    Returns:
+        A Figure with two or three panels stacked over a shared block axis: identifiability;
+        nonlocality with the mean gate as bars on a twin axis; identifiability under the masks.
+    """
     panels = 3 if masked is not None else 2
     fig, axes = plt.subplots(panels, 1, figsize=(7.4, 2.5 * panels + 0.4), sharex=True)
     top, middle = axes[0], axes[1]
@@ -197,7 +267,15 @@ def bridge_figure(frame: pd.DataFrame, masked: Optional[pd.DataFrame] = None,
 
 
 def zoo_figure(table: pd.DataFrame, title: str = "") -> plt.Figure:
-    """Table 1 as bars: each model's top-1 (this run) beside its paper model's."""
+    """Table 1 as bars: each model's top-1 (this run) beside its paper model's.
+
+    Args:
+        table: :func:`convit_tables.zoo`: columns ``model``, "top-1, this run", "top-1, paper"
+            (%, NaN: no bar) and "paper model".
+        title: the axes' title.
+    Returns:
+        A Figure with one axes: bars per model, this run's and the paper's side by side.
+    """
     long = pd.concat([
         pd.DataFrame({"model": table.model, "top-1 (%)": table["top-1, this run"],
                       "source": "this run"}),

@@ -28,13 +28,27 @@ def paper_key(key: str) -> str:
 
 
 def paper_label(key: str) -> str:
-    """"paper: ConViT-Ti, ImageNet val" for the paper model of :func:`paper_key`."""
+    """"paper: ConViT-Ti, ImageNet val" for the paper model of :func:`paper_key`.
+
+    Args:
+        key: a registry variant key (``vitcls variants``).
+    Returns:
+        The legend label, a str.
+    """
     return f"paper: {get_variant(paper_key(key)).label}, ImageNet val"
 
 
 def zoo(rows: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
     """Table 1: per model ({key: {top1, top5, params}}) this run's top-1, top-5 and
-    parameters (M) beside the paper's."""
+    parameters (M) beside the paper's.
+
+    Args:
+        rows: {variant key: {"top1": %, "top5": %, "params": parameter count}}, in table order.
+    Returns:
+        DataFrame, a row per model: ``model`` (its label), "top-1, this run", "top-5, this run",
+        "params (M), this run", "paper model", "top-1, paper", "top-5, paper" and
+        "params (M), paper" (NaN / None where the paper has no such model).
+    """
     table = convit_table("table1").set_index("variant")
     out = []
     for key, ours in rows.items():
@@ -50,13 +64,30 @@ def zoo(rows: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
 
 def paper_gates(key: str) -> pd.DataFrame:
     """The gates printed on the paper's maps for the paper model of ``key`` (layer, head,
-    gate); empty where the paper prints none (ConViT-B)."""
+    gate); empty where the paper prints none (ConViT-B).
+
+    Args:
+        key: a registry variant key.
+    Returns:
+        DataFrame with columns ``layer`` and ``head`` (1-based) and ``gate`` (σ(λ)), one row per
+        printed head.
+    """
     table = convit_table("gates")
     return table[table.variant == paper_key(key)][["layer", "head", "gate"]].reset_index(drop=True)
 
 
 def gates_check(gates: pd.DataFrame, key: str) -> pd.DataFrame:
-    """The paper's printed gates beside this run's at the same layer and head."""
+    """The paper's printed gates beside this run's at the same layer and head.
+
+    Args:
+        gates: this run's gates, columns ``layer``, ``head`` and ``gate``
+            (:func:`vitcls_utils.analysis.convit.gates`).
+        key: the registry variant key the gates are of.
+    Returns:
+        DataFrame, a row per printed head: ``layer``, ``head``, "gate, paper" and
+        "gate, this run" (NaN where this run has no such head); no rows where the paper prints
+        none.
+    """
     theirs = paper_gates(key)
     if theirs.empty:
         return theirs.assign(**{"gate, this run": []})
@@ -66,7 +97,15 @@ def gates_check(gates: pd.DataFrame, key: str) -> pd.DataFrame:
 
 def masking(accuracy: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """Tables 5 and 6 as one: per model ({key: :func:`convit.evaluate_masks` accuracy}) and mask,
-    this run's top-1 and top-5 beside the paper's top-1 for the same mask where it has one."""
+    this run's top-1 and top-5 beside the paper's top-1 for the same mask where it has one.
+
+    Args:
+        accuracy: {variant key: a row per mask with columns ``mask``, ``top1`` and ``top5`` (%)},
+            the first frame :func:`vitcls_utils.analysis.convit.evaluate_masks` returns.
+    Returns:
+        DataFrame, a row per (model, mask): ``model`` (label), ``mask``, "top-1, this run",
+        "top-5, this run" and "top-1, paper" (NaN where the paper has no such mask or model).
+    """
     t5 = convit_table("table5").set_index("variant")
     t6 = convit_table("table6")
     out = []
@@ -93,7 +132,20 @@ def bridge(evolutions: Mapping[str, pd.DataFrame], nonlocality: Mapping[str, pd.
     """Per model and block: image-token and [CLS] identifiability (chapter 1's evolution
     frame; [CLS] empty where it does not exist yet), the heads' mean nonlocality, and the mean
     gate of the block for the models in ``gates`` ({label: :func:`convit.gates`}; empty for
-    MHSA blocks and models without gates)."""
+    MHSA blocks and models without gates).
+
+    Args:
+        evolutions: {model label: columns ``block``, ``token`` ("[CLS]" or "image") and
+            ``identifiability``} (:func:`vitcls_utils.analysis.identifiability.evolution`).
+        nonlocality: {model label: columns ``block``, ``head`` and ``distance`` (patches)}
+            (:func:`vitcls_utils.analysis.anatomy.attention_distances`), for every model of
+            ``evolutions``.
+        gates: {model label: columns ``layer``, ``head`` and ``gate``}, for the ConViTs only.
+    Returns:
+        DataFrame, a row per (model, block): ``model``, ``block`` (1-based),
+        ``image_identifiability``, ``cls_identifiability``, ``nonlocality`` (patches) and
+        ``gate`` (NaN where absent).
+    """
     out = []
     for label, curves in evolutions.items():
         mean_gate = (gates[label].groupby("layer").gate.mean() if label in gates
@@ -111,7 +163,14 @@ def bridge(evolutions: Mapping[str, pd.DataFrame], nonlocality: Mapping[str, pd.
 
 def bridge_wide(frame: pd.DataFrame) -> pd.DataFrame:
     """:func:`bridge` with one row per block and a column per (quantity, model), empty
-    columns (the DeiT's gate) left out: the page's table."""
+    columns (the DeiT's gate) left out: the page's table.
+
+    Args:
+        frame: :func:`bridge`'s frame.
+    Returns:
+        DataFrame indexed by ``block``, with two-level columns (quantity: "image tokens",
+        "[CLS]", "nonlocality", "mean gate"; model label), models in ``frame``'s order.
+    """
     names = {"image_identifiability": "image tokens", "cls_identifiability": "[CLS]",
              "nonlocality": "nonlocality", "gate": "mean gate"}
     wide = frame.pivot(index="block", columns="model", values=list(names))
@@ -121,7 +180,19 @@ def bridge_wide(frame: pd.DataFrame) -> pd.DataFrame:
 
 def sample_efficiency(runs: pd.DataFrame) -> pd.DataFrame:
     """Per fraction: the toy DeiT's and toy ConViT's top-1 and top-5 (mean over seeds), the
-    relative gap, and the paper's Table 2 at the same fraction."""
+    relative gap, and the paper's Table 2 at the same fraction.
+
+    Args:
+        runs: a row per (fraction, model, seed) with columns ``fraction``, ``key`` ("toy_deit"
+            or "toy_convit") and ``val_top1`` and ``val_top5`` (fractions in [0, 1]).
+    Returns:
+        DataFrame, a row per fraction both models reached: ``fraction``, "DeiT top-1, this run",
+        "ConViT top-1, this run", "gap (%), this run", "DeiT top-5, this run",
+        "ConViT top-5, this run" (%), then "DeiT-S top-1, paper", "ConViT-S top-1, paper" and
+        "gap (%), paper" (NaN where Table 2 has no such fraction).
+    Raises:
+        VitclsError: when no fraction has both models yet.
+    """
     paper = convit_table("table2").set_index("fraction")
     mean = runs.groupby(["fraction", "key"])[["val_top1", "val_top5"]].mean().unstack("key")
     pair = [("val_top1", k) for k in ("toy_deit", "toy_convit")]
@@ -152,7 +223,16 @@ def sample_efficiency(runs: pd.DataFrame) -> pd.DataFrame:
 # ----------------------------------------------------------------------------------------------
 def gating_sentence(gates: pd.DataFrame, key: str, level: float = 0.1) -> str:
     """Fig 6: how the mean gate per GPSA layer moves, the last layer still positional (mean
-    gate above ``level``), and the paper's printed gates of the nearest model beside it."""
+    gate above ``level``), and the paper's printed gates of the nearest model beside it.
+
+    Args:
+        gates: this run's gates, columns ``layer``, ``head`` and ``gate``
+            (:func:`vitcls_utils.analysis.convit.gates`).
+        key: the registry variant key the gates are of.
+        level: the mean gate above which a layer counts as still positional.
+    Returns:
+        A str of sentences for the chapter's page.
+    """
     per_layer = gates.groupby("layer").gate.mean()
     positional = [int(layer) for layer, g in per_layer.items() if g > level]
     theirs = paper_gates(key)
@@ -177,7 +257,18 @@ def masking_sentence(top1: pd.Series, convit_label: str, deit_label: str,
                      deepest: Optional[int]) -> str:
     """Tables 5 and 6: what zeroing the position embedding costs each model, what the ConViT
     keeps with content or position masked in its first ``deepest`` GPSA blocks, and the
-    paper's Ti numbers beside them (``top1``: indexed by (model, mask))."""
+    paper's Ti numbers beside them (``top1``: indexed by (model, mask)).
+
+    Args:
+        top1: top-1 (%) indexed by (model label, mask name), e.g. :func:`masking`'s
+            "top-1, this run" with index (``model``, ``mask``); needs the "unmasked" and
+            "position embedding zeroed" rows of both models.
+        convit_label: the ConViT's label in ``top1``.
+        deit_label: the DeiT's label in ``top1``.
+        deepest: the largest k whose "... masked, first k" masks were run; None: none.
+    Returns:
+        A str of sentences for the chapter's page.
+    """
     drop = {m: top1[(m, "unmasked")] - top1[(m, "position embedding zeroed")]
             for m in (convit_label, deit_label)}
     masked_all = [m for m in top1[convit_label].index
@@ -197,7 +288,16 @@ def masking_sentence(top1: pd.Series, convit_label: str, deit_label: str,
 
 
 def maps_sentence(layer: int, convit_local: np.ndarray, deit_local: np.ndarray) -> str:
-    """Fig 7: the spread of the heads' local attention mass in ``layer``, ConViT vs DeiT."""
+    """Fig 7: the spread of the heads' local attention mass in ``layer``, ConViT vs DeiT.
+
+    Args:
+        layer: the 1-based layer the masses are of.
+        convit_local: [heads] the ConViT's local attention mass per head
+            (:func:`vitcls_utils.analysis.convit.local_mass`).
+        deit_local: [heads] the same for the DeiT.
+    Returns:
+        A str sentence for the chapter's page.
+    """
     return (f"In layer {layer} the ConViT's heads put between {convit_local.min():.2f} and "
             f"{convit_local.max():.2f} of the query's attention within one patch of it, the "
             f"DeiT's between {deit_local.min():.2f} and {deit_local.max():.2f}: a spread of "
@@ -209,7 +309,20 @@ def bridge_sentence(frame: pd.DataFrame, masked: pd.DataFrame, convit_label: str
                     deit_label: str, n_gpsa: int, masks: Sequence[str]) -> str:
     """The identifiability bridge: where each model's image tokens reach 0.75, where they end,
     how a GPSA block's gate relates to its identifiability gain, and the last block under
-    the masks (``masks``: the names of the position-embedding, content and position masks)."""
+    the masks (``masks``: the names of the position-embedding, content and position masks).
+
+    Args:
+        frame: :func:`bridge`'s frame for the ConViT and the DeiT.
+        masked: the ConViT's per-block readout under the masks, columns ``mask``, ``block`` and
+            ``image_identifiability`` (:func:`vitcls_utils.analysis.convit.evaluate_masks` with
+            ``by_block``), including the "unmasked" mask.
+        convit_label: the ConViT's ``model`` label in ``frame``.
+        deit_label: the DeiT's ``model`` label in ``frame``.
+        n_gpsa: the ConViT's number of GPSA blocks (its first blocks).
+        masks: three mask names, in this order.
+    Returns:
+        A str of sentences for the chapter's page.
+    """
     from ..analysis.anatomy import rank_correlation
     from ..analysis.identifiability import first_block_reaching
 

@@ -135,3 +135,35 @@ def table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
                    for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def figure_png(view: Optional[np.ndarray], grid: Optional[np.ndarray], title: str,
+               vmax: float = 1.0, bars: Optional[Sequence[tuple]] = None) -> bytes:
+    """An explorer's frame: the view with a token grid drawn over it (or horizontal bars).
+
+    Args:
+        view: the image as the model sees it [H, W, 3], or None with ``bars``.
+        grid: per-token values [grid_h, grid_w], drawn from 0 to ``vmax``.
+        title: the frame's title.
+        vmax: the top of the colour scale.
+        bars: (name, value) pairs drawn as horizontal bars instead of an image.
+
+    Returns:
+        The frame as PNG bytes.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(3.2, 3.4) if bars is None else (3.6, 2.4), dpi=90)
+    ax = fig.subplots()
+    if bars is not None:
+        names, values = zip(*bars)
+        ax.barh(list(names)[::-1], list(values)[::-1], color="#00798c")
+        ax.set(title=title, xlabel="E · value")
+    else:
+        ax.imshow(view)
+        ax.imshow(grid, cmap="viridis", alpha=0.6, vmin=0, vmax=vmax,
+                  extent=(0, view.shape[1], view.shape[0], 0), interpolation="nearest")
+        ax.set(title=title, xticks=[], yticks=[])
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    return buffer.getvalue()

@@ -1,12 +1,8 @@
-"""Explorers built on ipywidgets: the class-space lens, explanation maps, and key-value memories.
+"""Explorers on ipywidgets: the class-space lens, explanation maps and key-value memories.
 
-Each explorer reads what the notebooks already made (a store, the model) and keeps one
-selection. Work is done when the image or class changes (one forward pass for one image);
-sliders over blocks, sites, heads and tokens only index what is there. Each has a function
-API that tests drive: ``set(...)`` to move the controls and ``shown()`` for what is on screen;
-``widget`` builds the ipywidgets view (Jupyter, JupyterLab, VS Code, Colab) and ``twin()`` its
-static HTML twin for the book. :func:`show` picks the one that fits where it runs.
-"""
+Each keeps one selection; it computes (one forward pass) only when the image or class changes,
+sliders index what is there. Tests drive ``set(...)``/``shown()``; ``widget`` is the live view
+(Jupyter, VS Code, Colab), ``twin()`` its static HTML for the book; :func:`show` picks one."""
 from __future__ import annotations
 
 import os
@@ -14,10 +10,9 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .explorer_twins import Twin, data_url, table
+from .explorer_twins import Twin, data_url, figure_png, table
 
-#: set by the notebook runner in its kernels: the page is for the book, which has no kernel
-BOOK_ENV = "VITCLS_BOOK"
+BOOK_ENV = "VITCLS_BOOK"  #: set by the runner in its kernels: a book page (the book has no kernel)
 SITE_KINDS = ("resid_post", "attn_out", "mlp_out")
 
 
@@ -34,8 +29,7 @@ class Explorer:
 
     @property
     def model(self):
-        """The model, loaded on first use when a loader (a function) was given: a twin made
-        from the store alone needs no weights."""
+        """The model, loaded on first use from a loader function (a store-only twin needs none)."""
         if callable(self._model) and not hasattr(self._model, "blocks"):
             self._model = self._model()
         return self._model
@@ -90,7 +84,15 @@ class Explorer:
         return ""
 
 def show(explorer: Explorer) -> None:
-    """Display the live explorer, or its static twin in a run made for the book."""
+    """Display the live explorer, or its static twin in a run made for the book.
+
+    Args:
+        explorer: a :class:`ClassSpaceLens`, :class:`ExplanationExplorer` or
+            :class:`MemoryExplorer`.
+
+    Returns:
+        None: the widget (or, under ``VITCLS_BOOK``, the twin's HTML) is displayed.
+    """
     from IPython.display import HTML, display
 
     display(HTML(explorer.twin()) if os.environ.get(BOOK_ENV) else explorer.widget)
@@ -106,41 +108,16 @@ def distinct_classes(store, rows: Sequence[int], n: int) -> List[int]:
     return (first + rest)[:n]
 
 
-def _png(view: Optional[np.ndarray], grid: Optional[np.ndarray], title: str, vmax: float = 1.0,
-         bars: Optional[Sequence[tuple]] = None) -> bytes:
-    """The view with a token grid drawn over it (or horizontal bars), as PNG bytes."""
-    import io
-
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(3.2, 3.4) if bars is None else (3.6, 2.4), dpi=90)
-    ax = fig.subplots()
-    if bars is not None:
-        names, values = zip(*bars)
-        ax.barh(list(names)[::-1], list(values)[::-1], color="#00798c")
-        ax.set(title=title, xlabel="E · value")
-    else:
-        ax.imshow(view)
-        ax.imshow(grid, cmap="viridis", alpha=0.6, vmin=0, vmax=vmax,
-                  extent=(0, view.shape[1], view.shape[0], 0), interpolation="nearest")
-        ax.set(title=title, xticks=[], yticks=[])
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", bbox_inches="tight")
-    return buffer.getvalue()
-
-
 class ClassSpaceLens(Explorer):
     """Image x block x site x class: the image's token grid coloured by the class's
     identifiability (1 - rank / C), and one token's top-5 classes with their logits.
 
     Args:
-        model: the variant's model (from ``load_variant``), read only, or a function that loads
-            it (called only for the live view).
+        model: the variant's model (``load_variant``), or a function loading it for the live view.
         store: its store (a :class:`~vitcls_utils.stores.reader.Store`), for the images and labels.
         stimuli: the dataset the store indexes.
         class_names: a name per class.
-        rows: the store rows offered (default: 24, one per class first).
-    """
+        rows: the store rows offered (default: 24, one per class first)."""
 
     def __init__(self, model, store, stimuli, class_names: Sequence[str],
                  rows: Optional[Sequence[int]] = None) -> None:
@@ -205,7 +182,7 @@ class ClassSpaceLens(Explorer):
 
     def figure_png(self) -> bytes:
         s = self.shown()
-        return _png(s["view"], s["identifiability"],
+        return figure_png(s["view"], s["identifiability"],
                     f"{s['class']}: block {s['block']}, {s['site']}")
 
     def table_html(self) -> str:
@@ -239,7 +216,11 @@ class ClassSpaceLens(Explorer):
 
 class ExplanationExplorer(Explorer):
     """Image x block x head x class vs an alternative class: the paper's class-space map of
-    that block and head (heads summed at ``head="sum"``) beside Chefer's gradient rollout."""
+    that block and head (heads summed at ``head="sum"``) beside Chefer's gradient rollout.
+
+    Args:
+        model, store, stimuli, class_names, rows: as for :class:`ClassSpaceLens`.
+        paper: the authors' loss (double softmax on the attention sub-layer's output, B12)."""
 
     def __init__(self, model, store, stimuli, class_names: Sequence[str],
                  rows: Optional[Sequence[int]] = None, paper: bool = True) -> None:
@@ -302,7 +283,7 @@ class ExplanationExplorer(Explorer):
     def figure_png(self) -> bytes:
         s = self.shown()
         scaled = s["map"] / (np.abs(s["map"]).max() or 1)
-        return _png(s["view"], np.clip(scaled, 0, 1),
+        return figure_png(s["view"], np.clip(scaled, 0, 1),
                     f"{s['class']}: block {s['block']}, head {s['head']}")
 
     def table_html(self) -> str:
@@ -335,7 +316,13 @@ class ExplanationExplorer(Explorer):
 
 class MemoryExplorer(Explorer):
     """Block x layer x memory: the classes a value vector promotes most (E · W), and the
-    images whose tokens use that memory most (the store's top key indices)."""
+    images whose tokens use that memory most (the store's top key indices).
+
+    Args:
+        memories: the model's :class:`~vitcls_utils.analysis.memories.Memories`.
+        store: its store with top key indices (``NotebookRun.memory_store()``).
+        class_names: a name per class.
+        n_memories: how many of each block and layer's strongest memories the twin shows."""
 
     def __init__(self, memories, store, class_names: Sequence[str], n_memories: int = 8) -> None:
         if store.key_mlp is None:
@@ -371,7 +358,7 @@ class MemoryExplorer(Explorer):
 
     def figure_png(self) -> bytes:
         s = self.shown()
-        return _png(None, None, f"block {s['block']} {s['layer']} memory {s['memory']}",
+        return figure_png(None, None, f"block {s['block']} {s['layer']} memory {s['memory']}",
                     bars=s["classes"])
 
     def table_html(self) -> str:

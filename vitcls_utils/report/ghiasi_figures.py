@@ -16,7 +16,18 @@ MODE_LABELS = {"isolate": "[CLS] isolated up to L", "drop": "patches dropped aft
 def isolation_figure(sweep: pd.DataFrame, paper: Optional[Dict[str, pd.DataFrame]] = None,
                      title: str = "", paper_label: str = "paper") -> plt.Figure:
     """Top-1 (%) against L for both interventions (solid), the paper's logged sweeps beside
-    them (hollow markers, their model)."""
+    them (hollow markers, their model).
+
+    Args:
+        sweep: :func:`vitcls_utils.analysis.cls_isolation.sweep`: a row per (mode, L) with
+            columns ``mode`` ("isolate" or "drop"), ``L`` and ``top1`` (%).
+        paper: {mode: the paper's logged sweep, columns ``L`` and ``top1``}, as from
+            :func:`ghiasi_tables.paper_sweeps`; None: not drawn.
+        title: the axes' title.
+        paper_label: names the paper's curves in the legend.
+    Returns:
+        A Figure with one axes: top-1 against L, one colour per intervention.
+    """
     fig, ax = plt.subplots(figsize=(8.2, 3.6))
     colours = dict(zip(MODE_LABELS, sns.color_palette("colorblind", 2)))
     for mode, rows in sweep.groupby("mode", sort=False):
@@ -34,7 +45,16 @@ def isolation_figure(sweep: pd.DataFrame, paper: Optional[Dict[str, pd.DataFrame
 
 
 def heatmap_figure(heat: np.ndarray, title: str = "", label: str = "top-1 (%)") -> plt.Figure:
-    """Ghiasi's Fig. 7: the head's accuracy on each patch position of the last block."""
+    """Ghiasi's Fig. 7: the head's accuracy on each patch position of the last block.
+
+    Args:
+        heat: [rows, cols] accuracy (%) of each patch position (``PatchReadout.heatmap()``);
+            annotated with its values up to 8 rows.
+        title: the axes' title.
+        label: the colour bar's label.
+    Returns:
+        A Figure with one square heatmap and its colour bar.
+    """
     heat = np.asarray(heat)
     fig, ax = plt.subplots(figsize=(4.2, 3.6))
     sns.heatmap(heat, ax=ax, cmap="viridis", square=True, cbar_kws={"label": label},
@@ -47,7 +67,15 @@ def heatmap_figure(heat: np.ndarray, title: str = "", label: str = "top-1 (%)") 
 
 def fgbg_figure(frame: pd.DataFrame, title: str = "") -> plt.Figure:
     """Table 2 as bars: per model, foreground and background top-5 as % of the full image's,
-    this run's models and the paper's."""
+    this run's models and the paper's.
+
+    Args:
+        frame: :func:`ghiasi_tables.table2`: columns ``model``, ``source``, ``foreground`` and
+            ``background`` (top-5 as % of the full image's).
+        title: the axes' title.
+    Returns:
+        A Figure with one axes: bars per model, foreground and background side by side.
+    """
     long = frame.melt(id_vars=["model", "source"], value_vars=["foreground", "background"],
                       var_name="input", value_name="normalised top-5")
     fig, ax = plt.subplots(figsize=(max(4.5, 0.75 * frame.model.nunique() + 2), 3.6))
@@ -64,7 +92,15 @@ def fgbg_figure(frame: pd.DataFrame, title: str = "") -> plt.Figure:
 
 def lowpass_figure(frame: pd.DataFrame, title: str = "") -> plt.Figure:
     """Ghiasi's Fig. 16: top-1 against the low-pass cutoff (cycles per image, largest first),
-    one line per model; the unfiltered image at the left."""
+    one line per model; the unfiltered image at the left.
+
+    Args:
+        frame: :func:`ghiasi_tables.lowpass_frame`: columns ``model``, ``cutoff`` (cycles per
+            image; NaN: the full image) and ``top1`` (%).
+        title: the axes' title.
+    Returns:
+        A Figure with one axes: top-1 against the cutoff, one line per model.
+    """
     fig, ax = plt.subplots(figsize=(5.6, 3.6))
     order = sorted(frame.cutoff.dropna().unique(), reverse=True)
     positions = {c: i + 1 for i, c in enumerate(order)}
@@ -82,7 +118,18 @@ def lowpass_figure(frame: pd.DataFrame, title: str = "") -> plt.Figure:
 def block_curves_figure(frame: pd.DataFrame, condition: str, title: str = "",
                         chance: Optional[float] = 0.5) -> plt.Figure:
     """The bridges: per block, [CLS] (left) and image-token (right) class identifiability,
-    one line per ``condition`` (an L: shades of one colour; an edit: distinct colours)."""
+    one line per ``condition`` (an L: shades of one colour; an edit: distinct colours).
+
+    Args:
+        frame: a row per (condition, block): ``block``, the ``condition`` column,
+            ``cls_identifiability`` and ``image_identifiability`` (a column all NaN gets no
+            panel), e.g. :func:`vitcls_utils.analysis.cls_isolation.identifiability_by_block`.
+        condition: the column a line stands for ("L" or "edit").
+        title: the figure's suptitle.
+        chance: the identifiability drawn as a dashed line; None: none.
+    Returns:
+        A Figure with one or two panels sharing the y axis ([CLS], image tokens), one legend.
+    """
     columns = [c for c in ("cls_identifiability", "image_identifiability")
                if frame[c].notna().any()]
     fig, axes = plt.subplots(1, len(columns), figsize=(4.0 * len(columns) + 1.6, 3.5),
@@ -109,7 +156,16 @@ def block_curves_figure(frame: pd.DataFrame, condition: str, title: str = "",
 def unit_figure(rows: Sequence[dict], n_top: int = 4) -> plt.Figure:
     """Ghiasi's Fig. 1/3: per unit, its visualisation, its top images and the patch activation
     map on the best one; each dict holds ``image`` [3, S, S], ``top`` (views), ``map``
-    [rows, cols], ``title`` and, optionally, a ``caption`` shown under the picture."""
+    [rows, cols], ``title`` and, optionally, a ``caption`` shown under the picture.
+
+    Args:
+        rows: a dict per unit (:func:`vitcls_utils.analysis.featureviz.unit_panels`): ``image``
+            [3, S, S] in [0, 1], ``top`` [n][H, W, 3] views, ``map`` [rows, cols], ``title``;
+            optional ``top_titles`` [n] str and ``caption``.
+        n_top: top images shown per unit.
+    Returns:
+        A Figure with a row per unit: its visualisation, ``n_top`` top images, the map.
+    """
     cols = 2 + n_top
     captions = any(row.get("caption") for row in rows)
     fig, axes = plt.subplots(len(rows), cols,
@@ -138,7 +194,16 @@ def unit_figure(rows: Sequence[dict], n_top: int = 4) -> plt.Figure:
 
 def rate_figure(frame: pd.DataFrame, title: str = "") -> plt.Figure:
     """Per block, the share (%) of image tokens (and of [CLS]) whose class projection ranks the
-    true class first: the per-patch head readout at every depth."""
+    true class first: the per-patch head readout at every depth.
+
+    Args:
+        frame: a row per block with columns ``block``, ``image_top1`` and ``cls_top1`` (%; all
+            NaN: no [CLS] line), e.g. one L of
+            :func:`vitcls_utils.analysis.cls_isolation.identifiability_by_block`.
+        title: the axes' title.
+    Returns:
+        A Figure with one axes: the rates against block.
+    """
     fig, ax = plt.subplots(figsize=(5.6, 3.4))
     ax.plot(frame.block, frame.image_top1, marker="o", ms=4, label="image tokens (mean)")
     if frame.cls_top1.notna().any():
@@ -152,7 +217,15 @@ def rate_figure(frame: pd.DataFrame, title: str = "") -> plt.Figure:
 
 def agreement_figure(frame: pd.DataFrame, title: str = "") -> plt.Figure:
     """Per block, how often a strong unit's top stimuli are of a class its value vector
-    promotes (the model; the random control dashed; chance grey)."""
+    promotes (the model; the random control dashed; chance grey).
+
+    Args:
+        frame: :func:`ghiasi_tables.agreement_by_block`: columns ``block``, ``agreement``,
+            ``chance`` and, optionally, ``control`` (shares in [0, 1]).
+        title: the axes' title.
+    Returns:
+        A Figure with one axes: agreement against block.
+    """
     fig, ax = plt.subplots(figsize=(5.6, 3.4))
     ax.plot(frame.block, frame.agreement, marker="o", ms=4, label="this model")
     if "control" in frame:

@@ -23,13 +23,33 @@ PAPER_LABEL = "paper: ViT-B/16-384, ImageNet val"
 
 
 def paper_sweeps(variant: str = PAPER_MODEL) -> Dict[str, pd.DataFrame]:
-    """The repository logs' top-1 against L, per intervention."""
+    """The repository logs' top-1 against L, per intervention.
+
+    Args:
+        variant: the registry key of the logged model.
+    Returns:
+        {"isolate": frame, "drop": frame}, each with columns ``L`` and ``top1`` (%); empty
+        where the logs have none.
+    """
     return {mode: paper.ghiasi_sweep(mode, variant) for mode in ("isolate", "drop")}
 
 
 def table1(sweep: pd.DataFrame, readout: PatchReadout, depth: int) -> pd.DataFrame:
     """Table 1 (natural, [CLS] isolated up to block depth - 1, Patch Average, Patch Maximum)
-    and the pooled token, this run's top-1/top-5 beside the paper's."""
+    and the pooled token, this run's top-1/top-5 beside the paper's.
+
+    Args:
+        sweep: :func:`vitcls_utils.analysis.cls_isolation.sweep`: columns ``mode``, ``L``,
+            ``top1`` and ``top5`` (%), with an "isolate" row at L = depth - 1.
+        readout: the last block's per-patch readout
+            (:func:`vitcls_utils.analysis.patch_readout.patch_readout`).
+        depth: the model's number of blocks.
+    Returns:
+        DataFrame, a row per quantity: ``quantity``, "top-1, this run", "top-5, this run",
+        "top-1, paper" and "top-5, paper" (%; empty where the paper reports none).
+    Raises:
+        VitclsError: when the sweep has no isolation at L = depth - 1.
+    """
     isolated = sweep[(sweep["mode"] == "isolate") & (sweep.L == depth - 1)]
     if isolated.empty:
         raise VitclsError(f"the sweep has no isolation at L = {depth - 1} (depth - 1), the "
@@ -55,7 +75,18 @@ def table2(results: Dict[str, pd.DataFrame], with_paper: bool = True) -> pd.Data
     """Table 2: per model the full images' top-5 and the foreground and background top-5 as % of
     it, and the raw top-1 of each input (from
     :func:`vitcls_utils.analysis.stimulus_edits.evaluate_edits` accuracies), then the paper's
-    rows (top-1 from their log)."""
+    rows (top-1 from their log).
+
+    Args:
+        results: {model label: a row per edit with columns ``edit`` ("full", "foreground",
+            "background"), ``top1`` and ``top5`` (%)}, the "accuracy" frame of
+            :func:`vitcls_utils.analysis.stimulus_edits.evaluate_edits`.
+        with_paper: append the paper's rows.
+    Returns:
+        DataFrame, a row per model: ``model``, ``source``, ``full`` (top-5, %), ``foreground``
+        and ``background`` (top-5, % of ``full``'s), "top-1 full", "top-1 foreground" and
+        "top-1 background" (%).
+    """
     from ..analysis.foreground_background import table2_row
 
     rows = []
@@ -77,7 +108,13 @@ def table2(results: Dict[str, pd.DataFrame], with_paper: bool = True) -> pd.Data
 
 def default_cutoffs(image_size: int) -> Tuple[float, ...]:
     """Low-pass cutoffs in cycles per image: the book's ImageNet sweep where the image is
-    large enough, else a sweep from the image's Nyquist frequency halving down to 3."""
+    large enough, else a sweep from the image's Nyquist frequency halving down to 3.
+
+    Args:
+        image_size: the side of the model's input in pixels.
+    Returns:
+        The cutoffs (cycles per image), largest first, a tuple.
+    """
     nyquist = image_size // 2
     if nyquist >= max(IMAGENET_CUTOFFS):
         return IMAGENET_CUTOFFS
@@ -90,21 +127,45 @@ def default_cutoffs(image_size: int) -> Tuple[float, ...]:
 
 def lowpass_frame(results: Dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Top-1 and top-5 against the cutoff, one block of rows per model (NaN cutoff: the full
-    image)."""
+    image).
+
+    Args:
+        results: {model label: the "accuracy" frame of
+            :func:`vitcls_utils.analysis.stimulus_edits.evaluate_edits` over low-pass edits,
+            columns ``edit``, ``cutoff``, ``top1`` and ``top5`` (%)}.
+    Returns:
+        DataFrame with columns ``model``, ``edit``, ``cutoff``, ``top1`` and ``top5``.
+    """
     return pd.concat([frame.assign(model=model)[["model", "edit", "cutoff", "top1", "top5"]]
                       for model, frame in results.items()], ignore_index=True)
 
 
 def pick_units(top, blocks: Sequence[int], per_block: int = 1) -> List[Tuple[int, int]]:
     """(0-based block, unit) pairs: the units of each block whose best image excites them most
-    above their mean (:func:`vitcls_utils.analysis.featureviz.strongest_units`)."""
+    above their mean (:func:`vitcls_utils.analysis.featureviz.strongest_units`).
+
+    Args:
+        top: the top images of every unit (:func:`vitcls_utils.analysis.featureviz.top_images`).
+        blocks: 0-based blocks, each among ``top.blocks``.
+        per_block: units picked per block.
+    Returns:
+        A list of (0-based block, unit) tuples, block by block.
+    """
     from ..analysis.featureviz import strongest_units
 
     return [(b, u) for b in blocks for u in strongest_units(top, b, per_block)]
 
 
 def spread_blocks(depth: int, n: int = 3) -> List[int]:
-    """``n`` 0-based blocks spread from early to late (the paper: textures, parts, objects)."""
+    """``n`` 0-based blocks spread from early to late (the paper: textures, parts, objects).
+
+    Args:
+        depth: the model's number of blocks.
+        n: how many blocks to pick.
+    Returns:
+        The sorted 0-based blocks, a list (all blocks where ``n`` >= ``depth``; the last where
+        ``n`` is 1).
+    """
     if n >= depth:
         return list(range(depth))
     return sorted({round(i * (depth - 1) / (n - 1)) for i in range(n)}) if n > 1 else [depth - 1]
@@ -112,7 +173,16 @@ def spread_blocks(depth: int, n: int = 3) -> List[int]:
 
 def units_parameter(units: Optional[Sequence[Sequence[int]]], depth: int
                     ) -> Optional[List[Tuple[int, int]]]:
-    """A notebook's ``units`` ([(1-based block, unit), ...] or None) as 0-based pairs."""
+    """A notebook's ``units`` ([(1-based block, unit), ...] or None) as 0-based pairs.
+
+    Args:
+        units: (1-based block, FFN unit) pairs; None: let the notebook pick.
+        depth: the model's number of blocks.
+    Returns:
+        A list of (0-based block, unit) tuples, or None where ``units`` is None.
+    Raises:
+        VitclsError: for an item that is not a pair or a block outside 1..depth.
+    """
     if units is None:
         return None
     pairs = []
@@ -127,7 +197,16 @@ def units_parameter(units: Optional[Sequence[Sequence[int]]], depth: int
 
 
 def patch_table(readout: PatchReadout) -> pd.DataFrame:
-    """The per-patch readout's Table 1 columns and the pooled token, beside the paper's."""
+    """The per-patch readout's Table 1 columns and the pooled token, beside the paper's.
+
+    Args:
+        readout: the last block's per-patch readout
+            (:func:`vitcls_utils.analysis.patch_readout.patch_readout`).
+    Returns:
+        DataFrame, a row per quantity (the model's output, Patch Average, Patch Maximum, the
+        pooled token): ``quantity``, "top-1, this run", "top-5, this run", "top-1, paper" and
+        "top-5, paper" (%; empty where the paper reports none).
+    """
     summary = readout.summary()
     rows = []
     for quantity, label in (("natural", "the model's output"), ("patch_average", "Patch Average"),
@@ -144,7 +223,17 @@ def patch_table(readout: PatchReadout) -> pd.DataFrame:
 def drop_vs_identifiable(drop: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     """Bridge 2: per L, the top-1 (%) of [CLS] run alone after block L, beside the rate (%) at
     which the natural model's [CLS] at block L ranks the true class first (L = 0: the
-    embedding, not read)."""
+    embedding, not read).
+
+    Args:
+        drop: :func:`vitcls_utils.analysis.cls_isolation.sweep` with "drop" rows: columns
+            ``mode``, ``L`` and ``top1`` (%).
+        curves: :func:`vitcls_utils.analysis.cls_isolation.identifiability_by_block` including
+            L = 0: columns ``L``, ``block`` and ``cls_top1`` (%).
+    Returns:
+        DataFrame, a row per L: ``L``, "drop patches after L: top-1" and
+        "[CLS] at block L: rank 0" (%; NaN where the block was not read).
+    """
     natural = curves[curves.L == 0].set_index("block").cls_top1
     rows = drop[drop["mode"] == "drop"].sort_values("L")
     return pd.DataFrame({"L": rows.L.to_numpy(),
@@ -156,7 +245,16 @@ def drop_vs_identifiable(drop: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFra
 def last_block_table(result: Dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Per edit, the model's top-1 and the last block's identifiability of [CLS] and of the
     image tokens (from :func:`vitcls_utils.analysis.stimulus_edits.evaluate_edits` with
-    ``by_block``)."""
+    ``by_block``).
+
+    Args:
+        result: :func:`vitcls_utils.analysis.stimulus_edits.evaluate_edits` with ``by_block``:
+            {"accuracy": columns ``edit`` and ``top1``, "blocks": columns ``edit``, ``block``,
+            ``cls_identifiability`` and ``image_identifiability``}.
+    Returns:
+        DataFrame, a row per edit: ``edit``, "top-1" (%), "[CLS]" and "image tokens"
+        (identifiability in [0, 1] at the last block).
+    """
     blocks = result["blocks"]
     last = blocks[blocks.block == blocks.block.max()].set_index("edit")
     accuracy = result["accuracy"].set_index("edit")
@@ -170,7 +268,16 @@ def agreement_by_block(scored: pd.DataFrame, control: Optional[pd.DataFrame] = N
                        ) -> pd.DataFrame:
     """Mean agreement of value vectors and top stimuli per block (from
     :func:`vitcls_utils.analysis.featureviz.memory_agreement`), the control's beside it, and
-    chance."""
+    chance.
+
+    Args:
+        scored: a row per unit with columns ``block``, ``agreement`` and ``chance``
+            (:func:`strong_unit_agreement`).
+        control: the same for the random-init control; None: no ``control`` column.
+    Returns:
+        DataFrame, a row per block: ``block``, ``agreement``, ``chance`` and, with a control,
+        ``control`` (shares in [0, 1]).
+    """
     out = scored.groupby("block").agg(agreement=("agreement", "mean"), chance=("chance", "first"))
     if control is not None:
         out["control"] = control.groupby("block").agreement.mean()
@@ -180,7 +287,21 @@ def agreement_by_block(scored: pd.DataFrame, control: Optional[pd.DataFrame] = N
 def strong_unit_agreement(model, dataset, class_names: Sequence[str], per_block: int, k: int,
                           top=None) -> pd.DataFrame:
     """G11 for the ``per_block`` strongest units of every block: the agreement of each unit's
-    top-``k`` stimuli with its value vector's k classes (``top``: a pass already made)."""
+    top-``k`` stimuli with its value vector's k classes (``top``: a pass already made).
+
+    Args:
+        model: a loaded ViT with a class head.
+        dataset: the labelled stimuli.
+        class_names: a name per class.
+        per_block: units scored per block.
+        k: top images per unit, and classes per value vector.
+        top: :func:`vitcls_utils.analysis.featureviz.top_images` of this model and dataset
+            with the same ``k``; None: made here (one pass over the data).
+    Returns:
+        DataFrame, a row per unit
+        (:func:`vitcls_utils.analysis.featureviz.memory_agreement`): ``block`` (1-based),
+        ``unit``, "value vector's classes", "top images' classes", ``agreement`` and ``chance``.
+    """
     from ..analysis.featureviz import memory_agreement, top_images
 
     top = top if top is not None else top_images(model, dataset, k=k)
@@ -193,7 +314,16 @@ def isolation_sentence(table: pd.DataFrame, sweep: pd.DataFrame, depth: int,
     """Table 1 in words: what isolating [CLS] up to the second-to-last block keeps of the
     natural top-1 (the paper's share beside it), where dropping the patches first holds half
     of it, and [CLS] isolated up to the last block against chance (``table``: :func:`table1`;
-    ``sweep``: :func:`vitcls_utils.analysis.cls_isolation.sweep`)."""
+    ``sweep``: :func:`vitcls_utils.analysis.cls_isolation.sweep`).
+
+    Args:
+        table: :func:`table1`'s frame (its second row the isolation at L = depth - 1).
+        sweep: both modes, "isolate" up to L = depth and "drop".
+        depth: the model's number of blocks.
+        num_classes: the number of classes, for chance.
+    Returns:
+        A str of sentences for the chapter's page.
+    """
     top1, paper_top1 = (table.set_index("quantity")[c] for c in ("top-1, this run",
                                                                  "top-1, paper"))
     kept = 100 * top1.iloc[1] / top1["natural"]

@@ -58,19 +58,33 @@ class NotebookRun:
                     device=self.device, results_dir=self.results_dir, seed=self.seed)
 
     def store(self, **kwargs):
-        """The variant's store (see :func:`vitcls_utils.stores.extraction.store_for`)."""
+        """The variant's store (see :func:`vitcls_utils.stores.extraction.store_for`).
+
+        Args:
+            **kwargs: passed on to ``store_for`` (e.g. ``kinds``, ``key_topk``, ``perturbation``).
+        Returns:
+            The :class:`~vitcls_utils.stores.reader.Store`, read or extracted."""
         from ..stores.extraction import store_for
 
         return store_for(self.variant, weights=self.weights, **self._data(), **kwargs)
 
     def control_store(self, **kwargs):
-        """The random control's store on the same stimuli."""
+        """The random control's store on the same stimuli.
+
+        Args:
+            **kwargs: passed on to ``store_for``, as for :meth:`store`.
+        Returns:
+            The control's :class:`~vitcls_utils.stores.reader.Store`."""
         from ..stores.extraction import store_for
 
         return store_for(self.control_key, **self._data(), **kwargs)
 
     def memory_store(self):
-        """The store chapter 3 reads: every site kind and the top key indices."""
+        """The store chapter 3 reads: every site kind and the top key indices.
+
+        Returns:
+            The variant's :class:`~vitcls_utils.stores.reader.Store`, with ``key_mlp`` and
+            ``key_attn``."""
         from ..analysis.memories import KEY_TOPK, KINDS
 
         return self.store(kinds=KINDS, key_topk=KEY_TOPK)
@@ -112,14 +126,24 @@ class NotebookRun:
 
     def models_beside(self, baselines: Optional[Sequence[str]] = None) -> Dict[str, object]:
         """{label: model} of this ViT and the CNNs set beside it (``baselines``, keys; None:
-        the one of :meth:`baseline_key`), in that order."""
+        the one of :meth:`baseline_key`), in that order.
+
+        Args:
+            baselines: CNN registry keys; None: the default CNN.
+        Returns:
+            A dict {label: loaded model}, this ViT first."""
         keys = [self.baseline_key(k) for k in (baselines or [None])]
         return {self.label: self.model,
                 **{get_variant(k).label: self.baseline_model(k) for k in keys}}
 
     def partner_key(self) -> str:
         """The DeiT chapter 7 sets beside this ConViT (same size, recipe and data): toy_convit
-        -> toy_deit, convit_<size> -> deit_<size>; a random control gets the DeiT's control."""
+        -> toy_deit, convit_<size> -> deit_<size>; a random control gets the DeiT's control.
+
+        Returns:
+            The DeiT's registry key, a str.
+        Raises:
+            VitclsError: when this variant is not a ConViT."""
         if self.spec.family != "convit":
             raise VitclsError(f"{self.variant} is not a ConViT: chapter 7 reads a ConViT, with "
                               "the DeiT of its size beside it (`vitcls variants`)")
@@ -127,39 +151,69 @@ class NotebookRun:
         return get_variant(key).random_key if self.spec.random else key
 
     def partner_model(self, weights: Optional[str] = None):
-        """The DeiT of :meth:`partner_key`, loaded (``weights``: its checkpoint file)."""
+        """The DeiT of :meth:`partner_key`, loaded (``weights``: its checkpoint file).
+
+        Args:
+            weights: the DeiT's checkpoint file; None: its published weights.
+        Returns:
+            The loaded DeiT (a timm model on the run's device)."""
         from ..model.loading import load_variant
 
         return load_variant(self.partner_key(), weights=weights, device=self.device,
                             seed=self.seed)
 
     def partner_store(self, weights: Optional[str] = None, **kwargs):
-        """The DeiT's store on the same stimuli."""
+        """The DeiT's store on the same stimuli.
+
+        Args:
+            weights: the DeiT's checkpoint file; None: its published weights (or an existing store).
+            **kwargs: passed on to ``store_for``, as for :meth:`store`.
+        Returns:
+            The DeiT's :class:`~vitcls_utils.stores.reader.Store`."""
         from ..stores.extraction import store_for
 
         return store_for(self.partner_key(), weights=weights, **self._data(), **kwargs)
 
     def memories(self):
-        """The variant's value projections (from its weights)."""
+        """The variant's value projections (from its weights).
+
+        Returns:
+            A :class:`~vitcls_utils.analysis.memories.Memories` (``projection[layer][b]``:
+            [C, M])."""
         from ..analysis.memories import memories_for
 
         return memories_for(self.variant, seed=self.seed, weights=self.weights)
 
     def control_memories(self):
-        """The random control's value projections."""
+        """The random control's value projections.
+
+        Returns:
+            The control's :class:`~vitcls_utils.analysis.memories.Memories`."""
         from ..analysis.memories import memories_for
 
         return memories_for(self.control_key, seed=self.seed)
 
     def image(self, index: int, model=None):
         """Stimulus ``index`` preprocessed as the variant reads it: [1, 3, H, W] on the device
-        of ``model`` (default: the variant's)."""
+        of ``model`` (default: the variant's).
+
+        Args:
+            index: the stimulus's position in :meth:`stimuli`.
+            model: a loaded model whose device is used; None: :attr:`model` (loads it).
+        Returns:
+            A float tensor [1, 3, H, W], normalised."""
         model = self.model if model is None else model
         return self.spec.preprocess(self.stimuli().load(index)[0])[None].to(
             next(model.parameters()).device)
 
     def stimuli(self, n_per_class: Optional[int] = None, split: Optional[str] = None):
-        """The dataset, as the stores index it."""
+        """The dataset, as the stores index it.
+
+        Args:
+            n_per_class: images per class; None: the run's ``n_per_class``.
+            split: the dataset's split; None: its default.
+        Returns:
+            The labelled image dataset (``load(i)`` -> (PIL image, label))."""
         from ..datasets.kinds import build_dataset
         from ..stores.stimulus_cache import use
 
@@ -184,7 +238,19 @@ class NotebookRun:
     def fewshot_features(self, shots, tokens=None, patch=None, pool_dir: Optional[str] = None,
                          pool_per_class: int = 25):
         """(pool features, test features, usable shots) for the few-shot probes: the pool of
-        :meth:`fewshot_pool` and the stimuli in one pass each; prints what was used."""
+        :meth:`fewshot_pool` and the stimuli in one pass each; prints what was used.
+
+        Args:
+            shots: k-shot counts to try (images per class).
+            tokens: token choices among "cls", "mean", "patch"; None: all the model has.
+            patch: the "patch" choice's index among the patches; None: the centre one.
+            pool_dir: ImageNet train images (``<wnid>/<image>``); None: the dataset's pool.
+            pool_per_class: images per class taken from ``pool_dir`` or the toy's train split.
+        Returns:
+            (pool :class:`~vitcls_utils.analysis.fewshot.Features`, test ``Features``, the shots
+            every class of the pool can give, a list).
+        Raises:
+            VitclsError: when no shot count is usable."""
         from ..analysis import fewshot
 
         pool, test = self.fewshot_pool(pool_dir, pool_per_class), self.stimuli()
@@ -200,7 +266,13 @@ class NotebookRun:
         return train, tested, usable
 
     def setting(self, name: str, value=None):
-        """``value`` when the notebook sets it, else the profile's setting ``name``."""
+        """``value`` when the notebook sets it, else the profile's setting ``name``.
+
+        Args:
+            name: a :class:`~vitcls_utils.report.profiles.Profile` field, e.g. "n_random".
+            value: the notebook's own value; None: the profile's.
+        Returns:
+            The setting's value."""
         from .profiles import setting
 
         chosen = setting(self.profile, name, value)
@@ -212,7 +284,14 @@ class NotebookRun:
 
 def glue(name: str, value, display: bool = True) -> None:
     """myst-nb's ``glue`` (a value the book's prose quotes by name), or nothing where myst-nb
-    is not installed (Colab, a plain Jupyter): there the value is only shown when ``display``."""
+    is not installed (Colab, a plain Jupyter): there the value is only shown when ``display``.
+
+    Args:
+        name: the key the book's prose quotes.
+        value: anything myst-nb can glue (a number, a DataFrame, Markdown, a Figure).
+        display: also show it in the notebook's output.
+    Returns:
+        None."""
     try:
         from myst_nb import glue as myst_glue
     except ImportError:
@@ -226,7 +305,13 @@ def glue(name: str, value, display: bool = True) -> None:
 
 def glue_text(name: str, text: str) -> None:
     """A sentence generated from this run's numbers, glued for the page's prose
-    (``{glue:md}`name```) and not shown in the notebook's own output."""
+    (``{glue:md}`name```) and not shown in the notebook's own output.
+
+    Args:
+        name: the key the page quotes.
+        text: the sentence, Markdown.
+    Returns:
+        None."""
     from IPython.display import Markdown
 
     glue(name, Markdown(text), display=False)
@@ -234,7 +319,16 @@ def glue_text(name: str, text: str) -> None:
 
 def setup(variant: str, **parameters) -> NotebookRun:
     """The notebook's parameters -> a :class:`NotebookRun`; applies the plot theme. Unknown
-    variants and profiles fail here, before any work."""
+    variants and profiles fail here, before any work.
+
+    Args:
+        variant: registry key (``vitcls variants``).
+        **parameters: the other fields of :class:`NotebookRun` (``dataset``, ``data_dir``,
+            ``n_per_class``, ``device``, ``results_dir``, ``seed``, ``weights``, ``profile``).
+    Returns:
+        The :class:`NotebookRun`.
+    Raises:
+        VitclsError: for an unknown variant or profile or a bad ``n_per_class`` or ``seed``."""
     from .style import set_theme
 
     for name, least in (("n_per_class", 1), ("seed", 0)):
@@ -252,7 +346,12 @@ def setup(variant: str, **parameters) -> NotebookRun:
 
 def show(fig: plt.Figure) -> None:
     """Display a figure once in a notebook (and close it, so the inline backend does not
-    display it a second time)."""
+    display it a second time).
+
+    Args:
+        fig: the matplotlib Figure.
+    Returns:
+        None."""
     import matplotlib.pyplot as plt
     from IPython.display import display
 
@@ -275,7 +374,13 @@ METRIC_LABELS = {
 
 
 def styled(table: pd.DataFrame, precision: int = 2):
-    """A table for the book: readable metric names, no index, blanks shown as "–"."""
+    """A table for the book: readable metric names, no index, blanks shown as "–".
+
+    Args:
+        table: any DataFrame; a ``metric`` column is renamed through ``METRIC_LABELS``.
+        precision: decimals shown.
+    Returns:
+        A pandas Styler."""
     if "metric" in table:
         table = table.assign(metric=table.metric.map(lambda m: METRIC_LABELS.get(m, m)))
     return table.style.hide(axis="index").format(precision=precision, na_rep="–")

@@ -13,7 +13,13 @@ from ..model.registry import data_dir
 
 @lru_cache(maxsize=1)
 def reported() -> pd.DataFrame:
-    """Every reported value: metric, variant, block, value, unit, approximate, source."""
+    """Every reported value: metric, variant, block, value, unit, approximate, source.
+
+    Returns:
+        DataFrame of ``data/paper/reported.csv``, a row per value: ``metric``, ``variant``,
+        ``block`` (nullable Int64, 1-based; empty for whole-model values), ``value``, ``unit``,
+        ``approximate`` ("yes"/"no") and ``source``; cached, so do not modify it.
+    """
     frame = pd.read_csv(data_dir() / "paper" / "reported.csv", dtype={"block": "Int64"})
     return frame
 
@@ -34,7 +40,14 @@ def value_vector_descriptions(variant: str) -> pd.DataFrame:
 
 
 def paper_series(metric: str, variant: str) -> pd.DataFrame:
-    """A per-block reported series (block, value), empty where the paper has none."""
+    """A per-block reported series (block, value), empty where the paper has none.
+
+    Args:
+        metric: the ``metric`` name in ``reported.csv`` (e.g. "identifiability_cls").
+        variant: registry key.
+    Returns:
+        DataFrame with columns ``block`` (int, 1-based) and ``value``, sorted by block.
+    """
     frame = reported()
     rows = frame[(frame.metric == metric) & (frame.variant == variant) & frame.block.notna()]
     return rows[["block", "value"]].astype({"block": int}).sort_values("block")
@@ -43,7 +56,16 @@ def paper_series(metric: str, variant: str) -> pd.DataFrame:
 def series_by(template: str, variant: str, column: str, levels) -> pd.DataFrame:
     """:func:`paper_series` of ``template.format(level)`` for each level, stacked, with the
     level in ``column`` (e.g. one reported line per sub-layer: ``column="layer"``). ``levels``
-    may map a metric's level to the label shown."""
+    may map a metric's level to the label shown.
+
+    Args:
+        template: a metric name with one ``{}`` for the level (e.g. "memory_match_{}").
+        variant: registry key.
+        column: the name of the column that holds each row's level label.
+        levels: the levels, a sequence, or a dict {level: label shown}.
+    Returns:
+        DataFrame with columns ``block``, ``value`` and ``column``, the levels stacked in order.
+    """
     labels = levels if isinstance(levels, dict) else {level: level for level in levels}
     return pd.concat([paper_series(template.format(level), variant).assign(**{column: label})
                       for level, label in labels.items()])
@@ -51,7 +73,16 @@ def series_by(template: str, variant: str, column: str, levels) -> pd.DataFrame:
 
 def paper_curve(metric: str, variant: str, n_blocks: int) -> pd.DataFrame:
     """:func:`paper_series` on the variant's own blocks: the paper plots deeper models on 12
-    normalized blocks (ViT-L/16: the mean of blocks 2k-1 and 2k), drawn here at their centre."""
+    normalized blocks (ViT-L/16: the mean of blocks 2k-1 and 2k), drawn here at their centre.
+
+    Args:
+        metric: the ``metric`` name in ``reported.csv``.
+        variant: registry key.
+        n_blocks: the variant's number of blocks.
+    Returns:
+        DataFrame with columns ``block`` (1-based; where ``n_blocks`` is a multiple of 12 above
+        12, a float: the centre of the n_blocks / 12 blocks each point stands for) and ``value``.
+    """
     series = paper_series(metric, variant)
     per_block = n_blocks // 12
     if n_blocks > 12 and n_blocks % 12 == 0:
@@ -65,7 +96,13 @@ def vit_table1() -> pd.DataFrame:
 
 
 def reference_top1(variant: str) -> Optional[float]:
-    """The published ImageNet-1k top-1 (%) of an original ViT checkpoint, or None."""
+    """The published ImageNet-1k top-1 (%) of an original ViT checkpoint, or None.
+
+    Args:
+        variant: registry key.
+    Returns:
+        The top-1 (%), a float, or None where ``data/paper/vit_top1.csv`` has none.
+    """
     frame = pd.read_csv(data_dir() / "paper" / "vit_top1.csv")
     rows = frame[frame.variant == variant]
     return None if rows.empty else float(rows.value.iloc[0])
@@ -87,7 +124,15 @@ def ghiasi_sweep(mode: str, variant: str = "ghiasi_b16_384") -> pd.DataFrame:
 def ghiasi_value(quantity: str, variant: str = "ghiasi_b16_384",
                  column: str = "top1") -> Optional[float]:
     """One of Table 1's numbers (``natural``, ``isolating_cls``, ``patch_average``,
-    ``patch_maximum``, ``pooled_token``), or None where none is reported."""
+    ``patch_maximum``, ``pooled_token``), or None where none is reported.
+
+    Args:
+        quantity: the row's ``quantity``, one of those above.
+        variant: the registry key of the paper's model.
+        column: "top1" or "top5".
+    Returns:
+        The value (%), a float, or None.
+    """
     frame = ghiasi_table1()
     rows = frame[(frame.quantity == quantity) & (frame.variant == variant)]
     value = None if rows.empty else rows[column].iloc[0]
@@ -106,7 +151,15 @@ CONVIT_TABLES = ("table1", "gates", "table5", "table6", "table2")
 def convit_table(name: str) -> pd.DataFrame:
     """One of d'Ascoli et al.'s typed-in tables (``data/paper/convit_<name>.csv``): ``table1``
     (the zoo), ``gates`` (the σ(λ) printed on their maps), ``table5``/``table6`` (test-time
-    masks), ``table2`` (sample efficiency)."""
+    masks), ``table2`` (sample efficiency).
+
+    Args:
+        name: one of ``CONVIT_TABLES``.
+    Returns:
+        DataFrame of the CSV as typed in (``model``, ``variant``, the table's numbers, ``source``).
+    Raises:
+        ValueError: for another name.
+    """
     if name not in CONVIT_TABLES:
         raise ValueError(f"ConViT tables are {CONVIT_TABLES}, not {name!r}")
     return pd.read_csv(data_dir() / "paper" / f"convit_{name}.csv")

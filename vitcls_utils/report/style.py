@@ -13,7 +13,11 @@ import seaborn as sns
 
 
 def set_theme() -> None:
-    """The book's look (whitegrid, paper context), applied once per notebook."""
+    """The book's look (seaborn's whitegrid style in its notebook context), applied once per notebook.
+
+    Returns:
+        None; seaborn's and matplotlib's global settings change.
+    """
     sns.set_theme(context="notebook", style="whitegrid", font_scale=0.95,
                   rc={"figure.dpi": 110, "savefig.dpi": 110, "axes.titleweight": "bold"})
 

@@ -28,7 +28,17 @@ def _finish(fig: plt.Figure, ax: plt.Axes, blocks, ylabel: str, ylim, title: str
 def evolution_figure(frame: pd.DataFrame, title: str = "",
                      paper: Optional[pd.DataFrame] = None) -> plt.Figure:
     """E4 / Fig 2: mean identifiability per block, one line per token type, chance at 0.5; the
-    paper's values where given (columns block, value, token) as crosses on dotted lines."""
+    paper's values where given (columns block, value, token) as crosses on dotted lines.
+
+    Args:
+        frame: :func:`vitcls_utils.analysis.identifiability.evolution`: columns ``block``
+            (1-based), ``token`` ("[CLS]" or "image") and ``identifiability`` (in [0, 1]).
+        title: the axes' title.
+        paper: the paper's values, columns ``block``, ``value`` and ``token``; None or empty:
+            none drawn.
+    Returns:
+        A Figure with one axes: identifiability against block, legend lower right.
+    """
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     sns.lineplot(data=frame, x="block", y="identifiability", hue="token", marker="o",
                  palette=TOKEN_COLOURS, ax=ax, seed=SEED)
@@ -44,7 +54,17 @@ def block_boxes_figure(boxes: pd.DataFrame, tests: Optional[pd.DataFrame] = None
                        title: str = "") -> plt.Figure:
     """A2 / Fig 3a: identifiability boxplots per block, one box per token group ([CLS] and image
     tokens, or class- and context-labeled tokens), outliers hidden, with a star above the blocks
-    where the test in ``tests`` gives p < 0.05."""
+    where the test in ``tests`` gives p < 0.05.
+
+    Args:
+        boxes: a row per (block, token group): ``block``, ``token`` and the box statistics
+            ``median``, ``q1``, ``q3``, ``whislo``, ``whishi``, ``mean``
+            (:func:`vitcls_utils.analysis.identifiability.block_boxes` and its kin).
+        tests: a row per block with columns ``block`` and ``p_value``; None: no stars.
+        title: the axes' title.
+    Returns:
+        A Figure with one axes: side-by-side boxes per block, chance at 0.5.
+    """
     fig, ax = plt.subplots(figsize=(7.5, 3.6))
     tokens = list(dict.fromkeys(boxes.token))
     width = 0.8 / len(tokens)
@@ -66,7 +86,16 @@ def block_boxes_figure(boxes: pd.DataFrame, tests: Optional[pd.DataFrame] = None
 
 def change_rate_figure(frame: pd.DataFrame, paper: Optional[pd.DataFrame] = None,
                        title: str = "") -> plt.Figure:
-    """E5a / A4: % image tokens whose true-class logit grows in each block."""
+    """E5a / A4: % image tokens whose true-class logit grows in each block.
+
+    Args:
+        frame: :func:`vitcls_utils.analysis.identifiability.block_change_rate`: columns
+            ``block`` and ``change_rate`` (fraction in [0, 1]).
+        paper: the paper's values, columns ``block`` and ``value``; None or empty: none drawn.
+        title: the axes' title.
+    Returns:
+        A Figure with one axes: change rate against block, chance at 0.5.
+    """
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     ax.plot(frame.block, frame.change_rate, marker="o", color=TOKEN_COLOURS["image"],
             label="this run")
@@ -77,7 +106,16 @@ def change_rate_figure(frame: pd.DataFrame, paper: Optional[pd.DataFrame] = None
 
 
 def compare_evolution_figure(frames: Dict[str, pd.DataFrame]) -> plt.Figure:
-    """Fig 2 across variants: [CLS] and image-token panels, one line per variant."""
+    """Fig 2 across variants: [CLS] and image-token panels, one line per variant.
+
+    Args:
+        frames: {variant label: columns ``block`` (normalized, 1..12), ``token`` and
+            ``identifiability``}, as from
+            :func:`vitcls_utils.analysis.identifiability.normalized_blocks`.
+    Returns:
+        A Figure with two panels sharing the y axis ([CLS], image tokens); a panel stays empty
+        where no variant has that token.
+    """
     data = pd.concat([f.assign(variant=name) for name, f in frames.items()], ignore_index=True)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
     for ax, token in zip(axes, ["[CLS]", "image"], strict=True):
@@ -100,7 +138,23 @@ def per_block_figure(frame: pd.DataFrame, y: str, hue: str, ylabel: str, title: 
                      paper: Optional[pd.DataFrame] = None, chance: Optional[float] = None,
                      ylim=None, style: Optional[str] = None) -> plt.Figure:
     """A quantity per block, one line per ``hue`` (and ``style``) level; the paper's values,
-    where given (columns block, value and ``hue``), as crosses on dotted lines."""
+    where given (columns block, value and ``hue``), as crosses on dotted lines.
+
+    Args:
+        frame: a row per point with columns ``block``, ``y``, ``hue`` (and ``style``); rows
+            sharing (block, hue) are averaged with a confidence band.
+        y: the column plotted.
+        hue: the column whose levels are the lines.
+        ylabel: the y axis's label.
+        title: the axes' title.
+        paper: the paper's values, columns ``block``, ``value`` and ``hue``; None or empty:
+            none drawn.
+        chance: a dashed horizontal line at this value; None: none.
+        ylim: (bottom, top) of the y axis; None: automatic.
+        style: a column whose levels set the line style; None: one style.
+    Returns:
+        A Figure with one axes.
+    """
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     sns.lineplot(data=frame, x="block", y=y, hue=hue, style=style, marker="o", ax=ax,
                  seed=SEED)
@@ -119,7 +173,15 @@ def per_block_figure(frame: pd.DataFrame, y: str, hue: str, ylabel: str, title: 
 
 def composition_figure(frame: pd.DataFrame, title: str = "") -> plt.Figure:
     """E6 / Fig 3c: per block, the % of tokens whose top-1 matches each source, stacked (the
-    categories overlap, so bars can exceed 100%)."""
+    categories overlap, so bars can exceed 100%).
+
+    Args:
+        frame: :func:`vitcls_utils.analysis.memories.residual_composition`: columns ``block``,
+            ``source`` ("previous", "attn", "mlp", "composition") and ``percent``.
+        title: the axes' title.
+    Returns:
+        A Figure with one axes: stacked bars per block, a dashed line at 100%.
+    """
     wide = frame.pivot(index="block", columns="source", values="percent")
     wide = wide[[c for c in ("previous", "attn", "mlp", "composition") if c in wide]]
     colours = {"previous": "0.6", "attn": LAYER_COLOURS["attn"], "mlp": LAYER_COLOURS["mlp"],
@@ -140,7 +202,17 @@ def composition_figure(frame: pd.DataFrame, title: str = "") -> plt.Figure:
 
 def per_class_figure(frame: pd.DataFrame, y: str, ylabel: str, title: str = "") -> plt.Figure:
     """Fig 4b / A7: per-class values per block (points) with their mean, attention and MLP
-    side by side."""
+    side by side.
+
+    Args:
+        frame: a row per (block, layer, class) with columns ``block``, ``layer`` ("attn",
+            "mlp") and ``y`` (:func:`vitcls_utils.analysis.memories.key_value_agreement`).
+        y: the column plotted.
+        ylabel: the y axis's label.
+        title: the figure's suptitle.
+    Returns:
+        A Figure with a panel per layer present (attention, then MLP), sharing the y axis.
+    """
     layers = [layer for layer in LAYER_COLOURS if layer in set(frame.layer)]
     fig, axes = plt.subplots(1, len(layers), figsize=(5 * len(layers), 3.6), sharey=True,
                              squeeze=False)
@@ -174,7 +246,18 @@ def _overlay(ax: plt.Axes, view, heat, title: str) -> None:
 
 
 def maps_figure(views, maps: Dict[str, "object"], titles, methods) -> plt.Figure:
-    """Fig 5b / A10: one row per image: the image, then each method's map over it."""
+    """Fig 5b / A10: one row per image: the image, then each method's map over it.
+
+    Args:
+        views: K images as the model sees them, [H, W, 3] uint8 each.
+        maps: {method: [K, H, W] maps on those views}, as from
+            :func:`vitcls_utils.analysis.explanation_maps.explain_images`; each map is scaled
+            to [0, 1] for display.
+        titles: K titles, one per image.
+        methods: the keys of ``maps`` to show, in column order.
+    Returns:
+        A Figure with a [K, 1 + len(methods)] grid of panels.
+    """
     rows, cols = len(views), len(methods) + 1
     fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.4 * rows), squeeze=False)
     for r, view in enumerate(views):
@@ -188,7 +271,16 @@ def maps_figure(views, maps: Dict[str, "object"], titles, methods) -> plt.Figure
 
 
 def block_maps_figure(view, block_maps, title: str) -> plt.Figure:
-    """Fig 5a: the class-space map of every block (heads summed) for one image and class."""
+    """Fig 5a: the class-space map of every block (heads summed) for one image and class.
+
+    Args:
+        view: the image as the model sees it, [H, W, 3] uint8.
+        block_maps: [L, H, W] the map of each block on the view (e.g.
+            ``maps["class_space_blocks"][k]`` of ``explain_images``).
+        title: the figure's suptitle.
+    Returns:
+        A Figure with a panel per block, up to 6 per row.
+    """
     n = len(block_maps)
     cols = min(n, 6)
     rows = (n + cols - 1) // cols
@@ -206,7 +298,17 @@ def block_maps_figure(view, block_maps, title: str) -> plt.Figure:
 def perturbation_figure(curves: pd.DataFrame, title: str = "",
                         baselines: Optional[Dict[str, float]] = None) -> plt.Figure:
     """A11 / A12 right: top-1 accuracy vs % of image tokens removed, negative and positive,
-    with horizontal ``baselines`` (name -> accuracy) drawn dashed."""
+    with horizontal ``baselines`` (name -> accuracy) drawn dashed.
+
+    Args:
+        curves: the curves of :func:`vitcls_utils.analysis.faithfulness.faithfulness_test`:
+            columns ``method``, ``test`` ("negative", "positive"), ``removed`` (fraction of image
+            tokens) and ``accuracy`` (in [0, 1]).
+        title: the figure's suptitle.
+        baselines: {name: accuracy in [0, 1]}, up to two lines (dashed, dotted); None: none.
+    Returns:
+        A Figure with two panels (negative, positive) sharing the y axis.
+    """
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
     data = curves.assign(method=curves.method.map(lambda m: METHOD_LABELS.get(m, m)),
                          removed=100 * curves.removed)
@@ -225,7 +327,15 @@ def perturbation_figure(curves: pd.DataFrame, title: str = "",
 
 def probe_figure(table: pd.DataFrame, title: str) -> plt.Figure:
     """A12: top-1 accuracy per block of the linear probes and the class projection, one line
-    per site kind and reader (``table`` from :func:`vitcls_utils.analysis.probing.probe_table`)."""
+    per site kind and reader (``table`` from :func:`vitcls_utils.analysis.probing.probe_table`).
+
+    Args:
+        table: columns ``block``, ``site`` and one column per reader ("linear probe",
+            "class projection"; top-1 as fractions in [0, 1]).
+        title: the axes' title.
+    Returns:
+        A Figure with one axes, as :func:`per_block_figure` draws it.
+    """
     long = table.melt(id_vars=["block", "site"], var_name="reader", value_name="top-1")
     long["line"] = long.site + ", " + long.reader
     return per_block_figure(long, "top-1", "line", "top-1 accuracy (image tokens)", title,

@@ -22,7 +22,15 @@ if TYPE_CHECKING:
 
 
 def compare_table(stores: Mapping[str, "Store"]) -> pd.DataFrame:
-    """Table 1 across variants: one row per store, this run's values beside the paper's."""
+    """Table 1 across variants: one row per store, this run's values beside the paper's.
+
+    Args:
+        stores: {registry key: that variant's unperturbed store}.
+    Returns:
+        DataFrame, a row per store (sorted by key): ``variant`` (label), ``dataset``,
+        ``images``, "identifiability rate (this run)", "identifiability rate (paper)",
+        "top-1 (this run)" and "top-1 (paper)" (%; None where the paper reports none).
+    """
     rows = []
     for key, results in sorted(stores.items()):
         ours = headline(results)
@@ -39,7 +47,15 @@ def compare_table(stores: Mapping[str, "Store"]) -> pd.DataFrame:
 
 
 def side_by_side(variant: str, ours: Dict[str, float]) -> pd.DataFrame:
-    """One row per metric: the paper's value (blank when not reported), this run's, source."""
+    """One row per metric: the paper's value (blank when not reported), this run's, source.
+
+    Args:
+        variant: registry key.
+        ours: {metric name as in ``reported.csv``: this run's value}.
+    Returns:
+        DataFrame, a row per metric in ``ours``'s order: ``metric``, ``paper``, ``this run``
+        and ``source`` (the paper's whole-model values only, not per-block ones).
+    """
     frame = reported()
     rows = []
     for metric, value in ours.items():
@@ -59,7 +75,17 @@ _PAPER_ATTENTION = {"self_only": "attention_perturbation_self_only",
 
 def attention_table(variant: str, clean: Store, runs: Sequence[Store]) -> pd.DataFrame:
     """E7 table: last-block identifiability rate unperturbed and under each attention
-    perturbation, the paper's way (B5) and over image tokens only, beside the paper's value."""
+    perturbation, the paper's way (B5) and over image tokens only, beside the paper's value.
+
+    Args:
+        variant: registry key, for the paper's values.
+        clean: the unperturbed store.
+        runs: a store per attention perturbation (same stimuli).
+    Returns:
+        DataFrame, a row per run ("unperturbed" first, then the perturbations' names): ``run``,
+        "paper's aggregation", "image tokens only", ``paper`` (%; None where not reported) and
+        "top-1 (%)".
+    """
     rows = [{"run": "unperturbed", "paper's aggregation": identifiability_rate(clean, paper=True),
              "image tokens only": unperturbed_rate(clean),
              "paper": paper_value("identifiability_rate", variant),
@@ -78,7 +104,18 @@ def context_table(variant: str, clean: Store, runs: Mapping[str, Store],
                   labels: str = "aligned") -> pd.DataFrame:
     """E9 table: per group ("class", "context"), its tokens' last-block identifiability rate
     unperturbed and with the other group removed (``runs[group]`` keeps that group), the
-    paper's way (B6) and over image tokens only, with the paper's values beside them."""
+    paper's way (B6) and over image tokens only, with the paper's values beside them.
+
+    Args:
+        variant: registry key, for the paper's values.
+        clean: the unperturbed store.
+        runs: {"class" or "context": the store with the other group's tokens removed}.
+        labels: the token-label rule, "aligned" or "paper" (B15).
+    Returns:
+        DataFrame, a row per group: ``tokens``, ``unperturbed``, "removed, paper's aggregation",
+        "removed, image tokens only", "paper: unperturbed", "paper: removed" and
+        "top-1 when removed (%)" (rates in %; None where the paper reports none).
+    """
 
     rows = []
     for group, res in runs.items():
@@ -99,8 +136,21 @@ def value_vector_table(memories: "Memories", variant: str, class_names: Sequence
                        columns: Optional[Sequence[int]] = None):
     """A6b as the notebook shows it: the top classes of the value vectors the paper describes
     (or ``columns``, or the strongest ones) of ``block`` (1-based; default the paper's block,
-    else the last), with the paper's reading beside them. Returns (table, block)."""
+    else the penultimate), with the paper's reading beside them. Returns (table, block).
 
+    Args:
+        memories: the model's value projections
+            (:class:`~vitcls_utils.analysis.memories.Memories`).
+        variant: registry key, for the paper's descriptions.
+        class_names: a name per class.
+        labels: the stimuli's labels; only the classes among them are ranked.
+        block: 1-based block; None: the paper's block, else ``memories.n_blocks - 1``.
+        columns: MLP value vectors (columns of ``fc2.weight``); None: the paper's, else the
+            8 strongest.
+    Returns:
+        (table, block): a DataFrame with columns "value vector", "top classes" (the top 5) and,
+        where the paper describes the variant, ``paper``; and the 1-based block read.
+    """
     described = value_vector_descriptions(variant)
     read_block = block or (int(described.block.iloc[0]) if len(described)
                            else memories.n_blocks - 1)
@@ -120,7 +170,17 @@ def value_vector_table(memories: "Memories", variant: str, class_names: Sequence
 def composition_table(fixed: pd.DataFrame, buggy: pd.DataFrame, variant: str) -> pd.DataFrame:
     """Fig 3c's table: the corrected composition per block and source (percent of tokens),
     the paper's definition beside it (B1), and the paper's reported values where it has them
-    (``fixed`` and ``buggy`` from :func:`residual_composition`)."""
+    (``fixed`` and ``buggy`` from :func:`residual_composition`).
+
+    Args:
+        fixed: the corrected composition, columns ``block``, ``source`` and ``percent``.
+        buggy: the same with ``paper=True``.
+        variant: registry key, for the paper's values.
+    Returns:
+        DataFrame indexed by ``block``: a column per source of ``fixed`` ("previous", "attn",
+        "mlp", "composition"), "composition (paper, B1)", "total (paper, B1)" and, where the
+        paper reports them, "previous (paper)" and "total (paper)" (% of tokens).
+    """
 
     table = fixed.pivot(index="block", columns="source", values="percent")
     table["composition (paper, B1)"] = (buggy.query("source == 'composition'")
@@ -136,7 +196,16 @@ def composition_table(fixed: pd.DataFrame, buggy: pd.DataFrame, variant: str) ->
 
 def last_block_with_paper(table: pd.DataFrame, variant: str) -> pd.DataFrame:
     """A12 right: the last block's probe and projection accuracy per site kind, this run's
-    beside the paper's (NaN where it reports none)."""
+    beside the paper's (NaN where it reports none).
+
+    Args:
+        table: :func:`vitcls_utils.analysis.probing.probe_table`: columns ``block``, ``site``,
+            "linear probe" and "class projection".
+        variant: registry key, for the paper's values.
+    Returns:
+        DataFrame, a row per site kind: ``site``, "probe (this run)", "probe (paper)",
+        "projection (this run)" and "projection (paper)".
+    """
 
     block = int(table.block.max())
     last = table[table.block == block].set_index("site")
@@ -149,8 +218,17 @@ def last_block_with_paper(table: pd.DataFrame, variant: str) -> pd.DataFrame:
 
 
 def with_paper_areas(areas: pd.DataFrame, variant: str) -> pd.DataFrame:
-    """``areas`` of :func:`perturbation_test` with the paper's AUC of the same order and test
-    beside each row (NaN where the paper reports none)."""
+    """``areas`` of :func:`~vitcls_utils.analysis.faithfulness.faithfulness_test` with the paper's AUC of the same order and test
+    beside each row (NaN where the paper reports none).
+
+    Args:
+        areas: the areas of :func:`vitcls_utils.analysis.faithfulness.faithfulness_test`:
+            a row per (method, test) with columns ``method`` (a key of ``PAPER_ORDER_NAMES``)
+            and ``test`` ("negative", "positive") among others.
+        variant: registry key, for the paper's values.
+    Returns:
+        DataFrame: ``areas`` with a ``paper`` column added.
+    """
 
     return areas.assign(paper=[
         paper_value(f"perturbation_auc_{row.test}_{PAPER_ORDER_NAMES[row.method]}", variant)

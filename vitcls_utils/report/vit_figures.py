@@ -16,7 +16,17 @@ from .style import SEED
 
 def components_figure(components, shares, title: str = "", columns: int = 7) -> plt.Figure:
     """Fig. 7 left: each principal component of the patch-embedding filters as an RGB patch,
-    min-max scaled on its own, with its share of the variance."""
+    min-max scaled on its own, with its share of the variance.
+
+    Args:
+        components: [k, 3, P, P] the components, as from
+            :func:`vitcls_utils.analysis.anatomy.patch_embedding_components`.
+        shares: [k] each component's share of the variance (fraction in [0, 1]).
+        title: the figure's suptitle.
+        columns: panels per row.
+    Returns:
+        A Figure with a grid of k panels, ``columns`` per row, each titled with its share (%).
+    """
     components = np.asarray(components)
     k = len(components)
     rows = (k + columns - 1) // columns
@@ -37,7 +47,16 @@ def components_figure(components, shares, title: str = "", columns: int = 7) -> 
 
 def position_similarity_figure(similarity, title: str = "") -> plt.Figure:
     """Fig. 7 centre / Fig. 10: tile (r, c) holds the cosine similarity of patch (r, c)'s
-    position embedding to every patch's, on the grid; one colour scale for all tiles."""
+    position embedding to every patch's, on the grid; one colour scale for all tiles.
+
+    Args:
+        similarity: [rows, cols, rows, cols] cosine similarities, as from
+            :func:`vitcls_utils.analysis.anatomy.position_similarity`.
+        title: the figure's suptitle.
+    Returns:
+        A Figure with a [rows, cols] grid of tiles (1-based row and column labels) and one
+        colour bar over [-1, 1].
+    """
     similarity = np.asarray(similarity)
     rows, cols = similarity.shape[:2]
     size = min(7.5, 0.55 * max(rows, cols) + 1.5)
@@ -63,7 +82,17 @@ def position_similarity_figure(similarity, title: str = "") -> plt.Figure:
 def attention_distance_figure(frame: pd.DataFrame, title: str = "", unit: str = "pixels",
                               control: Optional[pd.DataFrame] = None) -> plt.Figure:
     """Fig. 7 right / Fig. 11: every head's mean attention distance per block (points), with the
-    random-init control's heads in grey where given."""
+    random-init control's heads in grey where given.
+
+    Args:
+        frame: :func:`vitcls_utils.analysis.anatomy.attention_distances`: columns ``block``
+            (1-based), ``head`` and ``distance``.
+        title: the axes' title.
+        unit: the distance's unit for the y label ("pixels" or "patches").
+        control: the random-init control's frame, same columns; None or empty: not drawn.
+    Returns:
+        A Figure with one axes: heads as jittered points, their mean as a line.
+    """
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     if control is not None and not control.empty:
         ax.scatter(control.block + 0.18, control.distance, s=10, color="0.65",
@@ -83,7 +112,15 @@ def attention_distance_figure(frame: pd.DataFrame, title: str = "", unit: str = 
 
 
 def fewshot_figure(table: pd.DataFrame, title: str = "") -> plt.Figure:
-    """k-shot top-1 per block, one panel per token choice, one line per shot count."""
+    """k-shot top-1 per block, one panel per token choice, one line per shot count.
+
+    Args:
+        table: :func:`vitcls_utils.analysis.fewshot.fewshot_by_block`: columns ``token``,
+            ``block``, ``shots`` and ``accuracy`` (fraction in [0, 1]).
+        title: the figure's suptitle.
+    Returns:
+        A Figure with a panel per token choice, sharing the y axis.
+    """
 
     def draw(ax, part):
         part = part.assign(shots=part.shots.astype(str) + "-shot")
@@ -95,7 +132,15 @@ def fewshot_figure(table: pd.DataFrame, title: str = "") -> plt.Figure:
 
 def decoders_figure(frame: pd.DataFrame, title: str = "") -> plt.Figure:
     """The bridge: per token choice, the class-space projection's top-1 per block (solid, black)
-    beside each k-shot probe's (dashed)."""
+    beside each k-shot probe's (dashed).
+
+    Args:
+        frame: :func:`vitcls_utils.analysis.fewshot.decoders_by_block`: columns ``token``,
+            ``block``, ``decoder`` ("projection" or "<k>-shot LSR") and ``accuracy`` (fraction).
+        title: the figure's suptitle.
+    Returns:
+        A Figure with a panel per token choice, sharing the y axis.
+    """
     probes = [d for d in dict.fromkeys(frame.decoder) if d != "projection"]
     colours = dict(zip(probes, sns.color_palette("crest", len(probes))))
 
@@ -130,7 +175,15 @@ def _token_panels(frame: pd.DataFrame, draw, title: str) -> plt.Figure:
 
 def distance_and_gain_figure(frame: pd.DataFrame, title: str = "") -> plt.Figure:
     """The bridge: mean attention distance per block (left axis) beside the per-block change of
-    identifiability of [CLS] and of the image tokens (right axis)."""
+    identifiability of [CLS] and of the image tokens (right axis).
+
+    Args:
+        frame: :func:`vitcls_utils.analysis.anatomy.distance_and_gain`: columns ``block``,
+            ``distance`` (pixels) and, where present, "gain [CLS]" and "gain image".
+        title: the axes' title.
+    Returns:
+        A Figure with one axes: the distance as a line, the gains as bars on a twin y axis.
+    """
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     ax.plot(frame.block, frame.distance, color="k", marker="o", label="attention distance")
     ax.set(xlabel="block", ylabel="mean attention distance (px)", title=title)

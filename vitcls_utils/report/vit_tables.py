@@ -14,7 +14,17 @@ def vit_table1_side_by_side(own: Optional[Mapping[str, int]] = None,
     """The ViT paper's Table 1 beside timm's architectures, counted offline on the meta device
     (no weights): paper and timm parameters in millions; ``own`` (an
     :func:`~vitcls_utils.analysis.anatomy.architecture_row`) adds this run's variant as a last
-    row."""
+    row.
+
+    Args:
+        own: :func:`~vitcls_utils.analysis.anatomy.architecture_row` of this run's variant
+            (``layers``, ``width``, ``mlp``, ``heads``, ``parameters``); None: no extra row.
+        own_label: the model name of that row.
+    Returns:
+        DataFrame, a row per model: ``model``, ``layers``, ``width``, ``MLP``, ``heads``,
+        "params, paper (M)", "params, timm (M)" and "same shape as the paper" (bool; None for
+        ``own``'s row).
+    """
     from ..analysis.anatomy import TABLE1_ARCHS, architecture_row
 
     rows = []

@@ -124,7 +124,7 @@ def _check_cheap(args: argparse.Namespace) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _check_cheap(args)
-    from ..stores.extraction import evaluate
+    from ..analysis.evaluation import evaluate
 
     dataset, model = _dataset_and_model(args)
     result = evaluate(model, dataset, batch_size=args.batch_size, num_workers=args.workers,

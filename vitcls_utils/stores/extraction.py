@@ -28,12 +28,12 @@ import datetime as _dt
 import json
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .. import _compat
-from ..datasets.kinds import UNREADABLE, ImageDataset
+from ..datasets.kinds import ImageDataset
 from ..base.errors import StoreError, VitclsError
 
 _compat.ensure_torchvision_ops()
@@ -46,7 +46,7 @@ from tqdm.auto import tqdm  # noqa: E402
 from .. import __version__  # noqa: E402
 from ..model.hooks import block_sites  # noqa: E402
 from .stimulus_loader import stimulus_loader  # noqa: E402
-from ..base.progress import quiet, with_progress  # noqa: E402
+from ..base.progress import quiet  # noqa: E402
 from . import stimulus_cache  # noqa: E402
 from ..model.perturbations import Perturbation, TokenRemoval  # noqa: E402
 from .site_reducer import SiteReducer, check_precision, reduce_removed  # noqa: E402
@@ -59,7 +59,7 @@ from .format import (IMAGE_ARRAYS, KEY_ARRAYS, MASK_ARRAYS,  # noqa: E402,F401
                      write_json_atomic)
 from .shards import (Shard, check_shard, lock_suffix, progress_file,  # noqa: E402
                      shard_rows, shards_done)
-from ..model.loading import LoadedInfo  # noqa: E402
+from ..model.loading import loaded_info  # noqa: E402
 from ..model.layout import TokenLayout  # noqa: E402
 from ..model.registry import VariantLike  # noqa: E402
 from .batch_size import resolve_batch_size  # noqa: E402
@@ -73,19 +73,11 @@ REMOVAL_CHUNK = 4
 # ----------------------------------------------------------------------------------------------
 # Configuration
 # ----------------------------------------------------------------------------------------------
-def _loaded_info(model: nn.Module) -> LoadedInfo:
-    info = getattr(model, "vitcls_info", None)
-    if info is None:
-        raise VitclsError("extract() needs a model from vitcls_utils.load_variant (it reads the "
-                          "variant's preprocessing and weights id from model.vitcls_info)")
-    return info
-
-
 def store_config(model: nn.Module, dataset: ImageDataset, kinds: Sequence[str],
                  precision: str, perturbation: Optional[Perturbation] = None,
                  key_topk: int = 0) -> dict:
     """:func:`vitcls_utils.stores.format.config_for` of a loaded model."""
-    info = _loaded_info(model)
+    info = loaded_info(model)
     return config_for(info.variant.key, info.weights_id, repr(info.variant.preprocess), dataset,
                       kinds, precision, perturbation, key_topk)
 
@@ -139,7 +131,7 @@ def extract(
     if removal is not None and removal.needs_masks and not dataset.has_masks:
         raise VitclsError(f"{removal.name} needs token labels from segmentation masks, and "
                           f"{dataset.name} has none: use --data toy or --data imagenet-s")
-    _loaded_info(model)  # a model of load_variant, or an error that says so
+    loaded_info(model)  # a model of load_variant, or an error that says so
     device = next(model.parameters()).device
     layout = TokenLayout.of(model)
     if perturbation is not None:
@@ -227,7 +219,7 @@ def _fill(path: Path, model: nn.Module, dataset: ImageDataset, rows: Tuple[int, 
           progress: bool, _after_write: Optional[Callable[[int], None]]) -> float:
     """Rows ``rows`` = [done, stop) of the store, batch by batch, each batch's rows synced before
     ``progress_path`` says they are done. Returns the seconds it took."""
-    info = _loaded_info(model)
+    info = loaded_info(model)
     done, stop = rows
     per_image = ["status"] + (list(MASK_ARRAYS) if dataset.has_masks else [])
     token_arrays = list(TOKEN_ARRAYS) + (list(KEY_ARRAYS) if key_topk else [])
@@ -268,26 +260,6 @@ def _fill(path: Path, model: nn.Module, dataset: ImageDataset, rows: Tuple[int, 
     return time.perf_counter() - started
 
 
-def evaluate(model: nn.Module, dataset: ImageDataset, batch_size: Union[int, str] = 64,
-             num_workers: Optional[int] = None, progress: bool = True) -> Dict[str, float]:
-    """Top-1 accuracy of the model's own output on the readable images of ``dataset``."""
-    batch_size = resolve_batch_size(batch_size, model, [])
-    info = _loaded_info(model)
-    device = next(model.parameters()).device
-    loader = stimulus_loader(dataset, info.variant.preprocess, TokenLayout.of(model),
-                             batch_size, num_workers=num_workers, device=device)
-    correct = readable = 0
-    with torch.inference_mode():
-        for batch in with_progress(loader, len(dataset), f"evaluate {info.variant.key}",
-                                   progress):
-            ok = batch["status"] != UNREADABLE
-            pred = model(batch["image"].to(device)).argmax(-1).cpu()
-            correct += int(((pred == batch["label"]) & ok).sum())
-            readable += int(ok.sum())
-    return {"top1": correct / max(readable, 1), "correct": correct, "images": readable,
-            "unreadable": len(dataset) - readable}
-
-
 def _prepare_store(path: Path, config: dict, dataset: ImageDataset, force: bool,
                    batch_size: int, *, sites: List[str], layout: TokenLayout,
                    model: nn.Module, device: torch.device, key_topk: int = 0,
@@ -324,7 +296,7 @@ def _prepare_store(path: Path, config: dict, dataset: ImageDataset, force: bool,
         handle.write("name\tlabel\n")
         for name, label in zip(dataset.item_names(), dataset.labels, strict=True):
             handle.write(f"{name}\t{label}\n")
-    info = _loaded_info(model)
+    info = loaded_info(model)
     manifest = {
         "config": config,
         "config_hash": config_hash(config),
@@ -363,7 +335,29 @@ def store_for(variant: VariantLike, dataset: str = "toy", data_dir: Optional[str
     made from that file; for a random-init control, the one of that seed; for published or
     user-supplied weights not given here, the newest store made from any checkpoint of the
     variant (its manifest names which). Only when none exists is the model needed.
-    ``kinds``, ``perturbation``, ``key_topk`` and ``precision`` are passed to :func:`extract`.
+
+    Args:
+        variant: registry key or row (``vitcls variants``).
+        dataset: dataset kind: ``toy``, ``imagenet-s``, ``cifar100`` or ``folder``.
+        data_dir: the dataset's root folder (not needed for ``toy``).
+        n_per_class: images per class (None: the dataset's default).
+        split: the dataset's split (None: its default, e.g. the toy's ``val``).
+        device: "auto", "cpu", "cuda", ... (used only when extracting).
+        results_dir: the root folder of stores.
+        seed: seed of a random-init control.
+        batch_size: images per forward when extracting.
+        weights: a checkpoint file (None: the published or shipped weights).
+        progress: show a progress bar when extracting.
+        kinds, perturbation, key_topk, precision: as for :func:`extract`.
+
+    Returns:
+        The :class:`~vitcls_utils.stores.reader.Store`: ``rank``, ``top1``, ``true_logit``
+        [images, sites, tokens] and the rest that :func:`~vitcls_utils.stores.reader.open_store`
+        reads.
+
+    Raises:
+        NoClassHeadError: the variant has no class head (use the few-shot probe).
+        VitclsError: a parameter out of range, with the fix.
     """
     from ..base.errors import NoClassHeadError
     from ..datasets.kinds import build_dataset

@@ -101,8 +101,23 @@ class Store:
 
 
 def open_store(path: Union[str, Path], include_unreadable: bool = False) -> Store:
-    """Read an extraction store written by :func:`vitcls_utils.stores.extraction.extract` (arrays
-    memory-mapped)."""
+    """Read an extraction store written by :func:`vitcls_utils.stores.extraction.extract`, its
+    arrays memory-mapped, after checking every file against the manifest and its checksums.
+
+    Args:
+        path: the store's folder (``<results>/<variant>/<dataset>-<hash>``).
+        include_unreadable: keep the rows of images that could not be decoded (their values
+            are meaningless; for inspecting a store, not for metrics).
+
+    Returns:
+        The :class:`Store`: ``rank``, ``top1``, ``true_logit`` [images, sites, tokens],
+        ``labels`` and ``pred`` [images], token labels [images, tokens] where the dataset has
+        masks, and the manifest.
+
+    Raises:
+        StoreError: not a store; IncompleteStoreError: still being written;
+        DamagedStoreError: a file does not match its manifest or checksum.
+    """
     path = Path(path)
     manifest_file = path / "manifest.json"
     if not manifest_file.is_file():
@@ -155,7 +170,16 @@ def find_stores(results_dir: Union[str, Path], dataset: Optional[str] = None,
                 perturbation: Optional[Perturbation] = None) -> List[Store]:
     """Every complete store under ``results_dir`` (optionally of one dataset kind) made with
     ``perturbation`` (default: unperturbed runs only), newest first within each variant; what
-    the cross-variant comparisons read."""
+    the cross-variant comparisons read.
+
+    Args:
+        results_dir: the root folder of stores.
+        dataset: only stores made on this dataset kind (``toy``, ``imagenet-s``, ...).
+        perturbation: only stores made under this perturbation (None: unperturbed).
+
+    Returns:
+        The opened stores, a list of :class:`Store`.
+    """
     wanted = perturbation_config(perturbation)
     entries = [(folder, m) for folder, m in
                _complete_manifests(sorted(Path(results_dir).glob("*/*/manifest.json")))
@@ -212,7 +236,15 @@ def main_stores(results_dir: Union[str, Path], dataset: Optional[str] = None
     made on the variant's main stimulus set: the one most of its stores were made on (chapters
     1-3 all read it, perturbed runs included; a subset for the perturbation test or a probe
     training split is one store). Ties go to the newest. Which notebook ran last does not
-    matter."""
+    matter.
+
+    Args:
+        results_dir: the root folder of stores.
+        dataset: only stores made on this dataset kind.
+
+    Returns:
+        {variant key: its main :class:`Store`}.
+    """
     entries = [(folder, m) for folder, m in
                _complete_manifests(sorted(Path(results_dir).glob("*/*/manifest.json")))
                if dataset is None or m["config"]["dataset"]["name"] == dataset]

@@ -103,7 +103,19 @@ def _write(out: Path, rows: List[dict]) -> None:
 
 
 def load(path: Optional[Path] = None) -> List[dict]:
-    """The rows of a sweep's JSON (the shipped one by default)."""
+    """The rows of a sweep's JSON (the shipped one by default).
+
+    Args:
+        path: the sweep's JSON file; None: ``data/toy/sample_efficiency.json``.
+
+    Returns:
+        One dict per (key, fraction, seed) run: ``key``, ``fraction``, ``seed``,
+        ``train_per_class``, ``steps``, ``val_top1``, ``val_top5``, ``val_images``,
+        ``train_seconds``, ``threads``, ``source`` and ``recipe`` (a dict).
+
+    Raises:
+        VitclsError: when the file does not exist.
+    """
     from ..model.registry import data_dir
 
     path = Path(path or data_dir() / "toy" / "sample_efficiency.json")
