@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -196,3 +197,71 @@ def test_run_refuses_a_results_dir_that_is_a_file(tmp_path, capsys):
     code = main(["run", "--variants", "toy", "--notebooks", "tab1*", "--results-dir",
                  str(tmp_path / "afile")])
     assert code == 2 and "--results-dir" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("out", ["/dev/null/x", "loop/x", "full"])
+def test_an_out_that_cannot_take_the_store_is_refused_before_the_model_loads(out, tmp_path,
+                                                                            monkeypatch, capsys):
+    """Issue 35, item 11: an unwritable --out once raised an OSError traceback after the
+    model had loaded (and item 8: a disk without room for the store)."""
+    from vitcls_utils.model import loading
+    from vitcls_utils.running.cli import main
+    from vitcls_utils.stores import format as store_format
+
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    if out == "full":
+        usage = shutil.disk_usage(tmp_path)._replace(free=1000)
+        monkeypatch.setattr(store_format.shutil, "disk_usage", lambda path: usage)
+    monkeypatch.setattr(loading, "load_variant", lambda *a, **k: pytest.fail("model loaded"))
+    target = out if out.startswith("/") else str(tmp_path / out)
+    assert main(["extract", "--variant", "toy", "--data", "toy", "--n-per-class", "1",
+                 "--out", target]) == 2
+    err = capsys.readouterr().err
+    expected = ("has 0.0 MiB free and this needs 0.3 MiB" if out == "full"
+                else "cannot be written (")
+    assert expected in err and err.count("\n") == 1, err
+
+
+def test_the_room_a_store_needs_is_what_it_takes(tiny_variant, image_folder, tmp_path):
+    from vitcls_utils.datasets.kinds import ImageFolderDataset
+    from vitcls_utils.model.loading import load_variant
+    from vitcls_utils.stores.extraction import DEFAULT_KINDS, extract
+    from vitcls_utils.stores.reader import store_room
+
+    data = ImageFolderDataset(image_folder, num_classes=10)
+    needed = store_room(tmp_path, "test_tiny", data, DEFAULT_KINDS)
+    path = extract(load_variant("test_tiny"), data, tmp_path, batch_size=9, progress=False)
+    assert needed == sum(f.stat().st_size - 128 for f in path.glob("*.npy"))  # less headers
+
+
+@pytest.mark.parametrize("variant, notebooks, chapter", [
+    ("convit_tiny_random", "chapter2", "chapter7"),
+    ("vit_orig_b16_in21k_random", "tab1*", "chapter5")])
+def test_a_run_that_plans_nothing_says_why(variant, notebooks, chapter, tmp_path, capsys):
+    """Issue 35, item 15: once "0 ran, 0 skipped, 0 failed" and exit 0."""
+    from vitcls_utils.running.cli import main
+
+    write_image(tmp_path / "data" / "n01440764" / "a.jpg", seed=1)
+    code = main(["run", "--variants", variant, "--notebooks", notebooks, "--data", "folder",
+                 "--data-dir", str(tmp_path / "data"), "--results-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and f"nothing to run: no notebook matching {notebooks!r}" in err, err
+    assert f"{variant} on folder has pages in {chapter}" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("variant, expected", [
+    ("toy_cnn", "toy_cnn is a CNN: it has no tokens to project onto class space"),
+    ("resnet50_tv_random", "`vitcls evaluate --variant resnet50_tv_random` gives its top-1"),
+    ("clip_b32_random", "clip_b32_random has no class head (a CLIP image tower")])
+def test_what_a_family_cannot_extract_is_refused_before_the_model_loads(variant, expected,
+                                                                        tmp_path, capsys,
+                                                                        monkeypatch):
+    """Issue 35, item 10: a CNN once failed with AttributeError 'patch_embed'."""
+    from vitcls_utils.model import loading
+    from vitcls_utils.running.cli import main
+
+    monkeypatch.setattr(loading, "load_variant", lambda *a, **k: pytest.fail("model loaded"))
+    assert main(["extract", "--variant", variant, "--data", "toy", "--out",
+                 str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and err.count("\n") == 1

@@ -245,3 +245,70 @@ def test_a_failed_shard_cancels_its_variants_waiting_job_and_is_reported():
     assert failed == ["job a:shard-1-of-2 (7_1): CUDA out of memory",
                       "job a: cancelled, as a shard of its store failed"]
     assert "job b (10): 1 ran, 0 skipped, 0 failed" in said
+
+
+def test_sbatch_refusing_a_job_is_one_line(tmp_path, monkeypatch, capsys):
+    """Issue 35, item 14: submitit's FailedJobError once came out as a traceback."""
+    from vitcls_utils.running.cli import main
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "sbatch").write_text("#!/bin/sh\necho 'sbatch: error: invalid partition "
+                                    "specified: nope' >&2\nexit 1\n")
+    for name in ("srun", "sbatch"):
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
+    code = main(["run", "--executor", "slurm", "--variants", "toy_random", "--notebooks",
+                 "tab1*", "--results-dir", str(tmp_path / "r"), "--partition", "nope",
+                 "--force"])
+    err = capsys.readouterr().err
+    assert code == 2 and "sbatch refused the job: " in err and "invalid partition" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_sigterm_stops_a_local_run_and_its_jobs(tmp_path):
+    """Issue 35, item 17: `kill PID` of `vitcls run --executor local` once left its jobs
+    running on to write their pages; it now stops them as Ctrl-C does."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    script = ("import sys; from pathlib import Path\n"
+              "from vitcls_utils.running import cli, runner\n"
+              "runner.RUNS = Path(sys.argv[1])  # the book's pages stay where they are\n"
+              "sys.exit(cli.main(sys.argv[2:]))\n")
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, str(runs), "run", "--executor", "local", "--variants",
+         "toy_random", "--notebooks", "tab1*", "--results-dir", str(results), "--devices",
+         "cpu"], env={**os.environ, "TQDM_DISABLE": "1"}, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not list(results.glob(".submitit/*/*_log.out")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    job_dir = next(results.glob(".submitit/*/*_log.out")).parent
+    time.sleep(1.0)  # the job is at work: its kernel starts, its store is being made
+    os.kill(process.pid, signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and "interrupted" in err, err
+    controller = int(job_dir.name)
+
+    def running() -> list:
+        import psutil
+
+        found = []
+        for candidate in psutil.process_iter(["pid", "environ"]):
+            environ = candidate.info["environ"] or {}
+            if environ.get("SUBMITIT_LOCAL_JOB_ID") == str(controller) or \
+                    candidate.info["pid"] == controller:
+                found.append(candidate.info["pid"])
+        return found
+
+    deadline = time.monotonic() + 20
+    while running() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not running(), "the job (or its controller) ran on after SIGTERM"
+    assert not list(runs.glob("*/*.ipynb"))

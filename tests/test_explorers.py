@@ -64,7 +64,7 @@ def test_controls_are_checked_and_the_widget_follows_them(made):
 def test_the_maps_explorer_equals_the_maps_computed_directly(made):
     model, store, stimuli = made
     explorer = widgets.ExplanationExplorer(model, store, stimuli, NAMES)
-    explorer.set(image=2, block=2, head=1, target="alternative", alternative=5)
+    explorer.set(image=2, block=2, head=2, target="alternative", alternative=5)  # heads from 1
     shown = explorer.shown()
     image, _ = stimuli.load(int(store.image_index[2]))
     batch = model.vitcls_info.variant.preprocess(image)[None].repeat(2, 1, 1, 1)
@@ -131,3 +131,62 @@ def test_a_twin_is_the_same_page_in_every_run(made):
     model, store, stimuli = made
     first = widgets.ClassSpaceLens(model, store, stimuli, NAMES).twin(rows=2)
     assert widgets.ClassSpaceLens(model, store, stimuli, NAMES).twin(rows=2) == first
+
+
+@pytest.fixture
+def toy_made(tiny_toy_variant, tmp_path):
+    from vitcls_utils.datasets.kinds import ToyDataset
+
+    model, stimuli = load_variant("test_tiny_toy"), ToyDataset(n_per_class=1)
+    store = open_store(extract(model, stimuli, tmp_path / "r", kinds=KINDS, key_topk=KEY_TOPK,
+                               batch_size=24, progress=False))
+    return model, store, stimuli
+
+
+def test_inputs_the_store_was_not_made_from_are_refused(toy_made, tiny_variant):
+    """Issue 35, item 6: another model's weights, memories of another model, stimuli of
+    another dataset and 30 names for 24 classes were all accepted (identifiability scaled by
+    30); a GAP model gave a raw reshape error."""
+    from dataclasses import replace
+
+    from vitcls_utils.base.errors import StoreError
+    from vitcls_utils.datasets.kinds import ToyDataset, class_names
+    from vitcls_utils.model import registry
+
+    model, store, stimuli = toy_made
+    names = class_names("toy", 24)
+    other = load_variant("test_tiny_toy", seed=1)
+    with pytest.raises(StoreError, match="seed=1.*pass the model it was made with"):
+        widgets.ClassSpaceLens(lambda: other, store, stimuli, names).shown()
+    with pytest.raises(StoreError, match="pass the model it was made with"):
+        widgets.ExplanationExplorer(other, store, stimuli, names)
+    gap = registry.register(replace(registry.get_variant("test_tiny_toy"), key="test_tiny_gap",
+                                    pooling="avg", model_kwargs=registry.get_variant(
+                                        "test_tiny_toy").model_kwargs + (
+                                        ("class_token", False), ("global_pool", "avg"))))
+    try:
+        with pytest.raises(StoreError, match="the model is test_tiny_gap"):
+            widgets.ClassSpaceLens(load_variant(gap.key), store, stimuli, names).shown()
+    finally:
+        registry.VARIANTS.pop(gap.key)
+    with pytest.raises(StoreError, match="toy train split.*toy val split"):
+        widgets.ClassSpaceLens(model, store, ToyDataset(split="train", n_per_class=1), names)
+    with pytest.raises(StoreError, match="30 class names for a store of 24 classes"):
+        widgets.ClassSpaceLens(model, store, stimuli, names + names[:6])
+    with pytest.raises(StoreError, match="memories .* are not of the model"):
+        widgets.MemoryExplorer(Memories.of(load_variant("test_tiny")), store, names)
+    assert widgets.MemoryExplorer(Memories.of(model), store, names).shown()["classes"]
+
+
+def test_the_lens_shows_a_convit_whose_cls_joins_late(tmp_path):
+    """Issue 35, item 6: a ConViT's blocks before its [CLS] have one token fewer, and the lens
+    stacked them into an error; the absent [CLS] is NaN, the image tokens are the store's."""
+    from vitcls_utils.datasets.kinds import ToyDataset, class_names
+
+    model, stimuli = load_variant("toy_convit_random"), ToyDataset(n_per_class=1)
+    store = open_store(extract(model, stimuli, tmp_path, batch_size=24, progress=False))
+    lens = widgets.ClassSpaceLens(model, store, stimuli, class_names("toy", 24))
+    for block in (1, store.n_blocks):
+        shown = lens.set(image=0, block=block, site="resid_post").shown()
+        position = store.sites.index(f"blocks.{block - 1}.hook_resid_post")
+        np.testing.assert_array_equal(shown["rank"].ravel(), store.rank[0, position, 1:])

@@ -218,3 +218,56 @@ def test_two_writers_of_one_store_write_it_once(tiny_variant, image_folder, tmp_
     shared = open_store(paths[0])
     for name in ARRAYS:
         np.testing.assert_array_equal(getattr(shared, name), getattr(expected, name))
+
+
+def test_a_store_knows_which_images_it_holds(tiny_variant, tmp_path):
+    """Issue 35, item 3: `extract --data-dir B` into an --out holding A's store (the same file
+    names, other pixels) once returned A's numbers; so did A after a file was rewritten."""
+    from conftest import write_image
+
+    def folder(root, seed):
+        for label in range(2):
+            write_image(root / str(label) / "img.png", seed=seed + label)
+        return ImageFolderDataset(root, num_classes=10)
+
+    model = load_variant("test_tiny", seed=3)
+    a, b = folder(tmp_path / "a", 0), folder(tmp_path / "b", 50)
+    first = extract(model, a, tmp_path / "out", batch_size=2, progress=False)
+    second = open_store(extract(model, b, tmp_path / "out", batch_size=2, progress=False))
+    assert second.path != first
+    assert "content" in second.manifest["config"]["dataset"]
+    rank, _, _, _ = reference(model, b)
+    np.testing.assert_array_equal(second.rank, rank)
+    write_image(tmp_path / "a" / "1" / "img.png", seed=99)
+    rewritten = ImageFolderDataset(tmp_path / "a", num_classes=10)
+    assert extract(model, rewritten, tmp_path / "out", batch_size=2,
+                   progress=False) not in (first, second.path)
+
+
+def test_a_cnn_is_refused_with_what_it_supports(tiny_cnn_variant, tmp_path):
+    """Issue 35, item 10: a CNN once failed with AttributeError 'patch_embed'."""
+    from vitcls_utils.datasets.kinds import ToyDataset
+
+    with pytest.raises(VitclsError, match="is a CNN: it has no tokens.*vitcls evaluate"):
+        extract(load_variant("test_tiny_cnn"), ToyDataset(n_per_class=1), tmp_path)
+    assert not tmp_path.joinpath("test_tiny_cnn").exists()
+
+
+def test_the_store_computation_is_the_one_its_format_version_names(tmp_path):
+    """STORE_FORMAT declares the code that computes a store: a store made by this code equals
+    the toy store written before the package moved (tests/fixtures/store_before_layout). When
+    the computation changes on purpose, bump STORE_FORMAT (every store is then made again)
+    and write the fixture anew."""
+    from vitcls_utils.datasets.kinds import ToyDataset
+    from vitcls_utils.stores.format import STORE_FORMAT
+
+    fixture = Path(__file__).parent / "fixtures" / "store_before_layout" / "toy"
+    kept = next(fixture.iterdir())
+    made = open_store(extract(load_variant("toy"), ToyDataset(n_per_class=1), tmp_path,
+                              kinds=("resid_post",), progress=False))
+    assert made.path.name == kept.name, "the configuration hash of a toy store changed"
+    assert json.loads((kept / "manifest.json").read_text())["config"]["format"] == STORE_FORMAT
+    same = (made.rank == np.load(kept / "rank.npy")).mean()
+    assert same > 0.999, f"{100 * (1 - same):.2f}% of the ranks differ: bump STORE_FORMAT"
+    np.testing.assert_allclose(made.true_logit, np.load(kept / "true_logit.npy"), atol=1e-3,
+                               err_msg="the logits differ: bump STORE_FORMAT")

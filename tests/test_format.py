@@ -215,3 +215,189 @@ def test_stores_are_chosen_on_their_manifests_and_only_the_chosen_are_opened(set
     assert main_stores(out)["test_tiny"].path == main
     with pytest.raises(DamagedStoreError, match=r"rank\.npy"):
         find_stores(out)  # opens every store it returns, so the damage is reported
+
+
+# ----------------------------------------------------------------------------------------------
+# A full disk (issue 35, item 8)
+# ----------------------------------------------------------------------------------------------
+FAULT_SCENARIO = r'''
+"""Fill a small filesystem before and during a cache build, an extraction and a page write:
+each is one clean line of error, nothing left is read as whole, and after freeing the space
+the resumed result equals an uninterrupted one. Run as: METHOD SMALL SCRATCH TESTS."""
+import errno, json, os, resource, signal, sys
+from pathlib import Path
+
+method, small, scratch, tests = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
+sys.path.insert(0, tests)
+os.environ["TQDM_DISABLE"] = "1"
+from conftest import TINY, TINY_PREPROCESS, write_image
+import nbformat, numpy as np, papermill
+from vitcls_utils.base.errors import IncompleteStoreError, VitclsError, WriteError
+from vitcls_utils.datasets.kinds import ImageFolderDataset
+from vitcls_utils.model import registry
+from vitcls_utils.model.loading import load_variant
+from vitcls_utils.running import runner
+from vitcls_utils.stores import stimulus_cache
+from vitcls_utils.stores.extraction import extract
+from vitcls_utils.stores.reader import open_store
+
+BALLAST = small / "ballast"
+
+
+def fill(*_):
+    """No room left: a ballast file to the last block (tmpfs), or no byte past the files'
+    start (a write shim: RLIMIT_FSIZE 0, SIGXFSZ ignored so the write fails with EFBIG)."""
+    if method == "tmpfs":
+        with open(BALLAST, "wb", buffering=0) as handle:
+            for size in (1 << 16, 1 << 12, 1):
+                try:
+                    while True:
+                        handle.write(b"\0" * size)
+                except OSError as error:
+                    assert error.errno == errno.ENOSPC
+    else:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+
+def free():
+    if method == "tmpfs":
+        BALLAST.unlink()
+    else:
+        hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+        resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))
+
+
+def refused(action, *args, **kwargs):
+    """``action`` fails with one line naming the disk, and the space is freed again."""
+    try:
+        action(*args, **kwargs)
+    except WriteError as error:
+        message = str(error)
+        assert "\n" not in message and ("No space left" in message or "too large" in message), message
+    else:
+        raise AssertionError(f"{action.__name__} wrote to a full disk")
+    finally:
+        free()
+
+
+def after(count):
+    """A hook that fills the disk once ``count`` images are written."""
+    return lambda done: fill() if done >= count else None
+
+
+images = scratch / "images"
+for label in range(3):
+    for j in range(3):
+        write_image(images / str(label) / f"img{j}.png", seed=10 * label + j)
+registry.register(registry.Variant(
+    key="test_tiny", label="tiny", arch="vit_tiny_patch16_224", tag=None,
+    preprocess=TINY_PREPROCESS, num_classes=10, pooling="token", n_tokens=17, dataset="folder",
+    paper_key="-", weights="random", random=True, model_kwargs=tuple(TINY.items())))
+model = load_variant("test_tiny")
+
+# the stimulus cache: refused when it cannot reserve its pixels, and when full half-way
+whole = stimulus_cache.build(ImageFolderDataset(images, 10), TINY_PREPROCESS, scratch / "r",
+                             num_workers=0, batch_size=4, progress=False)
+fill()
+refused(stimulus_cache.build, ImageFolderDataset(images, 10), TINY_PREPROCESS, small / "r",
+        num_workers=0, batch_size=4, progress=False)
+refused(stimulus_cache.build, ImageFolderDataset(images, 10), TINY_PREPROCESS, small / "r",
+        num_workers=0, batch_size=4, progress=False, _after_batch=after(4))
+dataset = stimulus_cache.use(ImageFolderDataset(images, 10), small / "r")
+assert stimulus_cache.lookup(dataset, TINY_PREPROCESS) is None  # a part is never read
+seen = []
+entry = stimulus_cache.build(dataset, TINY_PREPROCESS, small / "r", num_workers=0,
+                             batch_size=4, progress=False, _after_batch=seen.append)
+assert seen == [8, 9], seen  # resumed after the first batch
+assert (entry / "images.u8").read_bytes() == (whole / "images.u8").read_bytes()
+assert json.loads((entry / "cache.json").read_text())["rows"] == \
+    json.loads((whole / "cache.json").read_text())["rows"]
+fill()  # the runner's warm-up: the run goes on, decoding instead
+said = []
+assert stimulus_cache.warm([{"variant": "test_tiny", "dataset": "folder", "data_dir": str(images),
+                             "results_dir": str(small / "w")}], log=said.append) == []
+free()
+assert "not cached" in said[0] and "decode the images instead" in said[0], said
+
+# the store: refused before a row is computed, and when full after the first batch
+clean = open_store(extract(model, ImageFolderDataset(images, 10), scratch / "s", batch_size=4,
+                           progress=False))
+fill()
+refused(extract, model, ImageFolderDataset(images, 10), small / "s", batch_size=4,
+        progress=False)
+refused(extract, model, ImageFolderDataset(images, 10), small / "s", batch_size=4,
+        progress=False, _after_write=after(4))
+path = next((small / "s" / "test_tiny").iterdir())
+try:
+    open_store(path)
+except IncompleteStoreError:
+    pass  # what a cut run leaves says so, and is not read
+resumed = open_store(extract(model, ImageFolderDataset(images, 10), small / "s", batch_size=4,
+                             progress=False))
+for name in ("rank", "top1", "true_logit", "pred", "labels", "status"):
+    np.testing.assert_array_equal(getattr(resumed, name), getattr(clean, name))
+assert resumed.manifest["checksums"] == clean.manifest["checksums"]
+
+
+# a page: papermill's write refused, the page not written, then written whole
+def executed(source, output, **kwargs):
+    nbformat.write(nbformat.read(source, as_version=4), output)
+
+
+papermill.execute_notebook = executed
+notebook = runner.NOTEBOOKS / "tab1_identifiability_rate.ipynb"
+parameters = {"variant": "toy_random", "dataset": "toy", "results_dir": str(small / "s")}
+reference = runner.execute(runner.Job(notebook, scratch / "runs" / notebook.name,
+                                      dict(parameters), "toy_random"))
+assert reference.status == "ran", reference.message
+page = small / "runs" / notebook.name
+fill()
+failed = runner.execute(runner.Job(notebook, page, dict(parameters), "toy_random"))
+free()
+assert failed.status == "failed" and not page.exists(), failed.message
+assert "No space left" in failed.message or "too large" in failed.message, failed.message
+again = runner.execute(runner.Job(notebook, page, dict(parameters), "toy_random"))
+assert again.status == "ran" and page.read_text() == reference.output.read_text()
+print("every write refused cleanly and resumed to the uninterrupted result")
+'''
+
+
+def small_filesystem(folder) -> str:
+    """A 2 MiB tmpfs at ``folder`` where this machine lets the tests mount one (root, outside
+    most CI containers): "tmpfs"; else "shim", a size-limited write shim (RLIMIT_FSIZE)."""
+    import os
+    import subprocess
+
+    if os.geteuid() == 0 and shutil.which("mount"):
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)],
+                              capture_output=True)
+        if done.returncode == 0:
+            return "tmpfs"
+    return "shim"
+
+
+def test_a_full_disk_during_cache_store_and_page_writes_is_clean_and_resumable(tmp_path,
+                                                                              capsys):
+    """Issue 35, item 8: `vitcls cache` and the runner's warm-up died with SIGBUS on a full
+    disk (a memory-mapped write), and extraction with an OSError traceback. Fills a small
+    filesystem before and during each write, in a process of its own; never skipped: without
+    tmpfs, the write shim stands in, and the test says which it used."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    small, scratch = tmp_path / "small", tmp_path / "scratch"
+    small.mkdir()
+    method = small_filesystem(small)
+    try:
+        result = subprocess.run([sys.executable, "-c", FAULT_SCENARIO, method, str(small),
+                                 str(scratch), str(Path(__file__).parent)],
+                                capture_output=True, text=True, timeout=300)
+    finally:
+        if method == "tmpfs":
+            subprocess.run(["umount", "-l", str(small)], check=True)
+    with capsys.disabled():
+        print(f"\n[fault injection: {method}]", end=" ")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "resumed to the uninterrupted result" in result.stdout

@@ -69,8 +69,10 @@ variants:
     assert "toy_random" in by_key  # controls: true
     jobs = runner.plan(parsed.variants, "tab1*", tmp_path / "r", "cpu", profile="paper",
                       runs_dir=tmp_path / "runs")
-    assert {j.output.parent.name for j in jobs} >= {"toy-paper", "vit_b16_cifar100_random-paper"}
-    assert all(j.parameters["profile"] == "paper" for j in jobs)
+    # "paper", the profile's old name, runs the authors' settings
+    assert {j.output.parent.name for j in jobs} >= {"toy-authors",
+                                                    "vit_b16_cifar100_random-authors"}
+    assert all(j.parameters["profile"] == "authors" for j in jobs)
     assert jobs[0].parameters["weights"] == str(weights)
     bad = write(tmp_path, "variants:\n  vit_b16_cifar100: {}\n")
     assert main(["run", "--config", str(bad)]) == 2
@@ -160,3 +162,67 @@ def test_the_shipped_convit_run_file_names_the_convits_not_their_deits(monkeypat
         f"{k}_random" for k in keys]
     assert runfile.expand_variants(["convit"]) == keys
     assert loaded.notebooks == "chapter7" and loaded.parameters["n_images"] == 1024
+
+
+STRICT_CASES = {  # issue 35, items 7, 9 and 13: each once dropped content, passed, or crashed
+    "duplicate variant": ("variants:\n  toy: {}\n  toy: {n_per_class: 2}\n",
+                          "line 3: duplicate key 'toy' (first on line 2)"),
+    "second variants section": ("variants: {toy: {}}\nvariants: {toy_gap: {}}\n",
+                                "line 2: duplicate key 'variants' (first on line 1)"),
+    "unknown parameter": ("parameters: {n_pionts: 12}\nvariants: {toy: {}}\n",
+                          "parameters: no notebook has a parameter 'n_pionts' (did you mean "
+                          "'n_points'?)"),
+    "parameter type": ("parameters: {seed: abc}\nvariants: {toy: {}}\n",
+                       "parameters: seed must be a whole number (the notebooks' default is 0), "
+                       "not 'abc'"),
+    "device list": ("device: [cpu]\nvariants: {toy: {}}\n", "device must be text, not ['cpu']"),
+    "results_dir list": ("results_dir: [a, b]\nvariants: {toy: {}}\n",
+                         "results_dir must be text, not ['a', 'b']"),
+    "entry type": ("variants: {toy: {batch_size: true}}\n",
+                   "toy: batch_size must be a whole number, not True"),
+    "unknown top key": ("varaints: {toy: {}}\n", "unknown key 'varaints' (did you mean "
+                        "'variants'?)"),
+    "alias bomb": ("a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a]\n"
+                   "c: &c [*b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c]\n"
+                   "e: &e [*d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e]\n"
+                   "g: [*f, *f, *f, *f, *f, *f, *f, *f, *f]\nvariants: {toy: {}}\n",
+                   "expands to more than 100000 values"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(STRICT_CASES))
+def test_a_run_file_is_read_strictly(tmp_path, case):
+    text, expected = STRICT_CASES[case]
+    with pytest.raises(RunFileError) as caught:
+        runfile.load_run_file(write(tmp_path, text))
+    lines = str(caught.value).splitlines()
+    assert any(line == f"  - {expected}" or line.startswith(f"  - {expected}")
+               for line in lines[1:]), lines
+    assert all(line.startswith("  - ") for line in lines[1:])  # one line per problem
+
+
+def test_an_alias_bomb_under_parameters_and_a_huge_file_are_refused_at_once(tmp_path):
+    """Issue 35, item 9: `vitcls run` hung on the first, and took 155 s for a 19 MB file."""
+    import time
+
+    bomb = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10) if i else 'x'}]\n"
+                   for i in range(9))
+    started = time.perf_counter()
+    with pytest.raises(RunFileError, match="expands to more than"):
+        runfile.load_run_file(write(tmp_path, "parameters:\n  n_points:\n" + "".join(
+            "    " + line for line in bomb.splitlines(True)) + "variants: {toy: {}}\n"))
+    big = write(tmp_path, "variants: {toy: {}}\n" + "# padding\n" * 200_000)
+    with pytest.raises(RunFileError, match="is 1.9 MiB; a run file is at most 1 MiB"):
+        runfile.load_run_file(big)
+    assert time.perf_counter() - started < 5
+
+
+def test_a_run_file_that_is_not_utf8_is_one_line(tmp_path, capsys):
+    from vitcls_utils.running.cli import main
+
+    path = tmp_path / "run.yml"
+    path.write_bytes("variants: {toy: {}}\n# caf\u00e9\n".encode("latin-1"))
+    assert main(["run", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "is not UTF-8 text (byte 0xe9 at offset 25): save it as UTF-8" in err
+    assert "Traceback" not in err

@@ -105,3 +105,50 @@ def test_the_cli_runs_shards_as_separate_processes(image_folder, tmp_path):
     bad = subprocess.run(command + ["--out", str(tmp_path / "x"), "--shard", "2/2"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "0 <= i < n" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def folder_of(root, seed):
+    """2 classes x 2 images, the same names in every folder, pixels chosen by ``seed``."""
+    from conftest import write_image
+
+    for label in range(2):
+        for j in range(2):
+            write_image(root / str(label) / f"img{j}.png", seed=seed + 10 * label + j)
+    return root
+
+
+@pytest.mark.parametrize("other", ["images", "n_per_class", "weights"])
+def test_shards_run_with_other_settings_name_the_disagreement(tiny_variant, tmp_path, other):
+    """Issue 35, items 3 and 18: shard 1/2 on other images (same names), another
+    --n-per-class or other weights once filled a store of its own, both "waiting for their
+    other shards" forever (or, for other images, one "complete" store of mixed rows)."""
+    a = ImageFolderDataset(folder_of(tmp_path / "a", 0), num_classes=10)
+    b = {"images": ImageFolderDataset(folder_of(tmp_path / "b", 50), num_classes=10),
+         "n_per_class": ImageFolderDataset(tmp_path / "a", num_classes=10, n_per_class=1),
+         "weights": a}[other]
+    differs = {"images": "dataset.content", "n_per_class": "dataset.n_images",
+               "weights": "weights_id"}[other]
+    model = load_variant("test_tiny", seed=3)
+    first = extract(model, a, tmp_path / "out", batch_size=2, progress=False, shard=(0, 2))
+    with pytest.raises(StoreError) as caught:
+        extract(load_variant("test_tiny", seed=4 if other == "weights" else 3), b,
+                tmp_path / "out", batch_size=1 if other == "n_per_class" else 2,
+                progress=False, shard=(1, 2))
+    message = str(caught.value)
+    assert "waits for shard(s) 0 of 2" in message and "shard 0/2 was run with other " \
+        "settings" in message and first.name in message and differs in message
+    assert "\n" not in message
+    done = extract(model, a, tmp_path / "out", batch_size=2, progress=False, shard=(1, 2))
+    assert done == first
+    same_store(open_store(done), open_store(extract(model, a, tmp_path / "alone",
+                                                    batch_size=2, progress=False)))
+
+
+def test_the_cli_names_the_shard_a_store_waits_for(tiny_variant, tmp_path, capsys):
+    from vitcls_utils.running.cli import main
+
+    data = folder_of(tmp_path / "a", 0)
+    assert main(["extract", "--variant", "test_tiny", "--data", "folder", "--data-dir",
+                 str(data), "--out", str(tmp_path / "out"), "--batch-size", "2", "--quiet",
+                 "--shard", "1/2"]) == 0
+    assert "waiting for shard(s) 0/2 (run them with the same settings)" in capsys.readouterr().out

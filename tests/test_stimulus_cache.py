@@ -4,6 +4,8 @@ superset's entry; a changed file is noticed; an interrupted build resumes."""
 from __future__ import annotations
 
 import os
+import re
+import time
 
 import numpy as np
 import pytest
@@ -194,3 +196,89 @@ def test_the_runners_warm_up_skips_generated_data_and_survives_a_full_disk(tiny_
     said.clear()
     assert stimulus_cache.warm([{**params, "n_per_class": 1}], log=said.append) == []
     assert "No space left on device" in said[0] and "decode the images instead" in said[0]
+
+
+def rewrite_keeping_size_and_mtime(path, seed):
+    """Other pixels in a file of the same length, its modification time put back (as
+    ``touch -r``, a backup restore or ``mv`` of a same-size file leave it)."""
+    before = path.stat()
+    write_image(path, seed=seed)
+    assert path.stat().st_size == before.st_size
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+@pytest.fixture
+def bitmaps(tmp_path):
+    """2 classes x 2 BMP images (a BMP's length depends on its size only)."""
+    root = tmp_path / "bitmaps"
+    for label in range(2):
+        for j in range(2):
+            write_image(root / str(label) / f"img{j}.bmp", seed=10 * label + j)
+    return root
+
+
+def test_a_same_size_rewrite_with_its_mtime_restored_is_noticed(bitmaps, tmp_path, capsys,
+                                                                 monkeypatch):
+    """Issue 35, item 1: size and mtime are the same, the pixels are not; the stamp includes
+    the ctime, which no rewrite leaves unchanged, and the content hash then decides."""
+    from vitcls_utils.datasets import interface
+
+    monkeypatch.setattr(interface, "RECENT_NS", 0)  # trust stamps at once: the stamp path
+    dataset = stimulus_cache.use(ImageFolderDataset(bitmaps, num_classes=2), tmp_path)
+    stimulus_cache.build(dataset, TINY_PREPROCESS, tmp_path, num_workers=0, progress=False)
+    hashed, sha256 = [], interface.file_sha256
+    monkeypatch.setattr(interface, "file_sha256", lambda path: hashed.append(path) or sha256(path))
+    assert items(dataset, TINY_PREPROCESS)[0] is not None and not hashed  # a stat per file
+    time.sleep(0.05)  # past the clock tick that stamped the build
+    rewrite_keeping_size_and_mtime(bitmaps / "1" / "img0.bmp", seed=77)
+    cached, read = items(dataset, TINY_PREPROCESS)
+    assert cached is None and hashed == [bitmaps / "1" / "img0.bmp"]
+    assert "older than its image files" in capsys.readouterr().err
+    assert_same(read, items(ImageFolderDataset(bitmaps, num_classes=2), TINY_PREPROCESS)[1])
+    stimulus_cache.build(dataset, TINY_PREPROCESS, tmp_path, num_workers=0, progress=False)
+    cached, read = items(dataset, TINY_PREPROCESS)
+    assert cached is not None
+    assert_same(read, items(ImageFolderDataset(bitmaps, num_classes=2), TINY_PREPROCESS)[1])
+
+
+def test_a_corrupt_pixel_row_is_decoded_instead_and_rebuilt(bitmaps, tmp_path, capsys):
+    """Issue 35, item 2: bytes inverted in place in images.u8 (same size) are never read."""
+    dataset = stimulus_cache.use(ImageFolderDataset(bitmaps, num_classes=2), tmp_path)
+    entry = stimulus_cache.build(dataset, TINY_PREPROCESS, tmp_path, num_workers=0,
+                                 progress=False)
+    row = 32 * 32 * 3
+    with open(entry / "images.u8", "r+b") as handle:
+        handle.seek(2 * row + 100)
+        flipped = bytes(255 - b for b in handle.read(50))
+        handle.seek(2 * row + 100)
+        handle.write(flipped)
+    cached, read = items(dataset, TINY_PREPROCESS)
+    assert cached is not None and not cached.intact()
+    assert_same(read, items(ImageFolderDataset(bitmaps, num_classes=2), TINY_PREPROCESS)[1])
+    assert "row 2 of" in capsys.readouterr().err
+    assert stimulus_cache.build(dataset, TINY_PREPROCESS, tmp_path, num_workers=0,
+                                progress=False) == entry  # found: rows are checked as read
+    assert not items(dataset, TINY_PREPROCESS)[0].intact()
+    assert stimulus_cache.build(dataset, TINY_PREPROCESS, tmp_path, num_workers=0,
+                                progress=False, verify=True) == entry  # `vitcls cache`
+    assert items(dataset, TINY_PREPROCESS)[0].intact()
+
+
+@pytest.mark.parametrize("content", ["{}", "[]", "not json"])
+def test_a_damaged_cache_json_is_said_and_rebuilt_by_the_cli(tiny_variant, bitmaps, tmp_path,
+                                                             capsys, content):
+    """Issue 35, item 12: `{}` or `[]` once raised KeyError/TypeError, and `vitcls cache`
+    could not rebuild."""
+    from vitcls_utils.running.cli import main
+
+    args = ["cache", "--variant", "test_tiny", "--data", "folder", "--data-dir", str(bitmaps),
+            "--out", str(tmp_path), "--workers", "0", "--quiet"]
+    assert main(args) == 0
+    entry = next(stimulus_cache.folder_for(tmp_path).glob("folder-*/cache.json"))
+    entry.write_text(content)
+    dataset = stimulus_cache.use(ImageFolderDataset(bitmaps, num_classes=10), tmp_path)
+    assert items(dataset, TINY_PREPROCESS)[0] is None
+    assert re.search("(damaged|unreadable) cache.json; decoding instead", capsys.readouterr().err)
+    assert main(args) == 0
+    assert "cached 4 images" in capsys.readouterr().out
+    assert items(dataset, TINY_PREPROCESS)[0] is not None

@@ -36,3 +36,9 @@ class DamagedStoreError(StoreError):
 
 class NoClassHeadError(VitclsError):
     """A class-space analysis asked of a model without a classifier (the ImageNet-21k ViTs)."""
+
+
+class WriteError(VitclsError, OSError):
+    """A folder that cannot take a write (full, read-only, over a size limit): nothing that was
+    there is lost, and rerunning once there is room resumes. An ``OSError`` too, so that code
+    which treats a failed write as "not cached" keeps doing so."""

@@ -73,6 +73,7 @@ class Cifar100Dataset(ImageDataset):
         self._labels = [label for _, label in keep]
         self.images = data[self.indices].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
         self.n_per_class = n_per_class
+        self.test_file = test_file
         super().__init__(num_classes=100, root=root)
 
     def __len__(self) -> int:
@@ -87,6 +88,10 @@ class Cifar100Dataset(ImageDataset):
 
     def load(self, i: int):
         return Image.fromarray(self.images[i], "RGB"), OK
+
+    def content_files(self) -> List[Path]:
+        """The test split's pickle: every image is read from it."""
+        return [self.test_file]
 
     def selection(self) -> str:
         return f"first {self.n_per_class} test images per label, classes by first appearance"

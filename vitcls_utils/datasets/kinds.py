@@ -2,7 +2,8 @@
 
 A dataset knows its length, labels, how to decode image ``i`` and, when it has segmentation
 masks, the category ids of image ``i``'s mask. Its fingerprint (a hash of the ordered stimulus
-list) goes into the extraction store's configuration. Images are decoded lazily; an image that
+list) and, for stimuli read from files, its content identity (the files' hashes:
+:mod:`vitcls_utils.datasets.interface`) go into the extraction store's configuration. Images are decoded lazily; an image that
 cannot be decoded is skipped, counted and reported rather than stopping a long run.
 
 Kinds (``--data``): ``folder`` (ROOT/<class>/<image>), ``imagenet-s`` (ImageNetS919 with masks),

@@ -14,6 +14,7 @@ from typing import Dict
 
 from .. import _compat
 from ..base.errors import NoClassHeadError, VitclsError
+from .registry import VARIANTS
 
 _compat.ensure_torchvision_ops()
 
@@ -92,15 +93,26 @@ def has_class_head(model: nn.Module) -> bool:
 
 def no_head_message(model) -> str:
     """What to do with a model (or a registry key) that has no class head: the few-shot probe
-    is its decoder."""
+    is its decoder. Says why it has none: an ImageNet-21k checkpoint timm ships without its
+    classifier, or a CLIP image tower, whose projection maps into CLIP's text space."""
     info = getattr(model, "vitcls_info", None)
     name = model if isinstance(model, str) else (
         info.variant.key if info is not None else type(model).__name__)
-    return (f"{name} has no class head (an ImageNet-21k checkpoint that timm ships without "
-            "its classifier), so there is no class embedding space to project onto. Decode it "
-            "with the few-shot probe instead (vitcls_utils.analysis.fewshot; notebook "
-            "vit_fewshot_lsr), "
+    family = VARIANTS[name].family if name in VARIANTS else None
+    why = ("a CLIP image tower: its projection maps into CLIP's text-embedding space, not "
+           "onto classes" if family == "clip" else
+           "an ImageNet-21k checkpoint that timm ships without its classifier")
+    return (f"{name} has no class head ({why}), so there is no class embedding space to "
+            "project onto. Decode it with the few-shot probe instead "
+            "(vitcls_utils.analysis.fewshot; notebook vit_fewshot_lsr), "
             "or pick a fine-tuned variant (`vitcls variants`).")
+
+
+def no_tokens_message(key: str) -> str:
+    """Why a CNN (a registry key) has nothing to extract, and what it does support."""
+    return (f"{key} is a CNN: it has no tokens to project onto class space, so there is "
+            f"nothing to extract; `vitcls evaluate --variant {key}` gives its top-1, and "
+            "chapter 6's notebooks read it beside a ViT")
 
 
 def true_class_logit(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

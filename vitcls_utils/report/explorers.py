@@ -1,8 +1,8 @@
 """Explorers on ipywidgets: the class-space lens, explanation maps and key-value memories.
 
-Each keeps one selection; it computes (one forward pass) only when the image or class changes,
-sliders index what is there. Tests drive ``set(...)``/``shown()``; ``widget`` is the live view
-(Jupyter, VS Code, Colab), ``twin()`` its static HTML for the book; :func:`show` picks one."""
+Each checks its model, stimuli, names and memories against its store (``Store.check_source``),
+keeps one selection, and computes (one forward pass) only when the image or class changes.
+Tests drive ``set()``/``shown()``; ``widget`` is the live view, ``twin()`` its book HTML."""
 from __future__ import annotations
 
 import os
@@ -29,9 +29,13 @@ class Explorer:
 
     @property
     def model(self):
-        """The model, loaded on first use from a loader function (a store-only twin needs none)."""
+        """The model, loaded on first use from a loader function (a store-only twin needs none),
+        and checked to be the one its store was made by."""
         if callable(self._model) and not hasattr(self._model, "blocks"):
             self._model = self._model()
+        if not getattr(self, "_model_checked", False):
+            self.store.check_source(model=self._model)
+            self._model_checked = True
         return self._model
 
     def set(self, **values) -> "Explorer":
@@ -124,6 +128,7 @@ class ClassSpaceLens(Explorer):
         from ..model.layout import TokenLayout
         from ..model.registry import get_variant
 
+        store.check_source(stimuli=stimuli, class_names=class_names)
         self._model, self.store, self.stimuli, self.names = model, store, stimuli, class_names
         layout = store.manifest["layout"]
         self.layout = TokenLayout(num_prefix=int(layout["num_prefix"]),
@@ -154,11 +159,20 @@ class ClassSpaceLens(Explorer):
             with torch.no_grad():
                 _, cache = run_with_cache(self.model, preprocess(image)[None].to(device), names)
                 projector = ClassProjector(self.model).to(device)
-                logits = torch.stack([projector(cache[n][0]) for n in names]).cpu().numpy()
+                logits = torch.stack([self._padded(projector(cache[n][0]))
+                                      for n in names]).cpu().numpy()
             logits = logits.reshape(len(self.model.blocks), len(SITE_KINDS), *logits.shape[1:])
             view = np.asarray(preprocess.geometry(image.convert("RGB")))
             self._cache = {row: (view, logits)}  # one image at a time: memory stays flat
         return self._cache[row]
+
+    def _padded(self, logits):
+        """A site's [N, C] logits, NaN rows for a prefix not there yet (a ConViT's [CLS])."""
+        import torch
+
+        absent = logits.new_full((self.layout.n_tokens - logits.shape[0], logits.shape[1]),
+                                 float("nan"))
+        return torch.cat([absent, logits])
 
     def shown(self) -> dict:
         import torch
@@ -215,8 +229,8 @@ class ClassSpaceLens(Explorer):
 
 
 class ExplanationExplorer(Explorer):
-    """Image x block x head x class vs an alternative class: the paper's class-space map of
-    that block and head (heads summed at ``head="sum"``) beside Chefer's gradient rollout.
+    """Image x block x head (from 1) x class vs an alternative: the class-space map of that
+    block and head (``head="sum"``: summed) beside Chefer's gradient rollout.
 
     Args:
         model, store, stimuli, class_names, rows: as for :class:`ClassSpaceLens`.
@@ -226,13 +240,13 @@ class ExplanationExplorer(Explorer):
                  rows: Optional[Sequence[int]] = None, paper: bool = True) -> None:
         from ..model.layout import TokenLayout
 
+        store.check_source(stimuli=stimuli, class_names=class_names)
         self._model, self.store, self.stimuli, self.names = model, store, stimuli, class_names
         self.layout, self.paper = TokenLayout.of(self.model), paper
-        heads = self.model.blocks[0].attn.num_heads
-        rows = distinct_classes(store, range(len(store.labels)), 24) if rows is None \
-            else list(rows)
-        self.controls = {"image": rows, "block": list(range(1, len(self.model.blocks) + 1)),
-                         "head": ["sum", *range(heads)], "target": ["class", "alternative"],
+        h = self.model.blocks[0].attn.num_heads  # the heads, numbered from 1 below
+        rows = distinct_classes(store, range(len(store.labels)), 24) if rows is None else rows
+        self.controls = {"image": list(rows), "block": list(range(1, len(self.model.blocks) + 1)),
+                         "head": ["sum", *range(1, h + 1)], "target": ["class", "alternative"],
                          "class": ["true", *range(len(class_names))],
                          "alternative": ["predicted", *range(len(class_names))]}
         super().__init__()
@@ -272,7 +286,8 @@ class ExplanationExplorer(Explorer):
         view, maps, rollout = self._computed()
         which = 0 if self.state["target"] == "class" else 1
         per_head = maps[which, self.state["block"] - 1]  # [H, T]
-        chosen = per_head.sum(0) if self.state["head"] == "sum" else per_head[self.state["head"]]
+        head = self.state["head"]
+        chosen = per_head.sum(0) if head == "sum" else per_head[head - 1]
         classes = self.classes()
         return {"image": self.state["image"], "block": self.state["block"],
                 "head": self.state["head"], "class": self.names[classes[which]],
@@ -328,6 +343,7 @@ class MemoryExplorer(Explorer):
         if store.key_mlp is None:
             raise ValueError("the memory explorer needs a store with key indices "
                              "(NotebookRun.memory_store())")
+        store.check_source(class_names=class_names, memories=memories)
         self.memories, self.store, self.names = memories, store, class_names
         self.strongest = {}  # the memories with the largest projection on any class
         for b in range(memories.n_blocks):

@@ -1,12 +1,16 @@
-"""The ``vitcls`` command: ``variants``, ``extract``, ``evaluate``, ``run`` (the notebook matrix).
+"""The ``vitcls`` command: ``variants``, ``extract``, ``evaluate``, ``cache``, ``run`` (the
+notebook matrix).
 
-User errors (a wrong name, a missing folder or checkpoint) print one line and exit with status 2;
-an interrupted extraction exits with 130 and resumes when the same command is run again.
+User errors (a wrong name, a missing folder or checkpoint, a model family that cannot do what
+is asked, a folder that cannot be written or has no room) print one line and exit with status
+2, checked before any weights load; an interrupted command (Ctrl-C, or SIGTERM to ``vitcls
+run``) exits with 130 and resumes when the same command is run again.
 """
 from __future__ import annotations
 
 import argparse
 import re
+import signal
 import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -95,38 +99,52 @@ def cmd_variants(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dataset_and_model(args: argparse.Namespace):
+def _dataset(args: argparse.Namespace):
     from ..datasets.kinds import build_dataset
     from ..model.registry import get_variant
+
+    return build_dataset(args.data, args.data_dir, num_classes=get_variant(args.variant).classes,
+                         n_per_class=args.n_per_class, split=args.split, download=args.download)
+
+
+def _model(args: argparse.Namespace, dataset):
     from ..model.loading import load_variant
 
-    variant = get_variant(args.variant)
-    dataset = build_dataset(args.data, args.data_dir, num_classes=variant.classes,
-                            n_per_class=args.n_per_class, split=args.split,
-                            download=args.download)
     model = load_variant(args.variant, pretrained=not args.random_init, weights=args.weights,
                          device=args.device, seed=args.seed)
-    print(f"{variant.key}: {model.vitcls_info.weights_id}; {len(dataset)} images "
+    print(f"{args.variant}: {model.vitcls_info.weights_id}; {len(dataset)} images "
           f"({dataset.selection()})", file=sys.stderr)
-    return dataset, model
+    return model
 
 
-def _check_cheap(args: argparse.Namespace) -> None:
-    """What can be checked without torch (a variant name, a dataset's arguments), first: a bad
-    argument is rejected in well under a second."""
+def _check_cheap(args: argparse.Namespace, command: str = "cache") -> None:
+    """What can be checked before any weights load, first: a variant name and a dataset's
+    arguments (without torch: a bad one is rejected in well under a second), then what the
+    variant's family cannot do: ``extract`` and ``evaluate`` need a class head (the
+    ImageNet-21k ViTs and CLIP towers have none), ``extract`` needs tokens (a CNN has none)."""
     from ..model.registry import get_variant
 
-    get_variant(args.variant)
+    spec = get_variant(args.variant)
     if args.data == "toy" and args.data_dir:
         raise VitclsError(f"--data toy is generated, not read from disk: drop --data-dir "
                           f"{args.data_dir}")
+    if command != "cache" and not spec.has_head:
+        from ..base.errors import NoClassHeadError
+        from ..model.projection import no_head_message
+
+        raise NoClassHeadError(no_head_message(spec.key))
+    if command == "extract" and not spec.is_vit:
+        from ..model.projection import no_tokens_message
+
+        raise VitclsError(no_tokens_message(spec.key))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    _check_cheap(args)
+    _check_cheap(args, "evaluate")
     from ..analysis.evaluation import evaluate
 
-    dataset, model = _dataset_and_model(args)
+    dataset = _dataset(args)
+    model = _model(args, dataset)
     result = evaluate(model, dataset, batch_size=args.batch_size, num_workers=args.workers,
                       progress=not args.quiet)
     print(f"{args.variant} on {dataset.name}: top-1 {100 * result['top1']:.2f}% "
@@ -136,16 +154,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    _check_cheap(args)
+    _check_cheap(args, "extract")
     _check_out(args.out)
-    from ..stores.extraction import DEFAULT_KINDS, extract, open_store
-    from ..model.perturbations import parse_perturbation
+    from ..stores.extraction import DEFAULT_KINDS, REMOVAL_CHUNK, extract, open_store
+    from ..stores.format import check_out_folder
+    from ..stores.reader import store_room
+    from ..model.perturbations import TokenRemoval, parse_perturbation
 
-    from ..stores.shards import parse_shard
+    from ..stores.shards import missing_shards, parse_shard
 
     perturbation = parse_perturbation(args.perturb) if args.perturb else None
     shard = parse_shard(args.shard) if args.shard else None
-    dataset, model = _dataset_and_model(args)
+    dataset = _dataset(args)
+    check_out_folder(args.out, "--out", needed=store_room(args.out, args.variant, dataset,
+                                                          args.kinds or DEFAULT_KINDS))
+    model = _model(args, dataset)
     path = extract(model, dataset, args.out, batch_size=args.batch_size,
                    num_workers=args.workers, precision=args.precision, force=args.force,
                    progress=not args.quiet, perturbation=perturbation,
@@ -153,9 +176,14 @@ def cmd_extract(args: argparse.Namespace) -> int:
     if shard is not None:
         from ..stores.format import read_manifest
 
-        status = read_manifest(path, "rerun the shard").get("status")
-        print(f"store: {path}\nshard {shard[0]}/{shard[1]} done; the store is "
-              + ("complete" if status == "complete" else "waiting for its other shards"))
+        manifest = read_manifest(path, "rerun the shard")
+        unit = manifest["batch_size"] * (REMOVAL_CHUNK if isinstance(perturbation, TokenRemoval)
+                                         else 1)
+        missing = [] if manifest.get("status") == "complete" else missing_shards(
+            path, len(dataset), unit, shard[1])
+        print(f"store: {path}\nshard {shard[0]}/{shard[1]} done; the store is " + (
+            f"waiting for shard(s) {', '.join(f'{i}/{shard[1]}' for i in missing)} (run them "
+            "with the same settings)" if missing else "complete"))
         return 0
     results = open_store(path)
     counts = results.manifest.get("counts", {})
@@ -184,27 +212,62 @@ def cmd_cache(args: argparse.Namespace) -> int:
     from ..datasets.kinds import build_dataset
     from ..model.registry import get_variant
     from ..stores import stimulus_cache
+    from ..stores.format import check_out_folder
 
     spec = get_variant(args.variant)
     dataset = build_dataset(args.data, args.data_dir, num_classes=spec.classes,
                             n_per_class=args.n_per_class, split=args.split)
     stimulus_cache.require(dataset)
+    check_out_folder(args.out, "--out")  # its room is reserved before the first image decodes
     found = stimulus_cache.lookup(stimulus_cache.use(dataset, args.out), spec.preprocess)
+    found = found if found is not None and found.intact() else None
     path = found.path if found else stimulus_cache.build(
-        dataset, spec.preprocess, args.out, num_workers=args.workers, progress=not args.quiet)
+        dataset, spec.preprocess, args.out, num_workers=args.workers, progress=not args.quiet,
+        verify=True)
     what = "already cached" if found else f"cached {len(dataset)} images"
     print(f"{what} (geometry {stimulus_cache.geometry_tag(spec.preprocess)}): {path}")
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .runner import main_run
+    from .runner import RUNS, main_run, run_settings
+    from ..stores.format import check_out_folder
 
-    if args.executor:
-        from .cluster import main_submit
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops a run as Ctrl-C does
+    try:
+        require_pages(run_settings(args))
+        check_out_folder(RUNS, "the book's runs folder", needed=16 * 2**20)  # a few pages
+        if args.executor:
+            from .cluster import main_submit
 
-        return main_submit(args)
-    return main_run(args)
+            return main_submit(args)
+        return main_run(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame) -> None:
+    """SIGTERM's handler in ``vitcls run``: the runner's kernels and local jobs stop, and no
+    page is written after it."""
+    raise KeyboardInterrupt
+
+
+def require_pages(settings: dict) -> None:
+    """An error saying why, when a run's settings (:func:`runner.run_settings`) plan no page:
+    each variant's chapters, as the notebook rules give them."""
+    from .runner import chapters, plan
+
+    if any(plan(settings["runs"], settings["pattern"], Path("results"), settings["device"],
+                profile=profile, extra=settings["extra"]) for profile in settings["profiles"]):
+        return
+    where = []
+    for run in settings["runs"]:
+        stems = {j.notebook.stem for j in plan([run], "*", Path("results"), "auto") if j.variant}
+        found = [name for name, notebooks in chapters().items() if stems & set(notebooks)]
+        where.append(f"{run.key} on {run.dataset} has pages in {', '.join(found) or 'none'}")
+    raise VitclsError(f"nothing to run: no notebook matching {settings['pattern']!r} applies "
+                      f"to the variants ({'; '.join(where)}; running/notebook_rules says why); "
+                      "pick --notebooks accordingly")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -280,9 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="execute the figure notebooks for each variant into "
                        "book/runs/ (papermill), for the book")
     p.add_argument("--config", help="a run file (YAML): variants with their weights, data and "
-                   "resources, and the settings profile; see vitcls_utils/runfile.py")
-    p.add_argument("--profile", choices=["corrected", "paper"], default=None,
-                   help="settings profile (default: the run file's, else corrected)")
+                   "resources, and the settings profile; see vitcls_utils/running/run_file.py")
+    p.add_argument("--profile", choices=["corrected", "authors", "paper"], default=None,
+                   help="corrected, or authors (their choices; 'paper' is its old name)")
     p.add_argument("--variants", nargs="+", default=None,
                    help="keys, or groups: toy (toy toy_gap toy_random toy_convit), paper, "
                    "paper_random, vit_original, ghiasi, convit (each with _random) (default: toy)")

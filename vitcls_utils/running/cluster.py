@@ -10,13 +10,20 @@ With ``shards`` > 1, a variant whose main store (the one every chapter reads) is
 first gets an array of that many extraction jobs (:mod:`vitcls_utils.stores.shards`: one store,
 its rows dealt out), and its notebook job starts when the array has ended: on SLURM through the
 job's ``afterok`` dependency, on this machine after waiting for the array.
+
+A submission that sbatch refuses (a partition that does not exist, say) is one line with
+sbatch's reason. Interrupted while it waits (Ctrl-C, or SIGTERM, which ``vitcls run`` turns
+into the same), it cancels the local jobs it started, which stop their notebooks' kernels, so
+that no page is written after it; SLURM jobs run on, and a rerun submits only what is missing.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence
 
 from ..base.errors import VitclsError
 
@@ -127,9 +134,9 @@ def _submit_shards(made, executor: str, pending: Sequence, shards: int, devices:
         if _store_complete(run, results_dir, extra):
             continue
         shard_devices = [run.device or devices[i % len(devices)] for i in range(shards)]
-        jobs = made.map_array(extract_shard, [run] * shards,
-                              [(i, shards) for i in range(shards)], [results_dir] * shards,
-                              shard_devices, [extra] * shards)
+        jobs = _submitted(made.map_array, extract_shard, [run] * shards,
+                          [(i, shards) for i in range(shards)], [results_dir] * shards,
+                          shard_devices, [extra] * shards)
         for i, job in enumerate(jobs):
             submission.jobs[f"{run.key}:shard-{i}-of-{shards}"] = job
         arrays[run.key] = str(jobs[0].job_id).split("_")[0]
@@ -172,47 +179,76 @@ def submit(runs: Sequence, pattern: str = "*", *, executor: str = "local",
     folder = Path(folder or Path(results_dir) / ".submitit")
     made = make_executor(executor, folder, resources)
     submission = Submission(folder=folder)
-    pending = []
-    for run in runs:
-        if not force and not _missing(run, pattern, results_dir, runs_dir, profiles, extra,
-                                      devices[0]):
-            submission.up_to_date.append(run.key)
-            continue
-        pending.append(run)
-    if executor == "slurm":
-        devices = ["cuda"]
-    arrays = (_submit_shards(made, executor, pending, shards, devices, results_dir, extra,
-                             submission, log) if shards > 1 else {})
-    failed: List[str] = []
-    if executor == "local":  # no dependencies between local jobs: the arrays end first
-        for key in arrays:
-            lost = _wait(_shards_of(submission, key), log)
-            if lost:
-                failed += lost + [f"{key}: not run, as a shard of its store failed"]
-                pending = [run for run in pending if run.key != key]
-    for i, run in enumerate(pending):
-        device = run.device or devices[i % len(devices)]
-        if executor == "slurm":  # after its store's array, if it has one
-            made.update_parameters(dependency=f"afterok:{arrays[run.key]}"
-                                   if run.key in arrays else None)
-        job = made.submit(run_variant, [run], pattern, device, results_dir, runs_dir,
-                          list(profiles), extra, force)
-        submission.jobs[run.key] = job
-        log(f"submitted {run.key} on {device}: job {job.job_id}")
-    if executor == "slurm":
-        made.update_parameters(dependency=None)
-    if not wait:
+    with _stopped_when_interrupted(submission, executor):
+        pending = []
+        for run in runs:
+            if not force and not _missing(run, pattern, results_dir, runs_dir, profiles, extra,
+                                          devices[0]):
+                submission.up_to_date.append(run.key)
+                continue
+            pending.append(run)
+        if executor == "slurm":
+            devices = ["cuda"]
+        arrays = (_submit_shards(made, executor, pending, shards, devices, results_dir, extra,
+                                 submission, log) if shards > 1 else {})
+        failed: List[str] = []
+        if executor == "local":  # no dependencies between local jobs: the arrays end first
+            for key in arrays:
+                lost = _wait(_shards_of(submission, key), log)
+                if lost:
+                    failed += lost + [f"{key}: not run, as a shard of its store failed"]
+                    pending = [run for run in pending if run.key != key]
+        for i, run in enumerate(pending):
+            device = run.device or devices[i % len(devices)]
+            if executor == "slurm":  # after its store's array, if it has one
+                made.update_parameters(dependency=f"afterok:{arrays[run.key]}"
+                                       if run.key in arrays else None)
+            job = _submitted(made.submit, run_variant, [run], pattern, device, results_dir,
+                             runs_dir, list(profiles), extra, force)
+            submission.jobs[run.key] = job
+            log(f"submitted {run.key} on {device}: job {job.job_id}")
+        if executor == "slurm":
+            made.update_parameters(dependency=None)
+        if not wait:
+            return submission
+        failed += _wait_variants(submission, list(arrays) if executor == "slurm" else [], log)
+        if _has_comparisons(pattern):
+            job = _submitted(made.submit, run_variant, [], pattern, devices[0], results_dir,
+                             runs_dir, list(profiles), extra, force)
+            submission.jobs["compare"] = job
+            failed += _wait(Submission({"compare": job}), log)
+        if failed:
+            raise VitclsError(f"{len(failed)} failed (pages, jobs or shards): "
+                              + "; ".join(failed[:5]) + f" (job logs in {folder})")
         return submission
-    failed += _wait_variants(submission, list(arrays) if executor == "slurm" else [], log)
-    if _has_comparisons(pattern):
-        job = made.submit(run_variant, [], pattern, devices[0], results_dir, runs_dir,
-                          list(profiles), extra, force)
-        submission.jobs["compare"] = job
-        failed += _wait(Submission({"compare": job}), log)
-    if failed:
-        raise VitclsError(f"{len(failed)} failed (pages, jobs or shards): "
-                          + "; ".join(failed[:5]) + f" (job logs in {folder})")
-    return submission
+
+
+@contextlib.contextmanager
+def _stopped_when_interrupted(submission: Submission, executor: str) -> Iterator[None]:
+    """Ctrl-C (or SIGTERM) while submitting or waiting: the local jobs started so far are
+    cancelled (each stops its notebooks' kernels) before the interrupt goes on."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if executor == "local":
+            for job in submission.jobs.values():
+                job.cancel(check=False)
+        raise
+
+
+def _submitted(submit: Callable, *args):
+    """``submit(*args)`` (submitit's submit or map_array); sbatch's refusal as one line (what
+    sbatch says, which submitit would also print, goes into it)."""
+    from submitit.core.utils import FailedJobError
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            return submit(*args)
+    except FailedJobError as error:
+        said = " ".join(str(error).split())[-300:] or "no reason given"
+        raise VitclsError(f"sbatch refused the job: {said}; check the partition, account, "
+                          "qos and time limit (the run file's cluster section, or --partition "
+                          "and --time-min)") from None
 
 
 def _wait_variants(submission: Submission, sharded: Sequence[str], log) -> List[str]:

@@ -22,28 +22,41 @@ Entry keys: ``weights`` (a checkpoint file; none: the published weights), ``data
 (toy, imagenet-s, cifar100, folder; default: the variant's own), ``data_dir`` (default: the
 kind's folder in ``data_dirs``), ``batch_size``, ``device``, ``n_per_class``; ``defaults``
 takes the last three. :func:`load_run_file` checks the whole file before anything
-runs and reports every problem at once.
+runs and reports every problem at once, one line each: the YAML itself (UTF-8, size,
+duplicate keys, aliases: :mod:`vitcls_utils.running.run_file_checks`), unknown keys and notebook
+parameters (with the nearest known name), and every value's type (a parameter's is that of
+its default in the notebooks that declare it).
 """
 from __future__ import annotations
 
 import os
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ..base.errors import VitclsError
-from ..report.profiles import PROFILES
+from ..report.profiles import PROFILES, get_profile
 from ..model.registry import CONVIT_KEYS, GHIASI_KEYS, ORIGINAL_KEYS, PAPER_KEYS, get_variant
+from .run_file_checks import checked, parameter_problems, read_yaml
 
-TOP_KEYS = ("profile", "results_dir", "device", "notebooks", "controls", "data_dirs", "cluster",
-            "defaults", "parameters", "variants")
+#: the type of each key's value, at the top of a run file and in a variant's entry
+TOP_TYPES = {"profile": (str, list), "results_dir": str, "device": str, "notebooks": str,
+             "controls": bool, "data_dirs": dict, "cluster": dict, "defaults": dict,
+             "parameters": dict, "variants": dict}
+ENTRY_TYPES = {"weights": str, "dataset": str, "data_dir": str, "batch_size": int,
+               "device": str, "n_per_class": int}
+TOP_KEYS, ENTRY_KEYS = tuple(TOP_TYPES), tuple(ENTRY_TYPES)
 DEFAULT_KEYS = ("batch_size", "device", "n_per_class")
-ENTRY_KEYS = ("weights", "dataset", "data_dir", "batch_size", "device", "n_per_class")
 
 
 class RunFileError(VitclsError):
-    """A run file that cannot run; the message lists every problem."""
+    """A run file that cannot run; the message lists every problem, one line each."""
+
+    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.problems = tuple(problems) or (message,)
 
 
 @dataclass(frozen=True)
@@ -119,8 +132,8 @@ def default_dataset(key: str) -> str:
 
 def entry_problems(run: VariantRun) -> List[str]:
     """Everything that would stop this entry's notebooks, checked without running a model."""
+    from ..datasets.interface import file_stamp
     from ..datasets.kinds import KINDS, build_dataset
-    from ..model.loading import checkpoint_problems
 
     spec = get_variant(run.key)
     problems = []
@@ -131,7 +144,7 @@ def entry_problems(run: VariantRun) -> List[str]:
         if not path.is_file():
             problems.append(f"{run.key}: weights file not found: {path}")
         else:
-            found = checkpoint_problems(run.key, path)
+            found = fitting_problems(run.key, str(path), file_stamp(path))
             if found:
                 shown = "; ".join(found[:3]) + (f"; ... ({len(found)} in all)"
                                                 if len(found) > 3 else "")
@@ -161,6 +174,15 @@ def entry_problems(run: VariantRun) -> List[str]:
             first = str(exc).strip().splitlines()[0]
             problems.append(f"{run.key}: {run.dataset} at {run.data_dir}: {first}")
     return problems
+
+
+@lru_cache(maxsize=64)
+def fitting_problems(key: str, path: str, stamp: tuple) -> Tuple[str, ...]:
+    """Why a checkpoint does not fit a variant, once per file version (its ``stamp``): a run
+    file is checked again, whole, before the run starts, and a checkpoint is large."""
+    from ..model.loading import checkpoint_problems
+
+    return tuple(checkpoint_problems(key, path))
 
 
 def device_problems(device: str) -> List[str]:
@@ -210,6 +232,15 @@ def parse_devices(text: Union[str, Sequence[str], None]) -> List[str]:
     return names
 
 
+def is_profile(name: object) -> bool:
+    """Whether ``name`` selects a settings profile (an old name of one included)."""
+    try:
+        get_profile(str(name))
+    except VitclsError:
+        return False
+    return True
+
+
 def _kinds() -> Tuple[str, ...]:
     from ..datasets.kinds import KINDS
 
@@ -228,38 +259,24 @@ def parse(data: object, base: Path, source: str = "run file") -> RunFile:
     if not isinstance(data, dict):
         raise RunFileError(f"{source}: expected a mapping with a 'variants' entry, got "
                            f"{type(data).__name__}")
-    problems = [f"unknown key {k!r} (keys: {', '.join(TOP_KEYS)})" for k in data
-                if k not in TOP_KEYS]
-    profiles = _as_list(data.get("profile", "corrected"))
+    top, problems = checked("", data, TOP_TYPES)
+    profiles = _as_list(top.get("profile", "corrected"))
     problems += [f"unknown profile {p!r} (profiles: {', '.join(PROFILES)})" for p in profiles
-                 if p not in PROFILES]
-    device = str(data.get("device", "auto"))
+                 if not is_profile(p)]
+    device = top.get("device", "auto")
     problems += device_problems(device)
-    defaults = data.get("defaults") or {}
-    if not isinstance(defaults, dict):
-        problems.append("defaults must be a mapping")
-        defaults = {}
-    problems += [f"defaults: unknown key {k!r} (keys: {', '.join(DEFAULT_KEYS)})"
-                 for k in defaults if k not in DEFAULT_KEYS]
-    data_dirs = data.get("data_dirs") or {}
-    if not isinstance(data_dirs, dict):
-        problems.append("data_dirs must be a mapping of dataset kind to folder")
-        data_dirs = {}
-    problems += [f"data_dirs: unknown dataset kind {k!r}" for k in data_dirs if k not in _kinds()]
-    cluster = data.get("cluster") or {}
-    if not isinstance(cluster, dict):
-        problems.append("cluster must be a mapping (partition, gpus_per_job, time_min, ...)")
-        cluster = {}
-    problems += resource_problems(cluster)
-    parameters = data.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        problems.append("parameters must be a mapping of notebook parameter to value")
-        parameters = {}
+    defaults, found = checked("defaults: ", top.get("defaults", {}),
+                              {k: ENTRY_TYPES[k] for k in DEFAULT_KEYS})
+    data_dirs, more = checked("data_dirs: ", top.get("data_dirs", {}), dict.fromkeys(_kinds(), str))
+    cluster = top.get("cluster", {})
+    problems += found + more + resource_problems(cluster)
+    parameters = top.get("parameters", {})
     reserved = set(ENTRY_KEYS) | {"variant", "profile", "results_dir"}
     problems += [f"parameters: {k!r} is set per variant or by the run, not here"
                  for k in parameters if k in reserved]
-    entries = data.get("variants")
-    if not isinstance(entries, dict) or not entries:
+    problems += parameter_problems({k: v for k, v in parameters.items() if k not in reserved})
+    entries = top.get("variants")
+    if not entries:
         problems.append("variants must be a non-empty mapping of registry keys to entries")
         entries = {}
 
@@ -285,8 +302,8 @@ def parse(data: object, base: Path, source: str = "run file") -> RunFile:
         if not isinstance(entry, dict):
             problems.append(f"{key}: entry must be a mapping, not {type(entry).__name__}")
             continue
-        problems += [f"{key}: unknown key {k!r} (keys: {', '.join(ENTRY_KEYS)})"
-                     for k in entry if k not in ENTRY_KEYS]
+        entry, found = checked(f"{key}: ", entry, ENTRY_TYPES)
+        problems += found
         merged = {**{k: v for k, v in defaults.items() if k in DEFAULT_KEYS}, **entry}
         dataset = merged.get("dataset") or default_dataset(key)
         data_dir = None if dataset == "toy" else entry.get("data_dir", data_dirs.get(dataset))
@@ -295,7 +312,7 @@ def parse(data: object, base: Path, source: str = "run file") -> RunFile:
                          batch_size=merged.get("batch_size"), device=merged.get("device"),
                          n_per_class=merged.get("n_per_class"))
         runs.append(run)
-    if data.get("controls"):
+    if top.get("controls"):
         for run in list(runs):
             control = VARIANTS[run.key].random_key
             if control not in {r.key for r in runs}:
@@ -305,25 +322,26 @@ def parse(data: object, base: Path, source: str = "run file") -> RunFile:
     for run in runs:
         problems += entry_problems(run)
     _raise(source, problems)
-    results_dir = data.get("results_dir")
+    results_dir = top.get("results_dir")
     return RunFile(variants=runs, profiles=profiles, device=device, parameters=parameters,
                    cluster=dict(cluster),
                    results_dir=Path(resolve(results_dir)) if results_dir else None,
-                   notebooks=str(data.get("notebooks", "*")))
+                   notebooks=top.get("notebooks", "*"))
 
 
 def load_run_file(path: Union[str, os.PathLike]) -> RunFile:
     """Read and validate a run file (see the module docstring for the schema)."""
-    import yaml
-
     path = Path(path).expanduser()
     if not path.is_file():
         raise RunFileError(f"run file not found: {path}")
+    data, problems = read_yaml(path)
+    if data is None:
+        _raise(str(path), problems)
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise RunFileError(f"{path} is not valid YAML: {exc}") from None
-    runfile = parse(data, path.resolve().parent, source=str(path))
+        runfile = parse(data, path.resolve().parent, source=str(path))
+    except RunFileError as error:  # the YAML's own problems first, then the schema's
+        _raise(str(path), problems + list(error.problems))
+    _raise(str(path), problems)
     runfile.path = path
     return runfile
 
@@ -361,4 +379,4 @@ def check(runs: Sequence[VariantRun], source: str = "the run") -> Tuple[VariantR
 def _raise(source: str, problems: Sequence[str]) -> None:
     if problems:
         raise RunFileError(f"{source} has {len(problems)} problem(s); nothing was run:\n"
-                           + "\n".join(f"  - {p}" for p in problems))
+                           + "\n".join(f"  - {p}" for p in problems), problems=problems)

@@ -2,18 +2,18 @@
 ``book/runs/``.
 
 ``vitcls run`` executes ``notebooks/<name>.ipynb`` for each variant into
-``book/runs/<variant>/<name>.ipynb`` (``<variant>-paper/`` under the paper profile; the
+``book/runs/<variant>/<name>.ipynb`` (``<variant>-authors/`` under the authors' settings; the
 cross-variant notebooks once per profile, into ``book/runs/compare/``), titled for the book
 with their parameter cells hidden and a line saying the profile, weights and data. What runs
 comes from a run file (:mod:`vitcls_utils.running.run_file`) or from ``--variants``. Extraction is
 shared: every run of a variant reads the same store in ``results_dir``. A run is skipped when
-its output was made from the same notebook source, parameters and package version. A failed
+its output was made from the same inputs: notebook source, parameters, the package's source,
+and the contents of the data and weights it read (:mod:`vitcls_utils.running.page_key`). A failed
 notebook does not stop the others; the summary lists what ran, was skipped and failed.
 """
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import json
 import os
 import sys
@@ -33,6 +33,7 @@ from . import jupyter_kernels as kernels
 
 from ..stores import stimulus_cache
 from ..base.errors import VitclsError
+from .page_key import page_key
 from .notebook_rules import (COMPARISONS, CONVIT_CHAPTER, HEADLESS_CHAPTER,  # noqa: F401
                              HEADLESS_NOTEBOOKS, NEEDS_CLS, NEEDS_MASKS, NEEDS_PROBE_SPLIT,
                              TOY_ONLY, applies, chapters, check_runnable)
@@ -58,11 +59,9 @@ class Job:
 
     @property
     def key(self) -> str:
-        """Hash of what the output depends on: source, parameters, package version."""
-        digest = hashlib.sha256(self.notebook.read_bytes())
-        digest.update(json.dumps(self.parameters, sort_keys=True).encode())
-        digest.update(__version__.encode())
-        return digest.hexdigest()[:16]
+        """Hash of what the output depends on (:mod:`vitcls_utils.running.page_key`): the
+        notebook, its parameters, the package's source, the stimuli's and weights' contents."""
+        return page_key(self.notebook, self.parameters, self.variant)
 
 
 def source_notebooks(pattern: str = "*") -> List[Path]:
@@ -84,7 +83,9 @@ def notebook_parameters(notebook: Path) -> List[str]:
 
 
 def run_folder(variant: Optional[str], profile: str) -> str:
-    """``book/runs/`` sub-folder of a variant's (or the comparisons') runs under a profile."""
+    """``book/runs/`` sub-folder of a variant's (or the comparisons') runs under a profile
+    (``<variant>-authors`` under the authors' settings, whichever name selected them)."""
+    profile = get_profile(profile).name
     name = variant or "compare"
     return name if profile == DEFAULT_PROFILE else f"{name}-{profile}"
 
@@ -98,7 +99,7 @@ def plan(variants: Sequence[Union[str, VariantRun]], pattern: str, results_dir: 
     ``variants`` are run-file entries, or registry keys that run on ``dataset`` (default:
     each variant's own) from ``data_dir``. Notebooks that need segmentation masks run only on
     datasets that have them. ``extra`` parameters go to the notebooks that declare them."""
-    get_profile(profile)
+    profile = get_profile(profile).name  # "paper", the old name, runs as "authors"
     runs = [v for v in variants if isinstance(v, VariantRun)]
     keys = [v for v in variants if not isinstance(v, VariantRun)]
     runs += from_arguments(keys, dataset, data_dir, groups=False) if keys else []
@@ -153,8 +154,8 @@ def _title(job: Job) -> str:
     source = nbformat.read(job.notebook, as_version=4)
     heading = next((line[2:].strip() for c in source.cells if c.cell_type == "markdown"
                     for line in c.source.splitlines() if line.startswith("# ")), job.notebook.stem)
-    profile = job.parameters.get("profile", DEFAULT_PROFILE)
-    suffix = "" if profile == DEFAULT_PROFILE else f" ({profile} settings)"
+    profile = get_profile(job.parameters.get("profile"))
+    suffix = "" if profile.name == DEFAULT_PROFILE else f" ({profile.title})"
     if job.variant is None:
         return heading + suffix
     return f"{heading.split(':')[0]}: {get_variant(job.variant).label}{suffix}"

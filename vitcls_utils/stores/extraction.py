@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple, Union
@@ -54,13 +55,14 @@ from .reader import (Store, existing_store, find_store, find_stores,  # noqa: E4
                      open_store)
 from .format import (IMAGE_ARRAYS, KEY_ARRAYS, MASK_ARRAYS,  # noqa: E402,F401
                      TOKEN_ARRAYS, RowWriter, allocate, check_files, check_out_folder, config_for,
-                     config_hash,
+                     config_hash, expected_files,
                      finish_store, read_manifest, read_progress, store_lock, store_path,
-                     write_json_atomic)
-from .shards import (Shard, check_shard, lock_suffix, progress_file,  # noqa: E402
-                     shard_rows, shards_done)
+                     write_errors, write_json_atomic)
+from .shards import (Shard, check_shard, disagreement, lock_suffix,  # noqa: E402
+                     missing_shards, progress_file, shard_rows)
 from ..model.loading import loaded_info  # noqa: E402
 from ..model.layout import TokenLayout  # noqa: E402
+from ..model.projection import no_tokens_message  # noqa: E402
 from ..model.registry import VariantLike  # noqa: E402
 from .batch_size import resolve_batch_size  # noqa: E402
 
@@ -68,6 +70,8 @@ DEFAULT_KINDS: Tuple[str, ...] = ("resid_post", "attn_out", "mlp_out")
 #: images decoded per loader batch under token removal, in batch sizes: more images give fuller
 #: batches of equal length
 REMOVAL_CHUNK = 4
+#: what a store that the disk refused says to do
+RESUME = "free some space (or make the folder writable) and rerun: the store resumes"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -131,7 +135,9 @@ def extract(
     if removal is not None and removal.needs_masks and not dataset.has_masks:
         raise VitclsError(f"{removal.name} needs token labels from segmentation masks, and "
                           f"{dataset.name} has none: use --data toy or --data imagenet-s")
-    loaded_info(model)  # a model of load_variant, or an error that says so
+    variant = loaded_info(model).variant  # a model of load_variant, or an error that says so
+    if not variant.is_vit:
+        raise VitclsError(no_tokens_message(variant.key))
     device = next(model.parameters()).device
     layout = TokenLayout.of(model)
     if perturbation is not None:
@@ -140,31 +146,32 @@ def extract(
     batch_size = resolve_batch_size(batch_size, model, sites, precision)
     if key_topk < 0:
         raise VitclsError("key_topk must be 0 (none) or positive")
+    stimulus_cache.use(dataset, out)  # decoded stimuli of `vitcls cache`, where there are some
     config = store_config(model, dataset, kinds, precision, perturbation, key_topk)
     path = store_path(check_out_folder(out), config)
-    stimulus_cache.use(dataset, out)  # decoded stimuli of `vitcls cache`, where there are some
     n_images = len(dataset)
 
     fill = dict(layout=layout, sites=sites, removal=removal, perturbation=perturbation,
                 precision=precision, key_topk=key_topk, num_workers=num_workers,
                 progress=progress, _after_write=_after_write)
-    if shard is not None:
-        return _extract_shard(model, dataset, path, config, check_shard(shard), batch_size,
-                              force, fill)
-    with store_lock(path):  # one writer per store; a second waits, then finds it done
-        done = _prepare_store(path, config, dataset, force, batch_size, sites=sites, layout=layout,
-                              model=model, device=device, key_topk=key_topk)
-        manifest = json.loads((path / "manifest.json").read_text())
-        if manifest.get("shards") and manifest.get("status") != "complete":
-            raise StoreError(f"{path} was started as {manifest['shards']} shards: run the "
-                             "missing ones with --shard i/n, or start over with --force")
-        if done < n_images:
-            seconds = _fill(path, model, dataset, (done, n_images), progress_file(path, None),
-                            batch_size=manifest["batch_size"], **fill)
-            finish_store(path, seconds)
-        elif manifest.get("status") != "complete":  # killed after the last row
-            finish_store(path, 0.0)
-        return path
+    with write_errors(path, RESUME):  # a full or read-only disk: one line, the store kept
+        if shard is not None:
+            return _extract_shard(model, dataset, path, config, check_shard(shard), batch_size,
+                                  force, fill)
+        with store_lock(path):  # one writer per store; a second waits, then finds it done
+            done = _prepare_store(path, config, dataset, force, batch_size, sites=sites,
+                                  layout=layout, model=model, device=device)
+            manifest = json.loads((path / "manifest.json").read_text())
+            if manifest.get("shards") and manifest.get("status") != "complete":
+                raise StoreError(f"{path} was started as {manifest['shards']} shards: run the "
+                                 "missing ones with --shard i/n, or start over with --force")
+            if done < n_images:
+                seconds = _fill(path, model, dataset, (done, n_images), progress_file(path, None),
+                                batch_size=manifest["batch_size"], **fill)
+                finish_store(path, seconds)
+            elif manifest.get("status") != "complete":  # killed after the last row
+                finish_store(path, 0.0)
+            return path
 
 
 def _extract_shard(model: nn.Module, dataset: ImageDataset, path: Path, config: dict,
@@ -179,8 +186,7 @@ def _extract_shard(model: nn.Module, dataset: ImageDataset, path: Path, config: 
     with store_lock(path):
         _prepare_store(path, config, dataset, False, batch_size, sites=fill["sites"],
                        layout=fill["layout"], model=model,
-                       device=next(model.parameters()).device, key_topk=fill["key_topk"],
-                       shards=shard[1])
+                       device=next(model.parameters()).device, shards=shard[1])
         manifest = json.loads((path / "manifest.json").read_text())
         if manifest.get("status") == "complete":
             return path
@@ -205,10 +211,14 @@ def _extract_shard(model: nn.Module, dataset: ImageDataset, path: Path, config: 
             write_json_atomic(file, {"done": stop})
     with store_lock(path):
         manifest = json.loads((path / "manifest.json").read_text())
-        if (manifest.get("status") != "complete"
-                and shards_done(path, n_images, unit, shard[1])):
+        missing = missing_shards(path, n_images, unit, shard[1])
+        if manifest.get("status") != "complete" and not missing:
             write_json_atomic(path / "progress.json", {"done": n_images})  # as one process's
             finish_store(path, seconds)
+    conflict = disagreement(path, config, shard[1], missing) if missing else None
+    if conflict:
+        raise StoreError(f"{path} waits for shard(s) {', '.join(map(str, missing))} of "
+                         f"{shard[1]}, and {conflict}")
     return path
 
 
@@ -262,7 +272,7 @@ def _fill(path: Path, model: nn.Module, dataset: ImageDataset, rows: Tuple[int, 
 
 def _prepare_store(path: Path, config: dict, dataset: ImageDataset, force: bool,
                    batch_size: int, *, sites: List[str], layout: TokenLayout,
-                   model: nn.Module, device: torch.device, key_topk: int = 0,
+                   model: nn.Module, device: torch.device,
                    shards: Optional[int] = None) -> int:
     """Create the store, or find how far an earlier run got. Returns images already done."""
     manifest_file = path / "manifest.json"
@@ -279,23 +289,6 @@ def _prepare_store(path: Path, config: dict, dataset: ImageDataset, force: bool,
         for old in path.iterdir():
             old.unlink()
     path.mkdir(parents=True, exist_ok=True)
-    n_images, shape = len(dataset), (len(dataset), len(sites), layout.n_tokens)
-    for name, dtype in TOKEN_ARRAYS.items():
-        allocate(path / f"{name}.npy", dtype, shape)
-    if key_topk:
-        for name in KEY_ARRAYS:
-            allocate(path / f"{name}.npy", np.int16,
-                      (n_images, len(model.blocks), layout.n_tokens, key_topk))
-    for name in ("pred", "status"):
-        allocate(path / f"{name}.npy", IMAGE_ARRAYS[name], (n_images,))
-    if dataset.has_masks:
-        for name, dtype in MASK_ARRAYS.items():
-            allocate(path / f"{name}.npy", dtype, (n_images, layout.n_tokens))
-    np.save(path / "labels.npy", np.asarray(dataset.labels, dtype=np.int32))
-    with open(path / "items.tsv", "w") as handle:
-        handle.write("name\tlabel\n")
-        for name, label in zip(dataset.item_names(), dataset.labels, strict=True):
-            handle.write(f"{name}\t{label}\n")
     info = loaded_info(model)
     manifest = {
         "config": config,
@@ -315,6 +308,18 @@ def _prepare_store(path: Path, config: dict, dataset: ImageDataset, force: bool,
         "device": str(device),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+    try:  # every array's blocks reserved first: a disk too small fails here, not mid-run
+        for name, (dtype, shape) in expected_files(manifest).items():
+            if name != "labels.npy":
+                allocate(path / name, dtype, shape)
+    except OSError:
+        shutil.rmtree(path)  # a new store: its space goes back, and a rerun starts it again
+        raise
+    np.save(path / "labels.npy", np.asarray(dataset.labels, dtype=np.int32))
+    with open(path / "items.tsv", "w") as handle:
+        handle.write("name\tlabel\n")
+        for name, label in zip(dataset.item_names(), dataset.labels, strict=True):
+            handle.write(f"{name}\t{label}\n")
     write_json_atomic(path / "progress.json", {"done": 0})
     write_json_atomic(manifest_file, manifest)
     return 0
@@ -380,6 +385,7 @@ def store_for(variant: VariantLike, dataset: str = "toy", data_dir: Optional[str
                            perturbation, key_topk)
     if found is not None:
         return found
+    check_out_folder(results_dir)  # writable, before the weights load
     model = load_variant(spec, weights=weights, device=device, seed=seed)
     return open_store(extract(model, data, results_dir, batch_size=batch_size,
                                 progress=progress, kinds=kinds, perturbation=perturbation,

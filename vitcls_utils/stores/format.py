@@ -22,22 +22,35 @@ header (dtype, shape) and size are compared with what the manifest implies
 (:func:`check_files`), and a complete store's SHA-256 checksums, recorded when it was finished,
 are verified when it is opened (once per process and file version). A mismatch is a
 :class:`~vitcls_utils.base.errors.DamagedStoreError` naming the file.
+
+The configuration covers what the arrays depend on: the variant, the weights' identity (a
+checkpoint file's hash), the preprocessing, the stimuli (their names and labels and, for
+stimuli read from files, the files' contents: :meth:`~vitcls_utils.datasets.interface.
+ImageDataset.content_id`), the site kinds and precision. The code that computes the arrays is
+declared by :data:`STORE_FORMAT`, which a test holds to a store made earlier.
+
+A full or read-only disk is a :class:`~vitcls_utils.base.errors.WriteError`, never a crash:
+the arrays are reserved on disk when the store is created (``posix_fallocate``), so rows are
+written into blocks that exist, and every other write replaces its file atomically; what was
+there stays whole, and rerunning once there is room resumes.
 """
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import hashlib
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..datasets.interface import ImageDataset
-from ..base.errors import DamagedStoreError, StoreError
+from ..datasets.interface import ImageDataset, file_sha256
+from ..base.errors import DamagedStoreError, StoreError, WriteError
 from ..datasets.images import CONVERTED, EXIF_IGNORED, UNREADABLE
 from ..model.perturbations import Perturbation, perturbation_config
 
@@ -49,6 +62,8 @@ IMAGE_ARRAYS = {"labels": np.int32, "pred": np.int16, "status": np.int8}
 MASK_ARRAYS = {"token_class": np.int8, "token_class_paper": np.int8}
 REMOVED = {"rank": -1, "top1": -1, "true_logit": np.nan, "key_mlp": -1,
            "key_attn": -1}  # fill of removed tokens
+#: what a failed write says when the disk, not the program, is at fault
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EACCES, errno.EPERM)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -90,22 +105,70 @@ def store_lock(path: Path, suffix: str = "") -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def check_out_folder(out: Union[str, Path], what: str = "the results folder") -> Path:
-    """``out`` as a folder for stores (it may not exist yet); a file there is refused."""
+def check_out_folder(out: Union[str, Path], what: str = "the results folder",
+                     needed: int = 0) -> Path:
+    """``out`` as a folder for stores, made if it does not exist, checked to take a file and
+    to have ``needed`` bytes free: a file there, a read-only or full disk are refused with
+    the fix, before any work starts."""
     path = Path(out).expanduser()
     if path.exists() and not path.is_dir():
         raise StoreError(f"{what} {out} is a file; it must be a folder (the root of the "
                          "extraction stores), existing or not")
+    probe = path / f".vitcls-write-test.{os.getpid()}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+        free = shutil.disk_usage(path).free
+    except OSError as error:
+        raise WriteError(f"{what} {out} cannot be written ({error.strerror or error}): pick "
+                         "a folder you can write to") from None
+    if free < needed:
+        raise WriteError(f"{what} {out} has {free / 2**20:.1f} MiB free and this needs "
+                         f"{needed / 2**20:.1f} MiB: free some space or pick another folder")
     return path
+
+
+@contextlib.contextmanager
+def write_errors(path: Path, fix: str) -> Iterator[None]:
+    """A write to ``path`` that the disk refuses (full, read-only, a size limit) as a
+    one-line :class:`WriteError` naming ``fix``; other errors pass unchanged."""
+    try:
+        yield
+    except WriteError:
+        raise
+    except OSError as error:
+        if error.errno not in DISK_ERRNOS:
+            raise
+        raise WriteError(f"cannot write {path} ({error.strerror}); {fix}") from None
+
+
+def reserve(path: Path, size: int) -> None:
+    """Make ``path`` ``size`` bytes long with its blocks allocated, so that writing into it
+    (or a memory map of it) never finds the disk full; an ``OSError`` when it does not fit."""
+    handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if size:
+            os.posix_fallocate(handle, 0, size)
+    except OSError as error:
+        if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+        os.ftruncate(handle, size)  # a filesystem that cannot reserve: a sparse file
+    finally:
+        os.close(handle)
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # a name no other writer uses
-    with open(tmp, "w") as handle:
-        json.dump(payload, handle, indent=1, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as handle:
+            json.dump(payload, handle, indent=1, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # the file it replaces stays as it was
+        raise
 
 
 def read_npy_header(handle) -> Tuple[Tuple[int, ...], bool, np.dtype]:
@@ -141,8 +204,24 @@ class RowWriter:
 
 
 def allocate(path: Path, dtype, shape: Tuple[int, ...]) -> None:
-    array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
-    del array  # a sparse file of the final size; rows are filled batch by batch
+    """A ``.npy`` file of its final size, its blocks reserved; rows are filled batch by batch."""
+    with open(path, "wb") as handle:
+        np.lib.format.write_array_header_1_0(
+            handle, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                     "fortran_order": False, "shape": tuple(shape)})
+        header = handle.tell()
+    reserve(path, header + int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize)
+
+
+def store_bytes(n_images: int, n_sites: int, n_tokens: int, has_masks: bool = False,
+                n_blocks: int = 0, key_topk: int = 0) -> int:
+    """The bytes a store's arrays take (headers aside): what creating it reserves."""
+    per_token = sum(np.dtype(t).itemsize for t in TOKEN_ARRAYS.values())
+    per_image = (n_sites * n_tokens * per_token
+                 + sum(np.dtype(t).itemsize for t in IMAGE_ARRAYS.values())
+                 + (n_tokens * len(MASK_ARRAYS) if has_masks else 0)
+                 + len(KEY_ARRAYS) * n_blocks * n_tokens * key_topk * 2)
+    return n_images * per_image
 
 
 # ----------------------------------------------------------------------------------------------
@@ -164,6 +243,9 @@ def config_for(variant: str, weights_id: str, preprocess: str, dataset: ImageDat
         "precision": precision,
     }
     # optional entries are absent, not null, so the hashes of plain stores never change
+    content = dataset.content_id()
+    if content is not None:  # stimuli read from files: what the files hold
+        config["dataset"]["content"] = content
     if perturbation is not None:
         config["perturbation"] = perturbation_config(perturbation)
     if key_topk:
@@ -247,29 +329,28 @@ def check_files(path: Path, manifest: dict, fix: str) -> None:
                                     f"(truncated or overwritten); {fix}")
 
 
-def file_sha256(file: Path) -> str:
-    digest = hashlib.sha256()
-    with open(file, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+_VERIFIED: dict = {}  # (file, size, mtime_ns, inode, ctime_ns) -> checksum seen to match
 
 
-_VERIFIED: dict = {}  # (file, size, mtime_ns) -> checksum seen to match, this process
+def checksum_matches(file: Path, recorded: str) -> bool:
+    """Whether ``file``'s SHA-256 is ``recorded``; hashed once per process and file version
+    (its stamp includes the ctime, which no rewrite of the bytes leaves unchanged)."""
+    stat = file.stat()
+    key = (str(file.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns)
+    if _VERIFIED.get(key) == recorded:
+        return True
+    if file_sha256(file) != recorded:
+        return False
+    _VERIFIED[key] = recorded
+    return True
 
 
 def verify_checksums(path: Path, manifest: dict, fix: str) -> None:
     """Each file's SHA-256 against the one recorded when the store was finished."""
     for name, recorded in manifest.get("checksums", {}).items():
-        file = path / name
-        stat = file.stat()
-        key = (str(file.resolve()), stat.st_size, stat.st_mtime_ns)
-        if _VERIFIED.get(key) == recorded:
-            continue
-        if file_sha256(file) != recorded:
-            raise DamagedStoreError(f"{file} does not match the checksum recorded when the store "
-                                    f"was finished (changed on disk since); {fix}")
-        _VERIFIED[key] = recorded
+        if not checksum_matches(path / name, recorded):
+            raise DamagedStoreError(f"{path / name} does not match the checksum recorded when "
+                                    f"the store was finished (changed on disk since); {fix}")
 
 
 def finish_store(path: Path, seconds: float) -> None:

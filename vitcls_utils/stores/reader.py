@@ -1,5 +1,6 @@
 """Reading extraction stores: :class:`Store` (the arrays of one store, memory-mapped, checked
-against the manifest and its checksums first) and finding the stores a notebook needs."""
+against the manifest and its checksums first), finding the stores a notebook needs, and the
+room a new one will take (checked before its model loads)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,8 +14,10 @@ from ..datasets.images import UNREADABLE
 from ..model.perturbations import Perturbation, perturbation_config
 from ..model.registry import VariantLike
 from ..base.sites import positions_of_kind
+from . import stimulus_cache
 from .format import (IMAGE_ARRAYS, KEY_ARRAYS, MASK_ARRAYS, TOKEN_ARRAYS, check_files,
-                     config_for, read_manifest, read_progress, store_path, verify_checksums)
+                     config_for, read_manifest, read_progress, store_bytes, store_path,
+                     verify_checksums)
 
 
 @dataclass
@@ -91,6 +94,49 @@ class Store:
         rank = self.by_block("rank", kind)
         return np.where(rank < 0, np.float32(np.nan),
                         1.0 - rank.astype(np.float32) / self.num_classes)
+
+    def check_source(self, model=None, stimuli=None, class_names=None, memories=None) -> None:
+        """Refuse what this store was not made from (whatever is given): a model of another
+        variant or weights, other stimuli (names, labels or file contents), class names of
+        another count, or value projections (:class:`~vitcls_utils.analysis.memories.Memories`)
+        of another shape: other blocks or classes, or fewer memories than its key indices name.
+        Reading a store beside a model or images it was not made from gives numbers of
+        neither, without an error of its own.
+
+        Raises:
+            StoreError: the first mismatch, with the fix.
+        """
+        config = self.manifest["config"]
+        if class_names is not None and len(class_names) != self.num_classes:
+            raise StoreError(f"{len(class_names)} class names for a store of {self.num_classes}"
+                             f" classes ({self.path}): pass one name per class of its model")
+        if model is not None:
+            from ..model.loading import loaded_info
+
+            info = loaded_info(model)
+            if (info.variant.key, info.weights_id) != (self.variant, config["weights_id"]):
+                raise StoreError(f"the model is {info.variant.key} ({info.weights_id}), the "
+                                 f"store {self.path} was made by {self.variant} "
+                                 f"({config['weights_id']}): pass the model it was made with")
+        if memories is not None:
+            self._check_memories(memories)
+        made = config["dataset"]
+        if stimuli is not None and (stimuli.fingerprint() != made["fingerprint"]
+                                    or stimuli.content_id() != made.get("content")):
+            raise StoreError(f"the stimuli ({stimuli.name}: {stimuli.selection()}) are not the "
+                             f"ones {self.path} was made from ({made['name']}: "
+                             f"{made['selection']}), or their files changed since: pass the "
+                             "dataset it was made from")
+
+    def _check_memories(self, memories) -> None:
+        widths = {layer: memories.projection[layer][0].shape[1] for layer in ("mlp", "attn")}
+        used = {"mlp": self.key_mlp, "attn": self.key_attn}
+        if (memories.n_blocks, memories.projection["mlp"][0].shape[0]) != (
+                self.n_blocks, self.num_classes) or any(
+                used[k] is not None and int(np.max(used[k])) >= widths[k] for k in widths):
+            raise StoreError(f"these memories ({memories.n_blocks} blocks, {widths} memories) "
+                             f"are not of the model {self.path} was made by: pass "
+                             f"memories_for({self.variant!r})")
 
     @property
     def accuracy(self) -> float:
@@ -220,6 +266,7 @@ def existing_store(variant: VariantLike, data, results_dir: Union[str, Path],
 
     spec = get_variant(variant)
     weights_id = weights_identity(spec, weights=weights, seed=seed)
+    stimulus_cache.use(data, results_dir)  # the files' hashes kept beside the caches
     config = config_for(spec.key, weights_id or "", repr(spec.preprocess), data, kinds,
                         precision, perturbation, key_topk)
     return find_store(results_dir, config, any_weights=weights_id is None)
@@ -263,3 +310,31 @@ def main_stores(results_dir: Union[str, Path], dataset: Optional[str] = None
         if config["variant"] not in best or rank > best[config["variant"]][0]:
             best[config["variant"]] = (rank, folder)
     return {variant: open_store(folder) for variant, (_, folder) in sorted(best.items())}
+
+
+def store_room(results_dir: Union[str, Path], variant: VariantLike, data,
+               kinds: Sequence[str]) -> int:
+    """The bytes a new store of ``variant`` on ``data`` (the stimuli) reserves, from its
+    architecture built on the meta device (no weights, no memory); 0 when a store of this
+    variant and stimulus set is under way, as its room is reserved already."""
+    import json
+
+    import torch
+
+    from ..model.hooks import block_sites
+    from ..model.layout import TokenLayout
+    from ..model.loading import build_model
+    from ..model.registry import get_variant
+
+    spec = get_variant(variant)
+    for manifest in Path(results_dir).expanduser().glob(f"{spec.key}/{data.name}-*/"
+                                                         "manifest.json"):
+        try:
+            if json.loads(manifest.read_text()).get("status") != "complete":
+                return 0
+        except (OSError, ValueError, AttributeError):
+            continue
+    with torch.device("meta"):
+        skeleton = build_model(spec)
+    return store_bytes(len(data), len(block_sites(skeleton, kinds)),
+                       TokenLayout.of(skeleton).n_tokens, data.has_masks)

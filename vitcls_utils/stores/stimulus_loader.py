@@ -3,9 +3,11 @@ DataLoader workers, shared by extraction, evaluation, maps, probes and perturbat
 from __future__ import annotations
 
 import os
-from typing import Dict, Optional
+import sys
+from typing import Dict, Optional, Tuple
 
 from .. import _compat
+from ..base.errors import DamagedStoreError
 from ..datasets.kinds import ImageDataset
 from ..datasets.masks import token_labels, token_labels_paper
 from ..datasets.preprocess import Preprocess
@@ -21,14 +23,16 @@ from ..model.layout import TokenLayout  # noqa: E402
 
 class StimulusDataset(torch.utils.data.Dataset):
     """Stimuli ``start:stop`` decoded and preprocessed in the loader workers: a dict with the image
-    tensor, label, status and, for datasets with masks, both token labelings."""
+    tensor, label, status and, for datasets with masks and a token ``layout``, both token
+    labelings (a ``layout`` of None: a CNN, or a pass that reads no tokens)."""
 
-    def __init__(self, dataset: ImageDataset, preprocess: Preprocess, layout: TokenLayout,
-                 start: int, stop: Optional[int] = None) -> None:
+    def __init__(self, dataset: ImageDataset, preprocess: Preprocess,
+                 layout: Optional[TokenLayout], start: int, stop: Optional[int] = None) -> None:
         self.dataset, self.preprocess, self.layout, self.start = dataset, preprocess, layout, start
         self.labels = dataset.labels
         self.stop = len(self.labels) if stop is None else min(stop, len(self.labels))
         self.cached = lookup(dataset, preprocess)
+        self.masks = dataset.has_masks and layout is not None
 
     def __len__(self) -> int:
         return max(self.stop - self.start, 0)
@@ -36,14 +40,12 @@ class StimulusDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> Dict[str, object]:
         index = self.start + i
         ids = category = None
-        if self.cached is not None:  # decoded once (:mod:`vitcls_utils.stores.stimulus_cache`)
-            status = self.cached.status[index]
-            pixels = self.cached.pixels(index)
-            tensor = None if pixels is None else self.preprocess.normalise(pixels)
-            if self.dataset.has_masks:
+        tensor, status = self._cached(index) if self.cached is not None else (None, None)
+        if status is not None:  # decoded once (:mod:`vitcls_utils.stores.stimulus_cache`)
+            if self.masks:
                 ids, category = self.dataset.load_mask(index)
         else:
-            if self.dataset.has_masks:
+            if self.masks:
                 image, status, ids, category = self.dataset.load_with_mask(index)
             else:
                 image, status = self.dataset.load(index)
@@ -51,7 +53,7 @@ class StimulusDataset(torch.utils.data.Dataset):
         if tensor is None:
             tensor = torch.zeros((3,) + tuple(self.preprocess.output_size))
         out = {"image": tensor, "label": self.labels[index], "status": status}
-        if self.dataset.has_masks:
+        if self.masks:
             n = self.layout.n_tokens
             if ids is None or category is None:
                 unknown = torch.full((n,), -1, dtype=torch.int8)
@@ -64,8 +66,21 @@ class StimulusDataset(torch.utils.data.Dataset):
                     token_labels_paper(ids, category, grid, prefix))
         return out
 
+    def _cached(self, index: int) -> Tuple[Optional[torch.Tensor], Optional[int]]:
+        """(tensor or None, status) of a cached stimulus; (None, None) when its row does not
+        match its checksum, which is said, and the image is decoded instead."""
+        try:
+            pixels = self.cached.pixels(index)
+        except DamagedStoreError as damage:
+            print(f"vitcls: {damage}; decoding the image instead (`vitcls cache` rebuilds "
+                  "the entry)", file=sys.stderr)
+            return None, None
+        return (None if pixels is None else self.preprocess.normalise(pixels),
+                self.cached.status[index])
 
-def stimulus_loader(dataset: ImageDataset, preprocess: Preprocess, layout: TokenLayout,
+
+def stimulus_loader(dataset: ImageDataset, preprocess: Preprocess,
+                    layout: Optional[TokenLayout],
                     batch_size: int, start: int = 0, num_workers: Optional[int] = None,
                     device: Optional[torch.device] = None,
                     stop: Optional[int] = None) -> torch.utils.data.DataLoader:
@@ -86,9 +101,7 @@ def labelled_batches(model, dataset: ImageDataset, batch_size: int, desc: str,
 
     device = next(model.parameters()).device
     preprocess = preprocess or model.vitcls_info.variant.preprocess
-    layout = TokenLayout.of(model) if hasattr(model, "patch_embed") else TokenLayout(0, (0, 0),
-                                                                                     False)
-    loader = stimulus_loader(dataset, preprocess, layout, batch_size, device=device)
+    loader = stimulus_loader(dataset, preprocess, None, batch_size, device=device)
     for batch in with_progress(loader, len(dataset), desc, progress):
         ok = batch["status"] != UNREADABLE
         if ok.any():
