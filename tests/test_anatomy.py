@@ -130,7 +130,7 @@ def test_attention_distances_over_a_dataset_equal_a_per_image_loop():
                 totals[b, h] += 8 * (patches * anatomy.patch_distances((7, 7))).sum(-1).mean()
     got = torch.tensor(frame.distance.values).reshape(12, 4)
     torch.testing.assert_close(got, totals / 5)
-    assert frame.block.min() == 1 and frame["head"].max() == 3
+    assert frame.block.min() == 1 and (frame["head"].min(), frame["head"].max()) == (1, 4)
 
 
 def test_architecture_rows_count_what_timm_builds():

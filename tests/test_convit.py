@@ -161,6 +161,18 @@ def test_gates_and_locality_read_the_parameters_and_complete_the_square(model):
         gaussian = (-row.strength * (dx ** 2 + dy ** 2)).softmax(-1)
         torch.testing.assert_close(convit.positional_attention(attn, 16)[row.head - 1],
                                    gaussian.float(), rtol=1e-5, atol=1e-6)
+    assert convit.heads_without_centre(local).empty
+    with torch.no_grad():  # layer 2, head 3: a bowl (alpha < 0); layer 1, head 2: a plane
+        model.blocks[1].attn.pos_proj.weight[2, 2] = 0.3
+        model.blocks[0].attn.pos_proj.weight[1, 2] = 0.0
+    local = convit.locality(model)
+    missing = convit.heads_without_centre(local)
+    assert list(zip(missing.layer, missing["head"])) == [(1, 2), (2, 3)]
+    np.testing.assert_allclose(missing.strength, [0.0, -0.3], atol=1e-7)
+    nan = local.centre_x.isna() & local.centre_y.isna()
+    assert list(zip(local.layer[nan], local["head"][nan])) == [(1, 2), (2, 3)]
+    gate = torch.sigmoid(model.blocks[1].attn.gating_param[2]).item()
+    assert missing.gate.iloc[1] == pytest.approx(gate)
     with pytest.raises(VitclsError, match="no GPSA block"):
         convit.gates(timm.create_model("deit_tiny_patch16_224", img_size=32, patch_size=8,
                                        embed_dim=32, depth=1, num_heads=2))
@@ -275,3 +287,55 @@ def test_evaluate_under_masks_and_the_readout_without_cls(toy_convit_variant):
     assert set(blocks["mask"]) == {m.name for m in masks}
     readout = readout_for(model)
     assert readout.n_patches == 49
+
+
+def nonlocality_as_convit_main_py(model, x):
+    """ConViT's ``main.py`` written out: every layer's attention on the patch embedding alone
+    (no position embedding, norm or [CLS]), averaged over the batch, then their
+    ``get_attention_map``: sum_nm sqrt(δx² + δy²) A_hnm / N. [layers, heads], float64."""
+    tokens = model.patch_embed(x)
+    batch, n, dim = tokens.shape
+    side = int(round(n ** 0.5))
+    ind = torch.arange(side).view(1, -1) - torch.arange(side).view(-1, 1)
+    indx = ind.repeat(side, side)
+    indy = ind.repeat_interleave(side, dim=0).repeat_interleave(side, dim=1)
+    indd = indx ** 2 + indy ** 2
+    rel = torch.stack([indx, indy, indd], -1).float()  # [N, N, 3]
+    out = []
+    for block in model.blocks:
+        attn = block.attn
+        heads = attn.num_heads
+        if hasattr(attn, "gating_param"):  # GPSA: content and position mixed by the gate
+            qk = attn.qk(tokens).reshape(batch, n, 2, heads, dim // heads).permute(2, 0, 3, 1, 4)
+            content = (qk[0] @ qk[1].transpose(-2, -1) * attn.scale).softmax(-1)
+            position = (rel @ attn.pos_proj.weight.T + attn.pos_proj.bias).permute(2, 0, 1)
+            gate = torch.sigmoid(attn.gating_param).view(1, -1, 1, 1)
+            mixed = (1 - gate) * content + gate * position.softmax(-1)
+            pattern = mixed / mixed.sum(-1, keepdim=True)
+        else:  # MHSA
+            qkv = attn.qkv(tokens).reshape(batch, n, 3, heads, dim // heads).permute(2, 0, 3, 1, 4)
+            pattern = (qkv[0] @ qkv[1].transpose(-2, -1) * attn.scale).softmax(-1)
+        out.append(torch.einsum("nm,hnm->h", indd.double() ** 0.5,
+                                pattern.mean(0).double()) / n)
+    return torch.stack(out)
+
+
+def test_authors_nonlocality_feeds_every_layer_the_patch_embedding_alone(toy_convit_variant):
+    from vitcls_utils.datasets.kinds import build_dataset
+
+    model = load_variant("test_tiny_convit")
+    data = build_dataset("toy", None, num_classes=24, n_per_class=1)
+    preprocess = model.vitcls_info.variant.preprocess
+    x = torch.stack([preprocess(data.load(i)[0]) for i in range(6)])
+    with torch.no_grad():
+        expected = nonlocality_as_convit_main_py(model, x)  # [3 layers, 4 heads]
+    authors = anatomy.attention_distances(model, data, n_images=6, pixels=False, batch_size=4,
+                                          progress=False, inputs="authors")
+    got = torch.tensor(authors.distance.values).reshape(3, 4)
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-9)
+    assert authors["head"].tolist() == [1, 2, 3, 4] * 3  # heads 1-based, as gates and locality
+    real = anatomy.attention_distances(model, data, n_images=6, pixels=False, batch_size=4,
+                                       progress=False)
+    assert not np.allclose(real.distance, authors.distance)  # a different input, other numbers
+    with pytest.raises(ValueError, match="inputs must be one of"):
+        anatomy.attention_distances(model, data, n_images=1, inputs="patch_embed")

@@ -63,6 +63,59 @@ def test_total_variation_equals_a_hand_loop():
     assert float(featureviz.total_variation(x)) == pytest.approx(total, rel=1e-5)
 
 
+class TheirGaussianNoise:
+    """The authors' ``augmentation.pre.GaussianNoise`` counter, written out (the noise itself
+    left out): built with ``shuffle_every=True`` as in ``vis35.py``, it shuffles once when
+    built and once before every step, each shuffle using the counter and then moving it."""
+
+    def __init__(self, std: float, max_iter: int):
+        self.std_p, self.max_iter = std, max_iter
+        self.rem = max_iter - 1
+        self.shuffle()
+
+    def shuffle(self):
+        self.scale = self.rem * self.std_p / self.max_iter
+        self.rem = (self.rem - 1 + self.max_iter) % self.max_iter
+
+    def forward(self):
+        self.shuffle()
+        return self.scale
+
+
+def test_the_noise_follows_their_counter_step_for_step_and_the_text_is_linear():
+    recipe = featureviz.Recipe()
+    theirs = TheirGaussianNoise(0.5, 400)
+    for step in range(recipe.steps + 1):  # the loop runs steps + 1 iterations
+        assert featureviz.noise_scale(recipe, step) == pytest.approx(theirs.forward(), abs=1e-15)
+    written_out = {0: 0.5 * 398 / 400, 1: 0.5 * 397 / 400, 397: 0.5 / 400, 398: 0.0,
+                   399: 0.5 * 399 / 400, 400: 0.5 * 398 / 400}
+    for step, value in written_out.items():
+        assert featureviz.noise_scale(recipe, step) == pytest.approx(value, abs=1e-15)
+    linear = featureviz.Recipe(noise_schedule="linear")
+    assert [featureviz.noise_scale(linear, i) for i in (0, 200, 400)] == [0.5, 0.25, 0.0]
+    short = featureviz.Recipe(steps=12, copies=2)
+    theirs = TheirGaussianNoise(0.5, 12)
+    assert [featureviz.noise_scale(short, i) for i in range(13)] == pytest.approx(
+        [theirs.forward() for _ in range(13)])
+
+
+@pytest.mark.parametrize("schedule", ["authors", "linear"])
+def test_augment_adds_the_scheduled_noise(schedule):
+    recipe = featureviz.Recipe(steps=400, copies=3, noise_schedule=schedule)
+    x = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    for step in (0, 398, 399, 400):
+        got = featureviz.augment(x, recipe, step, 2, torch.Generator().manual_seed(step))
+        gen = torch.Generator().manual_seed(step)  # the same draws, in augment's order
+        mu = torch.rand(3, 3, 1, 1, generator=gen) * 2 - 1
+        sigma = torch.exp(torch.rand(3, 3, 1, 1, generator=gen) * 2 - 1)
+        noise = torch.randn(3, 3, 1, 1, generator=gen)
+        dx, dy = (int(v) for v in torch.randint(-2, 3, (2,), generator=gen))
+        scale = (0.5 * ((398 - step) % 400) / 400 if schedule == "authors"
+                 else 0.5 * (1 - step / 400))
+        expected = torch.roll((x - mu) / sigma + scale * noise, shifts=(dy, dx), dims=(-2, -1))
+        torch.testing.assert_close(got, expected)
+
+
 def test_top_images_equal_per_image_brute_force(toy_model):
     data = build_dataset("toy", None, num_classes=24, n_per_class=1)
     top = featureviz.top_images(toy_model, data, blocks=[0, 2], k=3, batch_size=5,
@@ -122,3 +175,6 @@ def test_bad_units_and_recipes_name_the_fix(toy_model):
     with pytest.raises(VitclsError, match="noise_kind"):
         featureviz.visualize(toy_model, 0, 0, featureviz.Recipe(steps=2, copies=1,
                                                                 noise_kind="grain"))
+    with pytest.raises(VitclsError, match="noise_schedule"):
+        featureviz.visualize(toy_model, 0, 0, featureviz.Recipe(steps=2, copies=1,
+                                                                noise_schedule="cosine"))

@@ -45,7 +45,48 @@ def test_accuracy_is_averaged_over_seeds_and_separable_data_is_read_perfectly():
     noise = torch.from_numpy(gen.normal(size=(60, 6)))
     chance = fewshot.fewshot_accuracy(noise, labels, noise, labels, 5, shots=(1,), seeds=3)
     assert chance.accuracy.mean() < 0.6
-    assert fewshot.usable_shots(labels[:-3], 8, (1, 5, 10, 25)) == [1, 5]  # classes 5-7: none
+    assert fewshot.usable_shots(labels[:-3], 8, (1, 5, 10, 25)) == [1, 5, 10, 25]  # as big_vision
+
+
+def big_vision_shots(labels, num_classes, shots, seed):
+    """big_vision's ``fewshot_lsr.Evaluator.compute_fewshot_metrics`` written out: {k: the
+    training rows}, one entry per shot count asked for, whatever the classes hold."""
+    rng = np.random.default_rng(seed)
+    class_indices = [rng.permutation(np.where(labels == c)[0]) for c in range(num_classes)]
+    results = {}
+    for k in shots:
+        results[k] = np.concatenate([indices[:k] for indices in class_indices], axis=0)
+    return results
+
+
+def test_a_short_class_keeps_every_shot_count_as_in_big_vision():
+    # class 2 has 3 images, class 3 none, classes 0 and 1 have 12: the 5- and 10-shot sets
+    # take class 2's three; big_vision runs every shot count all the same
+    labels = np.array([0] * 12 + [1] * 12 + [2] * 3)
+    np.random.default_rng(0).shuffle(labels)
+    shots = (1, 5, 10)
+    used = fewshot.usable_shots(labels, 4, shots)
+    for seed in range(3):
+        reference = big_vision_shots(labels, 4, shots, seed)
+        assert used == list(reference)
+        orders = fewshot.class_orders(labels, 4, seed)
+        for k in used:
+            np.testing.assert_array_equal(fewshot.shot_indices(orders, k), reference[k])
+    assert fewshot.short_classes(labels, 4, 5) == [2] and fewshot.short_classes(labels, 4, 3) == []
+    gen = np.random.default_rng(2)
+    values = torch.from_numpy(gen.normal(size=(len(labels), 2, 6)))
+    features = fewshot.Features(values={"cls": values}, labels=labels, top1=None,
+                                positions=np.arange(len(labels)), blocks=[1, 2])
+    table = fewshot.fewshot_by_block(features, features, 4, used, seeds=2, l2=1.0)
+    assert sorted(table.shots.unique()) == list(reference)  # the table's columns
+    note = fewshot.shots_note(labels, 4, used)
+    assert "at 5 shots 1 of 3 classes" in note and "at 10 shots 1 of 3" in note
+    assert "at 1 shots" not in note
+    assert "whole pool" in fewshot.shots_note(labels, 4, (20,))
+    assert fewshot.shots_note(labels, 4, (1, 3)) == ""
+    assert fewshot.usable_shots(labels[:0], 4, shots) == []
+    with pytest.raises(VitclsError, match="at least 1"):
+        fewshot.usable_shots(labels, 4, (0, 5))
 
 
 def test_bad_token_choices_are_refused():

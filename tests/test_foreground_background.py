@@ -84,3 +84,54 @@ def test_with_boxes_reads_a_val_csv_and_refuses_what_it_cannot_use(tmp_path):
     with pytest.raises(DatasetError, match="neither"):
         fgbg.with_boxes(folder, str(tmp_path / "missing.csv"))
     assert fgbg.with_boxes(build_dataset("toy", None, 24, 1), None).has_masks
+
+
+def their_background(image: np.ndarray, xml_path) -> np.ndarray:
+    """The authors' ``read_xml.translate_obj`` + ``BackgroundForegroundImageNet.__getitem__``
+    written out: each own-class object's [xmin, xmax, ymin, ymax] as the XML has them, and
+    ``background[:, int(y1):int(y2), int(x1):int(x2)] = 0`` on the [C, H, W] image."""
+    import xml.etree.ElementTree as ET
+
+    wnid = xml_path.parent.name
+    boxes = [[o.find("bndbox").findtext(k) for k in ("xmin", "xmax", "ymin", "ymax")]
+             for o in ET.parse(xml_path).getroot().iter("object") if o.findtext("name") == wnid]
+    background = image.transpose(2, 0, 1).copy()
+    for x1, x2, y1, y2 in boxes:
+        background[:, int(y1):int(y2), int(x1):int(x2)] = 0
+    return background.transpose(1, 2, 0)
+
+
+def test_the_authors_box_convention_is_their_slicing_and_voc_adds_the_first_row_and_column(
+        tmp_path):
+    from conftest import write_image
+    from vitcls_utils.datasets.kinds import imagenet_wnids
+
+    wnid, other = imagenet_wnids()[5], imagenet_wnids()[6]
+    stem = f"{wnid}_17"
+    xml = tmp_path / "xml" / wnid / f"{stem}.xml"
+    xml.parent.mkdir(parents=True)
+    xml.write_text(
+        "<annotation><size><width>40</width><height>30</height></size>"
+        f"<object><name>{wnid}</name><bndbox><xmin>3</xmin><ymin>2</ymin><xmax>12</xmax>"
+        "<ymax>9</ymax></bndbox></object>"
+        f"<object><name>{other}</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>40</xmax>"
+        "<ymax>30</ymax></bndbox></object>"
+        f"<object><name>{wnid}</name><bndbox><xmin>20</xmin><ymin>15</ymin><xmax>40</xmax>"
+        "<ymax>30</ymax></bndbox></object></annotation>")
+    write_image(tmp_path / "imgs" / wnid / f"{stem}.JPEG", 0, size=(40, 30))
+    folder = build_dataset("folder", str(tmp_path / "imgs"), num_classes=1000)
+    theirs = fgbg.with_boxes(folder, str(tmp_path / "xml"), convention="authors")
+    ours = fgbg.with_boxes(folder, str(tmp_path / "xml"))
+    image, _, ids, category = theirs.load_with_mask(0)
+    pixels = np.asarray(image)
+    _, expected_background = fgbg.split_foreground(pixels, ids == category)
+    np.testing.assert_array_equal(expected_background, their_background(pixels, xml))
+    their_mask = ids == category
+    voc_mask = ours.load_with_mask(0)[2] == category
+    assert their_mask.sum() == 9 * 7 + 20 * 15  # xmax - xmin by ymax - ymin, per box
+    assert voc_mask.sum() == 10 * 8 + 21 * 16  # VOC's inclusive corners: one more each way
+    assert (their_mask <= voc_mask).all()
+    assert voc_mask[1, 2:12].all() and not their_mask[1].any()  # the first row (ymin - 1)
+    assert voc_mask[1:9, 2].all() and not their_mask[:, 2].any()  # the first column
+    with pytest.raises(DatasetError, match="box convention"):
+        fgbg.with_boxes(folder, str(tmp_path / "xml"), convention="pascal")

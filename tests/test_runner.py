@@ -157,7 +157,9 @@ def test_chapter5_runs_on_a_random_original_vit_without_a_head(tmp_path):
                       for o in c.outputs)
     assert "the model's head: none (no class head)" in printed
     assert "no class head: no identifiability" in printed
-    assert "shots [1, 5, 10]" in printed  # ImageNet-S test: 10 per class, so no 25-shot
+    # ImageNet-S test: 10 per class, so the 25-shot set is the whole pool, as in big_vision
+    assert "shots [1, 5, 10, 25]" in printed
+    assert "at 25 shots every class has fewer images: the set is the whole pool" in printed
     assert "Large: 24 layers, width 1024, MLP 4096, 16 heads" in printed
     assert not (tmp_path / "results" / key).exists()  # nothing needed a class-space store
 

@@ -3,6 +3,13 @@ where attention looks (mean attention distance, one function shared with ConViT'
 nonlocality), what the patch and position embeddings hold, and attention rollout with its
 residual-identity step as a parameter. Functions of tensors: the hooks layer reads them from
 the unmodified model.
+
+No [CLS] policy of the attention distance here is an authors' convention: the ViT paper states
+none, and ConViT's only nonlocality code (its ``main.py``) never has [CLS] in the sequence: it
+feeds each layer the patch embedding alone (``inputs="authors"`` below), and its MHSA
+``get_attention_map`` runs only on CUDA and fails on 197 tokens. So the nonlocality of a DeiT
+and of ConViT's MHSA layers, with [CLS] present, has no authors' counterpart; the prefix
+policy here is the book's, stated where it is chosen.
 """
 from __future__ import annotations
 
@@ -11,6 +18,9 @@ from typing import Optional, Sequence, Tuple
 import torch
 
 PREFIX_POLICIES = ("drop", "renormalize")
+#: what each block's attention is measured on: its real input in the forward (the paper's
+#: definition), or ConViT's ``main.py``: the patch embedding alone fed to every layer
+INPUTS = ("real", "authors")
 
 
 def patch_distances(grid: Sequence[int]) -> torch.Tensor:
@@ -31,8 +41,10 @@ def mean_attention_distance(attn: torch.Tensor, grid: Sequence[int], num_prefix:
         grid: the patch grid (rows, columns).
         num_prefix: prefix tokens ([CLS], registers) first in the sequence.
         patch_size: give it to get pixels (ViT's Fig. 7 and 11); None: patches.
-        prefix: "drop" the prefix rows and columns (attention on them counts as distance 0,
-            as both papers' code does) or "renormalize" each query's patch weights to sum 1.
+        prefix: "drop" the prefix rows and columns (attention on them counts as distance 0:
+            Eq. 8 summed over the patches) or "renormalize" each query's patch weights to sum
+            1. Neither is an authors' convention: the ViT paper states none, and ConViT's code
+            never measures with a prefix token present (see the module's docstring).
 
     Returns:
         [..., H], float64.
@@ -172,27 +184,35 @@ def rollout(attentions: Sequence[torch.Tensor], residual: Optional[float] = 0.5
 # Over a dataset, and the architectures' sizes
 # ----------------------------------------------------------------------------------------------
 def attention_distances(model, dataset, n_images: Optional[int] = 128, prefix: str = "drop",
-                        pixels: bool = True, batch_size: int = 32,
-                        progress: bool = True) -> "pd.DataFrame":
+                        pixels: bool = True, batch_size: int = 32, progress: bool = True,
+                        inputs: str = "real") -> "pd.DataFrame":
     """Mean attention distance of every head of every block over the first ``n_images``
-    readable stimuli (ViT Fig. 7 right and 11): rows (block 1-based, head, distance), in pixels
-    of the model's input (``pixels=False``: in patches).
+    readable stimuli (ViT Fig. 7 right and 11; ConViT's nonlocality with ``pixels=False``):
+    rows (block, head, distance), both 1-based, in pixels of the model's input
+    (``pixels=False``: in patches).
 
     The attention is read at ``attn.hook_pattern`` (the explicit softmax, never fused) of the
-    unmodified model, reduced per batch so that no [N, N] map is kept.
+    unmodified model, reduced per batch so that no [N, N] map is kept. With ``inputs="real"``
+    (the default, the paper's definition) each block attends over its real input in the
+    forward; with ``inputs="authors"`` each block's attention module is applied to the patch
+    embedding alone (no position embedding, no [CLS], no norm, no earlier blocks), as ConViT's
+    ``main.py`` logs nonlocality (catalogue C3).
 
     Args:
         model: a loaded timm ViT (with ``vitcls_info``) whose attention the hooks can read.
         dataset: the stimuli; unreadable ones are skipped.
         n_images: how many readable images to average over; None: the whole dataset.
         prefix: "drop" or "renormalize", the prefix-token policy of
-            :func:`mean_attention_distance`.
+            :func:`mean_attention_distance` (no prefix token with ``inputs="authors"``).
         pixels: distances in input pixels (True) or in patches (False).
         batch_size: images per forward pass.
         progress: show a progress bar.
+        inputs: "real" (each block's input in the forward) or "authors" (the patch embedding
+            alone, ConViT's code).
 
     Returns:
-        DataFrame with a row per (block, head): ``block`` (1-based), ``head`` (0-based),
+        DataFrame with a row per (block, head): ``block`` (1-based), ``head`` (1-based, as
+        :func:`~vitcls_utils.analysis.convit.gates` and the papers' figures count),
         ``distance`` (mean attention distance).
     """
     import pandas as pd
@@ -203,6 +223,8 @@ def attention_distances(model, dataset, n_images: Optional[int] = 128, prefix: s
     from ..base.progress import with_progress
     from ..model.layout import TokenLayout
 
+    if inputs not in INPUTS:
+        raise ValueError(f"inputs must be one of {INPUTS}, not {inputs!r}")
     layout = TokenLayout.of(model)
     patch = int(model.patch_embed.patch_size[0]) if pixels else None
     device = next(model.parameters()).device
@@ -222,15 +244,28 @@ def attention_distances(model, dataset, n_images: Optional[int] = 128, prefix: s
             images = batch["image"][batch["status"] != UNREADABLE]
             take = min(len(images), total - seen)
             if take > 0:
-                model(images[:take].to(device))
+                run_attention(model, images[:take].to(device), inputs)
                 seen += take
             if seen >= total:
                 break
     if seen == 0:
         raise ValueError("no readable image to measure attention on")
     mean = sums / seen
-    return pd.DataFrame([(b + 1, h, float(mean[b, h])) for b in range(mean.shape[0])
+    return pd.DataFrame([(b + 1, h + 1, float(mean[b, h])) for b in range(mean.shape[0])
                          for h in range(mean.shape[1])], columns=["block", "head", "distance"])
+
+
+def run_attention(model, images: torch.Tensor, inputs: str = "real") -> None:
+    """Run every block's attention on ``images`` (preprocessed, [B, 3, S, S]) so that hooks
+    at ``attn.hook_pattern`` fire: the model's forward ("real"), or each block's attention
+    module on the patch embedding alone ("authors", ConViT's ``main.py``)."""
+    if inputs == "real":
+        model(images)
+        return
+    tokens = model.patch_embed(images)
+    tokens = tokens.flatten(1, 2) if tokens.ndim == 4 else tokens  # an NHWC patch embedding
+    for block in model.blocks:
+        block.attn(tokens)
 
 
 #: the ViT paper's Table 1 (layers, width, MLP size, heads); its parameter counts are in

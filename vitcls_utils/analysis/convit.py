@@ -94,6 +94,24 @@ def locality(model: nn.Module) -> pd.DataFrame:
                                        "gate"])
 
 
+def heads_without_centre(local: pd.DataFrame) -> pd.DataFrame:
+    """The heads of :func:`locality` whose strength α ≤ 0, which have no centre: their
+    positional logit w_x δx + w_y δy − α (δx² + δy²) does not fall off around any offset (α = 0:
+    a plane rising towards one side of the grid; α < 0: a bowl rising towards the grid's edges),
+    so the positional attention is no Gaussian to centre and the centre map cannot draw them.
+
+    Args:
+        local: :func:`locality`'s frame.
+
+    Returns:
+        DataFrame with columns ``layer`` and ``head`` (1-based), ``strength`` (α ≤ 0) and
+        ``gate`` (σ(λ): how much of the head's attention that positional part is), one row per
+        such head, in layer and head order; empty where every head has a centre.
+    """
+    rows = local[~(local.strength > 0)].sort_values(["layer", "head"])
+    return rows[["layer", "head", "strength", "gate"]].reset_index(drop=True)
+
+
 def content_attention(attn: GPSA, x: torch.Tensor) -> torch.Tensor:
     """softmax(Q Kᵀ/√d) of a GPSA module on its input ``x`` [B, N, D]: [B, H, N, N]."""
     B, N, C = x.shape

@@ -5,8 +5,10 @@ per-patch activation map.
 The unit is hidden unit ``i`` of block ``l``'s MLP after its activation (GELU, QuickGELU for
 CLIP): the ``mlp.hook_post`` site. Its activation on an image is the mean over the patch tokens
 ([CLS] and other prefix tokens excluded). The recipe follows the authors' code, whose choices
-differ from the paper's text in three places, each a parameter here (catalogue §8):
-the noise is a per-channel constant (the text: per pixel), the loss is divided by the number of
+differ from the paper's text in four places, each a parameter here (catalogue §8):
+the noise is a per-channel constant (the text: per pixel), its scale follows their
+``GaussianNoise`` counter (0.5·((steps − 2 − i) mod steps)/steps at step i: 0 at step
+steps − 2, then back near 0.5; the text: a linear decay), the loss is divided by the number of
 copies once more (the text: no such factor; it only rescales the TV weight), and ColorShift is
 (x - mu) / sigma.
 """
@@ -30,6 +32,8 @@ from torch import nn  # noqa: E402
 from .stimulus_edits import normalize  # noqa: E402
 from ..model.layout import TokenLayout  # noqa: E402
 
+NOISE_SCHEDULES = ("authors", "linear")
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -42,13 +46,17 @@ class Recipe:
         tv: the TV weight's factor v (weight 0.0005 · v; the paper's grids use 0.1 and 1).
         jitter: largest circular shift in pixels; None scales the authors' 32 px at 384 px to
             the model's input size.
-        noise: starting scale of the decaying noise (linearly to 0 over ``steps``).
+        noise: scale of the decaying noise at its largest (:func:`noise_scale`).
         noise_kind: "channel" (the code: one constant per copy and channel) or "pixel" (the text).
+        noise_schedule: "authors" (the code's ``GaussianNoise`` counter, with ``max_iter`` =
+            ``steps``: noise · ((steps − 2 − i) mod steps) / steps at step i) or "linear" (the
+            text: noise · (1 − i / steps)).
         copies_in_loss: divide the objective by ``copies`` once more, as the code does.
 
     Args:
-        steps, copies, lr, betas, eps, tv, jitter, noise, noise_kind, copies_in_loss: the
-            attributes above, as keyword arguments (the defaults are the authors' code's).
+        steps, copies, lr, betas, eps, tv, jitter, noise, noise_kind, noise_schedule,
+            copies_in_loss: the attributes above, as keyword arguments (the defaults are the
+            authors' code's).
     """
 
     steps: int = 400
@@ -60,7 +68,28 @@ class Recipe:
     jitter: Optional[int] = None
     noise: float = 0.5
     noise_kind: str = "channel"
+    noise_schedule: str = "authors"
     copies_in_loss: bool = True
+
+
+def noise_scale(recipe: Recipe, step: int) -> float:
+    """The noise's scale at ``step`` (0 .. ``recipe.steps``; the loop runs ``steps + 1``):
+    "authors": their ``GaussianNoise`` counter starts at steps − 1, moves down one when built
+    and before every step, wrapping modulo steps (0.4975 at step 0 of 400, 0 at 398, 0.49875
+    at 399, 0.4975 at 400). "linear": the text's noise · (1 − i / steps).
+
+    Args:
+        recipe: the settings (``noise``, ``steps``, ``noise_schedule``).
+        step: the 0-based step.
+    Returns:
+        The scale, a float.
+    """
+    if recipe.noise_schedule == "authors":
+        return recipe.noise * ((recipe.steps - 2 - step) % recipe.steps) / recipe.steps
+    if recipe.noise_schedule == "linear":
+        return recipe.noise * (1 - step / recipe.steps)
+    raise VitclsError(f"noise_schedule must be one of {NOISE_SCHEDULES}, not "
+                      f"{recipe.noise_schedule!r}")
 
 
 @dataclass
@@ -115,7 +144,7 @@ def augment(x: torch.Tensor, recipe: Recipe, step: int, jitter: int,
     mu = torch.rand(n, 3, 1, 1, generator=gen) * 2 - 1
     sigma = torch.exp(torch.rand(n, 3, 1, 1, generator=gen) * 2 - 1)
     batch = (batch - mu.to(x)) / sigma.to(x)
-    scale = recipe.noise * (1 - step / recipe.steps)
+    scale = noise_scale(recipe, step)
     shape = (n, 3, 1, 1) if recipe.noise_kind == "channel" else tuple(batch.shape)
     if recipe.noise_kind not in ("channel", "pixel"):
         raise VitclsError(f"noise_kind must be 'channel' or 'pixel', not {recipe.noise_kind!r}")
@@ -300,6 +329,7 @@ def _check_steps(recipe: Recipe) -> None:
         raise VitclsError("the recipe needs at least one step and one copy")
     if not math.isfinite(recipe.lr) or recipe.lr <= 0:
         raise VitclsError(f"the learning rate must be positive, not {recipe.lr}")
+    noise_scale(recipe, 0)  # refuses an unknown schedule before any work
 
 
 def unit_panels(model: nn.Module, dataset, top: TopImages, units: Sequence[tuple],

@@ -74,13 +74,69 @@ def fewshot_accuracy(train_x: torch.Tensor, train_y: np.ndarray, test_x: torch.T
 
 def usable_shots(labels: np.ndarray, num_classes: int, shots: Sequence[int] = SHOTS
                  ) -> List[int]:
-    """The shot counts every class of the pool can give (a class with fewer images would make
-    a k-shot set that is not k-shot); classes the pool lacks (ImageNet-S has 919 of ImageNet's
-    1000) add no rows at any k, as in big_vision, and do not limit k."""
-    counts = np.bincount(np.asarray(labels), minlength=num_classes)
-    present = counts[counts > 0]
-    fewest = int(present.min()) if len(present) else 0
-    return [k for k in shots if k <= fewest]
+    """The shot counts that run, as big_vision's evaluator runs them: every one asked for, in
+    the order given. A class with fewer than k images gives the k-shot set all it has, a class
+    the pool lacks (ImageNet-S has 919 of ImageNet's 1000) gives none (:func:`shot_indices`);
+    neither drops a shot count. :func:`short_classes` says which classes are short at a k.
+
+    Args:
+        labels: the pool's labels, [N] ints in 0 .. num_classes - 1.
+        num_classes: the number of classes of the labels.
+        shots: the k of the k-shot sets asked for (each >= 1).
+
+    Returns:
+        The shot counts, as ints in the order given; empty only for an empty pool.
+
+    Raises:
+        VitclsError: for a shot count below 1 or a label outside the classes.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(labels) and not 0 <= labels.min() <= labels.max() < num_classes:
+        raise VitclsError(f"labels must be in 0 .. {num_classes - 1}")
+    if any(int(k) < 1 for k in shots):
+        raise VitclsError(f"shot counts are images per class, at least 1, not {list(shots)}")
+    return [int(k) for k in shots] if len(labels) else []
+
+
+def short_classes(labels: np.ndarray, num_classes: int, shots: int) -> List[int]:
+    """The classes of the pool with fewer than ``shots`` images (but at least one): each gives
+    a ``shots``-shot set the rows it has, as in big_vision.
+
+    Args:
+        labels: the pool's labels, [N] ints in 0 .. num_classes - 1.
+        num_classes: the number of classes of the labels.
+        shots: the k of a k-shot set.
+
+    Returns:
+        The short classes' indices, ascending.
+    """
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
+    return [int(c) for c in np.flatnonzero((counts > 0) & (counts < shots))]
+
+
+def shots_note(labels: np.ndarray, num_classes: int, shots: Sequence[int]) -> str:
+    """What the pool gives at each shot count, for the page: the counts at which some class is
+    short, how many classes, and whether the set is then the whole pool.
+
+    Args:
+        labels: the pool's labels, [N] ints in 0 .. num_classes - 1.
+        num_classes: the number of classes of the labels.
+        shots: the shot counts that run (:func:`usable_shots`).
+
+    Returns:
+        A str, empty when every class present fills every shot count.
+    """
+    present = int((np.bincount(np.asarray(labels, dtype=np.int64),
+                               minlength=num_classes) > 0).sum())
+    notes = []
+    for k in shots:
+        short = len(short_classes(labels, num_classes, k))
+        if short == present and short:
+            notes.append(f"at {k} shots every class has fewer images: the set is the whole pool")
+        elif short:
+            notes.append(f"at {k} shots {short} of {present} classes have fewer images and "
+                         "give all they have")
+    return ("; ".join(notes) + " (as big_vision's evaluator does)") if notes else ""
 
 
 # ----------------------------------------------------------------------------------------------

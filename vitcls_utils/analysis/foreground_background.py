@@ -5,6 +5,13 @@ At the image's original resolution: B ("background only") is the image with the 
 pixels set to 0, F ("foreground only") is X - B, so that F + B = X exactly. Both then go through
 the variant's resize, crop and normalisation like X. Table 2 reports top-5 normalised by the
 full image's: foreground = 100 · top5(F) / top5(X), background = 100 · top5(B) / top5(X).
+
+Box convention (catalogue G6): VOC corners are 1-based and inclusive, read here as such
+(``convention="voc"``, the default). The authors' code (their ``read_xml`` and
+``BackgroundForegroundImageNet``) slices the raw corners ``[ymin:ymax, xmin:xmax]``, so each of
+their boxes loses its first row and column: ``convention="authors"``. An image none of whose
+XML objects is of its class is skipped here (no mask); their code keeps it with no box (an
+all-black foreground) when the XML has several objects, and raises when it has one.
 """
 from __future__ import annotations
 
@@ -20,6 +27,8 @@ from ..base.errors import DatasetError
 
 #: a box in pixel coordinates of the original image: (xmin, ymin, xmax, ymax), end exclusive
 Box = Tuple[int, int, int, int]
+#: how VOC corners become a box: "voc" (1-based, inclusive) or "authors" (raw, sliced)
+BOX_CONVENTIONS = ("voc", "authors")
 
 
 def split_foreground(image: np.ndarray, object_mask: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -40,10 +49,21 @@ def box_mask(boxes: Sequence[Box], height: int, width: int) -> np.ndarray:
     return mask
 
 
-def read_voc_boxes(xml_path: Path, wnid: str) -> Tuple[List[Box], Tuple[int, int]]:
+def _check_convention(convention: str) -> None:
+    if convention not in BOX_CONVENTIONS:
+        raise DatasetError(f"box convention must be one of {BOX_CONVENTIONS}, not "
+                           f"{convention!r}")
+
+
+def read_voc_boxes(xml_path: Path, wnid: str, convention: str = "voc"
+                   ) -> Tuple[List[Box], Tuple[int, int]]:
     """The boxes of class ``wnid`` in one ImageNet train annotation (PASCAL VOC XML, as in
     image-net.org's ``bboxes_annotations.tar.gz``) and the annotated (width, height). VOC
-    corners are 1-based and inclusive; the boxes returned are 0-based, end exclusive."""
+    corners are 1-based and inclusive; the boxes returned are 0-based, end exclusive
+    (``convention="voc"``), or the raw corners, which :func:`box_mask` then slices as the
+    authors' code does, one row and column short at the top left (``"authors"``)."""
+    _check_convention(convention)
+    shift = 1 if convention == "voc" else 0
     root = ET.parse(xml_path).getroot()
     size = root.find("size")
     width, height = int(size.findtext("width")), int(size.findtext("height"))
@@ -54,7 +74,7 @@ def read_voc_boxes(xml_path: Path, wnid: str) -> Tuple[List[Box], Tuple[int, int
         bb = obj.find("bndbox")
         xmin, ymin, xmax, ymax = (int(float(bb.findtext(k))) for k in
                                   ("xmin", "ymin", "xmax", "ymax"))
-        boxes.append((xmin - 1, ymin - 1, xmax, ymax))
+        boxes.append((xmin - shift, ymin - shift, xmax, ymax))
     return boxes, (width, height)
 
 
@@ -123,18 +143,19 @@ class BoxMaskedDataset(ImageDataset):
         return self.dataset.selection() + ", object masks from boxes"
 
 
-def voc_boxes_for(annotations: Path, names: Sequence[str]
+def voc_boxes_for(annotations: Path, names: Sequence[str], convention: str = "voc"
                   ) -> Tuple[Dict[str, List[Tuple[str, Box]]], Dict[str, Tuple[int, int]]]:
     """Boxes and annotated (width, height) of train images ``<wnid>/<stem>.JPEG`` from
-    ``annotations/<wnid>/<stem>.xml`` (image-net.org's layout); the sizes let
-    :class:`BoxMaskedDataset` rescale the boxes for a resized copy of the images."""
+    ``annotations/<wnid>/<stem>.xml`` (image-net.org's layout), read by :func:`read_voc_boxes`
+    with ``convention``; the sizes let :class:`BoxMaskedDataset` rescale the boxes for a
+    resized copy of the images."""
     boxes: Dict[str, List[Tuple[str, Box]]] = {}
     sizes: Dict[str, Tuple[int, int]] = {}
     for name in names:
         wnid, stem = Path(name).parent.name, Path(name).stem
         xml = Path(annotations) / wnid / f"{stem}.xml"
         if xml.is_file():
-            found, sizes[stem] = read_voc_boxes(xml, wnid)
+            found, sizes[stem] = read_voc_boxes(xml, wnid, convention)
             boxes[stem] = [(wnid, box) for box in found]
     return boxes, sizes
 
@@ -157,24 +178,29 @@ def object_share(masks: Sequence[Optional[np.ndarray]]) -> float:
     return float(np.mean(shares)) if shares else float("nan")
 
 
-def with_boxes(dataset, boxes: Optional[str]):
+def with_boxes(dataset, boxes: Optional[str], convention: str = "voc"):
     """``dataset`` with object masks from ImageNet boxes: ``boxes`` is Kaggle's
     ``LOC_val_solution.csv`` (val images) or a folder of image-net.org's train XMLs
     (``<wnid>/<stem>.xml``); None keeps the dataset's own masks (the toy, ImageNet-S).
+    Images with no box of their own class have no mask and are left out of Table 2.
 
     Args:
         dataset: the stimuli; an ImageNet ``folder`` dataset when ``boxes`` is given.
         boxes: path of ``LOC_val_solution.csv`` or of a folder of train box XMLs; or None.
+        convention: how the XMLs' corners are read: "voc" (1-based, inclusive: correct) or
+            "authors" (the raw corners sliced, as their code: each box one row and column
+            short); the val CSV's boxes are used as they are.
 
     Returns:
         ``dataset`` itself (``boxes`` None), or a :class:`BoxMaskedDataset` around it.
 
     Raises:
-        DatasetError: no masks and no boxes, a ``boxes`` path that is neither, or no box
-            belonging to the dataset's images.
+        DatasetError: no masks and no boxes, a ``boxes`` path that is neither, no box
+            belonging to the dataset's images, or an unknown ``convention``.
     """
     from ..datasets.kinds import imagenet_wnids
 
+    _check_convention(convention)
     if boxes is None:
         if not dataset.has_masks:
             raise DatasetError("foreground/background needs object masks: use the toy or "
@@ -185,7 +211,7 @@ def with_boxes(dataset, boxes: Optional[str]):
     if path.is_file():
         found, sizes = read_val_boxes(path), None
     elif path.is_dir():
-        found, sizes = voc_boxes_for(path, dataset.item_names())
+        found, sizes = voc_boxes_for(path, dataset.item_names(), convention)
     else:
         raise DatasetError(f"boxes {boxes!r} is neither a LOC_val_solution.csv file nor a "
                            "folder of box XMLs")
