@@ -30,7 +30,7 @@ reference-outputs: $(STAMP)
 	TQDM_DISABLE=1 $(PY) -m vitcls_utils.running.reference_outputs
 
 book: $(STAMP)
-	$(VENV)/bin/vitcls variants --markdown > book/generated/variants_table.md
+	$(VENV)/bin/python -m vitcls_utils.report.models_page > book/generated/variants_table.md
 	TQDM_DISABLE=1 $(VENV)/bin/vitcls run --variants toy --jobs 2
 	$(VENV)/bin/jupyter-book build . --warningiserror --nitpick --keep-going
 	@echo "The book is at $(CURDIR)/_build/html/index.html"

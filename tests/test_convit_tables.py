@@ -97,38 +97,13 @@ def test_the_wide_bridge_table_has_a_column_per_quantity_and_model():
     assert wide.loc[1, ("mean gate", "ConViT")] == 0.2
 
 
-def test_the_sentences_read_the_numbers_they_are_given():
-    gates = pd.DataFrame({"layer": [1, 1, 2, 2, 3, 3], "head": [1, 2] * 3,
-                          "gate": [0.9, 0.7, 0.3, 0.1, 0.05, 0.05]})
-    text = tables.gating_sentence(gates, "toy_convit")
-    assert text.startswith("The mean gate falls from 0.80 in layer 1 to 0.05 in layer 3;")
-    assert "still used up to layer 2" in text and "ConViT-Ti's printed gates" in text
-    flat = gates.assign(gate=0.05)
-    assert "no layer keeps a mean gate above 0.1" in tables.gating_sentence(flat, "convit_base")
+def test_nonlocality_inputs_follow_the_profile_unless_the_notebook_sets_them():
+    from vitcls_utils.base.errors import VitclsError
 
-    names = ["unmasked", "position embedding zeroed", "content masked, first 3",
-             "position masked, first 3"]
-    top1 = pd.Series([90.0, 80.0, 50.0, 40.0, 85.0, 60.0],
-                     index=pd.MultiIndex.from_tuples(
-                         [("C", n) for n in names] + [("D", n) for n in names[:2]]))
-    text = tables.masking_sentence(top1, "C", "D", deepest=3)
-    assert "costs C 10.0 points and D 25.0" in text
-    assert "6.0 for ConViT-Ti, 33.9 for DeiT-Ti" in text  # Table 5: 73.1-67.1, 72.2-38.3
-    assert "With content masked, first 3, C keeps 50.0% top-1." in text
-    assert "1.3% with content masked, 46.8% with position masked" in text  # Table 6, k = 10
-
-    text = tables.maps_sentence(2, np.array([0.1, 0.7]), np.array([0.3, 0.4]))
-    assert "between 0.10 and 0.70" in text and "a spread of 0.60 against 0.10" in text
-
-
-def test_the_bridge_sentence_reads_the_frame_and_the_masks():
-    frame = pd.DataFrame({"model": ["C"] * 3 + ["D"] * 3, "block": [1, 2, 3] * 2,
-                          "image_identifiability": [0.2, 0.8, 0.9, 0.5, 0.6, 0.95],
-                          "gate": [0.9, 0.5, np.nan, np.nan, np.nan, np.nan]})
-    masked = pd.DataFrame({"mask": ["unmasked", "z", "c", "p"] * 2, "block": [2] * 4 + [3] * 4,
-                           "image_identifiability": [0, 0, 0, 0, 0.9, 0.8, 0.3, 0.4]})
-    text = tables.bridge_sentence(frame, masked, "C", "D", 2, ["z", "c", "p"])
-    assert "reach an identifiability of 0.75 at block 2, those of D at block 3" in text
-    assert "stand at 0.90 and 0.95" in text
-    assert "content in all 2 GPSA blocks leaves the image tokens' identifiability at 0.30" in text
-    assert "position at 0.40, and zeroing the position embedding at 0.80 (unmasked 0.90)" in text
+    assert tables.nonlocality_inputs("corrected") == "real"
+    assert tables.nonlocality_inputs(None) == "real"
+    assert tables.nonlocality_inputs("authors") == "authors"
+    assert tables.nonlocality_inputs("paper") == "authors"  # the old name of the profile
+    assert tables.nonlocality_inputs("authors", "real") == "real"
+    with pytest.raises(VitclsError, match="inputs must be one of"):
+        tables.nonlocality_inputs("corrected", "embedding")

@@ -29,11 +29,11 @@ def test_the_subset_runs_under_both_profiles_with_its_own_weights_and_data(tmp_p
     assert code == 0
     runs = tmp_path / "site" / "book" / "runs"
     for key in SUBSET:
-        for folder in (key, f"{key}-paper"):
+        for folder in (key, f"{key}-authors"):
             page = nbformat.read(runs / folder / "tab1_identifiability_rate.ipynb", 4)
             header = page.cells[0].source
             assert f"file:{key}.safetensors:sha256=" in header, header
-            assert ("**Settings:** paper" in header) == folder.endswith("-paper")
+            assert ("**Settings:** authors' settings" in header) == folder.endswith("-authors")
             meta = page.metadata["vitcls"]["parameters"]
             assert meta["dataset"] == ("cifar100" if key == "vit_b16_cifar100" else "imagenet-s")
     run_file = (tmp_path / "paper-dry-run.yml").read_text()

@@ -53,9 +53,11 @@ def test_auc_tests_pair_images_one_sided_as_scipy_does():
 def test_paper_areas_sit_beside_each_order_and_test():
     areas = pd.DataFrame({"method": ["class_space", "gradient_rollout", "random", "probe"],
                           "test": ["negative", "negative", "positive", "negative"],
-                          "paper AUC": [0.5, 0.6, 0.7, 0.8]})
+                          "AUC, authors' formula": [0.5, 0.6, 0.7, 0.8]})
     with_paper = vilas_tables.with_paper_areas(areas, "vit_b32")
-    assert list(with_paper.columns) == ["method", "test", "paper AUC", "paper"]
-    assert with_paper.paper.iloc[0] == pytest.approx(0.8363)  # reported.csv, A11 (ours)
-    assert with_paper.paper.iloc[1] == pytest.approx(0.8454)  # Chefer et al.
-    assert list(with_paper["paper AUC"]) == [0.5, 0.6, 0.7, 0.8]  # this run's untouched
+    assert list(with_paper.columns) == ["method", "test", "AUC, authors' formula", "reported"]
+    assert with_paper.reported.iloc[0] == pytest.approx(0.8363)  # reported.csv, A11 (ours)
+    assert with_paper.reported.iloc[1] == pytest.approx(0.8454)  # Chefer et al.
+    assert list(with_paper["AUC, authors' formula"]) == [0.5, 0.6, 0.7, 0.8]  # untouched
+    beside_toy = vilas_tables.with_paper_areas(areas, "toy")  # the toy is set beside ViT-B/32
+    assert beside_toy.reported.tolist() == with_paper.reported.tolist()

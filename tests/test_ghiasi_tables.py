@@ -99,13 +99,16 @@ def test_memory_agreement_counts_top_stimuli_of_promoted_classes(toy_run):
     plots.plt.close(ghiasi_plots.agreement_figure(per_block, "t"))
 
 
-def test_the_isolation_sentence_reads_table_1_and_the_sweep():
-    table = pd.DataFrame({"quantity": ["natural", "isolating [CLS] (L = 2)"],
-                          "top-1, this run": [80.0, 60.0], "top-1, paper": [84.2, 76.6]})
-    sweep = pd.DataFrame({"mode": ["drop"] * 3 + ["isolate"] * 3, "L": [1, 2, 3] * 2,
-                          "top1": [10.0, 45.0, 80.0, 70.0, 60.0, 5.0]})
-    text = ghiasi.isolation_sentence(table, sweep, depth=3, num_classes=24)
-    assert "keeps 60.0% top-1 of the natural 80.0% (75% of it; the paper: 76.60 of 84.20, 91%)" \
-        in text
-    assert "half the natural accuracy at L = 2 of 3" in text
-    assert "it is at 5.0% (chance 4.2%)" in text
+def test_box_convention_follows_the_profile_and_the_notes_say_what_was_read(tmp_path):
+    assert ghiasi.box_convention("corrected") == "voc" and ghiasi.box_convention(None) == "voc"
+    assert ghiasi.box_convention("authors") == "authors"
+    assert ghiasi.box_convention("authors", "voc") == "voc"
+    with pytest.raises(VitclsError, match="box convention"):
+        ghiasi.box_convention("corrected", "pascal")
+    masks = ghiasi.fgbg_notes(None, "voc")
+    assert masks.startswith("This run's objects are the dataset's segmentation masks")
+    assert "loses its first row and column" in masks and "all-black foreground" in masks
+    assert "leaves out every image with no box of its own class" in masks
+    assert "read as VOC (1-based" in ghiasi.fgbg_notes(str(tmp_path), "voc")
+    assert "one row and one column short" in ghiasi.fgbg_notes(str(tmp_path), "authors")
+    assert "val CSV's" in ghiasi.fgbg_notes(str(tmp_path / "LOC_val_solution.csv"), "voc")

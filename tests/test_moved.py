@@ -47,7 +47,8 @@ def test_from_imports_of_old_names_work():
     forget("vitcls_utils.book")
     forget("vitcls_utils.extract")
     with pytest.warns(FutureWarning, match="report.notebook"):
-        from vitcls_utils import book  # noqa: F401
+        from vitcls_utils import book
+    assert book.setup is importlib.import_module("vitcls_utils.report.notebook").setup
     with pytest.warns(FutureWarning):
         from vitcls_utils.extract import store_for
     from vitcls_utils.stores.extraction import store_for as moved
@@ -58,10 +59,12 @@ def test_from_imports_of_old_names_work():
 @pytest.mark.parametrize("old, name, new", [
     ("paper", "paper_value", "report.reported"),
     ("paper", "compare_table", "report.vilas_tables"),
-    ("paper", "styled", "report.notebook"),
+    ("paper", "styled", "report.page"),
     ("plots", "evolution_figure", "report.vilas_figures"),
     ("plots", "set_theme", "report.style"),
-    ("plots", "show", "report.notebook"),
+    ("plots", "show", "report.page"),
+    ("book", "glue", "report.page"),
+    ("book", "setup", "report.notebook"),
     ("memories", "value_vector_table", "report.vilas_tables"),
     ("memories", "class_value_agreement", "analysis.memories"),
     ("context_metrics", "attention_table", "report.vilas_tables"),

@@ -11,7 +11,7 @@ from vitcls_utils.report import notebook as book
     ({"n_per_class": -1}, "n_per_class must be an integer of at least 1"),
     ({"n_per_class": 0}, "n_per_class must be an integer of at least 1"),
     ({"seed": -2}, "seed must be an integer of at least 0"),
-    ({"profile": "authors"}, "profile"),
+    ({"profile": "nope"}, "unknown profile"),
 ])
 def test_bad_parameters_fail_at_setup(parameters, message):
     with pytest.raises(VitclsError, match=message):

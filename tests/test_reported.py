@@ -22,8 +22,36 @@ def test_lookup_and_side_by_side():
     assert paper.paper_value("identifiability_rate", "toy") is None
     assert paper.paper_value("block_change_rate", "vit_b32", block=11) == pytest.approx(0.89)
     table = vilas_tables.side_by_side("vit_b32", {"top1_accuracy": 80.0, "not_reported": 1.0})
-    assert table.paper.tolist()[0] == pytest.approx(81.71)
-    assert table.paper.isna().tolist() == [False, True]
+    assert list(table.columns) == ["metric", "this run", "reported, ViT-B/32", "agreement",
+                                   "source"]
+    assert table["reported, ViT-B/32"].tolist()[0] == pytest.approx(81.71)
+    assert table["reported, ViT-B/32"].isna().tolist() == [False, True]
+    assert table.agreement.tolist() == ["differs by -1.71", "not reported"]
+
+
+def test_each_run_is_set_beside_the_paper_model_it_can_be_read_against():
+    assert paper.compared_with("vit_b32") == "vit_b32"
+    assert paper.compared_with("vit_b16_random") == "vit_b16_random"  # a reported control
+    assert paper.compared_with("toy") == "vit_b32"
+    assert paper.compared_with("toy_gap") == "vit_b16_gap"
+    assert paper.compared_with("vit_l16_random") is None  # no reported control
+    assert paper.reported_label("toy") == "reported, ViT-B/32"
+    assert paper.reported_value("identifiability_rate", "toy") == pytest.approx(60.7262)
+    assert not paper.paper_series("identifiability_image", "toy").empty  # drawn beside the toy
+    assert paper.paper_series("identifiability_image", "vit_l16_random").empty
+
+
+@pytest.mark.parametrize("variant, value, verdict", [
+    ("vit_b32", 61.2, "agrees (within 1)"),
+    ("vit_b32", 55.0, "differs by -5.73"),
+    ("vit_b32", None, "not computed in this run"),
+    ("vit_b32", float("nan"), "not computed in this run"),
+    ("toy", 96.3, "not comparable: a toy model on synthetic images beside the paper's "
+                  "ViT-B/32 on ImageNet-S: shown for scale"),
+    ("vit_l16_random", 1.0, "not reported"),
+])
+def test_agreement_says_how_this_run_stands_to_the_reported_value(variant, value, verdict):
+    assert paper.agreement(variant, "identifiability_rate", value) == verdict
 
 
 def test_paper_curves_of_deeper_models_sit_between_the_blocks_they_average():

@@ -42,7 +42,7 @@ MOVED: Dict[str, str] = {
     "profiles": "report.profiles", "anatomy_plots": "report.vit_figures",
     "ghiasi": "report.ghiasi_tables", "ghiasi_plots": "report.ghiasi_figures",
     "convit_tables": "report.convit_tables", "convit_plots": "report.convit_figures",
-    "widgets": "report.explorers", "twins": "report.explorer_twins", "book": "report.notebook",
+    "widgets": "report.explorers", "twins": "report.explorer_twins",
     "cli": "running.cli", "runner": "running.runner", "kernels": "running.jupyter_kernels",
     "cluster": "running.cluster", "runfile": "running.run_file", "dryrun": "running.dry_run",
     "colab": "running.colab", "notebook_rules": "running.notebook_rules",
@@ -51,8 +51,9 @@ MOVED: Dict[str, str] = {
 
 #: old module -> the modules its names live in now, searched in order
 SPLIT: Dict[str, List[str]] = {
-    "paper": ["report.reported", "report.vilas_tables", "report.vit_tables", "report.notebook"],
-    "plots": ["report.vilas_figures", "report.style", "report.notebook"],
+    "paper": ["report.reported", "report.vilas_tables", "report.vit_tables", "report.page"],
+    "plots": ["report.vilas_figures", "report.style", "report.page"],
+    "book": ["report.notebook", "report.page"],
     "context_metrics": ["analysis.context", "report.vilas_tables"],
     "memories": ["analysis.memories", "report.vilas_tables"],
     "probing": ["analysis.probing", "report.vilas_tables"],

@@ -159,7 +159,7 @@ def faithfulness_test(model: nn.Module, dataset, orders: Dict[str, object],
 
     Returns:
         (curves, areas, scores): DataFrames with columns (method, test, kept, removed,
-        accuracy), (method, test, paper AUC, normalized AUC), and (method, test, image, score),
+        accuracy), (method, test, "AUC, authors' formula", normalized AUC), and (method, test, image, score),
         an image's share of the curve's points it is classified right at (averaged over the
         random orders), what :func:`vitcls_utils.analysis.faithfulness.auc_tests` pairs over images.
     """
@@ -180,7 +180,7 @@ def faithfulness_test(model: nn.Module, dataset, orders: Dict[str, object],
             curves.append(pd.DataFrame({"method": method, "test": test, "kept": counts,
                                         "removed": 1 - np.asarray(counts) / n_image,
                                         "accuracy": accuracy}))
-            areas.append({"method": method, "test": test, "paper AUC": paper_auc(accuracy),
+            areas.append({"method": method, "test": test, "AUC, authors' formula": paper_auc(accuracy),
                           "normalized AUC": normalized_auc(accuracy, counts, n_image)})
             scores.append(pd.DataFrame({"method": method, "test": test,
                                         "image": np.arange(len(outcomes)),

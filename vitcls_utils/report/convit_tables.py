@@ -6,7 +6,7 @@ ConViT-Ti and DeiT-Ti: another model and dataset, shown for scale, never as a ta
 """
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, Optional
 
 import numpy as np
 import pandas as pd
@@ -218,127 +218,24 @@ def sample_efficiency(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-# ----------------------------------------------------------------------------------------------
-# Sentences: generated from this run's numbers and the paper's, for the chapter's pages
-# ----------------------------------------------------------------------------------------------
-def gating_sentence(gates: pd.DataFrame, key: str, level: float = 0.1) -> str:
-    """Fig 6: how the mean gate per GPSA layer moves, the last layer still positional (mean
-    gate above ``level``), and the paper's printed gates of the nearest model beside it.
+def nonlocality_inputs(profile: Optional[str], inputs: Optional[str] = None) -> str:
+    """What nonlocality is measured on: ``inputs`` when the notebook sets it, else the
+    profile's: "authors" (ConViT's ``main.py``, the patch embedding alone fed to every layer)
+    under the authors' settings, "real" (each layer's input in the forward, the paper's
+    definition) under the corrected ones.
 
     Args:
-        gates: this run's gates, columns ``layer``, ``head`` and ``gate``
-            (:func:`vitcls_utils.analysis.convit.gates`).
-        key: the registry variant key the gates are of.
-        level: the mean gate above which a layer counts as still positional.
+        profile: the run's profile name ("corrected", "authors"; None: the default).
+        inputs: "real" or "authors"; None: the profile's.
     Returns:
-        A str of sentences for the chapter's page.
+        "real" or "authors".
+    Raises:
+        VitclsError: for another ``inputs``.
     """
-    per_layer = gates.groupby("layer").gate.mean()
-    positional = [int(layer) for layer, g in per_layer.items() if g > level]
-    theirs = paper_gates(key)
-    if theirs.empty:  # the paper prints no gates for ConViT-B: show ConViT-S's
-        theirs = paper_gates("convit_small")
-    printed = theirs.groupby("layer").gate.mean()
-    printed_model = "ConViT-Ti" if paper_key(key) == "convit_tiny" else "ConViT-S"
-    first, last = per_layer.iloc[0], per_layer.iloc[-1]
-    trend = "falls" if last < first - 0.005 else "rises" if last > first + 0.005 else "stays"
-    return (f"The mean gate {trend} from {first:.2f} in layer {per_layer.index[0]} to "
-            f"{last:.2f} in layer {per_layer.index[-1]}; "
-            + (f"positional attention (mean gate above {level}) is still used up to layer "
-               f"{max(positional)}. " if positional
-               else f"no layer keeps a mean gate above {level}. ")
-            + f"On the paper's maps, {printed_model}'s printed gates average "
-            + ", ".join(f"{g:.2f} in layer {int(layer)}" for layer, g in printed.items())
-            + " (its text also puts the mean gate near zero in the late GPSA layers; chapter "
-            "7's page lists where the figures and the text disagree).")
+    from ..analysis.anatomy import INPUTS
+    from .profiles import get_profile
 
-
-def masking_sentence(top1: pd.Series, convit_label: str, deit_label: str,
-                     deepest: Optional[int]) -> str:
-    """Tables 5 and 6: what zeroing the position embedding costs each model, what the ConViT
-    keeps with content or position masked in its first ``deepest`` GPSA blocks, and the
-    paper's Ti numbers beside them (``top1``: indexed by (model, mask)).
-
-    Args:
-        top1: top-1 (%) indexed by (model label, mask name), e.g. :func:`masking`'s
-            "top-1, this run" with index (``model``, ``mask``); needs the "unmasked" and
-            "position embedding zeroed" rows of both models.
-        convit_label: the ConViT's label in ``top1``.
-        deit_label: the DeiT's label in ``top1``.
-        deepest: the largest k whose "... masked, first k" masks were run; None: none.
-    Returns:
-        A str of sentences for the chapter's page.
-    """
-    drop = {m: top1[(m, "unmasked")] - top1[(m, "position embedding zeroed")]
-            for m in (convit_label, deit_label)}
-    masked_all = [m for m in top1[convit_label].index
-                  if deepest and m.endswith(f"first {deepest}")]
-    ti = convit_table("table5").set_index("variant").loc[["convit_tiny", "deit_tiny"]]
-    t6 = convit_table("table6")
-    return (f"Zeroing the position embedding costs {convit_label} {drop[convit_label]:.1f} "
-            f"points and {deit_label} {drop[deit_label]:.1f} (the paper, the only sizes it "
-            f"reports: {ti.unmasked.convit_tiny - ti.pos_embed_zeroed.convit_tiny:.1f} for "
-            f"ConViT-Ti, {ti.unmasked.deit_tiny - ti.pos_embed_zeroed.deit_tiny:.1f} for "
-            "DeiT-Ti). "
-            + " ".join(f"With {m}, {convit_label} keeps {top1[(convit_label, m)]:.1f}% top-1."
-                       for m in masked_all)
-            + f" The paper's ConViT-Ti, all {int(t6.k.max())} GPSA blocks masked: "
-            f"{t6.content_masked.iloc[-1]:.1f}% with content masked, "
-            f"{t6.position_masked.iloc[-1]:.1f}% with position masked.")
-
-
-def maps_sentence(layer: int, convit_local: np.ndarray, deit_local: np.ndarray) -> str:
-    """Fig 7: the spread of the heads' local attention mass in ``layer``, ConViT vs DeiT.
-
-    Args:
-        layer: the 1-based layer the masses are of.
-        convit_local: [heads] the ConViT's local attention mass per head
-            (:func:`vitcls_utils.analysis.convit.local_mass`).
-        deit_local: [heads] the same for the DeiT.
-    Returns:
-        A str sentence for the chapter's page.
-    """
-    return (f"In layer {layer} the ConViT's heads put between {convit_local.min():.2f} and "
-            f"{convit_local.max():.2f} of the query's attention within one patch of it, the "
-            f"DeiT's between {deit_local.min():.2f} and {deit_local.max():.2f}: a spread of "
-            f"{np.ptp(convit_local):.2f} against {np.ptp(deit_local):.2f} (the paper: "
-            "ConViT's early heads split into local and content heads, DeiT's look alike).")
-
-
-def bridge_sentence(frame: pd.DataFrame, masked: pd.DataFrame, convit_label: str,
-                    deit_label: str, n_gpsa: int, masks: Sequence[str]) -> str:
-    """The identifiability bridge: where each model's image tokens reach 0.75, where they end,
-    how a GPSA block's gate relates to its identifiability gain, and the last block under
-    the masks (``masks``: the names of the position-embedding, content and position masks).
-
-    Args:
-        frame: :func:`bridge`'s frame for the ConViT and the DeiT.
-        masked: the ConViT's per-block readout under the masks, columns ``mask``, ``block`` and
-            ``image_identifiability`` (:func:`vitcls_utils.analysis.convit.evaluate_masks` with
-            ``by_block``), including the "unmasked" mask.
-        convit_label: the ConViT's ``model`` label in ``frame``.
-        deit_label: the DeiT's ``model`` label in ``frame``.
-        n_gpsa: the ConViT's number of GPSA blocks (its first blocks).
-        masks: three mask names, in this order.
-    Returns:
-        A str of sentences for the chapter's page.
-    """
-    from ..analysis.anatomy import rank_correlation
-    from ..analysis.identifiability import first_block_reaching
-
-    conv = frame[frame.model == convit_label].set_index("block")
-    gpsa = conv.index[:n_gpsa]
-    gain = conv.image_identifiability.diff()
-    corr = rank_correlation(conv.gate[gpsa], gain[gpsa])
-    final = masked[masked.block == masked.block.max()].set_index("mask").image_identifiability
-    zeroed, content, position = masks
-    return (f"The image tokens of {convit_label} reach an identifiability of 0.75 at block "
-            f"{first_block_reaching(frame, 0.75, model=convit_label)}, those of {deit_label} "
-            f"at block {first_block_reaching(frame, 0.75, model=deit_label)}; at the last "
-            f"block they stand at {conv.image_identifiability.iloc[-1]:.2f} and "
-            f"{frame[frame.model == deit_label].image_identifiability.iloc[-1]:.2f}. Across the "
-            "GPSA blocks the rank correlation of a block's mean gate with its identifiability "
-            f"gain is {corr:.2f}. At the last block, masking content in all {n_gpsa} GPSA "
-            f"blocks leaves the image tokens' identifiability at {final[content]:.2f}, masking "
-            f"position at {final[position]:.2f}, and zeroing the position embedding at "
-            f"{final[zeroed]:.2f} (unmasked {final['unmasked']:.2f}).")
+    chosen = inputs or ("authors" if get_profile(profile).name == "authors" else "real")
+    if chosen not in INPUTS:
+        raise VitclsError(f"inputs must be one of {INPUTS}, not {chosen!r}")
+    return chosen

@@ -138,8 +138,10 @@ def table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
 
 
 def figure_png(view: Optional[np.ndarray], grid: Optional[np.ndarray], title: str,
-               vmax: float = 1.0, bars: Optional[Sequence[tuple]] = None) -> bytes:
-    """An explorer's frame: the view with a token grid drawn over it (or horizontal bars).
+               vmax: float = 1.0, bars: Optional[Sequence[tuple]] = None,
+               label: Optional[str] = None) -> bytes:
+    """An explorer's frame: the view with a token grid drawn over it and a labelled colour bar
+    (or horizontal bars), about 320 px wide with text of at least 11 px.
 
     Args:
         view: the image as the model sees it [H, W, 3], or None with ``bars``.
@@ -147,23 +149,35 @@ def figure_png(view: Optional[np.ndarray], grid: Optional[np.ndarray], title: st
         title: the frame's title.
         vmax: the top of the colour scale.
         bars: (name, value) pairs drawn as horizontal bars instead of an image.
+        label: the colour bar's label (what the grid holds); None: "token value".
 
     Returns:
         The frame as PNG bytes.
     """
+    import matplotlib
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(3.2, 3.4) if bars is None else (3.6, 2.4), dpi=90)
+    with matplotlib.rc_context({"font.size": 9, "axes.labelsize": 9, "xtick.labelsize": 9,
+                                "ytick.labelsize": 9}):  # the same frame whatever the theme
+        return _frame(view, grid, title, vmax, bars, label, Figure)
+
+
+def _frame(view, grid, title, vmax, bars, label, Figure) -> bytes:
+    fig = Figure(figsize=(3.6, 3.4) if bars is None else (3.6, 2.4), dpi=90,
+                 layout="constrained")
     ax = fig.subplots()
+    ax.set_title(title, fontsize=10)
     if bars is not None:
         names, values = zip(*bars)
         ax.barh(list(names)[::-1], list(values)[::-1], color="#00798c")
-        ax.set(title=title, xlabel="E · value")
+        ax.set_xlabel("class embedding · value vector")
     else:
         ax.imshow(view)
-        ax.imshow(grid, cmap="viridis", alpha=0.6, vmin=0, vmax=vmax,
-                  extent=(0, view.shape[1], view.shape[0], 0), interpolation="nearest")
-        ax.set(title=title, xticks=[], yticks=[])
+        shown = ax.imshow(grid, cmap="viridis", alpha=0.6, vmin=0, vmax=vmax,
+                          extent=(0, view.shape[1], view.shape[0], 0), interpolation="nearest")
+        ax.set(xticks=[], yticks=[])
+        bar = fig.colorbar(shown, ax=ax, shrink=0.8, label=label or "token value")
+        bar.solids.set_alpha(0.6)  # as the grid is drawn over the image
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", bbox_inches="tight")
+    fig.savefig(buffer, format="png", bbox_inches="tight", dpi=90)
     return buffer.getvalue()

@@ -106,6 +106,57 @@ def table2(results: Dict[str, pd.DataFrame], with_paper: bool = True) -> pd.Data
     return pd.DataFrame(rows)
 
 
+def box_convention(profile: Optional[str], convention: Optional[str] = None) -> str:
+    """How Table 2 reads box XMLs: ``convention`` when the notebook sets it, else the
+    profile's: "authors" (the raw VOC corners sliced, as their code) under the authors'
+    settings, "voc" (1-based, inclusive: correct) under the corrected ones.
+
+    Args:
+        profile: the run's profile name ("corrected", "authors"; None: the default).
+        convention: "voc" or "authors"; None: the profile's.
+    Returns:
+        "voc" or "authors".
+    Raises:
+        VitclsError: for another ``convention``.
+    """
+    from ..analysis.foreground_background import BOX_CONVENTIONS
+    from .profiles import get_profile
+
+    chosen = convention or ("authors" if get_profile(profile).name == "authors" else "voc")
+    if chosen not in BOX_CONVENTIONS:
+        raise VitclsError(f"box convention must be one of {BOX_CONVENTIONS}, not {chosen!r}")
+    return chosen
+
+
+def fgbg_notes(boxes: Optional[str], convention: str) -> str:
+    """Table 2's notes: where this run's objects come from and how its boxes were read, beside
+    the authors' box slicing and their handling of XMLs with no object of the image's class.
+
+    Args:
+        boxes: the notebook's ``boxes`` (a val CSV, a folder of train XMLs, or None: masks).
+        convention: the box convention used (:func:`box_convention`).
+    Returns:
+        A str of Markdown sentences for the page.
+    """
+    from pathlib import Path
+
+    if boxes is None:
+        source = "This run's objects are the dataset's segmentation masks (no boxes)."
+    elif Path(boxes).is_dir():
+        source = ("This run's boxes are the train XMLs, read " + (
+            "as VOC (1-based, inclusive corners)." if convention == "voc" else
+            "as the authors' code reads them (each box one row and one column short)."))
+    else:
+        source = "This run's boxes are the val CSV's, used as they are."
+    return (source + " The authors' code slices the raw 1-based VOC corners "
+            "(`[ymin:ymax, xmin:xmax]`), so each of their boxes loses its first row and column; "
+            "the book reads the corners as VOC (`box_convention=\"voc\"`) and offers theirs "
+            "(`\"authors\"`, the authors' profile). An image whose XML has several objects, none "
+            "of its class, is kept by their code with no box (an all-black foreground); one with a "
+            "single object of another class makes their code raise. The book leaves out every "
+            "image with no box of its own class.")
+
+
 def default_cutoffs(image_size: int) -> Tuple[float, ...]:
     """Low-pass cutoffs in cycles per image: the book's ImageNet sweep where the image is
     large enough, else a sweep from the image's Nyquist frequency halving down to 3.
@@ -307,33 +358,3 @@ def strong_unit_agreement(model, dataset, class_names: Sequence[str], per_block:
     top = top if top is not None else top_images(model, dataset, k=k)
     units = pick_units(top, range(len(model.blocks)), per_block)
     return memory_agreement(model, dataset, top, units, class_names, k)
-
-
-def isolation_sentence(table: pd.DataFrame, sweep: pd.DataFrame, depth: int,
-                       num_classes: int) -> str:
-    """Table 1 in words: what isolating [CLS] up to the second-to-last block keeps of the
-    natural top-1 (the paper's share beside it), where dropping the patches first holds half
-    of it, and [CLS] isolated up to the last block against chance (``table``: :func:`table1`;
-    ``sweep``: :func:`vitcls_utils.analysis.cls_isolation.sweep`).
-
-    Args:
-        table: :func:`table1`'s frame (its second row the isolation at L = depth - 1).
-        sweep: both modes, "isolate" up to L = depth and "drop".
-        depth: the model's number of blocks.
-        num_classes: the number of classes, for chance.
-    Returns:
-        A str of sentences for the chapter's page.
-    """
-    top1, paper_top1 = (table.set_index("quantity")[c] for c in ("top-1, this run",
-                                                                 "top-1, paper"))
-    kept = 100 * top1.iloc[1] / top1["natural"]
-    paper_kept = 100 * paper_top1.iloc[1] / paper_top1["natural"]
-    drop = sweep[sweep["mode"] == "drop"].set_index("L").top1
-    isolated = sweep[sweep["mode"] == "isolate"].set_index("L").top1
-    half = next((int(L) for L, v in drop.items() if v >= top1["natural"] / 2), depth)
-    return (f"Isolating [CLS] up to block {depth - 1} keeps {top1.iloc[1]:.1f}% top-1 of the "
-            f"natural {top1['natural']:.1f}% ({kept:.0f}% of it; the paper: "
-            f"{paper_top1.iloc[1]:.2f} of {paper_top1['natural']:.2f}, {paper_kept:.0f}%). "
-            f"Dropping the patches after block L, [CLS] first holds half the natural accuracy "
-            f"at L = {half} of {depth}; isolated up to the last block it is at "
-            f"{isolated[depth]:.1f}% (chance {100 / num_classes:.1f}%).")

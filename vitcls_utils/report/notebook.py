@@ -9,15 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 from ..base.errors import VitclsError
-from .profiles import Profile, get_profile
 from ..model.registry import Variant, get_variant
-
-if TYPE_CHECKING:
-    import matplotlib.pyplot as plt
-    import pandas as pd
+from .profiles import Profile, get_profile
 
 
 @dataclass
@@ -237,8 +233,11 @@ class NotebookRun:
 
     def fewshot_features(self, shots, tokens=None, patch=None, pool_dir: Optional[str] = None,
                          pool_per_class: int = 25):
-        """(pool features, test features, usable shots) for the few-shot probes: the pool of
+        """(pool features, test features, shots) for the few-shot probes: the pool of
         :meth:`fewshot_pool` and the stimuli in one pass each; prints what was used.
+
+        Every shot count runs, as in big_vision's evaluator: a class with fewer images than k
+        gives the k-shot set all it has, and the printed line says at which k that happens.
 
         Args:
             shots: k-shot counts to try (images per class).
@@ -247,22 +246,21 @@ class NotebookRun:
             pool_dir: ImageNet train images (``<wnid>/<image>``); None: the dataset's pool.
             pool_per_class: images per class taken from ``pool_dir`` or the toy's train split.
         Returns:
-            (pool :class:`~vitcls_utils.analysis.fewshot.Features`, test ``Features``, the shots
-            every class of the pool can give, a list).
+            (pool :class:`~vitcls_utils.analysis.fewshot.Features`, test ``Features``, the shot
+            counts that run, a list: :func:`~vitcls_utils.analysis.fewshot.usable_shots`).
         Raises:
-            VitclsError: when no shot count is usable."""
+            VitclsError: for a shot count below 1 or an empty pool."""
         from ..analysis import fewshot
 
         pool, test = self.fewshot_pool(pool_dir, pool_per_class), self.stimuli()
         train = fewshot.token_features(self.model, pool, tokens=tokens, patch=patch, desc="pool")
         tested = fewshot.token_features(self.model, test, tokens=tokens, patch=patch, desc="test")
         usable = fewshot.usable_shots(train.labels, self.spec.classes, shots)
-        left_out = sorted(set(shots) - set(usable))
+        note = fewshot.shots_note(train.labels, self.spec.classes, usable)
         print(f"pool: {len(train.labels)} images ({pool.selection()}); test: "
-              f"{len(tested.labels)} images; shots {usable}" + (
-                  f" (the pool has too few images per class for {left_out})" if left_out else ""))
+              f"{len(tested.labels)} images; shots {usable}" + (f"; {note}" if note else ""))
         if not usable:
-            raise VitclsError(f"the pool has no class with {min(shots)} images: give pool_dir")
+            raise VitclsError("the pool has no image: give pool_dir")
         return train, tested, usable
 
     def setting(self, name: str, value=None):
@@ -280,41 +278,6 @@ class NotebookRun:
             raise VitclsError(f"n_random must be a positive number of random orders (or None "
                               f"for the profile's), not {chosen!r}")
         return chosen
-
-
-def glue(name: str, value, display: bool = True) -> None:
-    """myst-nb's ``glue`` (a value the book's prose quotes by name), or nothing where myst-nb
-    is not installed (Colab, a plain Jupyter): there the value is only shown when ``display``.
-
-    Args:
-        name: the key the book's prose quotes.
-        value: anything myst-nb can glue (a number, a DataFrame, Markdown, a Figure).
-        display: also show it in the notebook's output.
-    Returns:
-        None."""
-    try:
-        from myst_nb import glue as myst_glue
-    except ImportError:
-        if display:
-            from IPython.display import display as show
-
-            show(value)
-        return
-    myst_glue(name, value, display=display)
-
-
-def glue_text(name: str, text: str) -> None:
-    """A sentence generated from this run's numbers, glued for the page's prose
-    (``{glue:md}`name```) and not shown in the notebook's own output.
-
-    Args:
-        name: the key the page quotes.
-        text: the sentence, Markdown.
-    Returns:
-        None."""
-    from IPython.display import Markdown
-
-    glue(name, Markdown(text), display=False)
 
 
 def setup(variant: str, **parameters) -> NotebookRun:
@@ -342,46 +305,3 @@ def setup(variant: str, **parameters) -> NotebookRun:
     get_profile(run.profile)
     set_theme()
     return run
-
-
-def show(fig: plt.Figure) -> None:
-    """Display a figure once in a notebook (and close it, so the inline backend does not
-    display it a second time).
-
-    Args:
-        fig: the matplotlib Figure.
-    Returns:
-        None."""
-    import matplotlib.pyplot as plt
-    from IPython.display import display
-
-    display(fig)
-    plt.close(fig)
-
-
-#: How metrics are named in tables.
-METRIC_LABELS = {
-    "identifiability_rate": "identifiability rate (%)",
-    "identifiability_rate_image_tokens": "identifiability rate, every image token (%)",
-    "images_with_identifiable_token": "images with an identifiable token (%)",
-    "top1_accuracy": "top-1 accuracy (%)",
-    "first_significant_block": "first block above random (p < 0.05)",
-    "perturbation_baseline_accuracy": "top-1, every token kept",
-    "perturbation_first_point_accuracy": "top-1 at the curve's first point (B17)",
-    "accuracy_kept_removed": "% of tokens removed, top-1 >= the first point",
-    "accuracy_kept_removed_unperturbed": "% of tokens removed, top-1 >= unperturbed",
-}
-
-
-def styled(table: pd.DataFrame, precision: int = 2):
-    """A table for the book: readable metric names, no index, blanks shown as "–".
-
-    Args:
-        table: any DataFrame; a ``metric`` column is renamed through ``METRIC_LABELS``.
-        precision: decimals shown.
-    Returns:
-        A pandas Styler."""
-    if "metric" in table:
-        table = table.assign(metric=table.metric.map(lambda m: METRIC_LABELS.get(m, m)))
-    return table.style.hide(axis="index").format(precision=precision, na_rep="–")
-

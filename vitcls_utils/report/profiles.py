@@ -1,7 +1,9 @@
-"""Settings profiles: the authors' choices (``paper``) or the corrected ones (``corrected``).
+"""Settings profiles: the authors' choices (``authors``) or the corrected ones (``corrected``).
 
 Every quirk of the authors' code that changes a number (the catalogue page of the book lists
-them, B1-B22) is reproduced under ``paper`` and corrected under ``corrected``, the default.
+them, B1-B22) is reproduced under ``authors`` and corrected under ``corrected``, the default.
+Both are settings of *this run*; what a paper printed is a *reported* value, never a profile.
+The profile was once called ``paper``: that name still selects ``authors``.
 A notebook takes ``profile`` as a parameter and reads its settings from here; a setting the
 notebook is given explicitly wins over the profile's.
 """
@@ -18,7 +20,7 @@ class Profile:
     """One settings profile.
 
     Attributes:
-        name: "paper" or "corrected".
+        name: "authors" or "corrected".
         token_labels: mask-to-token rule, "paper" (one top-left pixel of the full image, B15)
             or "aligned" (through the variant's resize and crop, coverage >= 1/2).
         n_random: random token orders averaged in the perturbation test (the paper: 10).
@@ -47,10 +49,15 @@ class Profile:
             return PAPER_CONTROLS[spec.key]
         return spec.random_key
 
+    @property
+    def title(self) -> str:
+        """How a page names the settings: "authors' settings" or "corrected settings"."""
+        return "authors' settings" if self.name == "authors" else f"{self.name} settings"
+
     def describe(self) -> str:
         """One line for a run page."""
-        if self.name == "paper":
-            return ("paper: the authors' token labels, p-values, aggregations, loss and "
+        if self.name == "authors":
+            return ("authors' settings: their token labels, p-values, aggregations, loss and "
                     f"control pairing; {self.n_random} random orders")
         return (f"corrected: aligned token labels, +1-corrected p-values, consistent token sets, "
                 f"single-softmax maps, each architecture's own control; {self.n_random} "
@@ -63,20 +70,23 @@ PAPER_CONTROLS: Dict[str, str] = {"vit_b16_miil": "vit_b16_random"}
 PROFILES: Dict[str, Profile] = {
     "corrected": Profile("corrected", token_labels="aligned", n_random=3, paper_p_values=False,
                          paper_aggregation=False, paper_loss=False, paper_controls=False),
-    "paper": Profile("paper", token_labels="paper", n_random=10, paper_p_values=True,
+    "authors": Profile("authors", token_labels="paper", n_random=10, paper_p_values=True,
                      paper_aggregation=True, paper_loss=True, paper_controls=True),
 }
 DEFAULT_PROFILE = "corrected"
+#: old profile names that still select a profile
+ALIASES: Dict[str, str] = {"paper": "authors"}
 SETTINGS = tuple(f.name for f in fields(Profile) if f.name != "name")
 
 
 def get_profile(name: Optional[str] = None) -> Profile:
     """The profile called ``name`` (None: the default, ``corrected``)."""
-    name = name or DEFAULT_PROFILE
+    name = ALIASES.get(name or DEFAULT_PROFILE, name or DEFAULT_PROFILE)
     try:
         return PROFILES[name]
     except KeyError:
-        raise VitclsError(f"unknown profile {name!r}; profiles: {', '.join(PROFILES)}") from None
+        raise VitclsError(f"unknown profile {name!r}; profiles: {', '.join(PROFILES)} "
+                          f"({', '.join(f'{a} = {b}' for a, b in ALIASES.items())})") from None
 
 
 def setting(profile: Optional[str], name: str, value=None):

@@ -25,7 +25,8 @@ def reported() -> pd.DataFrame:
 
 
 def paper_value(metric: str, variant: str, block: Optional[int] = None) -> Optional[float]:
-    """The reported value, or None where the paper reports none for this variant."""
+    """The value the paper reports for exactly ``variant`` (see :func:`reported_value` for
+    the one shown beside a run), or None where it reports none."""
     frame = reported()
     rows = frame[(frame.metric == metric) & (frame.variant == variant)]
     if block is not None:
@@ -40,16 +41,18 @@ def value_vector_descriptions(variant: str) -> pd.DataFrame:
 
 
 def paper_series(metric: str, variant: str) -> pd.DataFrame:
-    """A per-block reported series (block, value), empty where the paper has none.
+    """The per-block reported series shown beside ``variant``'s: its own where the paper
+    reports it, else the nearest paper model's (:func:`compared_with`; label it with
+    :func:`reported_label`), empty where there is none.
 
     Args:
         metric: the ``metric`` name in ``reported.csv`` (e.g. "identifiability_cls").
-        variant: registry key.
+        variant: registry key of this run's model.
     Returns:
         DataFrame with columns ``block`` (int, 1-based) and ``value``, sorted by block.
     """
-    frame = reported()
-    rows = frame[(frame.metric == metric) & (frame.variant == variant) & frame.block.notna()]
+    frame, model = reported(), compared_with(variant, metric)
+    rows = frame[(frame.metric == metric) & (frame.variant == model) & frame.block.notna()]
     return rows[["block", "value"]].astype({"block": int}).sort_values("block")
 
 
@@ -163,3 +166,107 @@ def convit_table(name: str) -> pd.DataFrame:
     if name not in CONVIT_TABLES:
         raise ValueError(f"ConViT tables are {CONVIT_TABLES}, not {name!r}")
     return pd.read_csv(data_dir() / "paper" / f"convit_{name}.csv")
+
+
+# ----------------------------------------------------------------------------------------------
+# Which paper model a run is set beside, and whether the two agree
+# ----------------------------------------------------------------------------------------------
+#: the toy models and the paper models whose reported numbers they are shown beside, for
+#: scale, nearest first: the toy ViT is ViT-B/32-like (7x7 grid, [CLS]), the GAP toy is the
+#: paper's GAP model; a metric the nearest model lacks is taken from the next that has it
+_TOY_BESIDE = {
+    "toy": ("vit_b32", "vit_b16", "vit_l16", "vit_b16_miil", "vit_b16_refinement",
+            "vit_b16_cifar100"),
+    "toy_gap": ("vit_b16_gap", "vit_b32", "vit_b16"),
+    "toy_random": ("vit_b32_random", "vit_b16_random"),
+    "toy_gap_random": ("vit_b16_random", "vit_b32_random"),
+}
+#: how close this run must be to a reported value to agree, by unit (absolute)
+TOLERANCE = {"%": 1.0, "identifiability": 0.02, "cosine": 0.02, "block": 0.0, "fraction": 0.05,
+             "paper AUC": 0.02, "logit": 0.05,
+             "percentage points": 1.0}
+
+
+def compared_with(variant: str, metric: Optional[str] = None) -> Optional[str]:
+    """The paper variant whose reported numbers are shown beside ``variant``'s: itself when
+    the main paper reports it (one of its seven models, or a random control it reports), for
+    a toy the nearest paper model that reports ``metric`` (any metric when None), else None
+    (a control the paper reports nothing for)."""
+    from ..model.registry import get_variant
+
+    key, frame = get_variant(variant).key, reported()
+    if key in set(frame.variant):
+        return key
+    candidates = _TOY_BESIDE.get(key, ())
+    if metric is not None:
+        has = set(frame[frame.metric == metric].variant)
+        candidates = tuple(c for c in candidates if c in has) or candidates
+    return candidates[0] if candidates else None
+
+
+def reported_label(variant: str, metric: Optional[str] = None) -> str:
+    """How a page labels the reported values beside ``variant``: "reported, ViT-B/32".
+
+    Args:
+        variant: registry key of this run's model.
+        metric: the metric drawn (a toy's paper model can differ per metric); None: any.
+
+    Returns:
+        The label, naming the paper model whose values are shown ("reported" alone when none).
+    """
+    from ..model.registry import get_variant
+
+    model = compared_with(variant, metric)
+    return "reported" if model is None else f"reported, {get_variant(model).label}"
+
+
+def why_not_comparable(variant: str, metric: Optional[str] = None) -> Optional[str]:
+    """Why this run's numbers cannot be held against the reported ones (None when they can):
+    another model on other stimuli, or a control the paper reports nothing for."""
+    from ..model.registry import get_variant
+
+    spec, model = get_variant(variant), compared_with(variant, metric)
+    if model is None:
+        return "the paper reports no value for this model"
+    if model != spec.key:
+        return (f"a toy model on synthetic images beside the paper's {get_variant(model).label} "
+                "on ImageNet-S: shown for scale")
+    return None
+
+
+def reported_value(metric: str, variant: str, block: Optional[int] = None
+                   ) -> Optional[float]:
+    """The reported value shown beside ``variant``'s: of its paper model
+    (:func:`compared_with`), or None where the paper reports none."""
+    model = compared_with(variant, metric)
+    return None if model is None else paper_value(metric, model, block)
+
+
+def agreement(variant: str, metric: str, value: Optional[float],
+              block: Optional[int] = None) -> str:
+    """This run against the reported value of ``metric`` for ``variant``'s paper model, in
+    words: "agrees (within 1.0)", "differs by +3.2", or why the two cannot be compared.
+
+    Args:
+        variant: registry key of this run's model.
+        metric: the ``metric`` name in ``reported.csv``.
+        value: this run's value, in the reported unit (None or NaN: not computed).
+        block: the 1-based block, for a per-block metric.
+
+    Returns:
+        A short phrase for a table's "agreement" column.
+    """
+    theirs = reported_value(metric, variant, block)
+    if theirs is None:
+        return "not reported"
+    if value is None or value != value:
+        return "not computed in this run"
+    why = why_not_comparable(variant, metric)
+    if why is not None:
+        return f"not comparable: {why}"
+    unit = reported()[(reported().metric == metric)].unit.iloc[0]
+    tolerance = TOLERANCE.get(unit, 0.0)
+    difference = value - theirs
+    if abs(difference) <= tolerance:
+        return f"agrees (within {tolerance:g})" if tolerance else "agrees"
+    return f"differs by {difference:+.2f}"

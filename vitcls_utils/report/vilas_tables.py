@@ -12,7 +12,8 @@ from ..analysis.context import GROUP_NAMES, perturbed_rate, unperturbed_rate
 from ..analysis.faithfulness import PAPER_ORDER_NAMES
 from ..analysis.identifiability import headline, identifiability_rate, top1_accuracy
 from ..analysis.memories import strongest_values, value_vector_classes
-from .reported import paper_series, paper_value, reported, value_vector_descriptions
+from .reported import (agreement, compared_with, paper_series, reported, reported_label,
+                       reported_value, value_vector_descriptions)
 from ..model.perturbations import perturbation_name
 from ..model.registry import get_variant
 
@@ -22,80 +23,95 @@ if TYPE_CHECKING:
 
 
 def compare_table(stores: Mapping[str, "Store"]) -> pd.DataFrame:
-    """Table 1 across variants: one row per store, this run's values beside the paper's.
+    """Table 1 across variants: one row per store, this run's values beside the values the
+    paper reports for the model each is set beside (:func:`~vitcls_utils.report.reported.
+    compared_with`: itself, or the nearest paper model for a toy).
 
     Args:
         stores: {registry key: that variant's unperturbed store}.
     Returns:
         DataFrame, a row per store (sorted by key): ``variant`` (label), ``dataset``,
-        ``images``, "identifiability rate (this run)", "identifiability rate (paper)",
-        "top-1 (this run)" and "top-1 (paper)" (%; None where the paper reports none).
+        ``images``, "identifiability rate (this run)", "identifiability rate (reported)",
+        "top-1 (this run)", "top-1 (reported)" (%; None where the paper reports none) and
+        "reported for" (the paper model those values are of).
     """
     rows = []
     for key, results in sorted(stores.items()):
-        ours = headline(results)
+        ours, model = headline(results), compared_with(key, "identifiability_rate")
         rows.append({
             "variant": get_variant(key).label,
             "dataset": results.manifest["config"]["dataset"]["name"],
             "images": int(ours["n_images"]),
             "identifiability rate (this run)": ours["identifiability_rate"],
-            "identifiability rate (paper)": paper_value("identifiability_rate", key),
+            "identifiability rate (reported)": reported_value("identifiability_rate", key),
             "top-1 (this run)": ours["top1_accuracy"],
-            "top-1 (paper)": paper_value("top1_accuracy", key),
+            "top-1 (reported)": reported_value("top1_accuracy", key),
+            "reported for": "" if model is None else get_variant(model).label,
         })
     return pd.DataFrame(rows)
 
 
 def side_by_side(variant: str, ours: Dict[str, float]) -> pd.DataFrame:
-    """One row per metric: the paper's value (blank when not reported), this run's, source.
+    """One row per metric: this run's value, the reported one beside it (of the paper model
+    :func:`~vitcls_utils.report.reported.compared_with` names), whether they agree, and the
+    reported value's source.
 
     Args:
-        variant: registry key.
+        variant: registry key of this run's model.
         ours: {metric name as in ``reported.csv``: this run's value}.
     Returns:
-        DataFrame, a row per metric in ``ours``'s order: ``metric``, ``paper``, ``this run``
-        and ``source`` (the paper's whole-model values only, not per-block ones).
+        DataFrame, a row per metric in ``ours``'s order: ``metric``, "this run", the column
+        named by :func:`~vitcls_utils.report.reported.reported_label` (e.g. "reported,
+        ViT-B/32"), ``agreement`` and ``source`` (whole-model values only).
     """
-    frame = reported()
-    rows = []
+    frame, rows = reported(), []
+    metrics = list(ours)
+    model = compared_with(variant, metrics[0] if metrics else None)
+    label = reported_label(variant, metrics[0] if metrics else None)
     for metric, value in ours.items():
-        match = frame[(frame.metric == metric) & (frame.variant == variant) & frame.block.isna()]
+        match = frame[(frame.metric == metric) & (frame.variant == model) & frame.block.isna()]
         rows.append({
             "metric": metric,
-            "paper": None if match.empty else float(match.value.iloc[0]),
             "this run": value,
+            label: None if match.empty else float(match.value.iloc[0]),
+            "agreement": agreement(variant, metric, value),
             "source": "" if match.empty else match.source.iloc[0],
         })
     return pd.DataFrame(rows)
 
 
+#: the reported metric of each attention perturbation
 _PAPER_ATTENTION = {"self_only": "attention_perturbation_self_only",
                     "no_cls": "attention_perturbation_no_cls"}
 
 
 def attention_table(variant: str, clean: Store, runs: Sequence[Store]) -> pd.DataFrame:
     """E7 table: last-block identifiability rate unperturbed and under each attention
-    perturbation, the paper's way (B5) and over image tokens only, beside the paper's value.
+    perturbation, with the authors' aggregation (B5) and the corrected one (image tokens on
+    both sides), beside the reported value (which the authors' aggregation produced).
 
     Args:
-        variant: registry key, for the paper's values.
+        variant: registry key of this run's model, for the reported values.
         clean: the unperturbed store.
         runs: a store per attention perturbation (same stimuli).
     Returns:
         DataFrame, a row per run ("unperturbed" first, then the perturbations' names): ``run``,
-        "paper's aggregation", "image tokens only", ``paper`` (%; None where not reported) and
-        "top-1 (%)".
+        "authors' aggregation", "corrected aggregation", the reported column named by
+        :func:`~vitcls_utils.report.reported.reported_label` (%; None where not reported)
+        and "top-1 (%)".
     """
-    rows = [{"run": "unperturbed", "paper's aggregation": identifiability_rate(clean, paper=True),
-             "image tokens only": unperturbed_rate(clean),
-             "paper": paper_value("identifiability_rate", variant),
+    label = reported_label(variant, "attention_perturbation_self_only")
+    rows = [{"run": "unperturbed",
+             "authors' aggregation": identifiability_rate(clean, paper=True),
+             "corrected aggregation": unperturbed_rate(clean),
+             label: reported_value("identifiability_rate", variant),
              "top-1 (%)": top1_accuracy(clean)}]
     for res in runs:
         name = perturbation_name(res.perturbation)
         metric = _PAPER_ATTENTION.get(name)
-        rows.append({"run": name, "paper's aggregation": perturbed_rate(res, paper=True),
-                     "image tokens only": perturbed_rate(res),
-                     "paper": paper_value(metric, variant) if metric else None,
+        rows.append({"run": name, "authors' aggregation": perturbed_rate(res, paper=True),
+                     "corrected aggregation": perturbed_rate(res),
+                     label: reported_value(metric, variant) if metric else None,
                      "top-1 (%)": 100 * res.accuracy})
     return pd.DataFrame(rows)
 
@@ -103,29 +119,31 @@ def attention_table(variant: str, clean: Store, runs: Sequence[Store]) -> pd.Dat
 def context_table(variant: str, clean: Store, runs: Mapping[str, Store],
                   labels: str = "aligned") -> pd.DataFrame:
     """E9 table: per group ("class", "context"), its tokens' last-block identifiability rate
-    unperturbed and with the other group removed (``runs[group]`` keeps that group), the
-    paper's way (B6) and over image tokens only, with the paper's values beside them.
+    unperturbed and with the other group removed (``runs[group]`` keeps that group), with the
+    authors' aggregation (B6) and the corrected one, beside the reported values.
 
     Args:
-        variant: registry key, for the paper's values.
+        variant: registry key of this run's model, for the reported values.
         clean: the unperturbed store.
         runs: {"class" or "context": the store with the other group's tokens removed}.
         labels: the token-label rule, "aligned" or "paper" (B15).
     Returns:
-        DataFrame, a row per group: ``tokens``, ``unperturbed``, "removed, paper's aggregation",
-        "removed, image tokens only", "paper: unperturbed", "paper: removed" and
-        "top-1 when removed (%)" (rates in %; None where the paper reports none).
+        DataFrame, a row per group: ``tokens``, ``unperturbed``, "removed, authors'
+        aggregation", "removed, corrected aggregation", "<reported label>: unperturbed",
+        "<reported label>: removed" (:func:`~vitcls_utils.report.reported.reported_label`)
+        and "top-1 when removed (%)" (rates in %; None where the paper reports none).
     """
-
+    label = reported_label(variant, "context_perturbation_class_tokens")
     rows = []
     for group, res in runs.items():
         rows.append({
             "tokens": GROUP_NAMES[group],
             "unperturbed": unperturbed_rate(clean, group, labels),
-            "removed, paper's aggregation": perturbed_rate(res, paper=True),
-            "removed, image tokens only": perturbed_rate(res),
-            "paper: unperturbed": paper_value(f"context_identifiability_{group}_tokens", variant),
-            "paper: removed": paper_value(f"context_perturbation_{group}_tokens", variant),
+            "removed, authors' aggregation": perturbed_rate(res, paper=True),
+            "removed, corrected aggregation": perturbed_rate(res),
+            f"{label}: unperturbed": reported_value(f"context_identifiability_{group}_tokens",
+                                                    variant),
+            f"{label}: removed": reported_value(f"context_perturbation_{group}_tokens", variant),
             "top-1 when removed (%)": 100 * res.accuracy,
         })
     return pd.DataFrame(rows)
@@ -169,68 +187,69 @@ def value_vector_table(memories: "Memories", variant: str, class_names: Sequence
 
 def composition_table(fixed: pd.DataFrame, buggy: pd.DataFrame, variant: str) -> pd.DataFrame:
     """Fig 3c's table: the corrected composition per block and source (percent of tokens),
-    the paper's definition beside it (B1), and the paper's reported values where it has them
-    (``fixed`` and ``buggy`` from :func:`residual_composition`).
+    this run under the authors' rule beside it (B1), and the reported values where the paper
+    has them (``fixed`` and ``buggy`` from :func:`residual_composition`).
 
     Args:
         fixed: the corrected composition, columns ``block``, ``source`` and ``percent``.
-        buggy: the same with ``paper=True``.
-        variant: registry key, for the paper's values.
+        buggy: the same with ``paper=True`` (the authors' rule).
+        variant: registry key of this run's model, for the reported values.
     Returns:
         DataFrame indexed by ``block``: a column per source of ``fixed`` ("previous", "attn",
-        "mlp", "composition"), "composition (paper, B1)", "total (paper, B1)" and, where the
-        paper reports them, "previous (paper)" and "total (paper)" (% of tokens).
+        "mlp", "composition"), "composition, authors' rule", "total, authors' rule" and,
+        where the paper reports them, "previous, <reported label>" and "total, <reported
+        label>" (% of tokens).
     """
-
     table = fixed.pivot(index="block", columns="source", values="percent")
-    table["composition (paper, B1)"] = (buggy.query("source == 'composition'")
-                                        .set_index("block").percent)
-    table["total (paper, B1)"] = buggy.groupby("block").percent.sum()
-    reported = paper_series("composition_previous", variant).set_index("block").value
-    if not reported.empty:
-        table["previous (paper)"] = reported
-        table["total (paper)"] = (paper_series("composition_total", variant)
-                                  .set_index("block").value)
+    table["composition, authors' rule"] = (buggy.query("source == 'composition'")
+                                           .set_index("block").percent)
+    table["total, authors' rule"] = buggy.groupby("block").percent.sum()
+    label = reported_label(variant, "composition_previous")
+    previous = paper_series("composition_previous", variant).set_index("block").value
+    if not previous.empty:
+        table[f"previous, {label}"] = previous
+        table[f"total, {label}"] = (paper_series("composition_total", variant)
+                                    .set_index("block").value)
     return table
 
 
 def last_block_with_paper(table: pd.DataFrame, variant: str) -> pd.DataFrame:
     """A12 right: the last block's probe and projection accuracy per site kind, this run's
-    beside the paper's (NaN where it reports none).
+    beside the reported ones (NaN where the paper reports none).
 
     Args:
         table: :func:`vitcls_utils.analysis.probing.probe_table`: columns ``block``, ``site``,
             "linear probe" and "class projection".
-        variant: registry key, for the paper's values.
+        variant: registry key of this run's model, for the reported values.
     Returns:
-        DataFrame, a row per site kind: ``site``, "probe (this run)", "probe (paper)",
-        "projection (this run)" and "projection (paper)".
+        DataFrame, a row per site kind: ``site``, "probe (this run)", "probe (reported)",
+        "projection (this run)", "projection (reported)" and "reported for".
     """
-
     block = int(table.block.max())
     last = table[table.block == block].set_index("site")
+    model = compared_with(variant, "probe_accuracy_resid_post")
     return pd.DataFrame([{
         "site": site, "probe (this run)": last.loc[site, "linear probe"],
-        "probe (paper)": paper_value(f"probe_accuracy_{site}", variant, block=block),
+        "probe (reported)": reported_value(f"probe_accuracy_{site}", variant, block=block),
         "projection (this run)": last.loc[site, "class projection"],
-        "projection (paper)": paper_value(f"projection_accuracy_{site}", variant, block=block)}
+        "projection (reported)": reported_value(f"projection_accuracy_{site}", variant,
+                                                block=block),
+        "reported for": "" if model is None else get_variant(model).label}
         for site in last.index])
 
 
 def with_paper_areas(areas: pd.DataFrame, variant: str) -> pd.DataFrame:
-    """``areas`` of :func:`~vitcls_utils.analysis.faithfulness.faithfulness_test` with the paper's AUC of the same order and test
-    beside each row (NaN where the paper reports none).
+    """``areas`` of :func:`~vitcls_utils.analysis.faithfulness.faithfulness_test` with the
+    reported AUC of the same order and test beside each row (NaN where none is reported).
 
     Args:
-        areas: the areas of :func:`vitcls_utils.analysis.faithfulness.faithfulness_test`:
-            a row per (method, test) with columns ``method`` (a key of ``PAPER_ORDER_NAMES``)
-            and ``test`` ("negative", "positive") among others.
-        variant: registry key, for the paper's values.
+        areas: a row per (method, test) with columns ``method`` (a key of
+            ``PAPER_ORDER_NAMES``) and ``test`` ("negative", "positive") among others.
+        variant: registry key of this run's model, for the reported values.
     Returns:
-        DataFrame: ``areas`` with a ``paper`` column added.
+        DataFrame: ``areas`` with a ``reported`` column added (the AUC the paper prints for
+        the model :func:`~vitcls_utils.report.reported.compared_with` names).
     """
-
-    return areas.assign(paper=[
-        paper_value(f"perturbation_auc_{row.test}_{PAPER_ORDER_NAMES[row.method]}", variant)
+    return areas.assign(reported=[
+        reported_value(f"perturbation_auc_{row.test}_{PAPER_ORDER_NAMES[row.method]}", variant)
         for row in areas.itertuples()])
-

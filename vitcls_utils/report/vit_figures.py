@@ -1,6 +1,6 @@
 """Chapter 5's figures (the ViT paper's Fig. 6, 7, 10, 11 and the few-shot curves): functions of
-arrays and tidy frames that return a Figure, in the book's theme
-(:mod:`vitcls_utils.report.vilas_figures`).
+arrays and tidy frames that return a Figure, in the book's theme and sizes
+(:mod:`vitcls_utils.report.style`): at most the text column's width, legends below the axes.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .style import SEED
+from .style import HEIGHT, SEED, WIDTH, block_ticks, grid_shape, legend_below, subplots
 
 
 def components_figure(components, shares, title: str = "", columns: int = 7) -> plt.Figure:
@@ -23,15 +23,17 @@ def components_figure(components, shares, title: str = "", columns: int = 7) -> 
             :func:`vitcls_utils.analysis.anatomy.patch_embedding_components`.
         shares: [k] each component's share of the variance (fraction in [0, 1]).
         title: the figure's suptitle.
-        columns: panels per row.
+        columns: panels per row (the figure stays the column's width).
     Returns:
-        A Figure with a grid of k panels, ``columns`` per row, each titled with its share (%).
+        A Figure with a grid of k panels, ``columns`` per row, each titled with its share of
+        the variance (%); RGB patches, so no colour bar.
     """
     components = np.asarray(components)
     k = len(components)
     rows = (k + columns - 1) // columns
-    fig, axes = plt.subplots(rows, columns, figsize=(1.25 * columns, 1.4 * rows + 0.4),
-                             squeeze=False)
+    side = WIDTH / columns
+    fig, axes = subplots(rows, columns, height=(side + 0.25) * rows + 0.4,
+                         width=side * columns, squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i >= k:
@@ -40,8 +42,7 @@ def components_figure(components, shares, title: str = "", columns: int = 7) -> 
         span = max(float(image.max() - image.min()), 1e-12)
         ax.imshow((image - image.min()) / span, interpolation="nearest")
         ax.set_title(f"{i + 1}: {100 * float(shares[i]):.1f}%", fontsize="x-small")
-    fig.suptitle(title, fontweight="bold")
-    fig.tight_layout()
+    fig.suptitle(title)
     return fig
 
 
@@ -52,30 +53,31 @@ def position_similarity_figure(similarity, title: str = "") -> plt.Figure:
     Args:
         similarity: [rows, cols, rows, cols] cosine similarities, as from
             :func:`vitcls_utils.analysis.anatomy.position_similarity`.
-        title: the figure's suptitle.
+        title: the axes' title.
     Returns:
-        A Figure with a [rows, cols] grid of tiles (1-based row and column labels) and one
-        colour bar over [-1, 1].
+        A Figure with one axes holding the [rows, cols] tiles (white gaps between them, 1-based
+        row and column ticks) and one labelled colour bar over [-1, 1].
     """
-    similarity = np.asarray(similarity)
+    similarity = np.asarray(similarity, dtype=float)
     rows, cols = similarity.shape[:2]
-    size = min(7.5, 0.55 * max(rows, cols) + 1.5)
-    fig, axes = plt.subplots(rows, cols, figsize=(size * cols / max(rows, cols) + 0.8, size),
-                             squeeze=False, gridspec_kw={"wspace": 0.06, "hspace": 0.06})
-    shown = None
+    gap = max(1, round(max(rows, cols) / 7))
+    step_y, step_x = rows + gap, cols + gap
+    mosaic = np.full((rows * step_y - gap, cols * step_x - gap), np.nan)
     for r in range(rows):
         for c in range(cols):
-            ax = axes[r, c]
-            shown = ax.imshow(similarity[r, c], vmin=-1, vmax=1, cmap="viridis",
-                              interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c == 0:
-                ax.set_ylabel(str(r + 1), fontsize="x-small", rotation=0, labelpad=6)
-            if r == rows - 1:
-                ax.set_xlabel(str(c + 1), fontsize="x-small")
-    fig.colorbar(shown, ax=axes, shrink=0.6, label="cosine similarity")
-    fig.suptitle(title, fontweight="bold")
+            mosaic[r * step_y:r * step_y + rows, c * step_x:c * step_x + cols] = similarity[r, c]
+    fig, ax = subplots(height=WIDTH - 0.6)
+    cmap = plt.get_cmap("viridis").with_extremes(bad="white")
+    shown = ax.imshow(mosaic, vmin=-1, vmax=1, cmap=cmap, interpolation="nearest")
+    ax.grid(False)
+    for axis, n, step, size in ((ax.xaxis, cols, step_x, cols), (ax.yaxis, rows, step_y, rows)):
+        ticks = list(range(0, n, max(1, -(-n // 12))))
+        axis.set_ticks([t * step + (size - 1) / 2 for t in ticks], [str(t + 1) for t in ticks])
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set(xlabel="patch column (tile)", ylabel="patch row (tile)", title=title)
+    fig.colorbar(shown, ax=ax, shrink=0.8, label="cosine similarity of the\nposition embeddings")
     return fig
 
 
@@ -91,23 +93,23 @@ def attention_distance_figure(frame: pd.DataFrame, title: str = "", unit: str = 
         unit: the distance's unit for the y label ("pixels" or "patches").
         control: the random-init control's frame, same columns; None or empty: not drawn.
     Returns:
-        A Figure with one axes: heads as jittered points, their mean as a line.
+        A Figure with one axes: heads as jittered points, their mean as a line, the legend
+        below.
     """
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    fig, ax = subplots()
     if control is not None and not control.empty:
         ax.scatter(control.block + 0.18, control.distance, s=10, color="0.65",
-                   label="random init", zorder=1)
+                   label="random-init control's heads", zorder=1)
     rng = np.random.default_rng(SEED)
     jitter = rng.uniform(-0.12, 0.12, len(frame))
     ax.scatter(frame.block + jitter, frame.distance, s=14, c=frame["head"], cmap="tab20",
                label="heads (colour: head index)", zorder=2)
     mean = frame.groupby("block").distance.mean()
     ax.plot(mean.index, mean.values, color="k", lw=1.2, label="mean over heads")
-    ax.set(xlabel="block", ylabel=f"mean attention distance ({unit})", title=title)
-    ax.set_xticks(sorted(set(frame.block)))
+    ax.set(xlabel="block", ylabel=f"mean attention distance\n({unit})", title=title)
+    block_ticks(ax, frame.block)
     ax.set_ylim(bottom=0)
-    ax.legend(loc="lower right", frameon=True, fontsize="small")
-    fig.tight_layout()
+    legend_below(fig, [ax])
     return fig
 
 
@@ -119,7 +121,8 @@ def fewshot_figure(table: pd.DataFrame, title: str = "") -> plt.Figure:
             ``block``, ``shots`` and ``accuracy`` (fraction in [0, 1]).
         title: the figure's suptitle.
     Returns:
-        A Figure with a panel per token choice, sharing the y axis.
+        A Figure with a panel per token choice, two per row, sharing the axes; the legend
+        below.
     """
 
     def draw(ax, part):
@@ -139,7 +142,8 @@ def decoders_figure(frame: pd.DataFrame, title: str = "") -> plt.Figure:
             ``block``, ``decoder`` ("projection" or "<k>-shot LSR") and ``accuracy`` (fraction).
         title: the figure's suptitle.
     Returns:
-        A Figure with a panel per token choice, sharing the y axis.
+        A Figure with a panel per token choice, two per row, sharing the axes; the legend
+        below.
     """
     probes = [d for d in dict.fromkeys(frame.decoder) if d != "projection"]
     colours = dict(zip(probes, sns.color_palette("crest", len(probes))))
@@ -157,49 +161,54 @@ def decoders_figure(frame: pd.DataFrame, title: str = "") -> plt.Figure:
 
 def _token_panels(frame: pd.DataFrame, draw, title: str) -> plt.Figure:
     """One panel of top-1 per block for each token choice of ``frame``, drawn by ``draw(ax,
-    rows)``; shared axes, whole block numbers."""
+    rows)``, two per row; shared axes, whole block numbers, one legend below."""
     tokens = list(dict.fromkeys(frame.token))
-    fig, axes = plt.subplots(1, len(tokens), figsize=(3.3 * len(tokens) + 0.6, 3.3),
-                             sharey=True, squeeze=False)
-    for ax, token in zip(axes[0], tokens):
+    rows, cols = grid_shape(len(tokens), 2)
+    fig, axes = subplots(rows, cols, height=2.5 * rows + 0.9, sharex=True, sharey=True,
+                         squeeze=False)
+    for ax, token in zip(axes.flat, tokens):
         part = frame[frame.token == token]
         draw(ax, part)
-        blocks = sorted(set(int(b) for b in part.block))
-        ax.set(title=token, xlabel="block", ylabel="top-1 (test stimuli)", ylim=(0, 1.02))
-        ax.set_xticks(blocks[::max(1, len(blocks) // 6)])
-        ax.legend(fontsize="x-small", frameon=True)
-    fig.suptitle(title, fontweight="bold")
-    fig.tight_layout()
+        ax.set(title=token, xlabel="block", ylabel="top-1 accuracy on the\ntest stimuli (fraction)",
+               ylim=(0, 1.02))
+        block_ticks(ax, part.block, 6)
+        ax.label_outer()
+    for ax in axes.flat[len(tokens):]:
+        ax.axis("off")
+    fig.suptitle(title)
+    legend_below(fig, axes, title="")
     return fig
 
 
-def distance_and_gain_figure(frame: pd.DataFrame, title: str = "") -> plt.Figure:
+def distance_and_gain_figure(frame: pd.DataFrame, title: str = "",
+                             unit: str = "pixels") -> plt.Figure:
     """The bridge: mean attention distance per block (left axis) beside the per-block change of
     identifiability of [CLS] and of the image tokens (right axis).
 
     Args:
         frame: :func:`vitcls_utils.analysis.anatomy.distance_and_gain`: columns ``block``,
-            ``distance`` (pixels) and, where present, "gain [CLS]" and "gain image".
+            ``distance`` (in ``unit``) and, where present, "gain [CLS]" and "gain image".
         title: the axes' title.
+        unit: the distance's unit ("pixels", the default of ``attention_distances``, or
+            "patches").
     Returns:
-        A Figure with one axes: the distance as a line, the gains as bars on a twin y axis.
+        A Figure with one axes: the distance as a line, the gains as bars on a twin y axis, the
+        legend below.
     """
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    fig, ax = subplots(height=HEIGHT + 0.2)
     ax.plot(frame.block, frame.distance, color="k", marker="o", label="attention distance")
-    ax.set(xlabel="block", ylabel="mean attention distance (px)", title=title)
+    ax.set(xlabel="block", ylabel=f"mean attention distance\n({unit})", title=title)
     ax.set_ylim(bottom=0)
     gain_ax = ax.twinx()
     gain_ax.grid(False)
     for column, colour in (("gain [CLS]", "#d1495b"), ("gain image", "#00798c")):
         if column in frame and frame[column].notna().any():
+            name = "[CLS]" if "CLS" in column else "image tokens"
             gain_ax.bar(frame.block + (-0.2 if "CLS" in column else 0.2), frame[column],
-                        width=0.38, color=colour, alpha=0.6, label=f"identifiability {column}")
+                        width=0.38, color=colour, alpha=0.6,
+                        label=f"identifiability change, {name}")
     gain_ax.axhline(0, color="0.4", lw=0.8)
-    gain_ax.set_ylabel("identifiability change from the block before")
-    handles = ax.get_legend_handles_labels()[0] + gain_ax.get_legend_handles_labels()[0]
-    labels = ax.get_legend_handles_labels()[1] + gain_ax.get_legend_handles_labels()[1]
-    ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3,
-              fontsize="x-small", frameon=False)
-    ax.set_xticks(sorted(set(frame.block)))
-    fig.tight_layout()
+    gain_ax.set_ylabel("change in class identifiability\nfrom the block before")
+    block_ticks(ax, frame.block)
+    legend_below(fig, [ax, gain_ax], title="")
     return fig

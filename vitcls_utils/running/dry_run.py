@@ -97,7 +97,7 @@ def write_run_file(out: Path, keys: Sequence[str], weights: dict, data: dict,
     import yaml
 
     content = {
-        "profile": ["corrected", "paper"],
+        "profile": ["corrected", "authors"],
         "results_dir": str(out / "results"),
         "controls": controls,
         "data_dirs": {kind: str(folder) for kind, folder in data.items()},
@@ -169,7 +169,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ran = time.perf_counter() - started - prepared
     if code == 0 and not args.no_book:
         code = subprocess.call([str(Path(sys.executable).parent / "jupyter-book"), "build",
-                                str(site), "--keep-going"])
+                                str(site), "--warningiserror", "--nitpick", "--keep-going"])
     total = time.perf_counter() - started
     print(f"dry run: prepared in {prepared:.0f} s, notebooks {ran:.0f} s, total {total:.0f} s; "
           f"book at {site / '_build' / 'html' / 'index.html'}", file=sys.stderr)

@@ -37,14 +37,16 @@ NEEDS_CLS = ("ghiasi_tab1_cls_isolation", "ghiasi_bridge_cls_isolation")
 
 def chapters(toc: Path = ROOT / "_toc.yml") -> Dict[str, Tuple[str, ...]]:
     """The book's chapters and their notebooks, in page order, read from ``_toc.yml`` (the one
-    place they are listed): ``--notebooks chapter2`` runs one."""
+    place they are listed: a chapter's sections are its figure pages, ``book/figures/<name>``):
+    ``--notebooks chapter2`` runs one."""
     import yaml
 
     found: Dict[str, Tuple[str, ...]] = {}
     for part in yaml.safe_load(toc.read_text())["parts"]:
         for chapter in part["chapters"]:
-            names = tuple(section["glob"].rsplit("/", 1)[1]
-                          for section in chapter.get("sections", []) if "glob" in section)
+            names = tuple(section["file"].rsplit("/", 1)[1]
+                          for section in chapter.get("sections", [])
+                          if section.get("file", "").startswith("book/figures/"))
             if names:
                 found[Path(chapter["file"]).name] = names
     return found

@@ -1,0 +1,60 @@
+"""Chapter 7's sentences read the numbers they are given: this run's and the paper's."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from vitcls_utils.report import convit_sentences
+
+
+def test_the_sentences_read_the_numbers_they_are_given():
+    gates = pd.DataFrame({"layer": [1, 1, 2, 2, 3, 3], "head": [1, 2] * 3,
+                          "gate": [0.9, 0.7, 0.3, 0.1, 0.05, 0.05]})
+    text = convit_sentences.gating_sentence(gates, "toy_convit")
+    assert text.startswith("The mean gate falls from 0.80 in layer 1 to 0.05 in layer 3;")
+    assert "still used up to layer 2" in text and "ConViT-Ti's printed gates" in text
+    flat = gates.assign(gate=0.05)
+    assert "no layer keeps a mean gate above 0.1" in convit_sentences.gating_sentence(flat, "convit_base")
+
+    names = ["unmasked", "position embedding zeroed", "content masked, first 3",
+             "position masked, first 3"]
+    top1 = pd.Series([90.0, 80.0, 50.0, 40.0, 85.0, 60.0],
+                     index=pd.MultiIndex.from_tuples(
+                         [("C", n) for n in names] + [("D", n) for n in names[:2]]))
+    text = convit_sentences.masking_sentence(top1, "C", "D", deepest=3)
+    assert "costs C 10.0 points and D 25.0" in text
+    assert "6.0 for ConViT-Ti, 33.9 for DeiT-Ti" in text  # Table 5: 73.1-67.1, 72.2-38.3
+    assert "With content masked, first 3, C keeps 50.0% top-1." in text
+    assert "1.3% with content masked, 46.8% with position masked" in text  # Table 6, k = 10
+
+    text = convit_sentences.maps_sentence(2, np.array([0.1, 0.7]), np.array([0.3, 0.4]))
+    assert "between 0.10 and 0.70" in text and "a spread of 0.60 against 0.10" in text
+
+
+def test_the_bridge_sentence_reads_the_frame_and_the_masks():
+    frame = pd.DataFrame({"model": ["C"] * 3 + ["D"] * 3, "block": [1, 2, 3] * 2,
+                          "image_identifiability": [0.2, 0.8, 0.9, 0.5, 0.6, 0.95],
+                          "gate": [0.9, 0.5, np.nan, np.nan, np.nan, np.nan]})
+    masked = pd.DataFrame({"mask": ["unmasked", "z", "c", "p"] * 2, "block": [2] * 4 + [3] * 4,
+                           "image_identifiability": [0, 0, 0, 0, 0.9, 0.8, 0.3, 0.4]})
+    text = convit_sentences.bridge_sentence(frame, masked, "C", "D", 2, ["z", "c", "p"])
+    assert "reach an identifiability of 0.75 at block 2, those of D at block 3" in text
+    assert "stand at 0.90 and 0.95" in text
+    assert "content in all 2 GPSA blocks leaves the image tokens' identifiability at 0.30" in text
+    assert "position at 0.40, and zeroing the position embedding at 0.80 (unmasked 0.90)" in text
+
+
+def test_the_locality_sentence_names_the_heads_without_a_centre_and_says_why():
+    local = pd.DataFrame({"layer": [1, 1, 2, 2, 3], "head": [1, 2, 1, 2, 1],
+                          "strength": [0.8, 1.2, -0.25, 0.5, 0.0],
+                          "centre_x": [0.1, 0.2, np.nan, 0.3, np.nan],
+                          "centre_y": [0.0, 0.1, np.nan, 0.2, np.nan],
+                          "gate": [0.7, 0.6, 0.02, 0.5, 0.4]})
+    text = convit_sentences.locality_sentence(local)
+    assert text.startswith("2 of the 5 GPSA heads have a locality strength α ≤ 0")
+    assert ("(layer 2: head 1 (α = -0.25, gate 0.02); layer 3: head 1 (α = 0.00, gate 0.40))"
+            in text)
+    assert "α < 0 a bowl rising towards its edges" in text
+    every = convit_sentences.locality_sentence(local[local.strength > 0])
+    assert every.startswith("All 3 GPSA heads have a positive locality strength α (from 0.50 "
+                            "to 1.20)")

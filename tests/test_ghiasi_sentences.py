@@ -1,0 +1,50 @@
+"""Chapter 6's sentences read the numbers they are given: this run's and the paper's."""
+import pandas as pd
+
+from vitcls_utils.report import ghiasi_sentences
+
+
+def test_the_isolation_sentence_reads_table_1_and_the_sweep():
+    table = pd.DataFrame({"quantity": ["natural", "isolating [CLS] (L = 2)"],
+                          "top-1, this run": [80.0, 60.0], "top-1, paper": [84.2, 76.6]})
+    sweep = pd.DataFrame({"mode": ["drop"] * 3 + ["isolate"] * 3, "L": [1, 2, 3] * 2,
+                          "top1": [10.0, 45.0, 80.0, 70.0, 60.0, 5.0]})
+    text = ghiasi_sentences.isolation_sentence(table, sweep, depth=3, num_classes=24)
+    assert "keeps 60.0% top-1 of the natural 80.0% (75% of it; the paper: 76.60 of 84.20, 91%)" \
+        in text
+    assert "half the natural accuracy at L = 2 of 3" in text
+    assert "it is at 5.0% (chance 4.2%)" in text
+
+
+def test_a_control_at_chance_gets_a_sentence_for_a_control():
+    table = pd.DataFrame({"quantity": ["natural", "isolating [CLS] (L = 2)"],
+                          "top-1, this run": [5.0, 4.2], "top-1, paper": [84.2, 76.6]})
+    sweep = pd.DataFrame({"mode": ["drop"] * 3 + ["isolate"] * 3, "L": [1, 2, 3] * 2,
+                          "top1": [4.0, 5.0, 5.0, 4.0, 4.2, 4.0]})
+    text = ghiasi_sentences.isolation_sentence(table, sweep, depth=3, num_classes=24)
+    assert "about chance (4.2%)" in text and "keeps 4.2% of the natural" not in text
+
+
+def table2(vit_bg, cnn_bg, vit_bg1, cnn_bg1):
+    return pd.DataFrame([
+        {"model": "Toy ViT", "source": "this run", "full": 100.0, "foreground": 99.0,
+         "background": vit_bg, "top-1 full": 90.0, "top-1 foreground": 80.0,
+         "top-1 background": vit_bg1},
+        {"model": "Toy CNN (ResNet)", "source": "this run", "full": 100.0, "foreground": 99.0,
+         "background": cnn_bg, "top-1 full": 90.0, "top-1 foreground": 80.0,
+         "top-1 background": cnn_bg1},
+        {"model": "ViT-B16", "source": "paper", "full": 99.2, "foreground": 95.6,
+         "background": 31.6, "top-1 full": 92.4, "top-1 foreground": 86.6,
+         "top-1 background": 15.7},
+        {"model": "ResNet-50", "source": "paper", "full": 93.0, "foreground": 90.0,
+         "background": 18.0, "top-1 full": 76.0, "top-1 foreground": 70.0,
+         "top-1 background": 5.0}])
+
+
+def test_table2_says_which_way_this_run_goes():
+    assert "unlike the paper" in ghiasi_sentences.fgbg_sentence(table2(30.6, 39.4, 9.0, 12.0))
+    assert "as in the paper" in ghiasi_sentences.fgbg_sentence(table2(40.0, 30.0, 12.0, 9.0))
+    summary = ghiasi_sentences.table2_summary(table2(30.6, 39.4, 9.0, 12.0))
+    assert summary["background (% of full top-5), Toy ViT"] == (30.6, 31.6, "ViT-B16")
+    assert summary["background (% of full top-5), Toy CNN (ResNet)"] == (39.4, 18.0,
+                                                                         "ResNet-50")

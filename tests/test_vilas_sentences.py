@@ -1,0 +1,48 @@
+"""Chapters 1-4's sentences read the numbers they are given, say when a run departs from the
+paper's shape, and make sense for a random-init control."""
+from __future__ import annotations
+
+import pandas as pd
+
+from vitcls_utils.report import vilas_sentences
+
+
+def rates(mlp_image):
+    return pd.DataFrame({"block": range(2, 2 + len(mlp_image)), "layer": "mlp",
+                         "token": "image", "rate": mlp_image})
+
+
+def test_the_mlp_sentence_says_whether_the_late_peak_is_there():
+    # ViT-B/32's reported MLP change rate peaks at 0.66 in block 11
+    flat = vilas_sentences.mlp_change_rate_sentence(rates([0.01] * 11), "toy")
+    assert flat.startswith("Unlike the paper's ViT-B/32") and "0.66" in flat and "block 11" in flat
+    peaked = vilas_sentences.mlp_change_rate_sentence(rates([0.2] * 9 + [0.5, 0.1]), "toy")
+    assert peaked.startswith("Like the paper's ViT-B/32") and "0.50" in peaked
+    none = vilas_sentences.mlp_change_rate_sentence(rates([0.2] * 11), "vit_l16_random")
+    assert "reports no MLP change rate" in none
+
+
+def test_the_compositionality_sentence_sides_with_the_reported_share():
+    table = pd.DataFrame({"attn": [50.0, 68.0], "attn compositional": [50.0, 32.0]},
+                         index=[11, 12])
+    text = vilas_sentences.compositionality_sentence(table, "toy")  # the text: > 70%
+    assert text.startswith("Unlike the paper's ViT-B/32 (more than 70% of tokens") \
+        and "32% are here" in text
+    cifar = vilas_sentences.compositionality_sentence(table, "vit_b16_cifar100")  # 73% match
+    assert cifar.startswith("Like the paper's ViT-B/16-CIFAR100 (27% of tokens") 
+
+
+def test_the_order_sentence_says_which_test_an_order_fails():
+    areas = pd.DataFrame({"method": ["probe", "probe", "random", "random"],
+                          "test": ["negative", "positive"] * 2, "auc": [0.7, 0.6, 0.8, 0.5]})
+    text = vilas_sentences.order_sentence(areas, "probe", "probe")
+    assert "no better than a random one in the negative and positive test" in text
+    good = areas.assign(auc=[0.9, 0.3, 0.8, 0.5])
+    assert "beats a random one in both tests" in vilas_sentences.order_sentence(good, "probe", "p")
+
+
+def test_the_evolution_sentence_makes_sense_for_a_control_and_for_no_block():
+    assert "block 3" in vilas_sentences.evolution_sentence(0.91, 3, False)
+    assert "No block is significantly" in vilas_sentences.evolution_sentence(0.6, None, False)
+    control = vilas_sentences.evolution_sentence(0.5, None, True)
+    assert "random-init control itself" in control and "none" not in control

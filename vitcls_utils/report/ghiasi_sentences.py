@@ -1,0 +1,135 @@
+"""Chapter 6's sentences (Ghiasi et al. 2022): what each page says in words, and the headline
+numbers it sets beside the paper's (for :func:`vitcls_utils.report.page.summarize`), generated
+from this run's numbers and the paper's, so that no number on a page is typed in."""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import pandas as pd
+
+from ..model.registry import get_variant
+from .ghiasi_tables import PAPER_MODEL
+
+
+def isolation_sentence(table: pd.DataFrame, sweep: pd.DataFrame, depth: int,
+                       num_classes: int) -> str:
+    """Table 1 in words: what isolating [CLS] up to the second-to-last block keeps of the
+    natural top-1 (the paper's share beside it), where dropping the patches first holds half
+    of it, and [CLS] isolated up to the last block against chance (``table``: :func:`table1`;
+    ``sweep``: :func:`vitcls_utils.analysis.cls_isolation.sweep`).
+
+    Args:
+        table: :func:`table1`'s frame (its second row the isolation at L = depth - 1).
+        sweep: both modes, "isolate" up to L = depth and "drop".
+        depth: the model's number of blocks.
+        num_classes: the number of classes, for chance.
+    Returns:
+        A str of sentences for the chapter's page.
+    """
+    top1, paper_top1 = (table.set_index("quantity")[c] for c in ("top-1, this run",
+                                                                 "top-1, paper"))
+    chance = 100 / num_classes
+    if top1["natural"] < 2 * chance:  # a random-init control: nothing to keep
+        return (f"The natural top-1 is {top1['natural']:.1f}%, about chance "
+                f"({chance:.1f}%): a model that has learned nothing, so what isolating [CLS] "
+                "or dropping the patches keeps says nothing about where a class is gathered; "
+                f"the paper's ViT keeps {paper_top1.iloc[1]:.2f} of {paper_top1['natural']:.2f} "
+                "with [CLS] isolated up to the second-to-last block.")
+    kept = 100 * top1.iloc[1] / top1["natural"]
+    paper_kept = 100 * paper_top1.iloc[1] / paper_top1["natural"]
+    drop = sweep[sweep["mode"] == "drop"].set_index("L").top1
+    isolated = sweep[sweep["mode"] == "isolate"].set_index("L").top1
+    half = next((int(L) for L, v in drop.items() if v >= top1["natural"] / 2), depth)
+    return (f"Isolating [CLS] up to block {depth - 1} keeps {top1.iloc[1]:.1f}% top-1 of the "
+            f"natural {top1['natural']:.1f}% ({kept:.0f}% of it; the paper: "
+            f"{paper_top1.iloc[1]:.2f} of {paper_top1['natural']:.2f}, {paper_kept:.0f}%). "
+            f"Dropping the patches after block L, [CLS] first holds half the natural accuracy "
+            f"at L = {half} of {depth}; isolated up to the last block it is at "
+            f"{isolated[depth]:.1f}% (chance {100 / num_classes:.1f}%).")
+
+
+def _number(value) -> Optional[float]:
+    return None if value is None or pd.isna(value) else float(value)
+
+
+def table1_summary(table: pd.DataFrame) -> Dict[str, tuple]:
+    """Table 1's top-1 of each quantity beside the paper's ViT-B/16-384.
+
+    Args:
+        table: :func:`~vitcls_utils.report.ghiasi_tables.table1`'s frame.
+
+    Returns:
+        {"top-1 (%), <quantity>": (this run, reported or None, the paper model)}.
+    """
+    model = get_variant(PAPER_MODEL).label
+    return {f"top-1 (%), {row['quantity']}": (float(row["top-1, this run"]),
+                                             _number(row["top-1, paper"]), model)
+            for _, row in table.iterrows()}
+
+
+def table2_summary(table: pd.DataFrame) -> Dict[str, tuple]:
+    """Table 2: each model's foreground and background share of its full top-5, beside the
+    paper's ViT-B16 and ResNet-50 rows (a ViT beside the paper's ViT, a CNN beside its CNN).
+
+    Args:
+        table: :func:`~vitcls_utils.report.ghiasi_tables.table2`'s frame.
+
+    Returns:
+        {"<part> (% of full top-5), <model>": (this run, reported or None, the paper model)}.
+    """
+    ours, theirs = table[table.source == "this run"], table[table.source != "this run"]
+    paper = {"ViT": theirs[theirs.model.str.contains("ViT-B16")],
+             "CNN": theirs[theirs.model.str.contains("ResNet-50|ResNet50", regex=True)]}
+    values = {}
+    for _, row in ours.iterrows():
+        kind = "CNN" if "CNN" in row["model"] or "ResNet" in row["model"] else "ViT"
+        match = paper[kind]
+        for part in ("foreground", "background"):
+            reported = None if match.empty else float(match[part].iloc[0])
+            values[f"{part} (% of full top-5), {row['model']}"] = (
+                float(row[part]), reported, None if match.empty else match.model.iloc[0])
+    return values
+
+
+def fgbg_sentence(table: pd.DataFrame) -> str:
+    """Table 2 in words: which of this run's models keeps more of its accuracy from the
+    background alone, in top-5 and in top-1, beside the paper's finding that every ViT keeps
+    more background accuracy than every CNN.
+
+    Args:
+        table: :func:`~vitcls_utils.report.ghiasi_tables.table2`'s frame (the ViT first).
+
+    Returns:
+        A sentence.
+    """
+    ours, theirs = table[table.source == "this run"], table[table.source != "this run"]
+    if len(ours) < 2:
+        return "Only one model ran, so there is no ViT-against-CNN comparison."
+    vit, cnn = ours.iloc[0], ours.iloc[1]
+    top1 = (100 * vit["top-1 background"] / max(vit["top-1 full"], 1e-9),
+            100 * cnn["top-1 background"] / max(cnn["top-1 full"], 1e-9))
+    ahead = vit["background"] > cnn["background"] and top1[0] > top1[1]
+    side = "as in the paper" if ahead else "unlike the paper"
+    vits = theirs[theirs.model.str.contains("ViT")]
+    return (f"With the background alone, {vit['model']} keeps {vit['background']:.1f}% of its "
+            f"full-image top-5 and {cnn['model']} {cnn['background']:.1f}% ({top1[0]:.1f}% and "
+            f"{top1[1]:.1f}% of their top-1): {side}, where every ViT keeps more background "
+            f"accuracy than every CNN ({vits.background.min():.1f}% to "
+            f"{vits.background.max():.1f}% of top-5 over its ViTs).")
+
+
+def patch_summary(summary: Dict[str, float]) -> Dict[str, tuple]:
+    """Fig 7: Patch Average and Patch Maximum top-1 beside the paper's ViT-B/16-384.
+
+    Args:
+        summary: :meth:`~vitcls_utils.analysis.patch_readout.PatchReadout.summary`.
+
+    Returns:
+        {"top-1 (%), Patch Average/Maximum": (this run, reported, the paper model)}.
+    """
+    from .reported import ghiasi_value
+
+    model = get_variant(PAPER_MODEL).label
+    return {f"top-1 (%), Patch {name.title()}": (
+        float(summary[f"patch_{name}_top1"]), ghiasi_value(f"patch_{name}", PAPER_MODEL), model)
+        for name in ("average", "maximum")}
