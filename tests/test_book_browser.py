@@ -52,6 +52,8 @@ if WHOLE_BOOK:
 PROSE = {"intro": "book/intro.html", "method": "book/method.html",
          "variants": "book/variants.html", "references": "book/references.html",
          "figure-number": "book/numbered_figure.html"}
+if WHOLE_BOOK:  # the numbered-figure page is the small book's own addition
+    PROSE.pop("figure-number")
 PAGES = {**RUNS, **FIGURE_PAGES, **PROSE}
 CATALOGUE = "book/catalogue.html"
 SIZES = {"desktop": (1280, 1000), "phone": (390, 844)}
