@@ -1,0 +1,95 @@
+"""Bootstrap intervals and paired differences (base/uncertainty), against known means and hand
+computations."""
+import math
+
+import numpy as np
+import pytest
+
+from vitcls_utils.base import uncertainty as u
+
+
+@pytest.mark.parametrize("method", u.METHODS)
+def test_the_interval_covers_a_known_mean_at_its_nominal_rate(method):
+    # 400 samples of 50 normal values: the 95% interval should hold the true mean in 95% of
+    # them, within Monte Carlo error (sd of a coverage rate over 400 trials: 1.1 points)
+    rng = np.random.default_rng(1)
+    trials, hits = 400, 0
+    for trial in range(trials):
+        sample = rng.normal(3.0, 2.0, size=50)
+        interval = u.bootstrap(sample, method=method, n_resamples=999, seed=trial)
+        hits += interval.low <= 3.0 <= interval.high
+    coverage = hits / trials
+    se = math.sqrt(0.95 * 0.05 / trials)
+    # bootstrap intervals at n = 50 run about one point narrow (the t vs normal quantile)
+    assert 0.95 - 3 * se - 0.01 <= coverage <= 0.95 + 3 * se, coverage
+
+
+def test_the_percentile_interval_is_the_quantiles_of_resampled_means_computed_by_hand():
+    values = np.arange(20, dtype=float) ** 1.5
+    interval = u.bootstrap(values, method="percentile", n_resamples=4000, seed=0)
+    rng = np.random.default_rng(7)
+    means = values[rng.integers(0, 20, (4000, 20))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    assert interval.estimate == pytest.approx(values.mean())
+    # two independent generators: bounds agree to Monte Carlo error (~2% of the width)
+    width = high - low
+    assert abs(interval.low - low) < 0.05 * width and abs(interval.high - high) < 0.05 * width
+
+
+def test_the_same_seed_gives_the_same_interval_and_another_seed_a_close_one():
+    values = np.random.default_rng(0).random(30)
+    first, again = u.bootstrap(values, seed=3), u.bootstrap(values, seed=3)
+    other = u.bootstrap(values, seed=4)
+    assert first == again
+    assert first.low != other.low and abs(first.low - other.low) < 0.02
+
+
+def test_non_finite_values_are_counted_and_never_enter_the_mean():
+    interval = u.bootstrap([1.0, 2.0, np.nan, 3.0, np.inf, -np.inf])
+    assert interval.estimate == 2.0 and interval.n == 3 and interval.excluded == 3
+    empty = u.bootstrap([np.nan, np.nan])
+    assert empty.n == 0 and empty.excluded == 2 and math.isnan(empty.estimate)
+    assert empty.format() == "–"
+
+
+def test_a_paired_difference_of_identical_inputs_is_exactly_zero():
+    a = np.random.default_rng(0).random(25)
+    interval = u.paired_difference(a, a.copy())
+    assert (interval.estimate, interval.low, interval.high, interval.p_value) == (0, 0, 0, 1)
+    assert not interval.excludes_zero and interval.method == "exact"
+
+
+def test_a_paired_difference_resolves_a_shift_that_the_two_separate_intervals_do_not():
+    rng = np.random.default_rng(2)
+    base = rng.normal(0, 1, 40)                  # large spread between images
+    shifted = base + 0.1 + rng.normal(0, 0.02, 40)  # a small, consistent shift per image
+    separate = u.bootstrap(shifted), u.bootstrap(base)
+    assert separate[0].low < separate[1].high    # the separate intervals overlap
+    paired = u.paired_difference(shifted, base)
+    assert paired.excludes_zero and paired.low > 0.05 and paired.p_value < 1e-6
+    assert paired.estimate == pytest.approx(np.mean(shifted - base))
+
+
+def test_paired_inputs_must_have_one_value_per_image_in_both():
+    with pytest.raises(ValueError, match="one value per image"):
+        u.paired_difference([1.0, 2.0], [1.0])
+
+
+def test_curve_intervals_resample_whole_images():
+    rng = np.random.default_rng(0)
+    level = rng.normal(0, 1, (60, 1))
+    curves = level + np.linspace(0, 1, 5)        # each image's curve is its level plus a ramp
+    mean, low, high = u.bootstrap_columns(curves, n_resamples=500)
+    # the ramp is certain once images move as wholes: every interval has the same width
+    assert np.allclose(high - low, (high - low)[0])
+    assert np.allclose(mean, curves.mean(axis=0)) and np.all(low < mean) and np.all(mean < high)
+
+
+def test_format_and_bad_settings():
+    interval = u.Interval(0.456, 0.41, 0.52, 10)
+    assert interval.format() == "0.46 [0.41, 0.52]"
+    assert interval.format(0, percent=True) == "46% [41%, 52%]"
+    with pytest.raises(ValueError, match="confidence"):
+        u.bootstrap([1.0, 2.0], confidence=95)
+    with pytest.raises(ValueError, match="method"):
+        u.bootstrap([1.0, 2.0], method="student")
