@@ -291,6 +291,7 @@ def test_sigterm_stops_a_local_run_and_its_jobs(tmp_path):
         time.sleep(0.1)
     job_dir = next(results.glob(".submitit/*/*_log.out")).parent
     time.sleep(1.0)  # the job is at work: its kernel starts, its store is being made
+    killed_at = time.time()
     os.kill(process.pid, signal.SIGTERM)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130 and "interrupted" in err, err
@@ -311,4 +312,7 @@ def test_sigterm_stops_a_local_run_and_its_jobs(tmp_path):
     while running() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not running(), "the job (or its controller) ran on after SIGTERM"
-    assert not list(runs.glob("*/*.ipynb"))
+    # on a loaded machine the small page can be finished before the signal: only a page
+    # written after it would mean the job ran on
+    late = [page for page in runs.glob("*/*.ipynb") if page.stat().st_mtime > killed_at]
+    assert not late, late
