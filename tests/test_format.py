@@ -401,3 +401,36 @@ def test_a_full_disk_during_cache_store_and_page_writes_is_clean_and_resumable(t
         print(f"\n[fault injection: {method}]", end=" ")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "resumed to the uninterrupted result" in result.stdout
+
+
+def test_a_store_that_cannot_be_reused_is_named_with_the_settings_that_differ(tmp_path):
+    """Issue 35: when a reuse is refused, one line says why and what runs instead."""
+    from vitcls_utils.stores.reader import why_not_reused
+
+    config = {"variant": "toy", "weights_id": "sha256:aaa", "kinds": ["resid_post"],
+              "dataset": {"name": "toy", "fingerprint": "f1", "content": "c1", "n_images": 24}}
+    assert why_not_reused(tmp_path, config) is None  # nothing of the variant there
+    for name, made in (("toy-1", {**config, "weights_id": "sha256:bbb",
+                                  "dataset": {**config["dataset"], "content": "c2"}}),
+                       ("toy-2", {**config, "kinds": ["resid_post", "attn_out"]}),
+                       ("toy-3", {**config, "weights_id": "sha256:ccc"})):
+        folder = tmp_path / "toy" / name
+        folder.mkdir(parents=True)
+        status = "complete" if name != "toy-3" else "extracting"  # incomplete: not a candidate
+        (folder / "manifest.json").write_text(json.dumps({
+            "status": status, "config": made, "sites": ["blocks.0.hook_resid_post"],
+            "layout": {"n_tokens": 5}}))
+    assert why_not_reused(tmp_path, config) == "the toy store on toy differs in site kinds"
+    (tmp_path / "toy" / "toy-2" / "manifest.json").unlink()
+    assert why_not_reused(tmp_path, config) == ("the toy store on toy differs in image "
+                                                "contents, weights")
+
+
+def test_store_for_says_why_it_extracts_beside_an_existing_store(tmp_path, capfd):
+    from vitcls_utils.stores.extraction import store_for
+
+    store_for("toy_random", "toy", results_dir=tmp_path, n_per_class=1, seed=0, progress=False)
+    capfd.readouterr()
+    store_for("toy_random", "toy", results_dir=tmp_path, n_per_class=1, seed=1, progress=False)
+    assert ("the toy_random store on toy differs in weights; extracting a new store"
+            in capfd.readouterr().err)

@@ -19,8 +19,8 @@ def page(tmp_path, parameters, variant="test_tiny"):
     job = runner.Job(NOTEBOOK, tmp_path / "runs" / "page.ipynb",
                      {"results_dir": str(tmp_path / "results"), **parameters}, variant)
     job.output.parent.mkdir(parents=True, exist_ok=True)
-    job.output.write_text(json.dumps({"metadata": {"vitcls": {"key": job.key,
-                                                              "status": "ok"}}}))
+    job.output.write_text(json.dumps({"metadata": {"vitcls": {
+        "key": job.key, "key_parts": job.key_parts, "status": "ok"}}}))
     assert runner.up_to_date(job)
     return job
 
@@ -64,6 +64,28 @@ def test_a_change_of_the_package_code_makes_the_page_stale(tmp_path, monkeypatch
     module = package / "analysis" / "identifiability.py"
     module.write_text(module.read_text() + "\n# a change\n")
     assert not runner.up_to_date(job)
+    assert runner.why_stale(job) == "changed: package source"  # the line the run prints
+
+
+def test_a_page_that_runs_again_says_which_input_changed(tmp_path):
+    job = page(tmp_path, {"variant": "toy_random", "dataset": "toy", "seed": 0}, "toy_random")
+    assert runner.why_stale(job) is None
+    job.parameters["seed"] = 1
+    assert runner.why_stale(job) == "changed: parameters"
+    meta = json.loads(job.output.read_text())
+    del meta["metadata"]["vitcls"]["key_parts"]  # a page written before the parts were kept
+    job.output.write_text(json.dumps(meta))
+    assert runner.why_stale(job) == "changed: an older page format"
+    meta["metadata"]["vitcls"]["status"] = "failed"
+    job.output.write_text(json.dumps(meta))
+    assert runner.why_stale(job) == "its last run failed"
+    job.output.unlink()
+    assert runner.why_stale(job) == "no page yet"
+    # the key is one hash of the parts: equal parts, equal keys, and any part moves it
+    parts = job.key_parts
+    assert page_key.combined(parts) == job.key == page_key.page_key(
+        job.notebook, job.parameters, job.variant)
+    assert page_key.combined({**parts, "weights": "x"}) != job.key
 
 
 def test_a_comparison_page_is_stale_when_a_store_it_reads_is_made_again(tmp_path):

@@ -37,16 +37,79 @@ def page_key(notebook: Path, parameters: Dict[str, object], variant: Optional[st
     Returns:
         The key, written into the page when it is made and compared on the next run.
     """
-    digest = hashlib.sha256(notebook.read_bytes())
-    digest.update(json.dumps(parameters, sort_keys=True, default=str).encode())
-    digest.update(source_digest().encode())
+    return combined(key_parts(notebook, parameters, variant))
+
+
+def key_parts(notebook: Path, parameters: Dict[str, object], variant: Optional[str]
+              ) -> Dict[str, str]:
+    """What a page's key is made of, one digest per input, named as a reader would name it: a
+    page that runs again says which of them changed (:func:`changed_parts`).
+
+    Args:
+        notebook, parameters, variant: as :func:`page_key`.
+
+    Returns:
+        {input name: its digest}: notebook, parameters, package source, and the stimuli and
+        weights (a variant's page) or the stores it compares (a comparison page).
+    """
+    parts = {"notebook": hashlib.sha256(notebook.read_bytes()).hexdigest(),
+             "parameters": hashlib.sha256(json.dumps(parameters, sort_keys=True,
+                                                     default=str).encode()).hexdigest(),
+             "package source": source_digest()}
     results = Path(str(parameters.get("results_dir") or "results"))
     if variant is None:
-        digest.update(stores_digest(results).encode())
+        parts["stores"] = stores_digest(results)
     else:
-        digest.update(str(data_identity(notebook, parameters, variant, results)).encode())
-        digest.update(weights_digest(parameters, variant, results).encode())
+        parts["stimuli"] = str(data_identity(notebook, parameters, variant, results))
+        parts["weights"] = weights_digest(parameters, variant, results)
+    return parts
+
+
+def combined(parts: Dict[str, str]) -> str:
+    """The key of a page from its parts (:func:`key_parts`)."""
+    digest = hashlib.sha256()
+    for name in sorted(parts):
+        digest.update(f"{name}\t{parts[name]}\n".encode())
     return digest.hexdigest()[:16]
+
+
+def stale_page(page: Path, parts: Dict[str, str]) -> Optional[str]:
+    """Why the page at ``page`` must be made again for inputs ``parts``, in a few words (the
+    run's log line), or None when it is up to date.
+
+    Args:
+        page: the executed notebook, which records the key and parts it was made with.
+        parts: this run's :func:`key_parts`.
+
+    Returns:
+        ``no page yet``, ``its last run failed``, ``changed: weights``, ..., or None.
+    """
+    if not page.is_file():
+        return "no page yet"
+    try:
+        meta = json.loads(page.read_text())["metadata"].get("vitcls", {})
+    except (ValueError, KeyError, AttributeError):
+        return "the page is unreadable"
+    if meta.get("status") != "ok":
+        return "its last run failed"
+    if meta.get("key") == combined(parts):
+        return None
+    return "changed: " + changed_parts(meta.get("key_parts") or {}, parts)
+
+
+def changed_parts(before: Dict[str, str], now: Dict[str, str]) -> str:
+    """The inputs whose digests differ, for the line that says why a page runs again.
+
+    Args:
+        before: the parts recorded in the page (may be empty: a page from an older version).
+        now: the parts of this run.
+
+    Returns:
+        ``"package source, weights"``, or ``"an older page format"`` when none was recorded.
+    """
+    if not before:
+        return "an older page format"
+    return ", ".join(name for name in now if before.get(name) != now[name]) or "its key"
 
 
 def source_digest(package: Optional[Path] = None) -> str:

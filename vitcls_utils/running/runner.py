@@ -14,7 +14,6 @@ notebook does not stop the others; the summary lists what ran, was skipped and f
 from __future__ import annotations
 
 import fnmatch
-import json
 import os
 import sys
 import threading
@@ -33,7 +32,7 @@ from . import jupyter_kernels as kernels
 
 from ..stores import stimulus_cache
 from ..base.errors import VitclsError
-from .page_key import page_key
+from .page_key import combined, key_parts, stale_page
 from .notebook_rules import (COMPARISONS, CONVIT_CHAPTER, HEADLESS_CHAPTER,  # noqa: F401
                              HEADLESS_NOTEBOOKS, NEEDS_CLS, NEEDS_MASKS, NEEDS_PROBE_SPLIT,
                              TOY_ONLY, applies, chapters, check_runnable)
@@ -58,10 +57,14 @@ class Job:
     seconds: float = 0.0
 
     @property
+    def key_parts(self) -> Dict[str, str]:
+        """What the output depends on, a digest each (:func:`.page_key.key_parts`)."""
+        return key_parts(self.notebook, self.parameters, self.variant)
+
+    @property
     def key(self) -> str:
-        """Hash of what the output depends on (:mod:`vitcls_utils.running.page_key`): the
-        notebook, its parameters, the package's source, the stimuli's and weights' contents."""
-        return page_key(self.notebook, self.parameters, self.variant)
+        """The page's key: one hash of :attr:`key_parts`."""
+        return combined(self.key_parts)
 
 
 def source_notebooks(pattern: str = "*") -> List[Path]:
@@ -139,13 +142,12 @@ def expected_seconds(notebook: Path) -> float:
 
 def up_to_date(job: Job) -> bool:
     """True when the output exists, succeeded, and was made from the same inputs."""
-    if not job.output.is_file():
-        return False
-    try:
-        meta = json.loads(job.output.read_text())["metadata"].get("vitcls", {})
-    except (ValueError, KeyError):
-        return False
-    return meta.get("key") == job.key and meta.get("status") == "ok"
+    return why_stale(job) is None
+
+
+def why_stale(job: Job) -> Optional[str]:
+    """Why the page must run (again), in a few words; None when it is up to date."""
+    return stale_page(job.output, job.key_parts)
 
 
 def _title(job: Job) -> str:
@@ -222,7 +224,9 @@ def execute(job: Job, stop: Optional[threading.Event] = None, keep_kernel: bool 
             tags = cell.metadata.get("tags", [])
             if "parameters" in tags or "injected-parameters" in tags:
                 cell.metadata["tags"] = sorted(set(tags) | {"remove-cell"})
-        executed.metadata["vitcls"] = {"key": job.key, "status": "ok",
+        parts = job.key_parts
+        executed.metadata["vitcls"] = {"key": combined(parts), "key_parts": parts,
+                                       "status": "ok",
                                        "parameters": job.parameters, "version": __version__}
         nbformat.write(executed, partial)
         os.replace(partial, job.output)
@@ -278,11 +282,12 @@ def run(variants: Sequence[Union[str, VariantRun]], pattern: str = "*", device: 
     def run_one(slot: int, job: Job) -> None:
         if "device" in job.parameters and job.parameters["device"] == device:
             job.parameters["device"] = devices[slot % len(devices)]
-        if not force and up_to_date(job):
+        why = "forced" if force else why_stale(job)
+        if why is None:
             job.status = "skipped"
             log(f"skip  {job.output.relative_to(runs_dir.parent)} (up to date)")
             return
-        log(f"run   {job.output.relative_to(runs_dir.parent)}")
+        log(f"run   {job.output.relative_to(runs_dir.parent)} ({why})")
         execute(job, stop, keep_kernel=True)
         if job.status != "interrupted":
             done = "ok" if job.status == "ran" else f"FAILED: {job.message}"

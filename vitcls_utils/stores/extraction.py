@@ -382,7 +382,7 @@ def store_for(variant: VariantLike, dataset: str = "toy", data_dir: Optional[str
     data = build_dataset(dataset, data_dir, num_classes=spec.classes,
                          n_per_class=n_per_class, split=split)
     found = existing_store(spec, data, results_dir, kinds, weights, seed, precision,
-                           perturbation, key_topk)
+                           perturbation, key_topk, say_why=True)
     if found is not None:
         return found
     check_out_folder(results_dir)  # writable, before the weights load

@@ -3,6 +3,7 @@ against the manifest and its checksums first), finding the stores a notebook nee
 room a new one will take (checked before its model loads)."""
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
@@ -258,9 +259,11 @@ def existing_store(variant: VariantLike, data, results_dir: Union[str, Path],
                    kinds: Sequence[str],
                    weights: Optional[str] = None, seed: int = 0, precision: str = "fp32",
                    perturbation: Optional[Perturbation] = None,
-                   key_topk: int = 0) -> Optional[Store]:
+                   key_topk: int = 0, say_why: bool = False) -> Optional[Store]:
     """The complete store that ``extraction.store_for`` would return without extracting, or None:
-    found from the configuration alone (``data``: the stimuli), with no weights loaded."""
+    found from the configuration alone (``data``: the stimuli), with no weights loaded. With
+    ``say_why``, a store of the variant on these stimuli that cannot be reused is named on
+    stderr with the settings that differ (:func:`why_not_reused`)."""
     from ..model.loading import weights_identity
     from ..model.registry import get_variant
 
@@ -269,7 +272,50 @@ def existing_store(variant: VariantLike, data, results_dir: Union[str, Path],
     stimulus_cache.use(data, results_dir)  # the files' hashes kept beside the caches
     config = config_for(spec.key, weights_id or "", repr(spec.preprocess), data, kinds,
                         precision, perturbation, key_topk)
-    return find_store(results_dir, config, any_weights=weights_id is None)
+    found = find_store(results_dir, config, any_weights=weights_id is None)
+    why = why_not_reused(results_dir, config) if found is None and say_why else None
+    if why:
+        print(f"vitcls: {why}; extracting a new store", file=sys.stderr)
+    return found
+
+
+#: how a store's settings are named when a reuse is refused
+_SETTING_NAMES = {"weights_id": "weights", "dataset.content": "image contents",
+                  "dataset.fingerprint": "image list", "dataset.selection": "image selection",
+                  "dataset.n_images": "number of images", "kinds": "site kinds"}
+
+
+def why_not_reused(results_dir: Union[str, Path], config: dict) -> Optional[str]:
+    """Why no complete store of ``config``'s variant on its dataset serves ``config``: the
+    settings in which the closest one differs, or None when the variant has none there.
+
+    Args:
+        results_dir: the root folder of stores.
+        config: the wanted configuration (``format.config_for``).
+
+    Returns:
+        One line (``the toy store on toy differs in weights, image contents``), or None.
+    """
+    folder = Path(results_dir) / config["variant"]
+    manifests = _complete_manifests(sorted(folder.glob(f"{config['dataset']['name']}-*/"
+                                                       "manifest.json")))
+    closest = min((_differences(config, made["config"]) for _, made in manifests),
+                  key=len, default=None)
+    if not closest:
+        return None
+    names = ", ".join(_SETTING_NAMES.get(name, name.replace("_", " ")) for name in closest)
+    return f"the {config['variant']} store on {config['dataset']['name']} differs in {names}"
+
+
+def _differences(wanted: dict, made: dict, prefix: str = "") -> List[str]:
+    found: List[str] = []
+    for key in sorted(set(wanted) | set(made)):
+        mine, theirs = wanted.get(key), made.get(key)
+        if isinstance(mine, dict) and isinstance(theirs, dict):
+            found += _differences(mine, theirs, f"{prefix}{key}.")
+        elif mine != theirs:
+            found.append(prefix + key)
+    return found
 
 
 #: the site kinds of a variant's main store (what chapter 1 reads)
