@@ -47,7 +47,7 @@ def test_head_logits_match_the_hooked_head_outputs():
     norm with its std frozen, minus the norm of nothing, gives the head's logit."""
     model = tiny_model("layerscale")
     images = _images(1)
-    out = ld.decompose(model, images)
+    out = ld.decompose(model, images, all_classes=True)
     _, cache = run_with_cache(model, images, ["blocks.2.attn.hook_z", "blocks.2.hook_resid_post"])
     final = cache["blocks.2.hook_resid_post"][:, 0]
     std = torch.sqrt(final.var(-1, unbiased=False) + model.norm.eps)
@@ -80,6 +80,7 @@ def test_toy_model_sums_within_1e4(toy_model_and_images):
     writers = ld.block_writers(out)
     assert len(writers) == len(model.blocks)
     top = ld.top_heads(out, 3)
+    assert out.head_logits is None
     assert top[0][2] >= top[1][2] >= top[2][2]
 
 
@@ -87,3 +88,17 @@ def test_toy_model_sums_within_1e4(toy_model_and_images):
 def test_unsupported_layouts_are_refused(layout):
     with pytest.raises(VitclsError, match="decompos|distilled"):
         ld.decompose(tiny_model(layout), _images(n=1))
+
+
+def test_dataset_decomposition_concatenates_batches(tiny_toy_variant):
+    from vitcls_utils.datasets.kinds import ToyDataset
+    from vitcls_utils.model.loading import load_variant
+
+    model = load_variant(tiny_toy_variant.key)
+    dataset = ToyDataset(n_per_class=1)
+    whole = ld.decompose_dataset(model, dataset, batch_size=5, limit=12)
+    images, labels = ld.images_of(model, dataset, limit=12)
+    assert len(whole.logit) == 12 and labels[0] == 0 and labels[-1] == 23
+    one = ld.decompose(model, images, labels)
+    assert np.allclose(whole.heads, one.heads, atol=1e-6)
+    assert np.abs(whole.residual).max() < 1e-4

@@ -32,6 +32,7 @@ from .. import _compat
 from ..base.errors import VitclsError
 from ..model.hooks import capture
 from ..model.layout import TokenLayout
+from ..stores.stimulus_loader import labelled_batches
 
 _compat.ensure_torchvision_ops()
 
@@ -52,7 +53,8 @@ class Decomposition:
         embed: {"cls_token", "pos_embed", "patch_embed"} -> [B] (the embeddings at the readout).
         head_bias: [B] the final norm's shift and the head's bias; scale: [B] the frozen std.
         residual: [B] logit minus the sum of the parts.
-        head_logits: [B, L, H, C] each head's direct contribution to every class.
+        head_logits: [B, L, H, C] each head's direct contribution to every class (None unless
+            asked for).
         num_prefix: prefix tokens before the image tokens (positions 0..num_prefix-1).
     """
 
@@ -66,7 +68,7 @@ class Decomposition:
     head_bias: np.ndarray
     scale: np.ndarray
     residual: np.ndarray
-    head_logits: np.ndarray
+    head_logits: Optional[np.ndarray]
     num_prefix: int
 
     def total(self) -> np.ndarray:
@@ -124,7 +126,8 @@ def unembed(model: nn.Module, norm: nn.LayerNorm) -> torch.Tensor:
 
 @torch.no_grad()
 def decompose(model: nn.Module, images: torch.Tensor,
-              classes: Optional[torch.Tensor] = None) -> Decomposition:
+              classes: Optional[torch.Tensor] = None,
+              all_classes: bool = False) -> Decomposition:
     """Decompose each image's logit of ``classes`` (default: the model's top-1) into direct
     contributions of heads (per source position), MLPs, embeddings and biases.
 
@@ -132,6 +135,8 @@ def decompose(model: nn.Module, images: torch.Tensor,
         model: an unmodified timm pre-norm ViT with explicit attention (``load_variant``).
         images: preprocessed images [B, 3, H, W] on the model's device.
         classes: [B] class per image (e.g. the true labels); None: the predicted class.
+        all_classes: also give each head's contribution to every class (``head_logits``
+            [B, L, H, C]; large for 1000 classes, so off by default).
 
     Returns:
         A :class:`Decomposition` (numpy, float64 sums of float32 parts).
@@ -176,7 +181,9 @@ def decompose(model: nn.Module, images: torch.Tensor,
         heads.append(torch.einsum("bhs,bshk,bhk->bhs", pattern, v, head_dir))
         z = pool(cache[f"blocks.{i}.attn.hook_z"].flatten(-2)).unflatten(-1, (n_heads, d_head))
         head_out = torch.einsum("bhk,hkd,d->bhd", z, w_o, ls1)
-        head_logits.append(torch.einsum("bhd,cd->bhc", head_out, u_all) / std[:, None, None])
+        if all_classes:
+            head_logits.append(torch.einsum("bhd,cd->bhc", head_out, u_all)
+                               / std[:, None, None])
         b_o = attn.proj.bias.float() * ls1 if attn.proj.bias is not None else 0 * ls1
         attn_bias.append(direct(b_o.expand_as(u)))
         fc2 = block.mlp.fc2.bias
@@ -186,8 +193,8 @@ def decompose(model: nn.Module, images: torch.Tensor,
     embed = _embed_parts(model, pool(cache["hook_embed"]), q)
     head_bias = (model.head.weight.float()[classes] * norm.bias.float()).sum(-1) \
         + model.head.bias.float()[classes]
-    parts = _stack(heads=heads, head_logits=head_logits, mlp=mlp, mlp_bias=mlp_bias,
-                   attn_bias=attn_bias)
+    parts = _stack(heads=heads, mlp=mlp, mlp_bias=mlp_bias, attn_bias=attn_bias)
+    parts["head_logits"] = _stack(h=head_logits)["h"] if all_classes else None
     logit = logits.gather(1, classes[:, None])[:, 0]
     out = Decomposition(
         classes=classes.cpu().numpy(), logit=logit.double().cpu().numpy(),
@@ -196,6 +203,52 @@ def decompose(model: nn.Module, images: torch.Tensor,
         residual=np.zeros(len(classes)), num_prefix=TokenLayout.of(model).num_prefix, **parts)
     out.residual = out.logit - out.total()
     return out
+
+
+def decompose_dataset(model: nn.Module, dataset, batch_size: int = 32,
+                      limit: Optional[int] = None) -> Decomposition:
+    """:func:`decompose` of a dataset's images for their true classes, batch by batch.
+
+    Args:
+        model: as :func:`decompose`; dataset: the stimuli (an image dataset).
+        batch_size: images per forward pass.
+        limit: at most this many images, evenly spaced over the dataset (None: all).
+
+    Returns:
+        One :class:`Decomposition` of every image kept (``head_logits`` None).
+    """
+    images, labels = images_of(model, dataset, batch_size, limit)
+    found = [decompose(model, images[i:i + batch_size], labels[i:i + batch_size])
+             for i in range(0, len(images), batch_size)]
+    first = found[0]
+    merged = {k: np.concatenate([getattr(f, k) for f in found])
+              for k in ("classes", "logit", "heads", "mlp", "mlp_bias", "attn_bias",
+                        "head_bias", "scale", "residual")}
+    embed = {k: np.concatenate([f.embed[k] for f in found]) for k in first.embed}
+    return Decomposition(embed=embed, head_logits=None, num_prefix=first.num_prefix, **merged)
+
+
+def images_of(model: nn.Module, dataset, batch_size: int = 32, limit: Optional[int] = None):
+    """(images [B, 3, H, W], labels [B]) of ``dataset`` preprocessed for ``model``: all, or
+    ``limit`` of them evenly spaced (every class kept when the dataset is class-ordered).
+
+    Args:
+        model: a loaded variant; dataset: an image dataset; batch_size: decoding batch.
+        limit: how many images at most (None: all).
+
+    Returns:
+        The two tensors, on the model's device.
+    """
+    n = len(dataset)
+    keep = set(range(n)) if limit is None or limit >= n else \
+        set(np.linspace(0, n - 1, limit).round().astype(int).tolist())
+    images, labels, seen = [], [], 0
+    for x, y in labelled_batches(model, dataset, batch_size, "images", False):
+        index = [i for i in range(len(x)) if seen + i in keep]
+        images.append(x[index])
+        labels.append(y[index])
+        seen += len(x)
+    return torch.cat(images), torch.cat(labels)
 
 
 def _layer_scale(module: nn.Module, dim: int, device) -> torch.Tensor:
