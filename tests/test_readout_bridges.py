@@ -83,3 +83,14 @@ def test_memory_head_match_by_hand(toy_setup):
         mine = dec.head_totals()[:, b].argmax(-1)
         assert table.match[b] == pytest.approx((mine == owner.numpy()).mean())
     assert (table.chance == 0.5).all()
+
+
+def test_lens_training_set_and_probe_identifiability():
+    train = rb.lens_training_set("toy", None, 24, per_class=2)
+    assert train.split == "train" and len(train) == 48
+    rank = np.ones((2, 3, 5), np.int16)
+    rank[0, 2, 1:3] = 0  # image 0: 2 of 4 image tokens identifiable at the last block
+    rank[1, 1, 1:] = 0   # image 1: identifiable at block 2 only
+    probes = ProbeResults([f"blocks.{b}.hook_resid_post" for b in range(3)], np.zeros(2),
+                          rank, rank, 1)
+    assert rb.probe_identifiability(probes) == pytest.approx(25.0)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Dict, Optional
 
 import numpy as np
+import pandas as pd
 
 from .. import _compat
 from ..base.errors import VitclsError
@@ -300,18 +301,19 @@ def top_heads(decomposition: Decomposition, k: int = 5) -> "list[tuple[int, int,
             for i in order]
 
 
-def block_writers(decomposition: Decomposition) -> "list[dict]":
+def block_writers(decomposition: Decomposition) -> pd.DataFrame:
     """Per block, the head writing most to the decomposed class and its share of the block.
 
     Args:
         decomposition: a :class:`Decomposition`.
 
     Returns:
-        One dict per block: ``block``, ``head`` (index of the top head), ``head_logit`` (its
+        DataFrame, a row per block: ``block`` (0-based), ``head`` (index of the top head), ``head_logit`` (its
         mean contribution), ``attention`` (the block's heads summed), ``mlp`` (the block's MLP).
     """
     mean = decomposition.head_totals().mean(0)
     mlp = (decomposition.mlp + decomposition.mlp_bias).mean(0)
-    return [{"block": i, "head": int(mean[i].argmax()), "head_logit": float(mean[i].max()),
-             "attention": float(mean[i].sum() + decomposition.attn_bias[:, i].mean()),
-             "mlp": float(mlp[i])} for i in range(mean.shape[0])]
+    return pd.DataFrame([{"block": i, "head": int(mean[i].argmax()),
+                          "head_logit": float(mean[i].max()),
+                          "attention": float(mean[i].sum() + decomposition.attn_bias[:, i].mean()),
+                          "mlp": float(mlp[i])} for i in range(mean.shape[0])])

@@ -68,6 +68,40 @@ def lens_for(model: nn.Module, train, test_data: LensData, path, steps: int = 30
     return lens
 
 
+def lens_training_set(dataset: str, data_dir: Optional[str], num_classes: int,
+                      per_class: int = 10):
+    """The images a tuned lens (or the ablations' reference set) is drawn from, never the
+    stimuli: the toy's ``train`` split (``per_class`` per class), else the dataset's probe
+    training split (ImageNet-S ``test``: 10 per class).
+
+    Args:
+        dataset: the stimuli's dataset kind; data_dir: its root; num_classes: the model's.
+        per_class: images per class taken from the toy's train split.
+
+    Returns:
+        An image dataset.
+    """
+    from ..datasets.kinds import ToyDataset, probe_training_set
+
+    if dataset == "toy":
+        return ToyDataset(split="train", n_per_class=per_class)
+    return probe_training_set(dataset, data_dir, num_classes)
+
+
+def probe_identifiability(probes: ProbeResults) -> float:
+    """% of image tokens whose probe at the last block output ranks the true class first
+    (chapter 1's identifiability rate, read by the probes).
+
+    Args:
+        probes: :func:`~.probing.probe_results` holding ``resid_post``.
+
+    Returns:
+        A percentage.
+    """
+    rank = probes.by_block("rank", "resid_post")[:, -1, probes.num_prefix:]
+    return float(100 * (rank == 0).mean(axis=1).mean())
+
+
 def readout_table(lens: TunedLens, test_data: LensData,
                   probes: Optional[ProbeResults] = None) -> pd.DataFrame:
     """Plain readout, tuned lens and probes per block and token kind on held-out images.

@@ -230,7 +230,14 @@ def compare(lens: TunedLens, data: LensData) -> pd.DataFrame:
 
 
 def held_out_summary(table: pd.DataFrame) -> dict:
-    """{kind: {plain, tuned}: mean held-out KL over blocks} (the model card's numbers)."""
+    """The model card's numbers: mean held-out KL over blocks per kind and readout.
+
+    Args:
+        table: :func:`compare`'s table (probe rows, if any, are ignored).
+
+    Returns:
+        {kind: {"plain": nats, "tuned": nats}}.
+    """
     means = table.groupby(["kind", "readout"])["kl"].mean()
     return {kind: {r: round(float(means[(kind, r)]), 6) for r in ("plain", "tuned")}
             for kind in table["kind"].unique()}
