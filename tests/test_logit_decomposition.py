@@ -84,10 +84,11 @@ def test_toy_model_sums_within_1e4(toy_model_and_images):
     assert top[0][2] >= top[1][2] >= top[2][2]
 
 
-@pytest.mark.parametrize("layout", ["gap_rpn", "distilled"])
-def test_unsupported_layouts_are_refused(layout):
+@pytest.mark.parametrize("layout, extra", [("gap_rpn", {}), ("distilled", {}),
+                                           ("cls", {"pre_norm": True})])
+def test_unsupported_layouts_are_refused(layout, extra):
     with pytest.raises(VitclsError, match="decompos|distilled"):
-        ld.decompose(tiny_model(layout), _images(n=1))
+        ld.decompose(tiny_model(layout, **extra), _images(n=1))
 
 
 def test_dataset_decomposition_concatenates_batches(tiny_toy_variant):

@@ -68,6 +68,9 @@ def test_lens_for_trains_once_then_loads(toy_setup, tmp_path):
     assert path.with_suffix(".json").is_file()
     again = rb.lens_for(model, stimuli, test, path, steps=3)
     assert torch.equal(first.weight, again.weight)
+    assert again.card["training_split"] == "toy/val, 24 images"
+    other = rb.lens_for(model, stimuli, test, path, steps=3, lr=1e-2)  # retrained, not loaded
+    assert other.card["lr"] == 1e-2 and not torch.equal(other.weight, first.weight)
 
 
 def test_memory_head_match_by_hand(toy_setup):

@@ -93,6 +93,10 @@ def _readout_norm(model: nn.Module) -> nn.LayerNorm:
              if not isinstance(m, nn.Identity)]
     if len(norms) != 1 or not isinstance(norms[0], nn.LayerNorm):
         raise VitclsError("the decomposition needs exactly one final LayerNorm before the head")
+    if not isinstance(getattr(model, "norm_pre", nn.Identity()), nn.Identity):
+        raise VitclsError("a norm before the first block (CLIP's norm_pre) makes the embeddings "
+                          "enter the residual stream nonlinearly; the decomposition is defined "
+                          "without one")
     for block in model.blocks:
         if type(block) is not Block or not isinstance(block.attn.norm, nn.Identity) or \
                 getattr(block.attn, "gate", None) is not None:

@@ -30,8 +30,8 @@ from ..stores.stimulus_loader import labelled_batches
 from .logit_decomposition import Decomposition
 from .memories import Memories
 from .probing import ProbeResults
-from .tuned_lens import LensData, TunedLens, collect, compare, held_out_summary, load_lens, \
-    save_lens, train_lens
+from .tuned_lens import LensData, TunedLens, collect, compare, describe, held_out_summary, \
+    load_lens, save_lens, train_lens
 
 _compat.ensure_torchvision_ops()
 
@@ -44,7 +44,8 @@ READOUTS = ("plain", "tuned", "probe")
 def lens_for(model: nn.Module, train, test_data: LensData, path, steps: int = 300,
              lr: float = 3e-3, seed: int = 0, tokens_per_image: int = 8) -> TunedLens:
     """The tuned lens saved at ``path``, or trained on ``train`` (and saved, with its held-out
-    KL on ``test_data`` in the card) when there is none or it was made for another model.
+    KL on ``test_data`` in the card) when there is none, or its card names another model,
+    training split, step count, learning rate, token sample or seed.
 
     Args:
         model: the loaded variant; train: the training images (a dataset);
@@ -58,7 +59,9 @@ def lens_for(model: nn.Module, train, test_data: LensData, path, steps: int = 30
     if path.is_file():
         try:
             lens = load_lens(model, path)
-            if lens.card.get("steps") == steps and lens.card.get("seed") == seed:
+            wanted = dict(steps=steps, seed=seed, lr=lr, tokens_per_image=tokens_per_image,
+                          training_split=describe(train))
+            if all(lens.card.get(k) == v for k, v in wanted.items()):
                 return lens
         except VitclsError:
             pass

@@ -45,7 +45,8 @@ class LensData:
         features: {kind: [L, M, D]} residual after each block (M rows: one per image for
             ``cls``, ``tokens_per_image`` per image for ``image``).
         rows: {kind: [M]} which image each row comes from; final: [I, C] the model's final
-            log-probabilities; labels: [I]; description: what the images are.
+            log-probabilities; labels: [I]; description: what the images are
+            (:func:`describe`); tokens_per_image: image tokens kept per image.
     """
 
     features: Dict[str, torch.Tensor]
@@ -53,6 +54,7 @@ class LensData:
     final: torch.Tensor
     labels: torch.Tensor
     description: str = ""
+    tokens_per_image: int = 0
 
 
 def kinds_of(model: nn.Module) -> List[str]:
@@ -105,7 +107,14 @@ def collect(model: nn.Module, dataset, tokens_per_image: int = 8, batch_size: in
         raise VitclsError("no readable images to train or evaluate the lens on")
     return LensData({k: torch.cat(v, 1) for k, v in feats.items()},
                     {k: torch.cat(v) for k, v in rows.items()}, torch.cat(finals),
-                    torch.cat(labels), description or getattr(dataset, "name", "images"))
+                    torch.cat(labels), description or describe(dataset), tokens_per_image)
+
+
+def describe(dataset) -> str:
+    """``name/split, n images`` of a dataset (the model card's training split)."""
+    split = getattr(dataset, "split", None)
+    name = getattr(dataset, "name", type(dataset).__name__)
+    return f"{name}/{split}, {len(dataset)} images" if split else f"{name}, {len(dataset)} images"
 
 
 class TunedLens(nn.Module):
@@ -195,6 +204,7 @@ def train_lens(model: nn.Module, data: LensData, steps: int = 200, lr: float = 1
         optim.step()
     lens.card.update(steps=steps, lr=lr, batch_rows=batch_rows, seed=seed,
                      weight_decay=weight_decay, training_split=data.description,
+                     tokens_per_image=data.tokens_per_image,
                      n_train_images=int(len(data.labels)),
                      train_seconds=round(time.perf_counter() - start, 3))
     return lens.eval().requires_grad_(False)
