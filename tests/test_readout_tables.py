@@ -34,3 +34,11 @@ def test_where_it_happens_and_intervals():
     curve = rt.curve_display(pd.DataFrame({"block": [1], "logit_drop": [one],
                                            "top1_drop": [one]}))
     assert curve.iloc[0, 1] == "0.25 [0.10, 0.40]"
+
+
+def test_lens_sentence_names_only_the_kinds_there_are():
+    column = "identifiable image tokens, last block (%)"
+    t1 = pd.DataFrame({column: [96.61, 96.24]}, index=["plain readout", "tuned lens"])
+    text = rt.lens_sentence({"image": {"plain": 1.1594, "tuned": 0.616}}, t1)
+    assert "from 1.159 to 0.616 nats for image tokens" in text and "[CLS]" not in text
+    assert "96.6% under the plain readout and 96.2% under the tuned lens" in text

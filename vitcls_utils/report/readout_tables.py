@@ -112,3 +112,24 @@ def table1_under_lenses(plain, tuned, probe_rate: Optional[float] = None) -> pd.
         rows["linear probe"] = {"identifiable image tokens, last block (%)": probe_rate,
                                 "images with an identifiable token (%)": np.nan}
     return pd.DataFrame(rows).T
+
+
+def lens_sentence(held: dict, table1: pd.DataFrame) -> str:
+    """This run's lens result in words: held-out KL of both readouts per token kind the model
+    has, and Table 1 under each.
+
+    Args:
+        held: :func:`~vitcls_utils.analysis.tuned_lens.held_out_summary`'s dict.
+        table1: :func:`table1_under_lenses`'s table.
+
+    Returns:
+        Markdown, one paragraph.
+    """
+    kinds = [f"from {v['plain']:.3f} to {v['tuned']:.3f} nats for {KIND_NAMES[k]}"
+             for k, v in held.items()]
+    column = "identifiable image tokens, last block (%)"
+    return ("Averaged over blocks, the tuned lens changes the held-out KL to the model's final "
+            f"distribution {' and '.join(kinds)}. Chapter 1's identifiability rate (image "
+            "tokens identifiable at the last block) is "
+            f"{table1.loc['plain readout', column]:.1f}% under the plain readout and "
+            f"{table1.loc['tuned lens', column]:.1f}% under the tuned lens.")
