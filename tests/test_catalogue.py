@@ -35,7 +35,7 @@ def test_catalogue_defines_every_experiment_quirk_and_section():
     expected = {f"E{i}" for i in range(1, 17) if i != 5} | {"E5A", "E5B"}
     expected |= {f"B{i}" for i in range(1, 23)}
     assert expected <= ids, sorted(expected - ids)
-    assert sections == {str(i) for i in range(1, 10)}
+    assert sections == {str(i) for i in range(1, 11)}
 
 
 def test_every_reference_resolves_to_the_catalogue():
@@ -55,10 +55,10 @@ def test_every_reference_resolves_to_the_catalogue():
 
 
 @pytest.mark.parametrize("letter, count, prefix", [("V", 9, "vit_"), ("G", 12, "ghiasi_"),
-                                                   ("C", 8, "convit_")])
+                                                   ("C", 8, "convit_"), ("R", 5, "readout_")])
 def test_related_chapters_cite_analyses_the_catalogue_defines(letter, count, prefix):
-    """Chapter 5's notebooks cite V1-V9, chapter 6's G1-G12, chapter 7's C1-C8, each defined in
-    the catalogue."""
+    """Chapter 5's notebooks cite V1-V9, chapter 6's G1-G12, chapter 7's C1-C8, chapter 8's
+    R1-R5, each defined in the catalogue."""
     text = CATALOGUE.read_text()
     ids = set(re.findall(rf"^\(catalogue-({letter.lower()}\d+)\)=", text, re.M))
     assert ids == {f"{letter.lower()}{i}" for i in range(1, count + 1)}

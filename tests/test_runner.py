@@ -11,7 +11,7 @@ import nbformat
 import pytest
 
 from conftest import make_imagenet_s
-from vitcls_utils.running import jupyter_kernels as kernels, runner
+from vitcls_utils.running import jupyter_kernels as kernels, notebook_rules, runner
 from vitcls_utils.base.errors import UnknownVariantError, VitclsError
 
 
@@ -23,10 +23,12 @@ def test_groups_and_plan(tmp_path):
         runner.expand_variants(["vit_b99"])
     jobs = runner.plan(["toy", "toy_gap"], "*", tmp_path, "cpu", None, tmp_path / "runs")
     per_variant = [j for j in jobs if j.variant]
-    # toy_gap has no [CLS] to isolate; chapter 7 runs on ConViTs alone
+    # toy_gap has no [CLS] to isolate and residual post-norm blocks (no decomposition);
+    # chapter 7 runs on ConViTs alone
     vit_pages = (len(runner.source_notebooks()) - len(runner.COMPARISONS)
                  - len(runner.chapters()["chapter7"]))
-    assert len(per_variant) == 2 * vit_pages - len(runner.NEEDS_CLS)
+    assert len(per_variant) == (2 * vit_pages - len(runner.NEEDS_CLS)
+                                - len(notebook_rules.NEEDS_PRENORM))
     assert jobs[-1].variant is None and jobs[-1].output.parent.name == "compare"
     assert jobs[0].parameters["dataset"] == "toy"
     with pytest.raises(VitclsError, match="--data-dir"):

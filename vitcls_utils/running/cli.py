@@ -350,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keys, or groups: toy (toy toy_gap toy_random toy_convit), paper, "
                    "paper_random, vit_original, ghiasi, convit (each with _random) (default: toy)")
     p.add_argument("--notebooks", default=None, help="glob on notebook names, e.g. 'tab1*', "
-                   "or a chapter: chapter1 ... chapter7 (default: all)")
+                   "or a chapter: chapter1 ... chapter8 (default: all)")
     p.add_argument("--device", type=device_name, default=None,
                    help="auto (default), cpu, cuda, cuda:1")
     p.add_argument("--jobs", type=positive_int, default=1,

@@ -33,6 +33,9 @@ CONVIT_CHAPTER = "chapter7"
 TOY_ONLY = ("convit_tab2_sample_efficiency",)
 #: notebooks that intervene on the [CLS] token: not run on GAP models, which have none
 NEEDS_CLS = ("ghiasi_tab1_cls_isolation", "ghiasi_bridge_cls_isolation")
+#: chapter 8's notebooks that decompose the logit into heads: pre-norm blocks only (a residual
+#: post-norm model, ``*_rpn_*``, normalises every sub-layer's output, so its heads do not add up)
+NEEDS_PRENORM = ("readout_fig2_decomposition", "readout_tab1_ablation")
 
 
 def chapters(toc: Path = ROOT / "_toc.yml") -> Dict[str, Tuple[str, ...]]:
@@ -71,6 +74,8 @@ def applies(notebook: str, spec: Variant, dataset: str,
                                               + HEADLESS_NOTEBOOKS):
         return False
     if notebook in NEEDS_CLS and spec.pooling != "token":
+        return False
+    if notebook in NEEDS_PRENORM and "_rpn_" in spec.arch:
         return False
     if notebook in TOY_ONLY and dataset != "toy":
         return False
