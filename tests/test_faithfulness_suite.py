@@ -65,6 +65,13 @@ def test_imputation_of_a_removed_block_reproduces_a_plane_and_adds_the_stated_no
         suite.noisy_linear_impute(plane, np.ones((12, 12), dtype=bool))
 
 
+def test_road_levels_span_ten_to_ninety_percent():
+    assert suite.road_levels() == pytest.approx(suite.ROAD_LEVELS)
+    assert suite.road_levels(5) == pytest.approx((0.1, 0.3, 0.5, 0.7, 0.9))
+    with pytest.raises(VitclsError, match="at least one"):
+        suite.road_levels(0)
+
+
 def test_areas_are_trapezoids_on_the_fraction_axis():
     curves = np.array([[1.0, 0.5, 0.0], [1.0, 1.0, 1.0]])
     assert suite.curve_area(curves, [0, 0.5, 1]).tolist() == pytest.approx([0.5, 1.0])

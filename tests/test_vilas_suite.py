@@ -47,8 +47,8 @@ def test_every_criterion_has_its_interval_and_a_verdict_from_the_paired_differen
     worse = vilas_suite.suite_table(flipped).set_index(["method", "criterion"])
     assert worse.loc[("class space (ours)", "MoRF AUC"), "verdict"] == "less faithful than random"
     sentence = vilas_suite.suite_verdict(vilas_suite.suite_table(scores))
-    assert "more faithful than random by MoRF AUC" in sentence
-    assert "not resolved by LeRF AUC" in sentence
+    assert "more faithful than the random map by MoRF AUC" in sentence
+    assert "not distinguishable from the random map by LeRF AUC" in sentence
 
 
 def mprt_frame(similarity):

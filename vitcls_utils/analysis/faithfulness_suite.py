@@ -54,6 +54,22 @@ NEIGHBOURS = tuple((dy, dx, (1 / 6 if dy == 0 or dx == 0 else 1 / 12))
                    for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0))
 
 
+def road_levels(n_levels: int = 9) -> Tuple[float, ...]:
+    """ROAD's removal fractions: ``n_levels`` spread evenly over 10% .. 90% (9: every tenth).
+
+    Args:
+        n_levels: how many levels (at least 1; 1 gives 50%).
+
+    Returns:
+        The fractions, ascending.
+    """
+    if n_levels < 1:
+        raise VitclsError(f"ROAD needs at least one removal level, not {n_levels}")
+    if n_levels == 1:
+        return (0.5,)
+    return tuple(float(round(f, 6)) for f in np.linspace(0.1, 0.9, n_levels))
+
+
 def token_orders(maps: np.ndarray, seed: int = 0) -> np.ndarray:
     """Image tokens by score, highest first, ties broken by a seeded random permutation.
 

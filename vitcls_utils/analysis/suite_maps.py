@@ -18,7 +18,7 @@ from torch import nn  # noqa: E402
 
 from .explanation_maps import maps_for, stimulus_batches  # noqa: E402
 from .faithfulness_suite import random_maps  # noqa: E402
-from .randomisation_check import MapFn  # noqa: E402
+from .randomisation_check import MapFn, gradient_map  # noqa: E402
 from ..model.layout import TokenLayout  # noqa: E402
 
 #: the map methods the suite compares, in the order tables show them
@@ -55,7 +55,19 @@ def sample_images(model: nn.Module, dataset, n_images: int, batch_size: int = 64
 
 def map_function(method: str, paper: bool = True, seed: int = 0) -> MapFn:
     """The map of ``method`` as a function of (model, images, labels) -> [B, T], for the
-    randomisation check; ``random`` gives the random map, which ignores the model."""
+    randomisation check.
+
+    Args:
+        method: an explanation method (:data:`~.explanation_maps.METHODS`), ``gradient`` (the
+            plain gradient of the target logit, the check's reference) or ``random`` (the
+            random map, which ignores the model).
+        paper: the authors' class-space loss (B12); seed: the random map's seed.
+
+    Returns:
+        A function (model, images [B, 3, H, W], labels [B]) -> token maps [B, T] on the CPU.
+    """
+    if method == "gradient":
+        return gradient_map
     if method == "random":
         def draw(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
             return torch.from_numpy(random_maps(len(images), TokenLayout.of(model).n_patches,

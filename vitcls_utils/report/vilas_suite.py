@@ -110,9 +110,11 @@ def suite_verdict(table: pd.DataFrame, mprt: Optional[pd.DataFrame] = None,
     rows = table[table.method == name]
     if rows.empty:
         return f"The suite did not run on the {name} map."
-    groups = {v: rows[rows.verdict == v].criterion.tolist()
-              for v in ("more faithful than random", "less faithful than random", "not resolved")}
-    said = [f"{v} by {', '.join(c)}" for v, c in groups.items() if c]
+    phrases = {"more faithful than random": "more faithful than the random map",
+               "less faithful than random": "less faithful than the random map",
+               "not resolved": "not distinguishable from the random map"}
+    groups = {v: rows[rows.verdict == v].criterion.tolist() for v in phrases}
+    said = [f"{phrases[v]} by {', '.join(c)}" for v, c in groups.items() if c]
     sentence = (f"By the suite's {len(rows)} criteria, the {name} map is " + "; ".join(said)
                 + " (a verdict is given only where the 95% interval of the paired difference "
                 "from the random map excludes zero).")
