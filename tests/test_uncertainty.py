@@ -93,3 +93,22 @@ def test_format_and_bad_settings():
         u.bootstrap([1.0, 2.0], confidence=95)
     with pytest.raises(ValueError, match="method"):
         u.bootstrap([1.0, 2.0], method="student")
+
+
+def test_a_pooled_rate_resamples_whole_images_and_matches_a_hand_loop():
+    from vitcls_utils.base.uncertainty import bootstrap_ratio
+
+    rng = np.random.default_rng(3)
+    tokens = rng.integers(5, 40, 60)
+    hits = rng.binomial(tokens, 0.3)
+    interval = bootstrap_ratio(hits, tokens, method="percentile", seed=1)
+    assert interval.estimate == pytest.approx(hits.sum() / tokens.sum())
+    draws = np.random.default_rng(7).integers(0, 60, (4000, 60))  # a second, plain loop
+    ratios = hits[draws].sum(1) / tokens[draws].sum(1)
+    low, high = np.percentile(ratios, [2.5, 97.5])
+    assert interval.low == pytest.approx(low, abs=0.01)
+    assert interval.high == pytest.approx(high, abs=0.01)
+    with_empty = bootstrap_ratio(np.r_[hits, 0], np.r_[tokens, 0], seed=1)
+    assert with_empty.excluded == 1 and with_empty.n == 60
+    same = bootstrap_ratio([1, 2, 3], [2, 4, 6])
+    assert (same.low, same.high, same.method) == (0.5, 0.5, "exact")

@@ -28,6 +28,7 @@ from ..base.errors import VitclsError
 from ..stores.reader import Store
 from ..model.perturbations import AttentionPerturbation
 from ..base.stats import box_summary, permutation_greater
+from ..base.uncertainty import Interval, bootstrap_ratio
 
 GROUPS = {"class": 1, "context": 0}
 GROUP_NAMES = {"class": "class-labeled", "context": "context-labeled"}
@@ -82,6 +83,35 @@ def perturbed_rate(results: Store, paper: bool = False) -> float:
         return float(100 * (hit.sum(1) / kept.sum(1)).mean())
     image = slice(results.num_prefix, None)
     return float(100 * hit[:, image].sum() / max(kept[:, image].sum(), 1))
+
+
+def rate_interval(results: Store, group: Optional[str] = None, labels: str = "aligned",
+                  seed: int = 0) -> "Interval":
+    """:func:`unperturbed_rate` (an unperturbed store) or :func:`perturbed_rate` (a perturbed
+    one, corrected aggregation) with its 95% interval: the rate is pooled over tokens, so each
+    image's identifiable and counted tokens are resampled together
+    (:func:`~vitcls_utils.base.uncertainty.bootstrap_ratio`).
+
+    Args:
+        results: a store; group: for an unperturbed store, "class"/"context" or None (every
+            image token); labels: the token-label rule; seed: the bootstrap's seed.
+
+    Returns:
+        :class:`~vitcls_utils.base.uncertainty.Interval` in %; images without a token to count
+        (no mask, not run) are excluded and counted.
+    """
+    ranks = _last_ranks(results)
+    image = slice(results.num_prefix, None)
+    if results.perturbation is None:
+        counted = np.ones(ranks.shape, dtype=bool)
+        if group is not None:
+            counted = token_groups(results, labels) == GROUPS[group]
+    else:
+        counted = (ranks >= 0) & (results.pred >= 0)[:, None]
+    counted = counted[:, image]
+    hits = ((ranks[:, image] == 0) & counted).sum(1)
+    interval = bootstrap_ratio(100.0 * hits, counted.sum(1), seed=seed)
+    return interval
 
 
 def _group_values(results: Store, labels: str) -> Dict[str, np.ndarray]:

@@ -19,6 +19,7 @@ import pandas as pd
 from ..base.errors import VitclsError
 from ..stores.reader import Store
 from ..base.stats import box_summary, wilcoxon_greater
+from ..base.uncertainty import Interval, bootstrap
 
 
 def image_columns(results: Store, paper: bool = False) -> slice:
@@ -65,6 +66,34 @@ def headline(results: Store) -> Dict[str, float]:
         "top1_accuracy": top1_accuracy(results),
         "n_images": float(len(results.labels)),
     }
+
+
+def headline_intervals(results: Store, seed: int = 0) -> Dict[str, "Interval"]:
+    """:func:`headline`'s rates with their 95% bootstrap intervals over images: each is a mean
+    over images of a per-image value (its % of identifiable image tokens, whether it has one,
+    whether the model is right), so the images are resampled.
+
+    Args:
+        results: the extraction store of one run.
+        seed: the bootstrap's seed.
+
+    Returns:
+        {metric: :class:`~vitcls_utils.base.uncertainty.Interval`} for
+        ``identifiability_rate``, ``identifiability_rate_image_tokens``,
+        ``images_with_identifiable_token`` and ``top1_accuracy`` (all in %).
+    """
+    ranks = last_block_ranks(results)
+    per_image = {
+        "identifiability_rate": 100 * (ranks[:, image_columns(results, True)] == 0).mean(1),
+        "identifiability_rate_image_tokens":
+            100 * (ranks[:, image_columns(results, False)] == 0).mean(1),
+        "images_with_identifiable_token":
+            100.0 * (ranks[:, image_columns(results, True)] == 0).any(1),
+    }
+    ran = results.pred >= 0
+    right = np.where(ran, 100.0 * (results.pred == results.labels), np.nan)
+    per_image["top1_accuracy"] = right
+    return {metric: bootstrap(values, seed=seed) for metric, values in per_image.items()}
 
 
 def evolution(results: Store) -> pd.DataFrame:

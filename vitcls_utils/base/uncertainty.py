@@ -175,3 +175,45 @@ def _check(confidence: float, method: str, n_resamples: int) -> None:
 def _batch(n: int) -> int:
     """Resamples per batch: about 16 M values in memory at once, whatever the sample size."""
     return max(1, min(N_RESAMPLES, (1 << 24) // max(n, 1)))
+
+
+def bootstrap_ratio(numerators: np.ndarray, denominators: np.ndarray, *,
+                    confidence: float = CONFIDENCE, method: str = "bca",
+                    n_resamples: int = N_RESAMPLES, seed: int = 0) -> Interval:
+    """Bootstrap interval of a pooled rate, sum(numerators) / sum(denominators), resampling
+    whole images (each image's pair moves together): the rates pooled over tokens whose number
+    differs between images (a token group, the tokens a removal kept).
+
+    Args:
+        numerators, denominators: one count per image each (e.g. identifiable tokens, tokens);
+            an image with a non-finite value or a zero denominator is excluded and counted.
+        confidence, method, n_resamples, seed: as :func:`bootstrap`.
+
+    Returns:
+        Interval: of the pooled ratio; ``exact`` when every image has the same ratio.
+    """
+    _check(confidence, method, n_resamples)
+    num = np.asarray(numerators, dtype=np.float64).ravel()
+    den = np.asarray(denominators, dtype=np.float64).ravel()
+    if num.shape != den.shape:
+        raise ValueError(f"a ratio needs one numerator and one denominator per image, got "
+                         f"{num.size} and {den.size}")
+    keep = np.isfinite(num) & np.isfinite(den) & (den != 0)
+    num, den, excluded = num[keep], den[keep], int((~keep).sum())
+    if num.size == 0:
+        nan = float("nan")
+        return Interval(nan, nan, nan, 0, excluded, confidence, "exact")
+    estimate = float(num.sum() / den.sum())
+    if np.unique(num / den).size < 2:
+        return Interval(estimate, estimate, estimate, num.size, excluded, confidence, "exact")
+
+    def pooled(a, b, axis=-1):
+        return a.sum(axis=axis) / b.sum(axis=axis)
+
+    result = _scipy.bootstrap((num, den), pooled, paired=True, confidence_level=confidence,
+                              n_resamples=n_resamples, method=_SCIPY_METHOD[method],
+                              vectorized=True, batch=_batch(num.size),
+                              random_state=np.random.default_rng(seed))
+    return Interval(estimate, float(result.confidence_interval.low),
+                    float(result.confidence_interval.high), num.size, excluded, confidence,
+                    method)
