@@ -68,32 +68,41 @@ def headline(results: Store) -> Dict[str, float]:
     }
 
 
-def headline_intervals(results: Store, seed: int = 0) -> Dict[str, "Interval"]:
-    """:func:`headline`'s rates with their 95% bootstrap intervals over images: each is a mean
-    over images of a per-image value (its % of identifiable image tokens, whether it has one,
-    whether the model is right), so the images are resampled.
+def headline_per_image(results: Store) -> Dict[str, np.ndarray]:
+    """:func:`headline`'s rates per image, each a mean over images of these: the image's % of
+    identifiable image tokens (B4 and over image tokens), 100 if it has one, 100 if the model
+    is right (NaN for an image that was not run).
+
+    Args:
+        results: the extraction store of one run.
+
+    Returns:
+        {metric: [I] float64, in %} for ``identifiability_rate``,
+        ``identifiability_rate_image_tokens``, ``images_with_identifiable_token`` and
+        ``top1_accuracy``.
+    """
+    ranks = last_block_ranks(results)
+    paper, image = ranks[:, image_columns(results, True)], ranks[:, image_columns(results, False)]
+    ran = results.pred >= 0
+    return {"identifiability_rate": 100 * (paper == 0).mean(1),
+            "identifiability_rate_image_tokens": 100 * (image == 0).mean(1),
+            "images_with_identifiable_token": 100.0 * (paper == 0).any(1),
+            "top1_accuracy": np.where(ran, 100.0 * (results.pred == results.labels), np.nan)}
+
+
+def headline_intervals(results: Store, seed: int = 0) -> Dict[str, Interval]:
+    """:func:`headline`'s rates with their 95% bootstrap intervals over images
+    (:func:`headline_per_image` resampled).
 
     Args:
         results: the extraction store of one run.
         seed: the bootstrap's seed.
 
     Returns:
-        {metric: :class:`~vitcls_utils.base.uncertainty.Interval`} for
-        ``identifiability_rate``, ``identifiability_rate_image_tokens``,
-        ``images_with_identifiable_token`` and ``top1_accuracy`` (all in %).
+        {metric: :class:`~vitcls_utils.base.uncertainty.Interval`}, in %.
     """
-    ranks = last_block_ranks(results)
-    per_image = {
-        "identifiability_rate": 100 * (ranks[:, image_columns(results, True)] == 0).mean(1),
-        "identifiability_rate_image_tokens":
-            100 * (ranks[:, image_columns(results, False)] == 0).mean(1),
-        "images_with_identifiable_token":
-            100.0 * (ranks[:, image_columns(results, True)] == 0).any(1),
-    }
-    ran = results.pred >= 0
-    right = np.where(ran, 100.0 * (results.pred == results.labels), np.nan)
-    per_image["top1_accuracy"] = right
-    return {metric: bootstrap(values, seed=seed) for metric, values in per_image.items()}
+    return {metric: bootstrap(values, seed=seed)
+            for metric, values in headline_per_image(results).items()}
 
 
 def evolution(results: Store) -> pd.DataFrame:

@@ -8,14 +8,16 @@ from typing import TYPE_CHECKING, Dict, Mapping, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from ..analysis.context import GROUP_NAMES, perturbed_rate, unperturbed_rate
+from ..analysis.context import GROUP_NAMES, perturbed_rate, rate_interval, unperturbed_rate
 from ..analysis.faithfulness import PAPER_ORDER_NAMES
-from ..analysis.identifiability import headline, identifiability_rate, top1_accuracy
+from ..analysis.identifiability import (headline, headline_intervals, headline_per_image,
+                                        identifiability_rate, top1_accuracy)
 from ..analysis.memories import strongest_values, value_vector_classes
 from .reported import (agreement, compared_with, paper_series, reported, reported_label,
                        reported_value, value_vector_descriptions)
 from ..model.perturbations import perturbation_name
 from ..model.registry import get_variant
+from ..base.uncertainty import paired_difference
 
 if TYPE_CHECKING:
     from ..analysis.memories import Memories
@@ -31,7 +33,8 @@ def compare_table(stores: Mapping[str, "Store"]) -> pd.DataFrame:
         stores: {registry key: that variant's unperturbed store}.
     Returns:
         DataFrame, a row per store (sorted by key): ``variant`` (label), ``dataset``,
-        ``images``, "identifiability rate (this run)", "identifiability rate (reported)",
+        ``images``, "identifiability rate (this run)", its "95% CI" over images,
+        "identifiability rate (reported)",
         "top-1 (this run)", "top-1 (reported)" (%; None where the paper reports none) and
         "reported for" (the paper model those values are of).
     """
@@ -43,11 +46,56 @@ def compare_table(stores: Mapping[str, "Store"]) -> pd.DataFrame:
             "dataset": results.manifest["config"]["dataset"]["name"],
             "images": int(ours["n_images"]),
             "identifiability rate (this run)": ours["identifiability_rate"],
+            "95% CI": interval_text(headline_intervals(results)["identifiability_rate"]),
             "identifiability rate (reported)": reported_value("identifiability_rate", key),
             "top-1 (this run)": ours["top1_accuracy"],
             "top-1 (reported)": reported_value("top1_accuracy", key),
             "reported for": "" if model is None else get_variant(model).label,
         })
+    return pd.DataFrame(rows)
+
+
+def interval_text(interval, digits: int = 2) -> str:
+    """An interval as a table shows it: ``[lo, hi]``, with ``(n excluded)`` where images
+    without a number were left out; "–" where nothing was measured.
+
+    Args:
+        interval: a :class:`~vitcls_utils.base.uncertainty.Interval`; digits: decimals.
+
+    Returns:
+        The text.
+    """
+    if interval.n == 0:
+        return "–"
+    text = f"[{interval.low:.{digits}f}, {interval.high:.{digits}f}]"
+    return text + (f" ({interval.excluded} excluded)" if interval.excluded else "")
+
+
+def headline_intervals_table(results: "Store", control: "Store", metrics: Sequence[str],
+                             seed: int = 0) -> pd.DataFrame:
+    """Table 1's intervals: per metric, this run's 95% interval over images, the random-init
+    control's, and the paired difference (same images) with its interval and Wilcoxon p.
+
+    Args:
+        results: this run's store; control: the random-init control's, on the same images.
+        metrics: metric names of :func:`~vitcls_utils.analysis.identifiability.headline_per_image`.
+        seed: the bootstrap's seed.
+
+    Returns:
+        DataFrame, a row per metric in order: "95% CI", "random init, 95% CI", "trained −
+        random init [95% CI]" and "resolved" ("yes" where that interval excludes zero).
+    """
+    ours, theirs = headline_per_image(results), headline_per_image(control)
+    if len(ours["top1_accuracy"]) != len(theirs["top1_accuracy"]):
+        raise ValueError("the control was run on other images; pair runs on the same stimuli")
+    mine, control_ci = headline_intervals(results, seed), headline_intervals(control, seed)
+    rows = []
+    for metric in metrics:
+        difference = paired_difference(ours[metric], theirs[metric], seed=seed)
+        rows.append({"95% CI": interval_text(mine[metric]),
+                     "random init, 95% CI": interval_text(control_ci[metric]),
+                     "trained − random init [95% CI]": difference.format(2),
+                     "resolved": "yes" if difference.excludes_zero else "no"})
     return pd.DataFrame(rows)
 
 
@@ -96,7 +144,8 @@ def attention_table(variant: str, clean: Store, runs: Sequence[Store]) -> pd.Dat
         runs: a store per attention perturbation (same stimuli).
     Returns:
         DataFrame, a row per run ("unperturbed" first, then the perturbations' names): ``run``,
-        "authors' aggregation", "corrected aggregation", the reported column named by
+        "authors' aggregation", "corrected aggregation", "corrected, 95% CI" (bootstrap over
+        images, :func:`~vitcls_utils.analysis.context.rate_interval`), the reported column named by
         :func:`~vitcls_utils.report.reported.reported_label` (%; None where not reported)
         and "top-1 (%)".
     """
@@ -104,6 +153,7 @@ def attention_table(variant: str, clean: Store, runs: Sequence[Store]) -> pd.Dat
     rows = [{"run": "unperturbed",
              "authors' aggregation": identifiability_rate(clean, paper=True),
              "corrected aggregation": unperturbed_rate(clean),
+             "corrected, 95% CI": interval_text(rate_interval(clean)),
              label: reported_value("identifiability_rate", variant),
              "top-1 (%)": top1_accuracy(clean)}]
     for res in runs:
@@ -111,6 +161,7 @@ def attention_table(variant: str, clean: Store, runs: Sequence[Store]) -> pd.Dat
         metric = _PAPER_ATTENTION.get(name)
         rows.append({"run": name, "authors' aggregation": perturbed_rate(res, paper=True),
                      "corrected aggregation": perturbed_rate(res),
+                     "corrected, 95% CI": interval_text(rate_interval(res)),
                      label: reported_value(metric, variant) if metric else None,
                      "top-1 (%)": 100 * res.accuracy})
     return pd.DataFrame(rows)
@@ -129,7 +180,8 @@ def context_table(variant: str, clean: Store, runs: Mapping[str, Store],
         labels: the token-label rule, "aligned" or "paper" (B15).
     Returns:
         DataFrame, a row per group: ``tokens``, ``unperturbed``, "removed, authors'
-        aggregation", "removed, corrected aggregation", "<reported label>: unperturbed",
+        aggregation", "removed, corrected aggregation", "unperturbed, 95% CI", "removed,
+        corrected, 95% CI" (bootstrap over images), "<reported label>: unperturbed",
         "<reported label>: removed" (:func:`~vitcls_utils.report.reported.reported_label`)
         and "top-1 when removed (%)" (rates in %; None where the paper reports none).
     """
@@ -141,6 +193,8 @@ def context_table(variant: str, clean: Store, runs: Mapping[str, Store],
             "unperturbed": unperturbed_rate(clean, group, labels),
             "removed, authors' aggregation": perturbed_rate(res, paper=True),
             "removed, corrected aggregation": perturbed_rate(res),
+            "unperturbed, 95% CI": interval_text(rate_interval(clean, group, labels)),
+            "removed, corrected, 95% CI": interval_text(rate_interval(res)),
             f"{label}: unperturbed": reported_value(f"context_identifiability_{group}_tokens",
                                                     variant),
             f"{label}: removed": reported_value(f"context_perturbation_{group}_tokens", variant),
