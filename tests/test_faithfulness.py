@@ -48,6 +48,12 @@ def test_auc_tests_pair_images_one_sided_as_scipy_does():
     assert table.significant.all()
     same = scores.assign(score=0.5)
     assert (faithfulness.auc_tests(same).p_value == 1.0).all()  # no evidence either way
+    from vitcls_utils.base.uncertainty import bootstrap, paired_difference
+    assert table.loc["negative", "difference from random [95% CI]"] == paired_difference(
+        ours_neg, rand_neg).format(3)
+    assert table.loc["negative", "mean score [95% CI]"] == bootstrap(ours_neg).format(3)
+    assert table["CI excludes zero"].all()
+    assert not faithfulness.auc_tests(same)["CI excludes zero"].any()
 
 
 def test_paper_areas_sit_beside_each_order_and_test():

@@ -18,6 +18,7 @@ import pandas as pd
 
 from .. import _compat
 from ..base.stats import wilcoxon_greater
+from ..base.uncertainty import bootstrap, paired_difference
 
 _compat.ensure_torchvision_ops()
 
@@ -193,7 +194,7 @@ def faithfulness_test(model: nn.Module, dataset, orders: Dict[str, object],
 ALTERNATIVES = {"negative": "greater", "positive": "less"}
 
 
-def auc_tests(scores: pd.DataFrame, against: str = "random") -> pd.DataFrame:
+def auc_tests(scores: pd.DataFrame, against: str = "random", seed: int = 0) -> pd.DataFrame:
     """Per method and test, a paired one-sided Wilcoxon signed-rank test over images of the
     image's score (its share of the curve's points classified right, the per-image area)
     against ``against``'s: greater in the negative test, less in the positive one, the claim
@@ -202,11 +203,13 @@ def auc_tests(scores: pd.DataFrame, against: str = "random") -> pd.DataFrame:
     Args:
         scores: the per-image scores of :func:`faithfulness_test` (method, test, image, score).
         against: the method every other one is compared with.
+        seed: the bootstrap's seed (the intervals).
 
     Returns:
         DataFrame, a row per (method, test) other than ``against``: ``method``, ``test``,
-        ``alternative`` ("greater"/"less"), ``mean score``, ``mean score (<against>)``,
-        ``p_value`` and ``significant`` (p < 0.05).
+        ``alternative`` ("greater"/"less"), ``mean score``, ``mean score [95% CI]`` (bootstrap
+        over images), ``mean score (<against>)``, ``difference from <against> [95% CI]`` (paired
+        over images), ``CI excludes zero``, ``p_value`` and ``significant`` (p < 0.05).
     """
     rows = []
     for (method, test), group in scores.groupby(["method", "test"], sort=False):
@@ -220,9 +223,13 @@ def auc_tests(scores: pd.DataFrame, against: str = "random") -> pd.DataFrame:
         alternative = ALTERNATIVES[test]
         p = (wilcoxon_greater(ours, theirs) if alternative == "greater"
              else wilcoxon_greater(theirs, ours))
+        difference = paired_difference(ours, theirs, seed=seed)
         rows.append({"method": method, "test": test, "alternative": alternative,
                      "mean score": float(ours.mean()),
+                     "mean score [95% CI]": bootstrap(ours, seed=seed).format(3),
                      f"mean score ({against})": float(theirs.mean()),
+                     f"difference from {against} [95% CI]": difference.format(3),
+                     "CI excludes zero": difference.excludes_zero,
                      "p_value": p, "significant": p < 0.05})
     return pd.DataFrame(rows)
 

@@ -35,8 +35,15 @@ MODES = ("cascading", "independent")
 
 
 def randomisable_layers(model: nn.Module) -> List[str]:
-    """The layers MPRT randomises, top first: ``head``, ``blocks.L-1`` .. ``blocks.0``,
-    ``patch_embed`` (those the model has)."""
+    """The layers MPRT randomises, top first.
+
+    Args:
+        model: a timm ViT.
+
+    Returns:
+        Module names: ``head`` (where it has parameters), ``blocks.L-1`` .. ``blocks.0``,
+        ``patch_embed``.
+    """
     names = [name for name in ("head",) if isinstance(getattr(model, name, None), nn.Module)
              and any(True for _ in getattr(model, name).parameters())]
     names += [f"blocks.{b}" for b in reversed(range(len(model.blocks)))]

@@ -79,18 +79,34 @@ def compositionality_sentence(table: pd.DataFrame, variant: str) -> str:
             f"attention at the last block), {mine:.0f}% are here.")
 
 
-def order_sentence(areas: pd.DataFrame, method: str, name: str) -> str:
+def order_sentence(areas: pd.DataFrame, method: str, name: str,
+                   tests: Optional[pd.DataFrame] = None) -> str:
     """A11/A12: whether a token order beats a random one in both perturbation tests (higher
-    AUC in the negative test, lower in the positive one), as the paper finds for its orders.
+    AUC in the negative test, lower in the positive one), as the paper finds for its orders,
+    and, given the paired tests, whether the 95% interval of each difference excludes zero.
 
     Args:
         areas: a row per (method, test) with the area in its fourth column.
         method: the order read ("class_space", "probe").
         name: how the sentence names it.
+        tests: :func:`~vitcls_utils.analysis.faithfulness.auc_tests`'s frame, or None.
 
     Returns:
-        A sentence.
+        A sentence (two with ``tests``).
     """
+    said = _order_verdict(areas, method, name)
+    if tests is None:
+        return said
+    rows = tests[tests.method == method]
+    column = next(c for c in tests.columns if c.startswith("difference from"))
+    parts = [f"{r.test} test {r[column]} ("
+             + ("its 95% CI excludes zero" if r["CI excludes zero"] else "its 95% CI holds zero:"
+                " not resolved") + ")" for _, r in rows.iterrows()]
+    return said + (" Per image, the difference from random is: " + "; ".join(parts) + "."
+                   if parts else "")
+
+
+def _order_verdict(areas: pd.DataFrame, method: str, name: str) -> str:
     auc = {(r.method, r.test): r[3] for r in areas.itertuples()}
     negative = auc[(method, "negative")] > auc[("random", "negative")]
     positive = auc[(method, "positive")] < auc[("random", "positive")]
