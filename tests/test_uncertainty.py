@@ -112,3 +112,20 @@ def test_a_pooled_rate_resamples_whole_images_and_matches_a_hand_loop():
     assert with_empty.excluded == 1 and with_empty.n == 60
     same = bootstrap_ratio([1, 2, 3], [2, 4, 6])
     assert (same.low, same.high, same.method) == (0.5, 0.5, "exact")
+
+
+def test_an_accuracy_in_percent_has_the_interval_of_its_images_outcomes():
+    from vitcls_utils.base.uncertainty import bootstrap_proportion
+
+    outcomes = np.r_[np.full(13, 100.0), np.zeros(7)]  # 65% of 20 images, in any order
+    shuffled = np.random.default_rng(0).permutation(outcomes)
+    interval = bootstrap_proportion(65.0, 20)
+    assert interval.estimate == pytest.approx(65.0)
+    assert (interval.low, interval.high) == pytest.approx(
+        (u.bootstrap(outcomes).low, u.bootstrap(outcomes).high))
+    assert 35 < interval.low < 65 < interval.high < 90  # about ±21 points at n = 20
+    assert u.bootstrap(shuffled).estimate == interval.estimate
+    assert bootstrap_proportion(100.0, 5).format(1) == "100.0 [100.0, 100.0]"
+    assert bootstrap_proportion(50.0, 0).n == 0
+    with pytest.raises(ValueError, match="count of images"):
+        bootstrap_proportion(150.0, 10)

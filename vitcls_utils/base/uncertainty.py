@@ -58,6 +58,12 @@ class Interval:
                                                                     self.high)]
         return f"{shown[0]} [{shown[1]}, {shown[2]}]"
 
+    def bounds(self, digits: int = 2) -> str:
+        """``[0.41, 0.52]``, the interval alone (a table's CI column); ``–`` when empty."""
+        if self.n == 0 or not math.isfinite(self.low):
+            return "–"
+        return f"[{self.low:.{digits}f}, {self.high:.{digits}f}]"
+
     def as_dict(self) -> Dict[str, float]:
         """The fields as a plain dict (for DataFrames and the pages' JSON summaries)."""
         return asdict(self)
@@ -217,3 +223,28 @@ def bootstrap_ratio(numerators: np.ndarray, denominators: np.ndarray, *,
     return Interval(estimate, float(result.confidence_interval.low),
                     float(result.confidence_interval.high), num.size, excluded, confidence,
                     method)
+
+
+def bootstrap_proportion(percent: float, n: int, *, confidence: float = CONFIDENCE,
+                         method: str = "bca", n_resamples: int = N_RESAMPLES,
+                         seed: int = 0) -> Interval:
+    """Bootstrap interval of an accuracy over ``n`` images given as a percentage: the images'
+    right/wrong outcomes are k = round(percent x n / 100) ones and n - k zeros, and the
+    bootstrap of their mean depends on nothing else, so this is the per-image interval.
+
+    Args:
+        percent: the accuracy in % (e.g. a top-1); n: how many images it is over.
+        confidence, method, n_resamples, seed: as :func:`bootstrap`.
+
+    Returns:
+        Interval in %; n == 0 (or a NaN percent) gives an empty interval.
+    """
+    if n <= 0 or not math.isfinite(float(percent)):
+        nan = float("nan")
+        return Interval(nan, nan, nan, 0, 0, confidence, "exact")
+    k = int(round(float(percent) * n / 100))
+    if not 0 <= k <= n:
+        raise ValueError(f"{percent}% of {n} images is not a count of images")
+    outcomes = np.r_[np.full(k, 100.0), np.zeros(n - k)]
+    return bootstrap(outcomes, confidence=confidence, method=method, n_resamples=n_resamples,
+                     seed=seed)
