@@ -48,3 +48,18 @@ def test_the_attention_table_shows_each_corrected_rate_with_its_interval():
     assert table["corrected, 95% CI"].tolist() == [
         vilas_tables.interval_text(context.rate_interval(clean)),
         vilas_tables.interval_text(context.rate_interval(perturbed))]
+
+
+def test_an_interval_table_resamples_the_units_of_each_group():
+    import pandas as pd
+
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame({"block": np.repeat([1, 2], 12), "layer": "mlp",
+                          "rate": rng.uniform(0, 100, 24)})
+    frame.loc[3, "rate"] = np.nan
+    table = vilas_tables.interval_table(frame, ["block", "layer"], "rate")
+    assert table[["block", "layer", "n"]].values.tolist() == [[1, "mlp", 11], [2, "mlp", 12]]
+    second = frame[frame.block == 2].rate.to_numpy()
+    assert table.loc[1, "mean"] == pytest.approx(second.mean())
+    assert table.loc[1, "95% CI"] == vilas_tables.interval_text(bootstrap(second), 3)
+    assert table.loc[0, "95% CI"].endswith("(1 excluded)")

@@ -17,7 +17,7 @@ from .reported import (agreement, compared_with, paper_series, reported, reporte
                        reported_value, value_vector_descriptions)
 from ..model.perturbations import perturbation_name
 from ..model.registry import get_variant
-from ..base.uncertainty import paired_difference
+from ..base.uncertainty import bootstrap, paired_difference
 
 if TYPE_CHECKING:
     from ..analysis.memories import Memories
@@ -96,6 +96,28 @@ def headline_intervals_table(results: "Store", control: "Store", metrics: Sequen
                      "random init, 95% CI": interval_text(control_ci[metric]),
                      "trained − random init [95% CI]": difference.format(2),
                      "resolved": "yes" if difference.excludes_zero else "no"})
+    return pd.DataFrame(rows)
+
+
+def interval_table(frame: pd.DataFrame, by: Sequence[str], value: str, seed: int = 0
+                   ) -> pd.DataFrame:
+    """Per group, the mean of ``value`` over its rows (its units: images, classes) with the 95%
+    bootstrap interval that resamples those units; non-finite values excluded and counted.
+
+    Args:
+        frame: one row per unit and group; by: the grouping columns (e.g. block, layer).
+        value: the column averaged; seed: the bootstrap's seed.
+
+    Returns:
+        DataFrame, a row per group: the ``by`` columns, ``mean``, ``95% CI`` (``[lo, hi]``,
+        with the excluded count where there is one) and ``n`` (units averaged).
+    """
+    rows = []
+    for keys, group in frame.groupby(list(by), sort=True):
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        interval = bootstrap(group[value].to_numpy(), seed=seed)
+        rows.append({**dict(zip(by, keys, strict=True)), "mean": interval.estimate,
+                     "95% CI": interval_text(interval, 3), "n": interval.n})
     return pd.DataFrame(rows)
 
 
