@@ -130,3 +130,23 @@ def test_the_suite_scores_every_criterion_per_image():
     assert scores.value.between(0, 1).all()
     morf = curves[(curves.curve == "MoRF") & (curves.image == 0)]
     assert morf.fraction.tolist() == [0, 0.25, 0.5, 0.75, 1.0]
+
+
+def test_the_curves_ends_are_shared_between_maps_and_equal_computed_ones(monkeypatch):
+    model = tiny_model()
+    images, labels = images_and_labels(3)
+    maps = {"a": suite.random_maps(3, 16, 1), "b": suite.random_maps(3, 16, 2)}
+    fresh = [suite.suite_curves(model, images, labels, m, n_steps=2, levels=(0.5,))
+             for m in maps.values()]
+    calls = []
+    original = suite.target_probability
+    monkeypatch.setattr(suite, "target_probability",
+                        lambda *a, **k: calls.append(1) or original(*a, **k))
+    curves, _ = suite.faithfulness_suite(model, images, labels, maps, n_steps=2, levels=(0.5,))
+    # per map: 4 curves x 1 middle point + ROAD 2 x 1; the ends (image, noise, mean colour,
+    # blurred) once for both maps
+    assert len(calls) == 2 * (4 + 2) + 4
+    for method, expected in zip(maps, fresh, strict=True):
+        for name, (_, values) in expected.items():
+            got = curves[(curves.method == method) & (curves.curve == name)]
+            np.testing.assert_allclose(got.probability.to_numpy(), values.ravel(), rtol=1e-6)

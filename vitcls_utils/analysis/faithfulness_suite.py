@@ -26,7 +26,7 @@ ranking is a random order, never the raster order. The randomisation sanity chec
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -123,23 +123,35 @@ def target_probability(model: nn.Module, images: torch.Tensor, labels: torch.Ten
 
 def replacement_curve(model: nn.Module, base: torch.Tensor, other: torch.Tensor,
                       labels: torch.Tensor, orders: np.ndarray, counts: Sequence[int],
-                      most_first: bool = True, batch_size: int = 64) -> np.ndarray:
+                      most_first: bool = True, batch_size: int = 64,
+                      ends: Optional[Dict[str, np.ndarray]] = None,
+                      names: Tuple[str, str] = ("", "")) -> np.ndarray:
     """Target probability as tokens switch from ``base`` to ``other`` in a map's order.
 
     Args:
         base, other: images [I, 3, H, W]; a switched token shows ``other``'s pixels.
         orders: [I, T] token orders (:func:`token_orders`); counts: tokens switched per point.
         most_first: switch the most relevant tokens first (else the least relevant).
+        ends: a dict shared between curves of the same images: the two ends of a curve
+            (nothing switched: ``base``; everything: ``other``) do not depend on the map, so
+            each is computed once under its name in ``names`` (base's, other's).
 
     Returns:
         [I, len(counts)] probabilities.
     """
-    grid, size = TokenLayout.of(model).grid, tuple(base.shape[-2:])
+    layout = TokenLayout.of(model)
+    grid, size = layout.grid, tuple(base.shape[-2:])
     points = []
     for count in counts:
+        end = names[0] if count == 0 else names[1] if count == layout.n_patches else ""
+        if ends is not None and end and end in ends:
+            points.append(ends[end])
+            continue
         mask = pixel_masks(token_masks(orders, count, most_first), grid, size)
         points.append(target_probability(model, torch.where(mask, other, base), labels,
                                          batch_size))
+        if ends is not None and end:
+            ends[end] = points[-1]
     return np.stack(points, axis=1)
 
 
@@ -240,7 +252,9 @@ def road_curve(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
 
 def suite_curves(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                  maps: np.ndarray, n_steps: int = 10, levels: Sequence[float] = ROAD_LEVELS,
-                 seed: int = 0, batch_size: int = 64) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+                 seed: int = 0, batch_size: int = 64,
+                 ends: Optional[Dict[str, np.ndarray]] = None
+                 ) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
     """Every curve of the suite for one map method.
 
     Args:
@@ -248,6 +262,8 @@ def suite_curves(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
         maps: that method's token scores [I, T].
         n_steps: points of the MoRF/LeRF/deletion/insertion curves past 0 (fractions k/n_steps).
         levels: ROAD's removal fractions; seed: tie-breaking, noise and imputation seed.
+        ends: the curves' ends already computed on these images (see
+            :func:`replacement_curve`), filled in; None: a fresh dict.
 
     Returns:
         curve name -> (fractions [K], probabilities [I, K]), for ``MoRF``, ``LeRF``,
@@ -265,11 +281,18 @@ def suite_curves(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     noise = uniform_noise(images, seed)
     mean_colour = torch.zeros_like(images)
     blur = blurred(images, sigma=5 * images.shape[-1] / 224)
-    run = dict(labels=labels, orders=orders, counts=counts, batch_size=batch_size)
-    return {"MoRF": (fractions, replacement_curve(model, images, noise, most_first=True, **run)),
-            "LeRF": (fractions, replacement_curve(model, images, noise, most_first=False, **run)),
-            "deletion": (fractions, replacement_curve(model, images, mean_colour, **run)),
-            "insertion": (fractions, replacement_curve(model, blur, images, **run)),
+    run = dict(labels=labels, orders=orders, counts=counts, batch_size=batch_size,
+               ends={} if ends is None else ends)
+    noisy, deleted, inserted = (("image", "noise"), ("image", "mean colour"),
+                                ("blurred", "image"))
+    return {"MoRF": (fractions, replacement_curve(model, images, noise, most_first=True,
+                                                  names=noisy, **run)),
+            "LeRF": (fractions, replacement_curve(model, images, noise, most_first=False,
+                                                  names=noisy, **run)),
+            "deletion": (fractions, replacement_curve(model, images, mean_colour,
+                                                      names=deleted, **run)),
+            "insertion": (fractions, replacement_curve(model, blur, images, names=inserted,
+                                                       **run)),
             **{name: (np.asarray(levels, dtype=float),
                       road_curve(model, images, labels, orders, levels, most_first, seed=seed,
                                  batch_size=batch_size))
@@ -300,9 +323,10 @@ def faithfulness_suite(model: nn.Module, images: torch.Tensor, labels: torch.Ten
         probability); ``scores`` long, columns (method, criterion, image, value).
     """
     curve_rows, score_rows = [], []
+    ends: Dict[str, np.ndarray] = {}  # the curves' ends, the same for every map
     for method, method_maps in maps.items():
         curves = suite_curves(model, images, labels, np.asarray(method_maps), n_steps, levels,
-                              seed, batch_size)
+                              seed, batch_size, ends)
         for name, (fractions, values) in curves.items():
             n_images, n_points = values.shape
             curve_rows.append(pd.DataFrame({
