@@ -129,3 +129,15 @@ def test_an_accuracy_in_percent_has_the_interval_of_its_images_outcomes():
     assert bootstrap_proportion(50.0, 0).n == 0
     with pytest.raises(ValueError, match="count of images"):
         bootstrap_proportion(150.0, 10)
+
+
+def test_an_interval_across_seeds_is_students_t():
+    from scipy import stats
+
+    values = np.array([12.0, 15.0, 11.0])
+    interval = u.across_seeds(values)
+    low, high = stats.t.interval(0.95, 2, loc=values.mean(), scale=stats.sem(values))
+    assert (interval.low, interval.high, interval.method) == (pytest.approx(low),
+                                                              pytest.approx(high), "t")
+    assert u.across_seeds([3.0]).method == "exact"
+    assert u.across_seeds([3.0, np.nan, 5.0]).excluded == 1

@@ -63,3 +63,15 @@ def test_an_interval_table_resamples_the_units_of_each_group():
     assert table.loc[1, "mean"] == pytest.approx(second.mean())
     assert table.loc[1, "95% CI"] == vilas_tables.interval_text(bootstrap(second), 3)
     assert table.loc[0, "95% CI"].endswith("(1 excluded)")
+
+
+def test_the_control_across_seeds_sets_each_seed_beside_the_mean_and_its_interval():
+    from vitcls_utils.analysis.identifiability import headline
+    from vitcls_utils.base.uncertainty import across_seeds
+
+    controls = {seed: store(seed) for seed in (0, 1, 2)}
+    table = vilas_tables.across_seeds_table(controls, ["identifiability_rate"])
+    values = [headline(controls[s])["identifiability_rate"] for s in (0, 1, 2)]
+    assert table.loc[0, ["seed 0", "seed 1", "seed 2"]].tolist() == pytest.approx(values)
+    assert table.loc[0, "mean"] == pytest.approx(np.mean(values))
+    assert table.loc[0, "95% CI across seeds"] == across_seeds(values).bounds(2)

@@ -248,3 +248,26 @@ def bootstrap_proportion(percent: float, n: int, *, confidence: float = CONFIDEN
     outcomes = np.r_[np.full(k, 100.0), np.zeros(n - k)]
     return bootstrap(outcomes, confidence=confidence, method=method, n_resamples=n_resamples,
                      seed=seed)
+
+
+def across_seeds(values, *, confidence: float = CONFIDENCE) -> Interval:
+    """Interval of a control's mean over random-init seeds: Student's t with k - 1 degrees of
+    freedom (a bootstrap of 3-5 values says nothing), method ``t``.
+
+    Args:
+        values: one value per seed (non-finite ones dropped and counted).
+        confidence: nominal coverage.
+
+    Returns:
+        Interval: the mean and mean ± t x sd / sqrt(k); ``exact`` with one seed or equal values.
+    """
+    kept, excluded = finite(values)
+    if kept.size == 0:
+        nan = float("nan")
+        return Interval(nan, nan, nan, 0, excluded, confidence, "exact")
+    mean = float(kept.mean())
+    if kept.size < 2 or np.unique(kept).size < 2:
+        return Interval(mean, mean, mean, kept.size, excluded, confidence, "exact")
+    half = float(_scipy.t.ppf(0.5 + confidence / 2, kept.size - 1) * kept.std(ddof=1)
+                 / math.sqrt(kept.size))
+    return Interval(mean, mean - half, mean + half, kept.size, excluded, confidence, "t")

@@ -17,7 +17,7 @@ from .reported import (agreement, compared_with, paper_series, reported, reporte
                        reported_value, value_vector_descriptions)
 from ..model.perturbations import perturbation_name
 from ..model.registry import get_variant
-from ..base.uncertainty import bootstrap, paired_difference
+from ..base.uncertainty import across_seeds, bootstrap, paired_difference
 
 if TYPE_CHECKING:
     from ..analysis.memories import Memories
@@ -118,6 +118,28 @@ def interval_table(frame: pd.DataFrame, by: Sequence[str], value: str, seed: int
         interval = bootstrap(group[value].to_numpy(), seed=seed)
         rows.append({**dict(zip(by, keys, strict=True)), "mean": interval.estimate,
                      "95% CI": interval_text(interval, 3), "n": interval.n})
+    return pd.DataFrame(rows)
+
+
+def across_seeds_table(controls: Mapping[int, "Store"], metrics: Sequence[str]) -> pd.DataFrame:
+    """Table 1's control at several random-init seeds: per metric, each seed's value and the
+    mean with its 95% interval across seeds (Student's t).
+
+    Args:
+        controls: {seed: the control's store at that seed}, same stimuli.
+        metrics: metric names of :func:`~vitcls_utils.analysis.identifiability.headline`.
+
+    Returns:
+        DataFrame, a row per metric: ``metric``, ``seed <s>`` per seed, ``mean`` and
+        ``95% CI across seeds``.
+    """
+    values = {seed: headline(store) for seed, store in sorted(controls.items())}
+    rows = []
+    for metric in metrics:
+        interval = across_seeds([values[seed][metric] for seed in values])
+        rows.append({"metric": metric, **{f"seed {seed}": values[seed][metric]
+                                          for seed in values},
+                     "mean": interval.estimate, "95% CI across seeds": interval.bounds(2)})
     return pd.DataFrame(rows)
 
 
