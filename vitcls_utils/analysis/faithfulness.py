@@ -112,6 +112,24 @@ def normalized_auc(accuracy: np.ndarray, counts: Sequence[int], n_image: int) ->
                  / (removed.max() - removed.min()))
 
 
+def image_areas(outcomes: np.ndarray, counts: Sequence[int], n_image: int) -> np.ndarray:
+    """Each image's :func:`normalized_auc` of its own outcomes; their mean is the normalized
+    AUC of the mean curve (the area is linear in the curve), so resampling them gives its
+    interval.
+
+    Args:
+        outcomes: [I, len(counts)] per-image results (right or not, or a mean over orders).
+        counts: kept image tokens of each point; n_image: T.
+
+    Returns:
+        [I] areas on [0, 1].
+    """
+    removed = 1 - np.asarray(counts, dtype=float) / n_image
+    order = np.argsort(removed)
+    values = np.asarray(outcomes, dtype=float)[:, order]
+    return np.trapezoid(values, removed[order], axis=1) / (removed.max() - removed.min())
+
+
 def _curve_key(model: nn.Module, dataset, order: np.ndarray, positive: bool,
                counts: Sequence[int]) -> str:
     """What a perturbation curve depends on, hashed: weights, preprocessing, stimuli, order."""
@@ -160,7 +178,8 @@ def faithfulness_test(model: nn.Module, dataset, orders: Dict[str, object],
 
     Returns:
         (curves, areas, scores): DataFrames with columns (method, test, kept, removed,
-        accuracy), (method, test, "AUC, authors' formula", normalized AUC), and (method, test, image, score),
+        accuracy), (method, test, "AUC, authors' formula", normalized AUC, its 95% CI over
+        images, :func:`image_areas` bootstrapped), and (method, test, image, score),
         an image's share of the curve's points it is classified right at (averaged over the
         random orders), what :func:`vitcls_utils.analysis.faithfulness.auc_tests` pairs over images.
     """
@@ -182,7 +201,9 @@ def faithfulness_test(model: nn.Module, dataset, orders: Dict[str, object],
                                         "removed": 1 - np.asarray(counts) / n_image,
                                         "accuracy": accuracy}))
             areas.append({"method": method, "test": test, "AUC, authors' formula": paper_auc(accuracy),
-                          "normalized AUC": normalized_auc(accuracy, counts, n_image)})
+                          "normalized AUC": normalized_auc(accuracy, counts, n_image),
+                          "normalized AUC, 95% CI": bootstrap(
+                              image_areas(outcomes, counts, n_image)).bounds(3)})
             scores.append(pd.DataFrame({"method": method, "test": test,
                                         "image": np.arange(len(outcomes)),
                                         "score": outcomes.mean(axis=1)}))
