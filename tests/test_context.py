@@ -131,3 +131,21 @@ def test_rate_intervals_pool_tokens_as_the_rates_do_and_count_images_left_out():
     interval = context_metrics.rate_interval(removed)
     assert interval.estimate == pytest.approx(context_metrics.perturbed_rate(removed))
     assert interval.excluded == 2  # image 1 kept no image token, image 2 was not run
+
+
+def test_the_drop_is_paired_over_images_by_a_loop():
+    from vitcls_utils.base.uncertainty import paired_difference
+
+    rng = np.random.default_rng(6)
+    clean_rank = rng.integers(0, 2, (10, 2, 6))
+    hit = rng.random((10, 2, 6)) < 0.3
+    perturbed = make_results(np.where(hit, 0, 2),
+                             perturbation={"kind": "attention", "mode": "self_only"})
+    clean = make_results(clean_rank)
+    before = [100 * np.mean(clean_rank[i, -1, 1:] == 0) for i in range(10)]
+    after = [100 * np.mean(hit[i, -1, 1:]) for i in range(10)]
+    drop = context_metrics.drop_interval(clean, perturbed)
+    assert drop == paired_difference(np.array(before), np.array(after))
+    same = context_metrics.drop_interval(clean, make_results(
+        clean_rank, perturbation={"kind": "attention", "mode": "self_only"}))
+    assert (same.low, same.high, same.p_value) == (0.0, 0.0, 1.0)

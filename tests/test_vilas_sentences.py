@@ -53,3 +53,14 @@ def test_the_evolution_sentence_makes_sense_for_a_control_and_for_no_block():
     assert "No block is significantly" in vilas_sentences.evolution_sentence(0.6, None, False)
     control = vilas_sentences.evolution_sentence(0.5, None, True)
     assert "random-init control itself" in control and "none" not in control
+
+
+def test_the_drop_sentence_says_whether_each_interval_excludes_zero():
+    table = pd.DataFrame({"run": ["unperturbed", "self_only", "no_cls"],
+                          "drop, 95% CI (paired)": ["–", "86.28 [84.10, 88.00]",
+                                                    "0.10 [-0.20, 0.40]"]})
+    text = vilas_sentences.drop_sentence(table, "run")
+    assert "self_only 86.28 [84.10, 88.00] points (its 95% CI excludes zero)" in text
+    assert "no_cls 0.10 [-0.20, 0.40] points (its 95% CI holds zero: not resolved)" in text
+    assert "unperturbed" not in text
+    assert vilas_sentences.drop_sentence(table.iloc[:1], "run") == ""

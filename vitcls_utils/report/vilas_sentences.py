@@ -141,3 +141,28 @@ def evolution_sentence(image_last: float, first_significant: Optional[int],
     return (f"{start} The first block where the tokens are significantly more identifiable "
             f"than at random init (p < 0.05) is block {first_significant}.")
 
+
+
+def drop_sentence(table: pd.DataFrame, name: str) -> str:
+    """E7/E9: each perturbation's drop of identifiability in words, with whether its 95%
+    interval (paired over images) excludes zero.
+
+    Args:
+        table: :func:`~vitcls_utils.report.vilas_tables.attention_table` or
+            :func:`~vitcls_utils.report.vilas_tables.context_table`, with its
+            "drop, 95% CI (paired)" column ("d [lo, hi]" or "–").
+        name: the column naming each row ("run" or "tokens").
+
+    Returns:
+        A sentence; empty when no row has a drop.
+    """
+    parts = []
+    for label, text in zip(table[name], table["drop, 95% CI (paired)"], strict=True):
+        if text in ("–", None):
+            continue
+        low, high = (float(v) for v in text.split("[", 1)[1].rstrip("]").split(","))
+        resolved = "excludes zero" if low > 0 or high < 0 else "holds zero: not resolved"
+        parts.append(f"{label} {text} points (its 95% CI {resolved})")
+    if not parts:
+        return ""
+    return ("The drop of each image's rate, paired over images: " + "; ".join(parts) + ".")

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Dict, Mapping, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from ..analysis.context import GROUP_NAMES, perturbed_rate, rate_interval, unperturbed_rate
+from ..analysis.context import (GROUP_NAMES, drop_interval, perturbed_rate, rate_interval,
+                                unperturbed_rate)
 from ..analysis.faithfulness import PAPER_ORDER_NAMES
 from ..analysis.identifiability import (headline, headline_intervals, headline_per_image,
                                         identifiability_rate, top1_accuracy)
@@ -190,8 +191,10 @@ def attention_table(variant: str, clean: Store, runs: Sequence[Store]) -> pd.Dat
         DataFrame, a row per run ("unperturbed" first, then the perturbations' names): ``run``,
         "authors' aggregation", "corrected aggregation", "corrected, 95% CI" (bootstrap over
         images, :func:`~vitcls_utils.analysis.context.rate_interval`), the reported column named by
-        :func:`~vitcls_utils.report.reported.reported_label` (%; None where not reported)
-        and "top-1 (%)".
+        :func:`~vitcls_utils.report.reported.reported_label` (%; None where not reported),
+        "top-1 (%)" and "drop, 95% CI (paired)": the mean over images of each image's
+        unperturbed minus perturbed rate, in points, with its interval
+        (:func:`~vitcls_utils.analysis.context.drop_interval`).
     """
     label = reported_label(variant, "attention_perturbation_self_only")
     rows = [{"run": "unperturbed",
@@ -199,7 +202,7 @@ def attention_table(variant: str, clean: Store, runs: Sequence[Store]) -> pd.Dat
              "corrected aggregation": unperturbed_rate(clean),
              "corrected, 95% CI": interval_text(rate_interval(clean)),
              label: reported_value("identifiability_rate", variant),
-             "top-1 (%)": top1_accuracy(clean)}]
+             "top-1 (%)": top1_accuracy(clean), "drop, 95% CI (paired)": "–"}]
     for res in runs:
         name = perturbation_name(res.perturbation)
         metric = _PAPER_ATTENTION.get(name)
@@ -207,7 +210,8 @@ def attention_table(variant: str, clean: Store, runs: Sequence[Store]) -> pd.Dat
                      "corrected aggregation": perturbed_rate(res),
                      "corrected, 95% CI": interval_text(rate_interval(res)),
                      label: reported_value(metric, variant) if metric else None,
-                     "top-1 (%)": 100 * res.accuracy})
+                     "top-1 (%)": 100 * res.accuracy,
+                     "drop, 95% CI (paired)": drop_interval(clean, res).format(2)})
     return pd.DataFrame(rows)
 
 
@@ -227,7 +231,9 @@ def context_table(variant: str, clean: Store, runs: Mapping[str, Store],
         aggregation", "removed, corrected aggregation", "unperturbed, 95% CI", "removed,
         corrected, 95% CI" (bootstrap over images), "<reported label>: unperturbed",
         "<reported label>: removed" (:func:`~vitcls_utils.report.reported.reported_label`)
-        and "top-1 when removed (%)" (rates in %; None where the paper reports none).
+        "top-1 when removed (%)" (rates in %; None where the paper reports none) and "drop,
+        95% CI (paired)" (each image's unperturbed minus removed rate, averaged, with its
+        interval).
     """
     label = reported_label(variant, "context_perturbation_class_tokens")
     rows = []
@@ -243,6 +249,7 @@ def context_table(variant: str, clean: Store, runs: Mapping[str, Store],
                                                     variant),
             f"{label}: removed": reported_value(f"context_perturbation_{group}_tokens", variant),
             "top-1 when removed (%)": 100 * res.accuracy,
+            "drop, 95% CI (paired)": drop_interval(clean, res, group, labels).format(2),
         })
     return pd.DataFrame(rows)
 
