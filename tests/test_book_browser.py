@@ -108,7 +108,7 @@ def site(tmp_path_factory):
     shutil.copytree(ROOT / "book", root / "book", ignore=shutil.ignore_patterns("runs",
                                                                                 "figures"))
     small_toc(root)
-    for pattern in ("fig2_*", "fig5_*", "tabA6b_*", "ghiasi_tab1_*"):
+    for pattern in ("fig2_*", "fig5_explanation_maps", "tabA6b_*", "ghiasi_tab1_*"):
         matrix = runner.run(["toy"], pattern, device="cpu", runs_dir=root / "book" / "runs",
                             results_dir=root / "results", log=lambda line: None)
         assert all(j.status == "ran" for j in matrix), runner.summary(matrix)
@@ -484,6 +484,14 @@ def test_a_figure_with_a_caption_is_numbered(site, browser):
 #: chapters 1-7's figure pages put the paper's reported numbers beside every run, or say why
 #: the paper has none for this figure
 REPORTED = re.compile(r"\breported\b|\bthe paper prints no number\b", re.I)
+#: figure pages whose tables show 95% intervals: chapter 6's Table 1 in the small book; with
+#: VITCLS_BOOK_SITE, a sample of the headline tables of chapters 1-7 too
+WITH_INTERVALS = ["ghiasi-tab1-page"] + ([f"{name}-page" for name in (
+    "tab1_identifiability_rate", "tab_attention_perturbation", "tab_context_perturbation",
+    "fig4a_class_value_agreement", "fig4b_key_value_agreement", "figA11_perturbation_test",
+    "fig5_faithfulness_suite", "ghiasi_tab2_fgbg", "convit_tab5_tab6_masking")]
+    if WHOLE_BOOK else [])
+INTERVAL = re.compile(r"\[-?\d+(\.\d+)?, -?\d+(\.\d+)?\]")
 
 
 @pytest.mark.parametrize("page", list(FIGURE_PAGES))
@@ -498,3 +506,15 @@ def test_a_figure_page_sets_its_runs_beside_the_reported_numbers(site, browser, 
     assert REPORTED.search(across[0].text), across[0].text[:500]
     tabs = browser.find_elements(By.CSS_SELECTOR, ".sd-tab-set > label")
     assert tabs, "no tab per run"
+
+
+@pytest.mark.parametrize("page", WITH_INTERVALS)
+def test_a_figure_page_shows_its_headline_numbers_with_95_percent_intervals(site, browser, page):
+    from selenium.webdriver.common.by import By
+
+    skip_unbuilt(site, page)
+    browser.set_window_size(*SIZES["desktop"])
+    load(browser, f"{site}/{PAGES[page]}")
+    text = browser.find_element(By.TAG_NAME, "body").text
+    assert "95% CI" in text, f"{page} names no 95% CI"
+    assert INTERVAL.search(text), f"{page} shows no interval [lo, hi]"

@@ -111,3 +111,41 @@ def test_change_difference_is_the_class_minus_context_mean_increment_by_loops():
 def test_paper_blocks_are_figure_3a_blocks_at_the_same_depth():
     assert context_metrics.paper_blocks(12) == [1, 6, 10, 12]
     assert context_metrics.paper_blocks(24) == [2, 12, 20, 24]
+
+
+def test_rate_intervals_pool_tokens_as_the_rates_do_and_count_images_left_out():
+    rng = np.random.default_rng(2)
+    rank = rng.integers(0, 3, (12, 2, 6))
+    groups = rng.integers(0, 2, (12, 6))
+    groups[:, 0], groups[:, 1], groups[:, 2] = -1, 1, 0  # every image has both groups
+    groups[3] = -1  # but this one: no mask, excluded from a group's interval, and counted
+    res = make_results(rank, groups)
+    for name in ("class", "context"):
+        interval = context_metrics.rate_interval(res, name)
+        assert interval.estimate == pytest.approx(context_metrics.unperturbed_rate(res, name))
+        assert interval.excluded == 1 and interval.low <= interval.estimate <= interval.high
+    assert context_metrics.rate_interval(res).estimate == pytest.approx(
+        context_metrics.unperturbed_rate(res))
+    last = [[0, 0, 3, -1], [0, -1, -1, -1], [-1, -1, -1, -1], [0, 3, 0, 0]]
+    removed = make_results(np.array(last)[:, None], perturbation=REMOVAL, pred=[0, 0, -1, 0])
+    interval = context_metrics.rate_interval(removed)
+    assert interval.estimate == pytest.approx(context_metrics.perturbed_rate(removed))
+    assert interval.excluded == 2  # image 1 kept no image token, image 2 was not run
+
+
+def test_the_drop_is_paired_over_images_by_a_loop():
+    from vitcls_utils.base.uncertainty import paired_difference
+
+    rng = np.random.default_rng(6)
+    clean_rank = rng.integers(0, 2, (10, 2, 6))
+    hit = rng.random((10, 2, 6)) < 0.3
+    perturbed = make_results(np.where(hit, 0, 2),
+                             perturbation={"kind": "attention", "mode": "self_only"})
+    clean = make_results(clean_rank)
+    before = [100 * np.mean(clean_rank[i, -1, 1:] == 0) for i in range(10)]
+    after = [100 * np.mean(hit[i, -1, 1:]) for i in range(10)]
+    drop = context_metrics.drop_interval(clean, perturbed)
+    assert drop == paired_difference(np.array(before), np.array(after))
+    same = context_metrics.drop_interval(clean, make_results(
+        clean_rank, perturbation={"kind": "attention", "mode": "self_only"}))
+    assert (same.low, same.high, same.p_value) == (0.0, 0.0, 1.0)

@@ -36,6 +36,11 @@ def test_masking_finds_tables_5_and_6_where_they_have_the_model():
     assert paper[("Toy ConViT", "position masked, first 10")] == 46.8
     assert paper[["DeiT-S", "ConViT-B"]].isna().all()  # the paper masks Ti models only
     assert list(table["top-1, this run"][:4]) == [0.0, 1.0, 2.0, 3.0]
+    assert set(table["top-1, 95% CI"]) == {"–"}  # no image count given
+    counted = tables.masking({"toy_convit": accuracy(MASKS).assign(top1=50.0, images=40)})
+    assert counted["top-1, 95% CI"].tolist() == [tables.top1_interval(50.0, 40)] * 4
+    low, high = (float(x) for x in counted["top-1, 95% CI"][0].strip("[]").split(", "))
+    assert 30 < low < 50 < high < 70  # ±16 points at n = 40
 
 
 def test_zoo_gates_and_sample_efficiency_beside_the_paper():

@@ -48,6 +48,12 @@ def test_auc_tests_pair_images_one_sided_as_scipy_does():
     assert table.significant.all()
     same = scores.assign(score=0.5)
     assert (faithfulness.auc_tests(same).p_value == 1.0).all()  # no evidence either way
+    from vitcls_utils.base.uncertainty import bootstrap, paired_difference
+    assert table.loc["negative", "difference from random [95% CI]"] == paired_difference(
+        ours_neg, rand_neg).format(3)
+    assert table.loc["negative", "mean score [95% CI]"] == bootstrap(ours_neg).format(3)
+    assert table["CI excludes zero"].all()
+    assert not faithfulness.auc_tests(same)["CI excludes zero"].any()
 
 
 def test_paper_areas_sit_beside_each_order_and_test():
@@ -61,3 +67,26 @@ def test_paper_areas_sit_beside_each_order_and_test():
     assert list(with_paper["AUC, authors' formula"]) == [0.5, 0.6, 0.7, 0.8]  # untouched
     beside_toy = vilas_tables.with_paper_areas(areas, "toy")  # the toy is set beside ViT-B/32
     assert beside_toy.reported.tolist() == with_paper.reported.tolist()
+
+
+def test_the_normalized_area_is_the_mean_of_the_images_areas_and_has_their_interval(
+        tiny_toy_variant):
+    from vitcls_utils.analysis import explanation_maps as explain
+    from vitcls_utils.base.uncertainty import bootstrap
+    from vitcls_utils.datasets.kinds import ToyDataset
+    from vitcls_utils.model.loading import load_variant
+
+    outcomes = np.array([[1, 1, 0], [1, 0, 0], [0, 1, 1]], dtype=float)
+    areas = faithfulness.image_areas(outcomes, [40, 20, 5], 49)
+    assert areas.mean() == pytest.approx(
+        faithfulness.normalized_auc(outcomes.mean(0), [40, 20, 5], 49))
+    model = load_variant("test_tiny_toy", seed=1)
+    dataset = ToyDataset("val", n_per_class=1)
+    orders = {"random": explain.random_orders(49, [0])}
+    _, table, _ = faithfulness.faithfulness_test(model, dataset, orders, counts=[1, 24, 48])
+    loader = explain.stimulus_batches(model, dataset, 64)
+    right = faithfulness.faithfulness_outcomes(
+        model, loader, np.broadcast_to(orders["random"][0], (len(dataset), 49)), False,
+        [1, 24, 48])
+    expected = bootstrap(faithfulness.image_areas(right, [1, 24, 48], 49)).bounds(3)
+    assert table.set_index("test").loc["negative", "normalized AUC, 95% CI"] == expected

@@ -29,6 +29,11 @@ def test_table1_takes_the_sweep_at_depth_minus_one_and_the_papers_values(toy_run
     assert table.loc["Patch Average", "top-1, this run"] == pytest.approx(readout.top1.mean())
     assert table.loc["natural", "top-1, paper"] == 84.20
     assert np.isnan(table.loc["pooled token (not in Table 1)", "top-5, paper"])
+    from vitcls_utils.base.uncertainty import bootstrap
+    hits = np.r_[np.full(int(round(isolated * 24 / 100)), 100.0), np.zeros(24)][:24]
+    assert sweep.images.eq(24).all()  # one image per toy class
+    assert table.loc["isolating [CLS] (L = 2)", "top-1, 95% CI"] == bootstrap(hits).bounds(1)
+    assert table.loc["Patch Average", "top-1, 95% CI"] == "–"  # read over positions
     with pytest.raises(VitclsError, match="L = 2"):
         ghiasi.table1(sweep[sweep.L != 2], readout, depth=3)
     plots.plt.close(ghiasi_plots.isolation_figure(sweep, ghiasi.paper_sweeps(), "t"))
@@ -52,8 +57,13 @@ def test_drop_vs_identifiable_lines_up_each_L_with_the_natural_block(toy_run):
 
 def test_table2_normalises_top5_and_appends_the_papers_rows():
     frame = pd.DataFrame({"edit": ["full", "foreground", "background"],
-                          "top1": [90.0, 60.0, 10.0], "top5": [80.0, 40.0, 20.0]})
+                          "top1": [90.0, 60.0, 10.0], "top5": [80.0, 40.0, 20.0],
+                          "images": [10, 10, 10]})
     table = ghiasi.table2({"m": frame})
+    from vitcls_utils.base.uncertainty import bootstrap
+    nine_of_ten = bootstrap(np.r_[np.full(9, 100.0), 0.0])  # the images' outcomes
+    assert table.loc[0, "top-1 full, 95% CI"] == nine_of_ten.bounds(1) == "[60.0, 100.0]"
+    assert table.loc[1, "top-1 full, 95% CI"] == "–"  # the paper's rows
     ours = table.iloc[0]
     assert (ours.full, ours.foreground, ours.background) == (80.0, 50.0, 25.0)
     assert ours["top-1 background"] == 10.0

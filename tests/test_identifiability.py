@@ -108,3 +108,17 @@ def test_first_block_reaching_reads_the_matching_rows():
     assert ident.first_block_reaching(blocks, 0.9, edit="background") is None
     assert ident.first_block_reaching(blocks, 0.6, edit="background") == 2
     assert ident.first_block_reaching(blocks, 0.99) == 3  # no condition: every row
+
+
+def test_headline_intervals_hold_the_headline_and_resample_images():
+    from vitcls_utils.base.uncertainty import bootstrap
+
+    res = fake_results(True, n_images=20, seed=4)
+    intervals = ident.headline_intervals(res)
+    numbers = ident.headline(res)
+    for metric, interval in intervals.items():
+        assert interval.estimate == pytest.approx(numbers[metric]), metric
+        assert interval.low <= interval.estimate <= interval.high and interval.n == 20
+    last = res.rank[:, 3 * 2]
+    by_loop = [100 * np.mean([last[i, t] == 0 for t in range(1, 5)]) for i in range(20)]
+    assert intervals["identifiability_rate"] == bootstrap(np.array(by_loop))

@@ -129,8 +129,11 @@ def test_chapter4_notebooks_on_random_b32_and_a_fabricated_imagenet_s(tmp_path):
     for notebook in runner.source_notebooks("chapter4"):
         params = {"variant": "vit_b32_random", "dataset": "imagenet-s", "data_dir": str(tree),
                   "device": "cpu", "results_dir": str(tmp_path / "results"), "n_per_class": 1}
-        if notebook.stem != "fig5_explanation_maps":  # a few curve points, residual probes
-            params.update(n_random=1, n_points=4)
+        if notebook.stem in ("figA11_perturbation_test", "figA12_linear_probing"):
+            params.update(n_random=1, n_points=4)  # a few curve points, residual probes
+        if notebook.stem == "fig5_faithfulness_suite":  # two images, one level, one layer
+            params.update(suite_images=2, suite_steps=1, road_levels=1, mprt_images=2,
+                          mprt_steps=1)
         if notebook.stem == "figA12_linear_probing":
             params["probe_kinds"] = ["resid_post"]
         job = runner.execute(runner.Job(notebook, tmp_path / "runs" / notebook.name, params,

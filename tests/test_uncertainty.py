@@ -93,3 +93,51 @@ def test_format_and_bad_settings():
         u.bootstrap([1.0, 2.0], confidence=95)
     with pytest.raises(ValueError, match="method"):
         u.bootstrap([1.0, 2.0], method="student")
+
+
+def test_a_pooled_rate_resamples_whole_images_and_matches_a_hand_loop():
+    from vitcls_utils.base.uncertainty import bootstrap_ratio
+
+    rng = np.random.default_rng(3)
+    tokens = rng.integers(5, 40, 60)
+    hits = rng.binomial(tokens, 0.3)
+    interval = bootstrap_ratio(hits, tokens, method="percentile", seed=1)
+    assert interval.estimate == pytest.approx(hits.sum() / tokens.sum())
+    draws = np.random.default_rng(7).integers(0, 60, (4000, 60))  # a second, plain loop
+    ratios = hits[draws].sum(1) / tokens[draws].sum(1)
+    low, high = np.percentile(ratios, [2.5, 97.5])
+    assert interval.low == pytest.approx(low, abs=0.01)
+    assert interval.high == pytest.approx(high, abs=0.01)
+    with_empty = bootstrap_ratio(np.r_[hits, 0], np.r_[tokens, 0], seed=1)
+    assert with_empty.excluded == 1 and with_empty.n == 60
+    same = bootstrap_ratio([1, 2, 3], [2, 4, 6])
+    assert (same.low, same.high, same.method) == (0.5, 0.5, "exact")
+
+
+def test_an_accuracy_in_percent_has_the_interval_of_its_images_outcomes():
+    from vitcls_utils.base.uncertainty import bootstrap_proportion
+
+    outcomes = np.r_[np.full(13, 100.0), np.zeros(7)]  # 65% of 20 images, in any order
+    shuffled = np.random.default_rng(0).permutation(outcomes)
+    interval = bootstrap_proportion(65.0, 20)
+    assert interval.estimate == pytest.approx(65.0)
+    assert (interval.low, interval.high) == pytest.approx(
+        (u.bootstrap(outcomes).low, u.bootstrap(outcomes).high))
+    assert 35 < interval.low < 65 < interval.high < 90  # about ±21 points at n = 20
+    assert u.bootstrap(shuffled).estimate == interval.estimate
+    assert bootstrap_proportion(100.0, 5).format(1) == "100.0 [100.0, 100.0]"
+    assert bootstrap_proportion(50.0, 0).n == 0
+    with pytest.raises(ValueError, match="count of images"):
+        bootstrap_proportion(150.0, 10)
+
+
+def test_an_interval_across_seeds_is_students_t():
+    from scipy import stats
+
+    values = np.array([12.0, 15.0, 11.0])
+    interval = u.across_seeds(values)
+    low, high = stats.t.interval(0.95, 2, loc=values.mean(), scale=stats.sem(values))
+    assert (interval.low, interval.high, interval.method) == (pytest.approx(low),
+                                                              pytest.approx(high), "t")
+    assert u.across_seeds([3.0]).method == "exact"
+    assert u.across_seeds([3.0, np.nan, 5.0]).excluded == 1

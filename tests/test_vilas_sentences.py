@@ -39,6 +39,13 @@ def test_the_order_sentence_says_which_test_an_order_fails():
     assert "no better than a random one in the negative and positive test" in text
     good = areas.assign(auc=[0.9, 0.3, 0.8, 0.5])
     assert "beats a random one in both tests" in vilas_sentences.order_sentence(good, "probe", "p")
+    tests = pd.DataFrame({"method": ["probe", "probe"], "test": ["negative", "positive"],
+                          "difference from random [95% CI]": ["0.10 [0.05, 0.15]",
+                                                              "-0.01 [-0.05, 0.03]"],
+                          "CI excludes zero": [True, False]})
+    text = vilas_sentences.order_sentence(good, "probe", "p", tests)
+    assert "negative test 0.10 [0.05, 0.15] (its 95% CI excludes zero)" in text
+    assert "positive test -0.01 [-0.05, 0.03] (its 95% CI holds zero: not resolved)" in text
 
 
 def test_the_evolution_sentence_makes_sense_for_a_control_and_for_no_block():
@@ -46,3 +53,14 @@ def test_the_evolution_sentence_makes_sense_for_a_control_and_for_no_block():
     assert "No block is significantly" in vilas_sentences.evolution_sentence(0.6, None, False)
     control = vilas_sentences.evolution_sentence(0.5, None, True)
     assert "random-init control itself" in control and "none" not in control
+
+
+def test_the_drop_sentence_says_whether_each_interval_excludes_zero():
+    table = pd.DataFrame({"run": ["unperturbed", "self_only", "no_cls"],
+                          "drop, 95% CI (paired)": ["–", "86.28 [84.10, 88.00]",
+                                                    "0.10 [-0.20, 0.40]"]})
+    text = vilas_sentences.drop_sentence(table, "run")
+    assert "self_only 86.28 [84.10, 88.00] points (its 95% CI excludes zero)" in text
+    assert "no_cls 0.10 [-0.20, 0.40] points (its 95% CI holds zero: not resolved)" in text
+    assert "unperturbed" not in text
+    assert vilas_sentences.drop_sentence(table.iloc[:1], "run") == ""

@@ -125,7 +125,8 @@ def sweep(model: nn.Module, dataset, Ls: Optional[Sequence[int]] = None,
         progress: show a progress bar.
 
     Returns:
-        DataFrame, a row per (mode, L): ``mode``, ``L``, ``top1`` and ``top5`` (accuracy, %).
+        DataFrame, a row per (mode, L): ``mode``, ``L``, ``top1`` and ``top5`` (accuracy, %)
+        and ``images`` (how many they are over).
 
     Raises:
         VitclsError: for an L or mode that cannot run, or when no image is readable.
@@ -149,7 +150,8 @@ def sweep(model: nn.Module, dataset, Ls: Optional[Sequence[int]] = None,
         if not parts:
             raise VitclsError("no readable image in the dataset")
         mean = 100 * torch.cat(parts).mean(0)
-        rows.append({"mode": mode, "L": L, "top1": float(mean[0]), "top5": float(mean[1])})
+        rows.append({"mode": mode, "L": L, "top1": float(mean[0]), "top5": float(mean[1]),
+                     "images": len(torch.cat(parts))})
     return pd.DataFrame(rows)
 
 

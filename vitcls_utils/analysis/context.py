@@ -28,6 +28,7 @@ from ..base.errors import VitclsError
 from ..stores.reader import Store
 from ..model.perturbations import AttentionPerturbation
 from ..base.stats import box_summary, permutation_greater
+from ..base.uncertainty import Interval, bootstrap_ratio, paired_difference
 
 GROUPS = {"class": 1, "context": 0}
 GROUP_NAMES = {"class": "class-labeled", "context": "context-labeled"}
@@ -82,6 +83,64 @@ def perturbed_rate(results: Store, paper: bool = False) -> float:
         return float(100 * (hit.sum(1) / kept.sum(1)).mean())
     image = slice(results.num_prefix, None)
     return float(100 * hit[:, image].sum() / max(kept[:, image].sum(), 1))
+
+
+def rate_interval(results: Store, group: Optional[str] = None, labels: str = "aligned",
+                  seed: int = 0) -> "Interval":
+    """:func:`unperturbed_rate` (an unperturbed store) or :func:`perturbed_rate` (a perturbed
+    one, corrected aggregation) with its 95% interval: the rate is pooled over tokens, so each
+    image's identifiable and counted tokens are resampled together
+    (:func:`~vitcls_utils.base.uncertainty.bootstrap_ratio`).
+
+    Args:
+        results: a store; group: for an unperturbed store, "class"/"context" or None (every
+            image token); labels: the token-label rule; seed: the bootstrap's seed.
+
+    Returns:
+        :class:`~vitcls_utils.base.uncertainty.Interval` in %; images without a token to count
+        (no mask, not run) are excluded and counted.
+    """
+    hits, counted = token_counts(results, group, labels)
+    return bootstrap_ratio(100.0 * hits, counted, seed=seed)
+
+
+def token_counts(results: Store, group: Optional[str] = None, labels: str = "aligned"):
+    """Per image, its identifiable image tokens at the last block and the tokens counted (as
+    :func:`rate_interval` pools them): (hits [I], counted [I]); ``100 * hits / counted`` is
+    the image's own rate (NaN where nothing was counted)."""
+    ranks = _last_ranks(results)
+    image = slice(results.num_prefix, None)
+    if results.perturbation is None:
+        counted = np.ones(ranks.shape, dtype=bool)
+        if group is not None:
+            counted = token_groups(results, labels) == GROUPS[group]
+    else:
+        counted = (ranks >= 0) & (results.pred >= 0)[:, None]
+    counted = counted[:, image]
+    return ((ranks[:, image] == 0) & counted).sum(1), counted.sum(1)
+
+
+def drop_interval(clean: Store, perturbed: Store, group: Optional[str] = None,
+                  labels: str = "aligned", seed: int = 0) -> "Interval":
+    """The drop of identifiability a perturbation causes, paired over images: the mean over
+    images of (the image's unperturbed rate - its perturbed rate), in points, with its 95%
+    interval and Wilcoxon p (images with nothing counted on either side excluded).
+
+    Args:
+        clean: the unperturbed store; perturbed: the perturbed one, same images.
+        group: the token group both rates read (None: every image token); labels: its rule.
+        seed: the bootstrap's seed.
+
+    Returns:
+        :class:`~vitcls_utils.base.uncertainty.Interval` of the drop (positive: fewer
+        identifiable tokens under the perturbation).
+    """
+    def rates(hits, counted):
+        return np.where(counted > 0, 100.0 * hits / np.maximum(counted, 1), np.nan)
+
+    before = rates(*token_counts(clean, group, labels))
+    after = rates(*token_counts(perturbed))
+    return paired_difference(before, after, seed=seed)
 
 
 def _group_values(results: Store, labels: str) -> Dict[str, np.ndarray]:

@@ -18,6 +18,7 @@ import pandas as pd
 
 from .. import _compat
 from ..base.stats import wilcoxon_greater
+from ..base.uncertainty import bootstrap, paired_difference
 
 _compat.ensure_torchvision_ops()
 
@@ -111,6 +112,24 @@ def normalized_auc(accuracy: np.ndarray, counts: Sequence[int], n_image: int) ->
                  / (removed.max() - removed.min()))
 
 
+def image_areas(outcomes: np.ndarray, counts: Sequence[int], n_image: int) -> np.ndarray:
+    """Each image's :func:`normalized_auc` of its own outcomes; their mean is the normalized
+    AUC of the mean curve (the area is linear in the curve), so resampling them gives its
+    interval.
+
+    Args:
+        outcomes: [I, len(counts)] per-image results (right or not, or a mean over orders).
+        counts: kept image tokens of each point; n_image: T.
+
+    Returns:
+        [I] areas on [0, 1].
+    """
+    removed = 1 - np.asarray(counts, dtype=float) / n_image
+    order = np.argsort(removed)
+    values = np.asarray(outcomes, dtype=float)[:, order]
+    return np.trapezoid(values, removed[order], axis=1) / (removed.max() - removed.min())
+
+
 def _curve_key(model: nn.Module, dataset, order: np.ndarray, positive: bool,
                counts: Sequence[int]) -> str:
     """What a perturbation curve depends on, hashed: weights, preprocessing, stimuli, order."""
@@ -159,7 +178,8 @@ def faithfulness_test(model: nn.Module, dataset, orders: Dict[str, object],
 
     Returns:
         (curves, areas, scores): DataFrames with columns (method, test, kept, removed,
-        accuracy), (method, test, "AUC, authors' formula", normalized AUC), and (method, test, image, score),
+        accuracy), (method, test, "AUC, authors' formula", normalized AUC, its 95% CI over
+        images, :func:`image_areas` bootstrapped), and (method, test, image, score),
         an image's share of the curve's points it is classified right at (averaged over the
         random orders), what :func:`vitcls_utils.analysis.faithfulness.auc_tests` pairs over images.
     """
@@ -181,7 +201,9 @@ def faithfulness_test(model: nn.Module, dataset, orders: Dict[str, object],
                                         "removed": 1 - np.asarray(counts) / n_image,
                                         "accuracy": accuracy}))
             areas.append({"method": method, "test": test, "AUC, authors' formula": paper_auc(accuracy),
-                          "normalized AUC": normalized_auc(accuracy, counts, n_image)})
+                          "normalized AUC": normalized_auc(accuracy, counts, n_image),
+                          "normalized AUC, 95% CI": bootstrap(
+                              image_areas(outcomes, counts, n_image)).bounds(3)})
             scores.append(pd.DataFrame({"method": method, "test": test,
                                         "image": np.arange(len(outcomes)),
                                         "score": outcomes.mean(axis=1)}))
@@ -193,7 +215,7 @@ def faithfulness_test(model: nn.Module, dataset, orders: Dict[str, object],
 ALTERNATIVES = {"negative": "greater", "positive": "less"}
 
 
-def auc_tests(scores: pd.DataFrame, against: str = "random") -> pd.DataFrame:
+def auc_tests(scores: pd.DataFrame, against: str = "random", seed: int = 0) -> pd.DataFrame:
     """Per method and test, a paired one-sided Wilcoxon signed-rank test over images of the
     image's score (its share of the curve's points classified right, the per-image area)
     against ``against``'s: greater in the negative test, less in the positive one, the claim
@@ -202,11 +224,13 @@ def auc_tests(scores: pd.DataFrame, against: str = "random") -> pd.DataFrame:
     Args:
         scores: the per-image scores of :func:`faithfulness_test` (method, test, image, score).
         against: the method every other one is compared with.
+        seed: the bootstrap's seed (the intervals).
 
     Returns:
         DataFrame, a row per (method, test) other than ``against``: ``method``, ``test``,
-        ``alternative`` ("greater"/"less"), ``mean score``, ``mean score (<against>)``,
-        ``p_value`` and ``significant`` (p < 0.05).
+        ``alternative`` ("greater"/"less"), ``mean score``, ``mean score [95% CI]`` (bootstrap
+        over images), ``mean score (<against>)``, ``difference from <against> [95% CI]`` (paired
+        over images), ``CI excludes zero``, ``p_value`` and ``significant`` (p < 0.05).
     """
     rows = []
     for (method, test), group in scores.groupby(["method", "test"], sort=False):
@@ -220,9 +244,13 @@ def auc_tests(scores: pd.DataFrame, against: str = "random") -> pd.DataFrame:
         alternative = ALTERNATIVES[test]
         p = (wilcoxon_greater(ours, theirs) if alternative == "greater"
              else wilcoxon_greater(theirs, ours))
+        difference = paired_difference(ours, theirs, seed=seed)
         rows.append({"method": method, "test": test, "alternative": alternative,
                      "mean score": float(ours.mean()),
+                     "mean score [95% CI]": bootstrap(ours, seed=seed).format(3),
                      f"mean score ({against})": float(theirs.mean()),
+                     f"difference from {against} [95% CI]": difference.format(3),
+                     "CI excludes zero": difference.excludes_zero,
                      "p_value": p, "significant": p < 0.05})
     return pd.DataFrame(rows)
 

@@ -19,6 +19,7 @@ import pandas as pd
 from ..base.errors import VitclsError
 from ..stores.reader import Store
 from ..base.stats import box_summary, wilcoxon_greater
+from ..base.uncertainty import Interval, bootstrap
 
 
 def image_columns(results: Store, paper: bool = False) -> slice:
@@ -65,6 +66,43 @@ def headline(results: Store) -> Dict[str, float]:
         "top1_accuracy": top1_accuracy(results),
         "n_images": float(len(results.labels)),
     }
+
+
+def headline_per_image(results: Store) -> Dict[str, np.ndarray]:
+    """:func:`headline`'s rates per image, each a mean over images of these: the image's % of
+    identifiable image tokens (B4 and over image tokens), 100 if it has one, 100 if the model
+    is right (NaN for an image that was not run).
+
+    Args:
+        results: the extraction store of one run.
+
+    Returns:
+        {metric: [I] float64, in %} for ``identifiability_rate``,
+        ``identifiability_rate_image_tokens``, ``images_with_identifiable_token`` and
+        ``top1_accuracy``.
+    """
+    ranks = last_block_ranks(results)
+    paper, image = ranks[:, image_columns(results, True)], ranks[:, image_columns(results, False)]
+    ran = results.pred >= 0
+    return {"identifiability_rate": 100 * (paper == 0).mean(1),
+            "identifiability_rate_image_tokens": 100 * (image == 0).mean(1),
+            "images_with_identifiable_token": 100.0 * (paper == 0).any(1),
+            "top1_accuracy": np.where(ran, 100.0 * (results.pred == results.labels), np.nan)}
+
+
+def headline_intervals(results: Store, seed: int = 0) -> Dict[str, Interval]:
+    """:func:`headline`'s rates with their 95% bootstrap intervals over images
+    (:func:`headline_per_image` resampled).
+
+    Args:
+        results: the extraction store of one run.
+        seed: the bootstrap's seed.
+
+    Returns:
+        {metric: :class:`~vitcls_utils.base.uncertainty.Interval`}, in %.
+    """
+    return {metric: bootstrap(values, seed=seed)
+            for metric, values in headline_per_image(results).items()}
 
 
 def evolution(results: Store) -> pd.DataFrame:

@@ -58,6 +58,12 @@ class Interval:
                                                                     self.high)]
         return f"{shown[0]} [{shown[1]}, {shown[2]}]"
 
+    def bounds(self, digits: int = 2) -> str:
+        """``[0.41, 0.52]``, the interval alone (a table's CI column); ``–`` when empty."""
+        if self.n == 0 or not math.isfinite(self.low):
+            return "–"
+        return f"[{self.low:.{digits}f}, {self.high:.{digits}f}]"
+
     def as_dict(self) -> Dict[str, float]:
         """The fields as a plain dict (for DataFrames and the pages' JSON summaries)."""
         return asdict(self)
@@ -175,3 +181,93 @@ def _check(confidence: float, method: str, n_resamples: int) -> None:
 def _batch(n: int) -> int:
     """Resamples per batch: about 16 M values in memory at once, whatever the sample size."""
     return max(1, min(N_RESAMPLES, (1 << 24) // max(n, 1)))
+
+
+def bootstrap_ratio(numerators: np.ndarray, denominators: np.ndarray, *,
+                    confidence: float = CONFIDENCE, method: str = "bca",
+                    n_resamples: int = N_RESAMPLES, seed: int = 0) -> Interval:
+    """Bootstrap interval of a pooled rate, sum(numerators) / sum(denominators), resampling
+    whole images (each image's pair moves together): the rates pooled over tokens whose number
+    differs between images (a token group, the tokens a removal kept).
+
+    Args:
+        numerators, denominators: one count per image each (e.g. identifiable tokens, tokens);
+            an image with a non-finite value or a zero denominator is excluded and counted.
+        confidence, method, n_resamples, seed: as :func:`bootstrap`.
+
+    Returns:
+        Interval: of the pooled ratio; ``exact`` when every image has the same ratio.
+    """
+    _check(confidence, method, n_resamples)
+    num = np.asarray(numerators, dtype=np.float64).ravel()
+    den = np.asarray(denominators, dtype=np.float64).ravel()
+    if num.shape != den.shape:
+        raise ValueError(f"a ratio needs one numerator and one denominator per image, got "
+                         f"{num.size} and {den.size}")
+    keep = np.isfinite(num) & np.isfinite(den) & (den != 0)
+    num, den, excluded = num[keep], den[keep], int((~keep).sum())
+    if num.size == 0:
+        nan = float("nan")
+        return Interval(nan, nan, nan, 0, excluded, confidence, "exact")
+    estimate = float(num.sum() / den.sum())
+    if np.unique(num / den).size < 2:
+        return Interval(estimate, estimate, estimate, num.size, excluded, confidence, "exact")
+
+    def pooled(a, b, axis=-1):
+        return a.sum(axis=axis) / b.sum(axis=axis)
+
+    result = _scipy.bootstrap((num, den), pooled, paired=True, confidence_level=confidence,
+                              n_resamples=n_resamples, method=_SCIPY_METHOD[method],
+                              vectorized=True, batch=_batch(num.size),
+                              random_state=np.random.default_rng(seed))
+    return Interval(estimate, float(result.confidence_interval.low),
+                    float(result.confidence_interval.high), num.size, excluded, confidence,
+                    method)
+
+
+def bootstrap_proportion(percent: float, n: int, *, confidence: float = CONFIDENCE,
+                         method: str = "bca", n_resamples: int = N_RESAMPLES,
+                         seed: int = 0) -> Interval:
+    """Bootstrap interval of an accuracy over ``n`` images given as a percentage: the images'
+    right/wrong outcomes are k = round(percent x n / 100) ones and n - k zeros, and the
+    bootstrap of their mean depends on nothing else, so this is the per-image interval.
+
+    Args:
+        percent: the accuracy in % (e.g. a top-1); n: how many images it is over.
+        confidence, method, n_resamples, seed: as :func:`bootstrap`.
+
+    Returns:
+        Interval in %; n == 0 (or a NaN percent) gives an empty interval.
+    """
+    if n <= 0 or not math.isfinite(float(percent)):
+        nan = float("nan")
+        return Interval(nan, nan, nan, 0, 0, confidence, "exact")
+    k = int(round(float(percent) * n / 100))
+    if not 0 <= k <= n:
+        raise ValueError(f"{percent}% of {n} images is not a count of images")
+    outcomes = np.r_[np.full(k, 100.0), np.zeros(n - k)]
+    return bootstrap(outcomes, confidence=confidence, method=method, n_resamples=n_resamples,
+                     seed=seed)
+
+
+def across_seeds(values, *, confidence: float = CONFIDENCE) -> Interval:
+    """Interval of a control's mean over random-init seeds: Student's t with k - 1 degrees of
+    freedom (a bootstrap of 3-5 values says nothing), method ``t``.
+
+    Args:
+        values: one value per seed (non-finite ones dropped and counted).
+        confidence: nominal coverage.
+
+    Returns:
+        Interval: the mean and mean ± t x sd / sqrt(k); ``exact`` with one seed or equal values.
+    """
+    kept, excluded = finite(values)
+    if kept.size == 0:
+        nan = float("nan")
+        return Interval(nan, nan, nan, 0, excluded, confidence, "exact")
+    mean = float(kept.mean())
+    if kept.size < 2 or np.unique(kept).size < 2:
+        return Interval(mean, mean, mean, kept.size, excluded, confidence, "exact")
+    half = float(_scipy.t.ppf(0.5 + confidence / 2, kept.size - 1) * kept.std(ddof=1)
+                 / math.sqrt(kept.size))
+    return Interval(mean, mean - half, mean + half, kept.size, excluded, confidence, "t")

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..base.errors import VitclsError
+from ..base.uncertainty import bootstrap_proportion
 from .reported import convit_table
 from ..model.registry import get_variant
 
@@ -95,6 +96,18 @@ def gates_check(gates: pd.DataFrame, key: str) -> pd.DataFrame:
     return merged.rename(columns={"gate": "gate, this run"})
 
 
+def top1_interval(percent: float, n: int) -> str:
+    """An accuracy's 95% interval over its ``n`` images as a table shows it, ``[lo, hi]``.
+
+    Args:
+        percent: the accuracy (%); n: its images (0: unknown, shown "–").
+
+    Returns:
+        The text.
+    """
+    return bootstrap_proportion(percent, n).bounds(1)
+
+
 def masking(accuracy: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """Tables 5 and 6 as one: per model ({key: :func:`convit.evaluate_masks` accuracy}) and mask,
     this run's top-1 and top-5 beside the paper's top-1 for the same mask where it has one.
@@ -104,6 +117,7 @@ def masking(accuracy: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
             the first frame :func:`vitcls_utils.analysis.convit.evaluate_masks` returns.
     Returns:
         DataFrame, a row per (model, mask): ``model`` (label), ``mask``, "top-1, this run",
+        "top-1, 95% CI" (bootstrap over the images; "–" without an ``images`` count),
         "top-5, this run" and "top-1, paper" (NaN where the paper has no such mask or model).
     """
     t5 = convit_table("table5").set_index("variant")
@@ -121,9 +135,11 @@ def masking(accuracy: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
                 match = t6[(t6.variant == theirs) & (t6.k == int(k))]
                 if not match.empty:
                     paper = float(match[f"{kind}_masked"].iloc[0])
+            n = int(getattr(row, "images", 0) or 0)
             out.append({"model": get_variant(key).label, "mask": row.mask,
-                        "top-1, this run": row.top1, "top-5, this run": row.top5,
-                        "top-1, paper": paper})
+                        "top-1, this run": row.top1,
+                        "top-1, 95% CI": top1_interval(row.top1, n),
+                        "top-5, this run": row.top5, "top-1, paper": paper})
     return pd.DataFrame(out)
 
 

@@ -12,6 +12,7 @@ import pandas as pd
 from . import reported as paper
 from ..analysis.stimulus_edits import BACKGROUND, FOREGROUND, FULL
 from ..base.errors import VitclsError
+from ..base.uncertainty import bootstrap_proportion
 from ..analysis.lowpass import IMAGENET_CUTOFFS
 from ..analysis.patch_readout import PatchReadout
 
@@ -45,8 +46,10 @@ def table1(sweep: pd.DataFrame, readout: PatchReadout, depth: int) -> pd.DataFra
             (:func:`vitcls_utils.analysis.patch_readout.patch_readout`).
         depth: the model's number of blocks.
     Returns:
-        DataFrame, a row per quantity: ``quantity``, "top-1, this run", "top-5, this run",
-        "top-1, paper" and "top-5, paper" (%; empty where the paper reports none).
+        DataFrame, a row per quantity: ``quantity``, "top-1, this run", "top-1, 95% CI"
+        (bootstrap over images; "–" for Patch Average and Maximum, which are read over
+        positions), "top-5, this run", "top-1, paper" and "top-5, paper" (%; empty where the
+        paper reports none).
     Raises:
         VitclsError: when the sweep has no isolation at L = depth - 1.
     """
@@ -63,9 +66,13 @@ def table1(sweep: pd.DataFrame, readout: PatchReadout, depth: int) -> pd.DataFra
     names = {"natural": "natural", "isolating_cls": f"isolating [CLS] (L = {depth - 1})",
              "patch_average": "Patch Average", "patch_maximum": "Patch Maximum",
              "pooled_token": "pooled token (not in Table 1)"}
+    images = {"natural": readout.n_images, "pooled_token": readout.n_images,
+              "isolating_cls": int(isolated["images"].iloc[0]) if "images" in isolated else 0}
     rows = []
     for quantity, (top1, top5) in ours.items():
-        rows.append({"quantity": names[quantity], "top-1, this run": top1, "top-5, this run": top5,
+        ci = bootstrap_proportion(top1, images.get(quantity, 0)).bounds(1)
+        rows.append({"quantity": names[quantity], "top-1, this run": top1,
+                     "top-1, 95% CI": ci, "top-5, this run": top5,
                      "top-1, paper": paper.ghiasi_value(quantity, PAPER_MODEL, "top1"),
                      "top-5, paper": paper.ghiasi_value(quantity, PAPER_MODEL, "top5")})
     return pd.DataFrame(rows)
@@ -85,24 +92,32 @@ def table2(results: Dict[str, pd.DataFrame], with_paper: bool = True) -> pd.Data
     Returns:
         DataFrame, a row per model: ``model``, ``source``, ``full`` (top-5, %), ``foreground``
         and ``background`` (top-5, % of ``full``'s), "top-1 full", "top-1 foreground" and
-        "top-1 background" (%).
+        "top-1 background" (%), and "top-1 <edit>, 95% CI" for each (bootstrap over the
+        images; "–" for the paper's rows; the top-5 ratios have none: they pair images).
     """
     from ..analysis.foreground_background import table2_row
 
     rows = []
     for model, frame in results.items():
         top5, top1 = frame.set_index("edit").top5, frame.set_index("edit").top1
+        images = (frame.set_index("edit")["images"] if "images" in frame
+                  else pd.Series(0, index=top1.index))
         rows.append({"model": model, "source": "this run",
                      **table2_row(top5["full"], top5["foreground"], top5["background"]),
                      "top-1 full": top1["full"], "top-1 foreground": top1["foreground"],
-                     "top-1 background": top1["background"]})
+                     "top-1 background": top1["background"],
+                     **{f"top-1 {edit}, 95% CI": bootstrap_proportion(
+                         top1[edit], int(images[edit])).bounds(1)
+                        for edit in ("full", "foreground", "background")}})
     if with_paper:
         for row in paper.ghiasi_table2().itertuples():
             rows.append({"model": row.model, "source": "paper (ImageNet train, boxes)",
                          "full": row.full_top5, "foreground": row.foreground,
                          "background": row.background, "top-1 full": row.full_top1,
                          "top-1 foreground": row.foreground_top1,
-                         "top-1 background": row.background_top1})
+                         "top-1 background": row.background_top1,
+                         **{f"top-1 {edit}, 95% CI": "–"
+                            for edit in ("full", "foreground", "background")}})
     return pd.DataFrame(rows)
 
 

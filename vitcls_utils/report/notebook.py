@@ -75,6 +75,19 @@ class NotebookRun:
 
         return store_for(self.control_key, **self._data(), **kwargs)
 
+    def control_stores(self, seeds, **kwargs) -> dict:
+        """The random control's stores at several initialisation seeds, on the same stimuli.
+
+        Args:
+            seeds: the random-init seeds (ints); the run's own ``seed`` is one of them or not.
+            **kwargs: passed on to ``store_for``, as for :meth:`store`.
+        Returns:
+            {seed: the control's :class:`~vitcls_utils.stores.reader.Store` at that seed}."""
+        from ..stores.extraction import store_for
+
+        return {int(seed): store_for(self.control_key, **{**self._data(), "seed": int(seed)},
+                                     **kwargs) for seed in seeds}
+
     def memory_store(self):
         """The store chapter 3 reads: every site kind and the top key indices.
 

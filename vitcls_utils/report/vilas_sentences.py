@@ -79,18 +79,34 @@ def compositionality_sentence(table: pd.DataFrame, variant: str) -> str:
             f"attention at the last block), {mine:.0f}% are here.")
 
 
-def order_sentence(areas: pd.DataFrame, method: str, name: str) -> str:
+def order_sentence(areas: pd.DataFrame, method: str, name: str,
+                   tests: Optional[pd.DataFrame] = None) -> str:
     """A11/A12: whether a token order beats a random one in both perturbation tests (higher
-    AUC in the negative test, lower in the positive one), as the paper finds for its orders.
+    AUC in the negative test, lower in the positive one), as the paper finds for its orders,
+    and, given the paired tests, whether the 95% interval of each difference excludes zero.
 
     Args:
         areas: a row per (method, test) with the area in its fourth column.
         method: the order read ("class_space", "probe").
         name: how the sentence names it.
+        tests: :func:`~vitcls_utils.analysis.faithfulness.auc_tests`'s frame, or None.
 
     Returns:
-        A sentence.
+        A sentence (two with ``tests``).
     """
+    said = _order_verdict(areas, method, name)
+    if tests is None:
+        return said
+    rows = tests[tests.method == method]
+    column = next(c for c in tests.columns if c.startswith("difference from"))
+    parts = [f"{r.test} test {r[column]} ("
+             + ("its 95% CI excludes zero" if r["CI excludes zero"] else "its 95% CI holds zero:"
+                " not resolved") + ")" for _, r in rows.iterrows()]
+    return said + (" Per image, the difference from random is: " + "; ".join(parts) + "."
+                   if parts else "")
+
+
+def _order_verdict(areas: pd.DataFrame, method: str, name: str) -> str:
     auc = {(r.method, r.test): r[3] for r in areas.itertuples()}
     negative = auc[(method, "negative")] > auc[("random", "negative")]
     positive = auc[(method, "positive")] < auc[("random", "positive")]
@@ -125,3 +141,28 @@ def evolution_sentence(image_last: float, first_significant: Optional[int],
     return (f"{start} The first block where the tokens are significantly more identifiable "
             f"than at random init (p < 0.05) is block {first_significant}.")
 
+
+
+def drop_sentence(table: pd.DataFrame, name: str) -> str:
+    """E7/E9: each perturbation's drop of identifiability in words, with whether its 95%
+    interval (paired over images) excludes zero.
+
+    Args:
+        table: :func:`~vitcls_utils.report.vilas_tables.attention_table` or
+            :func:`~vitcls_utils.report.vilas_tables.context_table`, with its
+            "drop, 95% CI (paired)" column ("d [lo, hi]" or "–").
+        name: the column naming each row ("run" or "tokens").
+
+    Returns:
+        A sentence; empty when no row has a drop.
+    """
+    parts = []
+    for label, text in zip(table[name], table["drop, 95% CI (paired)"], strict=True):
+        if text in ("–", None):
+            continue
+        low, high = (float(v) for v in text.split("[", 1)[1].rstrip("]").split(","))
+        resolved = "excludes zero" if low > 0 or high < 0 else "holds zero: not resolved"
+        parts.append(f"{label} {text} points (its 95% CI {resolved})")
+    if not parts:
+        return ""
+    return ("The drop of each image's rate, paired over images: " + "; ".join(parts) + ".")

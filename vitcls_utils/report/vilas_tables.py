@@ -8,14 +8,17 @@ from typing import TYPE_CHECKING, Dict, Mapping, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from ..analysis.context import GROUP_NAMES, perturbed_rate, unperturbed_rate
+from ..analysis.context import (GROUP_NAMES, drop_interval, perturbed_rate, rate_interval,
+                                unperturbed_rate)
 from ..analysis.faithfulness import PAPER_ORDER_NAMES
-from ..analysis.identifiability import headline, identifiability_rate, top1_accuracy
+from ..analysis.identifiability import (headline, headline_intervals, headline_per_image,
+                                        identifiability_rate, top1_accuracy)
 from ..analysis.memories import strongest_values, value_vector_classes
 from .reported import (agreement, compared_with, paper_series, reported, reported_label,
                        reported_value, value_vector_descriptions)
 from ..model.perturbations import perturbation_name
 from ..model.registry import get_variant
+from ..base.uncertainty import across_seeds, bootstrap, paired_difference
 
 if TYPE_CHECKING:
     from ..analysis.memories import Memories
@@ -31,7 +34,8 @@ def compare_table(stores: Mapping[str, "Store"]) -> pd.DataFrame:
         stores: {registry key: that variant's unperturbed store}.
     Returns:
         DataFrame, a row per store (sorted by key): ``variant`` (label), ``dataset``,
-        ``images``, "identifiability rate (this run)", "identifiability rate (reported)",
+        ``images``, "identifiability rate (this run)", its "95% CI" over images,
+        "identifiability rate (reported)",
         "top-1 (this run)", "top-1 (reported)" (%; None where the paper reports none) and
         "reported for" (the paper model those values are of).
     """
@@ -43,11 +47,100 @@ def compare_table(stores: Mapping[str, "Store"]) -> pd.DataFrame:
             "dataset": results.manifest["config"]["dataset"]["name"],
             "images": int(ours["n_images"]),
             "identifiability rate (this run)": ours["identifiability_rate"],
+            "95% CI": interval_text(headline_intervals(results)["identifiability_rate"]),
             "identifiability rate (reported)": reported_value("identifiability_rate", key),
             "top-1 (this run)": ours["top1_accuracy"],
             "top-1 (reported)": reported_value("top1_accuracy", key),
             "reported for": "" if model is None else get_variant(model).label,
         })
+    return pd.DataFrame(rows)
+
+
+def interval_text(interval, digits: int = 2) -> str:
+    """An interval as a table shows it: ``[lo, hi]``, with ``(n excluded)`` where images
+    without a number were left out; "–" where nothing was measured.
+
+    Args:
+        interval: a :class:`~vitcls_utils.base.uncertainty.Interval`; digits: decimals.
+
+    Returns:
+        The text.
+    """
+    if interval.n == 0:
+        return "–"
+    text = f"[{interval.low:.{digits}f}, {interval.high:.{digits}f}]"
+    return text + (f" ({interval.excluded} excluded)" if interval.excluded else "")
+
+
+def headline_intervals_table(results: "Store", control: "Store", metrics: Sequence[str],
+                             seed: int = 0) -> pd.DataFrame:
+    """Table 1's intervals: per metric, this run's 95% interval over images, the random-init
+    control's, and the paired difference (same images) with its interval and Wilcoxon p.
+
+    Args:
+        results: this run's store; control: the random-init control's, on the same images.
+        metrics: metric names of :func:`~vitcls_utils.analysis.identifiability.headline_per_image`.
+        seed: the bootstrap's seed.
+
+    Returns:
+        DataFrame, a row per metric in order: "95% CI", "random init, 95% CI", "trained −
+        random init [95% CI]" and "resolved" ("yes" where that interval excludes zero).
+    """
+    ours, theirs = headline_per_image(results), headline_per_image(control)
+    if len(ours["top1_accuracy"]) != len(theirs["top1_accuracy"]):
+        raise ValueError("the control was run on other images; pair runs on the same stimuli")
+    mine, control_ci = headline_intervals(results, seed), headline_intervals(control, seed)
+    rows = []
+    for metric in metrics:
+        difference = paired_difference(ours[metric], theirs[metric], seed=seed)
+        rows.append({"95% CI": interval_text(mine[metric]),
+                     "random init, 95% CI": interval_text(control_ci[metric]),
+                     "trained − random init [95% CI]": difference.format(2),
+                     "resolved": "yes" if difference.excludes_zero else "no"})
+    return pd.DataFrame(rows)
+
+
+def interval_table(frame: pd.DataFrame, by: Sequence[str], value: str, seed: int = 0
+                   ) -> pd.DataFrame:
+    """Per group, the mean of ``value`` over its rows (its units: images, classes) with the 95%
+    bootstrap interval that resamples those units; non-finite values excluded and counted.
+
+    Args:
+        frame: one row per unit and group; by: the grouping columns (e.g. block, layer).
+        value: the column averaged; seed: the bootstrap's seed.
+
+    Returns:
+        DataFrame, a row per group: the ``by`` columns, ``mean``, ``95% CI`` (``[lo, hi]``,
+        with the excluded count where there is one) and ``n`` (units averaged).
+    """
+    rows = []
+    for keys, group in frame.groupby(list(by), sort=True):
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        interval = bootstrap(group[value].to_numpy(), seed=seed)
+        rows.append({**dict(zip(by, keys, strict=True)), "mean": interval.estimate,
+                     "95% CI": interval_text(interval, 3), "n": interval.n})
+    return pd.DataFrame(rows)
+
+
+def across_seeds_table(controls: Mapping[int, "Store"], metrics: Sequence[str]) -> pd.DataFrame:
+    """Table 1's control at several random-init seeds: per metric, each seed's value and the
+    mean with its 95% interval across seeds (Student's t).
+
+    Args:
+        controls: {seed: the control's store at that seed}, same stimuli.
+        metrics: metric names of :func:`~vitcls_utils.analysis.identifiability.headline`.
+
+    Returns:
+        DataFrame, a row per metric: ``metric``, ``seed <s>`` per seed, ``mean`` and
+        ``95% CI across seeds``.
+    """
+    values = {seed: headline(store) for seed, store in sorted(controls.items())}
+    rows = []
+    for metric in metrics:
+        interval = across_seeds([values[seed][metric] for seed in values])
+        rows.append({"metric": metric, **{f"seed {seed}": values[seed][metric]
+                                          for seed in values},
+                     "mean": interval.estimate, "95% CI across seeds": interval.bounds(2)})
     return pd.DataFrame(rows)
 
 
@@ -96,23 +189,29 @@ def attention_table(variant: str, clean: Store, runs: Sequence[Store]) -> pd.Dat
         runs: a store per attention perturbation (same stimuli).
     Returns:
         DataFrame, a row per run ("unperturbed" first, then the perturbations' names): ``run``,
-        "authors' aggregation", "corrected aggregation", the reported column named by
-        :func:`~vitcls_utils.report.reported.reported_label` (%; None where not reported)
-        and "top-1 (%)".
+        "authors' aggregation", "corrected aggregation", "corrected, 95% CI" (bootstrap over
+        images, :func:`~vitcls_utils.analysis.context.rate_interval`), the reported column named by
+        :func:`~vitcls_utils.report.reported.reported_label` (%; None where not reported),
+        "top-1 (%)" and "drop, 95% CI (paired)": the mean over images of each image's
+        unperturbed minus perturbed rate, in points, with its interval
+        (:func:`~vitcls_utils.analysis.context.drop_interval`).
     """
     label = reported_label(variant, "attention_perturbation_self_only")
     rows = [{"run": "unperturbed",
              "authors' aggregation": identifiability_rate(clean, paper=True),
              "corrected aggregation": unperturbed_rate(clean),
+             "corrected, 95% CI": interval_text(rate_interval(clean)),
              label: reported_value("identifiability_rate", variant),
-             "top-1 (%)": top1_accuracy(clean)}]
+             "top-1 (%)": top1_accuracy(clean), "drop, 95% CI (paired)": "–"}]
     for res in runs:
         name = perturbation_name(res.perturbation)
         metric = _PAPER_ATTENTION.get(name)
         rows.append({"run": name, "authors' aggregation": perturbed_rate(res, paper=True),
                      "corrected aggregation": perturbed_rate(res),
+                     "corrected, 95% CI": interval_text(rate_interval(res)),
                      label: reported_value(metric, variant) if metric else None,
-                     "top-1 (%)": 100 * res.accuracy})
+                     "top-1 (%)": 100 * res.accuracy,
+                     "drop, 95% CI (paired)": drop_interval(clean, res).format(2)})
     return pd.DataFrame(rows)
 
 
@@ -129,9 +228,12 @@ def context_table(variant: str, clean: Store, runs: Mapping[str, Store],
         labels: the token-label rule, "aligned" or "paper" (B15).
     Returns:
         DataFrame, a row per group: ``tokens``, ``unperturbed``, "removed, authors'
-        aggregation", "removed, corrected aggregation", "<reported label>: unperturbed",
+        aggregation", "removed, corrected aggregation", "unperturbed, 95% CI", "removed,
+        corrected, 95% CI" (bootstrap over images), "<reported label>: unperturbed",
         "<reported label>: removed" (:func:`~vitcls_utils.report.reported.reported_label`)
-        and "top-1 when removed (%)" (rates in %; None where the paper reports none).
+        "top-1 when removed (%)" (rates in %; None where the paper reports none) and "drop,
+        95% CI (paired)" (each image's unperturbed minus removed rate, averaged, with its
+        interval).
     """
     label = reported_label(variant, "context_perturbation_class_tokens")
     rows = []
@@ -141,10 +243,13 @@ def context_table(variant: str, clean: Store, runs: Mapping[str, Store],
             "unperturbed": unperturbed_rate(clean, group, labels),
             "removed, authors' aggregation": perturbed_rate(res, paper=True),
             "removed, corrected aggregation": perturbed_rate(res),
+            "unperturbed, 95% CI": interval_text(rate_interval(clean, group, labels)),
+            "removed, corrected, 95% CI": interval_text(rate_interval(res)),
             f"{label}: unperturbed": reported_value(f"context_identifiability_{group}_tokens",
                                                     variant),
             f"{label}: removed": reported_value(f"context_perturbation_{group}_tokens", variant),
             "top-1 when removed (%)": 100 * res.accuracy,
+            "drop, 95% CI (paired)": drop_interval(clean, res, group, labels).format(2),
         })
     return pd.DataFrame(rows)
 

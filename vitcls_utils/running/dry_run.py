@@ -104,7 +104,8 @@ def write_run_file(out: Path, keys: Sequence[str], weights: dict, data: dict,
         "defaults": {"batch_size": batch_size, "n_per_class": 1},
         # small on purpose: the dry run checks that everything runs, not what it finds
         "parameters": {"n_points": n_points, "n_permutations": 50, "n_random": 2,
-                       "probe_kinds": ["resid_post"]},
+                       "probe_kinds": ["resid_post"], "suite_images": 2, "suite_steps": 1,
+                       "road_levels": 1, "mprt_images": 2, "mprt_steps": 1},
         "variants": {key: {"weights": str(weights[key])} for key in keys},
     }
     path = out / "paper-dry-run.yml"
