@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Set
 
 from ..base.errors import VitclsError
 
@@ -233,7 +235,29 @@ def _stopped_when_interrupted(submission: Submission, executor: str) -> Iterator
         if executor == "local":
             for job in submission.jobs.values():
                 job.cancel(check=False)
+            _end_local_tasks({str(job.job_id) for job in submission.jobs.values()})
         raise
+
+
+def _end_local_tasks(job_ids: Set[str], grace_s: float = 5.0) -> None:
+    """End every process of these local jobs. submitit's cancel signals a job's controller,
+    and a task it had not yet registered (the signal came while it was starting it) would run
+    on to write its pages: each process carrying a job's id gets SIGINT (the runner stops its
+    kernels and writes nothing), and SIGKILL if it is still there after ``grace_s``."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["environ"]):
+        environ = process.info.get("environ") or {}
+        if environ.get("SUBMITIT_LOCAL_JOB_ID") in job_ids and process.pid != os.getpid():
+            found.append(process)
+    for process in found:
+        with contextlib.suppress(psutil.Error):
+            process.send_signal(signal.SIGINT)
+    _, alive = psutil.wait_procs(found, timeout=grace_s)
+    for process in alive:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
 
 
 def _submitted(submit: Callable, *args):

@@ -163,7 +163,7 @@ def _title(job: Job) -> str:
     return f"{heading.split(':')[0]}: {get_variant(job.variant).label}{suffix}"
 
 
-_FILE_IDS: Dict[str, str] = {}
+_FILE_IDS: Dict[str, str] = {}  # weights file -> its identity, hashed once per process
 
 
 def weights_description(job: Job) -> str:
@@ -194,11 +194,10 @@ def run_line(job: Job) -> str:
 
 
 def execute(job: Job, stop: Optional[threading.Event] = None, keep_kernel: bool = False) -> Job:
-    """Run one job with papermill in this thread's warm kernel
-    (:mod:`vitcls_utils.running.jupyter_kernels`); on success, title it for the book and write
-    it atomically (removing a failure file an earlier run left). Stopped by ``stop`` (Ctrl-C),
-    it leaves nothing behind. The kernel is kept for the thread's next job with ``keep_kernel``,
-    and never after a failure."""
+    """Run one job with papermill in this thread's warm kernel (:mod:`.jupyter_kernels`); on
+    success, title it for the book and write it atomically (removing an earlier failure file).
+    Stopped by ``stop`` (Ctrl-C), even as it finishes, it leaves nothing behind. The kernel is
+    kept for the thread's next job with ``keep_kernel``, never after a failure."""
     import nbformat
     import papermill
 
@@ -225,10 +224,11 @@ def execute(job: Job, stop: Optional[threading.Event] = None, keep_kernel: bool 
             if "parameters" in tags or "injected-parameters" in tags:
                 cell.metadata["tags"] = sorted(set(tags) | {"remove-cell"})
         parts = job.key_parts
-        executed.metadata["vitcls"] = {"key": combined(parts), "key_parts": parts,
-                                       "status": "ok",
+        executed.metadata["vitcls"] = {"key": combined(parts), "key_parts": parts, "status": "ok",
                                        "parameters": job.parameters, "version": __version__}
         nbformat.write(executed, partial)
+        if stop is not None and stop.is_set():  # stopped while it finished: no page
+            raise KeyboardInterrupt
         os.replace(partial, job.output)
         failed.unlink(missing_ok=True)  # stale: this run succeeded
         job.status = "ran"
