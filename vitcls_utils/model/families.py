@@ -23,6 +23,7 @@ Families:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Dict, List, Tuple
 
 from .. import _compat
@@ -221,6 +222,27 @@ def head_shape(block: nn.Module) -> Tuple[int, int]:
     """(heads, width per head) of a block's ``attn.hook_z``."""
     attn = block.attn
     return attn.num_heads, attn.proj.in_features // attn.num_heads
+
+
+@lru_cache(maxsize=None)
+def variant_family(variant) -> Family:
+    """The family of a variant's architecture, read off it built on the meta device (no
+    weights, no download): what the runner's notebook rules ask before loading anything.
+
+    Args:
+        variant: a :class:`~vitcls_utils.model.variant.Variant`.
+
+    Returns:
+        The :class:`Family`.
+    """
+    import timm
+    import torch
+
+    with torch.device("meta"):
+        model = timm.create_model(variant.timm_name, pretrained=False,
+                                  **{"num_classes": variant.num_classes,
+                                     **dict(variant.model_kwargs)})
+    return model_family(model)
 
 
 def family_names() -> List[str]:

@@ -33,6 +33,12 @@ CONVIT_CHAPTER = "chapter7"
 TOY_ONLY = ("convit_tab2_sample_efficiency",)
 #: notebooks that intervene on the [CLS] token: not run on GAP models, which have none
 NEEDS_CLS = ("ghiasi_tab1_cls_isolation", "ghiasi_bridge_cls_isolation")
+#: notebooks that run the model on a shortened token sequence (chapter 2's keep_class /
+#: keep_context): not run on a block family that refuses it (BEiT's relative position bias,
+#: EVA's rotary embeddings are defined on the full grid)
+NEEDS_TOKEN_REMOVAL = ("tab_context_perturbation",)
+#: notebooks that read an MLP's units as fc1 rows (feature visualisation): not on gated MLPs
+NEEDS_PLAIN_MLP = ("ghiasi_fig1_feature_viz",)
 
 
 def chapters(toc: Path = ROOT / "_toc.yml") -> Dict[str, Tuple[str, ...]]:
@@ -72,9 +78,21 @@ def applies(notebook: str, spec: Variant, dataset: str,
         return False
     if notebook in NEEDS_CLS and spec.pooling != "token":
         return False
+    if spec.family == "timm" and not _family_allows(spec, notebook):
+        return False
     if notebook in TOY_ONLY and dataset != "toy":
         return False
     boxed = bool((parameters or {}).get("boxes"))
     if notebook in NEEDS_MASKS and dataset not in MASKED_KINDS and not boxed:
         return False
     return not (notebook in NEEDS_PROBE_SPLIT and dataset not in PROBE_SPLITS)
+
+
+def _family_allows(spec: Variant, notebook: str) -> bool:
+    """A ``timm:`` variant's block family (read off the model) against the notebook's needs."""
+    from ..model.families import variant_family
+
+    family = variant_family(spec)
+    if notebook in NEEDS_TOKEN_REMOVAL and not family.supports("token_removal"):
+        return False
+    return not (notebook in NEEDS_PLAIN_MLP and family.name == "eva")

@@ -360,7 +360,7 @@ def from_arguments(variants: Sequence[str], dataset: Optional[str], data_dir: Op
     names (toy, paper, paper_random) expand unless ``groups`` is False."""
     given: Dict[str, str] = {}
     for item in weights:
-        key, sep, file = item.partition("=")
+        key, sep, file = item.rpartition("=")  # timm keys may hold "=" (img_size=N)
         if not sep:
             raise VitclsError(f"--weights takes KEY=FILE, not {item!r}")
         given[key] = file
