@@ -179,3 +179,35 @@ def test_variant_family_reads_the_model_not_the_name():
     assert variant_family(get_variant("timm:beitv2_base_patch16_224:random")).name == "beit"
     assert variant_family(get_variant("timm:eva02_tiny_patch14_336.mim_in22k_ft_in1k:random"
                                       )).name == "eva"
+
+
+@pytest.mark.parametrize("key,kwargs", [
+    ("timm:deit3_small_patch16_224:random:classes=24", dict(patch_size=8, img_size=56)),
+    ("timm:beit_base_patch16_224:random:classes=24", dict(patch_size=8, img_size=56)),
+    ("timm:eva02_tiny_patch14_336.mim_in22k_ft_in1k:random:classes=24",
+     dict(patch_size=7, img_size=56)),
+    ("timm:vit_small_patch14_reg4_dinov2:random:classes=24", dict(patch_size=7, img_size=56)),
+])
+def test_store_for_a_timm_key_on_the_toy_set(key, kwargs, tmp_path):
+    """The whole store path per family, on a cut-down override of the timm key (2 blocks,
+    width 32): the store's last-block readout of the pooled tokens is the model's accuracy,
+    and the configuration records the full timm name.tag."""
+    from vitcls_utils.model import registry
+    from vitcls_utils.stores.extraction import store_for
+    from dataclasses import replace
+
+    small = replace(get_variant(key), key=key + ":small",
+                    preprocess=replace(get_variant(key).preprocess, resize=56, crop=56),
+                    model_kwargs=tuple({**dict(kwargs), "depth": 2, "embed_dim": 32,
+                                        "num_heads": 2}.items()))
+    registry.register(small)
+    try:
+        store = store_for(small.key, dataset="toy", n_per_class=1, results_dir=str(tmp_path),
+                          progress=False, device="cpu")
+        assert store.manifest["config"]["variant"] == small.key
+        assert small.timm_name in store.manifest["config"]["weights_id"]
+        assert store.num_prefix == (5 if "reg4" in key else 1)
+        rank = store.by_block("rank", "resid_post")
+        assert rank.shape[1] == 2 and 0 <= store.accuracy <= 1
+    finally:
+        registry.VARIANTS.pop(small.key, None)
