@@ -83,6 +83,23 @@ FAMILIES: Dict[str, Family] = {
                   "gamma_1/gamma_2", refused={"token_removal": _ROPE}),
 }
 
+#: timm models of each family that the identity tests build (cut down) and check: the book's
+#: table of families is generated from this, and tests/test_families.py asserts it covers them
+VERIFIED_ON: Dict[str, Tuple[str, ...]] = {
+    "vit": ("deit3_small_patch16_224", "vit_small_patch14_reg4_dinov2", "flexivit_small",
+            "vit_base_patch16_siglip_224"),
+    "beit": ("beit_base_patch16_224",),
+    "eva": ("eva02_tiny_patch14_224",),
+}
+#: model kinds refused as a whole, and why (the book's table lists them too)
+NOT_SUPPORTED: Dict[str, str] = {
+    "Swin (timm.models.swin_transformer)": (
+        "hierarchical stages of windowed attention: no flat block sequence, and the token "
+        "count and width change between stages, so one class readout per block is not "
+        "defined here yet; refused when the variant is made, naming SwinTransformerBlock"),
+    "CNNs (ResNet, ConvNeXt, ...)": "no tokens: `vitcls evaluate` on a registry CNN only",
+}
+
 #: block classes this module knows, for messages
 KNOWN_BLOCKS = ("vision_transformer.Block", "vision_transformer.ResPostBlock", "convit.Block",
                 "beit.Block", "eva.EvaBlock", "eva.EvaBlockPostNorm")
