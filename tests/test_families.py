@@ -13,7 +13,8 @@ import pytest
 
 import vitcls_utils.model.loading  # noqa: F401  (torchvision shim before timm)
 from vitcls_utils.base.errors import VitclsError
-from vitcls_utils.model.families import block_family, model_family, require, variant_family
+from vitcls_utils.model.families import (block_family, model_family, require, token_boxes,
+                                         variant_family)
 from vitcls_utils.model.hooks import hooks, run_with_cache
 from vitcls_utils.model.layout import TokenLayout, disable_fused_attn
 from vitcls_utils.model.perturbations import keeping_tokens
@@ -166,13 +167,101 @@ def test_token_removal_is_refused_where_positions_need_the_full_grid():
 
 def test_an_unknown_block_fails_fast_naming_its_type():
     start = time.perf_counter()
-    with pytest.raises(VitclsError, match="SwinTransformerBlock"):
-        get_variant("timm:swin_tiny_patch4_window7_224:random")
+    with pytest.raises(VitclsError, match="Bottleneck"):
+        get_variant("timm:resnet50:random")
     with pytest.raises(VitclsError, match="ParallelThingsBlock"):
         block_family(timm.create_model("vit_small_patch16_18x2_224", pretrained=False,
                                        depth=1, embed_dim=32, num_heads=2, img_size=32,
                                        patch_size=8).blocks[0])
     assert time.perf_counter() - start < 1.0
+
+
+#: Swin cut down: 64-px input, 4-px patches, 4x4 windows, two stages of two blocks (16x16 then
+#: 8x8 tokens), so that the second block of each stage runs shifted windows with their mask
+SWIN = ("swin_tiny_patch4_window7_224", dict(img_size=64, patch_size=4, window_size=4,
+                                             embed_dim=16, depths=(2, 2), num_heads=(1, 2),
+                                             num_classes=10))
+
+
+@pytest.fixture(scope="module")
+def swin():
+    timm.layers.set_fused_attn(False)
+    torch.manual_seed(0)
+    model = timm.create_model(SWIN[0], pretrained=False, **SWIN[1])
+    with torch.no_grad():
+        for pname, p in model.named_parameters():
+            if pname.endswith("bias") or "head" in pname:
+                p.normal_(0, 0.3)
+    model = disable_fused_attn(model).eval().requires_grad_(False)
+    x = images(model)
+    with torch.no_grad():
+        plain = model(x)
+        hooked, cache = run_with_cache(model, x)
+    return model, x, plain, hooked, cache
+
+
+def test_swin_identities(swin):
+    model, _, plain, hooked, cache = swin
+    assert model_family(model).name == "swin" and torch.equal(plain, hooked)
+    for i, tokens in enumerate((256, 256, 64, 64)):
+        pre, post = cache[f"blocks.{i}.hook_resid_pre"], cache[f"blocks.{i}.hook_resid_post"]
+        attn, mlp = cache[f"blocks.{i}.hook_attn_out"], cache[f"blocks.{i}.hook_mlp_out"]
+        assert pre.shape[1] == tokens == token_boxes(model, i).shape[0]
+        assert (pre + attn - cache[f"blocks.{i}.hook_resid_mid"]).abs().max() <= 1e-5
+        assert (pre + attn + mlp - post).abs().max() <= 1e-5
+        pattern = cache[f"blocks.{i}.attn.hook_pattern"]  # [B * windows, H, 16, 16]
+        assert pattern.shape[-1] == 16 and (pattern.sum(-1) - 1).abs().max() <= 1e-5
+    # the shifted blocks mask keys across window seams: some weights are ~0 (exp(-100))
+    assert (cache["blocks.1.attn.hook_pattern"] < 1e-30).any()
+    assert not (cache["blocks.0.attn.hook_pattern"] < 1e-30).any()
+
+
+def test_swin_readout_of_the_last_stage(swin):
+    """The pooled readout equals the logits; a last-stage token is read through the final
+    norm and the head's linear map; an earlier stage's width is refused."""
+    model, _, plain, _, cache = swin
+    projector = ClassProjector(model)
+    last = cache["blocks.3.hook_resid_post"]
+    assert (projector.classify(projector.pool(last, 0, "avg")) - plain).abs().max() <= 1e-5
+    by_hand = model.head.fc(model.norm(last[:, 5]))
+    assert (projector(last)[:, 5] - by_hand).abs().max() <= 1e-5
+    with pytest.raises(VitclsError, match="last stage"):
+        projector(cache["blocks.0.hook_resid_post"])
+
+
+def test_swin_tokens_map_to_image_regions(swin):
+    """Every stage's boxes tile the 64-px image exactly once, and a merged token of stage 2
+    covers the 2x2 stage-1 tokens it was merged from."""
+    model = swin[0]
+    for block, step in ((0, 4), (2, 8)):
+        boxes = token_boxes(model, block)
+        cover = torch.zeros(64, 64)
+        for top, left, bottom, right in boxes.tolist():
+            assert (bottom - top, right - left) == (step, step)
+            cover[top:bottom, left:right] += 1
+        assert torch.equal(cover, torch.ones(64, 64))
+    merged, fine = token_boxes(model, 2)[9], token_boxes(model, 0)
+    inside = (fine[:, 0] >= merged[0]) & (fine[:, 2] <= merged[2]) & \
+        (fine[:, 1] >= merged[1]) & (fine[:, 3] <= merged[3])
+    assert int(inside.sum()) == 4
+
+
+def test_swin_refuses_what_it_cannot_support(swin):
+    from vitcls_utils.model.perturbations import AttentionPerturbation
+
+    model = swin[0]
+    with pytest.raises(VitclsError, match="window"):
+        AttentionPerturbation("self_only").fwd_hooks(model)
+    with pytest.raises(VitclsError, match="window"):
+        with keeping_tokens(model, torch.tensor([[0, 1]])):
+            pass
+    with pytest.raises(VitclsError, match="stage"):
+        require(model, "per_block_store", "an extraction store")
+    spec = get_variant("timm:swin_tiny_patch4_window7_224:random")
+    assert variant_family(spec).name == "swin"
+    from vitcls_utils.running.notebook_rules import applies
+
+    assert not applies("tab1_identifiability_rate", spec, "imagenet-s")
 
 
 def test_variant_family_reads_the_model_not_the_name():

@@ -34,6 +34,7 @@ _compat.ensure_torchvision_ops()
 from timm.models.beit import Block as BeitBlock  # noqa: E402
 from timm.models.convit import Block as ConVitBlock  # noqa: E402
 from timm.models.eva import EvaBlock, EvaBlockPostNorm  # noqa: E402
+from timm.models.swin_transformer import SwinTransformerBlock  # noqa: E402
 from timm.models.vision_transformer import Block, ResPostBlock  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -41,7 +42,7 @@ from torch import nn  # noqa: E402
 SiteTable = Dict[str, Tuple[nn.Module, bool]]
 
 #: what an analysis may need of a family, and the capability names refusals use
-CAPABILITIES = ("class_space", "attention_pattern", "attention_edit", "token_removal")
+CAPABILITIES = ("attention_edit", "token_removal", "per_block_store")
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,13 @@ _ROPE = ("the rotary embedding is computed for the full patch grid and applied i
 _RELPOS = ("the relative position bias is a table over pairs of grid positions of the full "
            "sequence, so a shortened sequence has no defined bias")
 
+_WINDOWS = ("attention is computed within (shifted) windows of a fixed grid: there is no "
+            "prefix token and no image-wide pattern to edit, and a shortened sequence does not "
+            "tile into windows")
+_STAGES = ("the token grid and width change from stage to stage, so the stores' one grid per "
+           "block and the chapters built on them do not apply; read the blocks through the "
+           "hooks, the last stage in class space (ClassProjector)")
+
 FAMILIES: Dict[str, Family] = {
     "vit": Family("vit", "timm VisionTransformer Block: pre-norm, optional layer scale "
                   "(ls1/ls2); ViT, DeiT, DeiT III, DINOv2 (registers), FlexiViT, CLIP, SigLIP"),
@@ -81,6 +89,10 @@ FAMILIES: Dict[str, Family] = {
                    "mean-pooled fc_norm", refused={"token_removal": _RELPOS}),
     "eva": Family("eva", "EVA / EVA-02 block: rotary embeddings, SwiGLU MLP, layer scale "
                   "gamma_1/gamma_2", refused={"token_removal": _ROPE}),
+    "swin": Family("swin", "Swin block: attention within (shifted) windows, relative position "
+                   "bias, stages joined by patch merging, no [CLS], mean-pooled head",
+                   refused={"attention_edit": _WINDOWS, "token_removal": _WINDOWS,
+                            "per_block_store": _STAGES}),
 }
 
 #: timm models of each family that the identity tests build (cut down) and check: the book's
@@ -90,19 +102,17 @@ VERIFIED_ON: Dict[str, Tuple[str, ...]] = {
             "vit_base_patch16_siglip_224"),
     "beit": ("beit_base_patch16_224",),
     "eva": ("eva02_tiny_patch14_224",),
+    "swin": ("swin_tiny_patch4_window7_224",),
 }
 #: model kinds refused as a whole, and why (the book's table lists them too)
 NOT_SUPPORTED: Dict[str, str] = {
-    "Swin (timm.models.swin_transformer)": (
-        "hierarchical stages of windowed attention: no flat block sequence, and the token "
-        "count and width change between stages, so one class readout per block is not "
-        "defined here yet; refused when the variant is made, naming SwinTransformerBlock"),
     "CNNs (ResNet, ConvNeXt, ...)": "no tokens: `vitcls evaluate` on a registry CNN only",
 }
 
 #: block classes this module knows, for messages
 KNOWN_BLOCKS = ("vision_transformer.Block", "vision_transformer.ResPostBlock", "convit.Block",
-                "beit.Block", "eva.EvaBlock", "eva.EvaBlockPostNorm")
+                "beit.Block", "eva.EvaBlock", "eva.EvaBlockPostNorm",
+                "swin_transformer.SwinTransformerBlock")
 
 
 def block_family(block: nn.Module) -> Family:
@@ -127,6 +137,8 @@ def block_family(block: nn.Module) -> Family:
         return FAMILIES["beit"]
     if isinstance(block, (EvaBlock, EvaBlockPostNorm)):
         return FAMILIES["eva"]
+    if isinstance(block, SwinTransformerBlock):
+        return FAMILIES["swin"]
     raise VitclsError(
         f"unsupported block type {type(block).__module__}.{type(block).__name__}: the anatomy "
         f"adapters know timm's {', '.join(KNOWN_BLOCKS)}; a model built of other blocks has "
@@ -146,20 +158,38 @@ def model_family(model: nn.Module) -> Family:
         VitclsError: the model has no ``blocks`` sequence (a CNN; a hierarchical model such as
             Swin, whose stages hold the blocks), a block no adapter knows, or mixed families.
     """
-    blocks = getattr(model, "blocks", None)
-    if blocks is None or not len(blocks):
+    blocks = blocks_of(model)
+    if not blocks:
         inner = _first_block_like(model)
         met = f"; its first block is {type(inner).__module__}.{type(inner).__name__}" \
             if inner is not None else ""
         raise VitclsError(
-            f"{type(model).__name__} has no flat sequence of transformer blocks (model.blocks)"
-            f"{met}. The anatomy adapters read isotropic ViTs ({', '.join(KNOWN_BLOCKS)}); "
-            "hierarchical models (Swin's stages of windowed attention, whose token count and "
-            "width change between stages) and CNNs have no per-block class readout here")
+            f"{type(model).__name__} has no sequence of transformer blocks (model.blocks, or "
+            f"the blocks of Swin's stages){met}. The anatomy adapters read "
+            f"{', '.join(KNOWN_BLOCKS)}; a CNN has no tokens to read")
     found = {block_family(b).name for b in blocks}
     if len(found) > 1:
         raise VitclsError(f"{type(model).__name__} mixes block families {sorted(found)}")
     return FAMILIES[found.pop()]
+
+
+def blocks_of(model: nn.Module) -> List[nn.Module]:
+    """The model's transformer blocks in forward order: ``model.blocks``, or the blocks of
+    each stage in turn for a hierarchical model (Swin's ``layers[s].blocks``); [] for none.
+
+    Args:
+        model: a timm model.
+
+    Returns:
+        The blocks; ``blocks.{i}`` site names count them from 0 across stages.
+    """
+    blocks = getattr(model, "blocks", None)
+    if blocks is not None:
+        return list(blocks)
+    stages = getattr(model, "layers", None)
+    if stages is None or not all(hasattr(stage, "blocks") for stage in stages):
+        return []
+    return [block for stage in stages for block in stage.blocks]
 
 
 def require(model: nn.Module, capability: str, what: str) -> None:
@@ -224,7 +254,7 @@ def site_table(block: nn.Module) -> SiteTable:
                       "hook_resid_mid": (block.norm2, True),
                       "mlp.hook_pre": (block.mlp.fc1, False),
                       "mlp.hook_post": (block.mlp.act, False)})
-    else:  # beit, eva: layer scale is a parameter, so the drop-path modules carry the branches
+    else:  # beit, eva, swin: layer scale (if any) is a parameter: drop path carries the branch
         post_norm = isinstance(block, EvaBlockPostNorm)
         table.update({"hook_attn_out": (block.drop_path1, False),
                       "hook_mlp_out": (block.drop_path2, False),
@@ -232,7 +262,42 @@ def site_table(block: nn.Module) -> SiteTable:
         table.update(_mlp_sites(block.mlp))
         if family == "eva":  # EVA may normalise the heads' concatenation before proj
             table["attn.hook_z"] = (attn.norm, True)
+    if family == "swin":  # its pattern and z are per window: [B * windows, H, w*w, w*w]
+        table["hook_resid_mid"] = (block.norm2, True)
     return table
+
+
+def token_boxes(model: nn.Module, block: int) -> "torch.Tensor":
+    """The image region of every patch token of a block's residual stream, in input pixels.
+
+    A ViT's tokens are its patches; a Swin token of stage s stands for the square of
+    ``reduction`` pixels that its merged patches cover (4 px in stage 1, 8 in stage 2, ...).
+
+    Args:
+        model: a timm model.
+        block: 0-based block index (``blocks.{i}``, counted across stages).
+
+    Returns:
+        [N, 4] int64 boxes (top, left, bottom, right), row-major like the tokens (prefix
+        tokens excluded).
+    """
+    import torch
+
+    blocks = blocks_of(model)
+    if not 0 <= block < len(blocks):
+        raise VitclsError(f"block {block}: the model has blocks 0..{len(blocks) - 1}")
+    side = tuple(int(v) for v in model.patch_embed.img_size)
+    if hasattr(model, "blocks"):
+        step = tuple(int(v) for v in model.patch_embed.patch_size)
+    else:
+        sizes = [len(stage.blocks) for stage in model.layers]
+        stage = next(s for s in range(len(sizes)) if block < sum(sizes[:s + 1]))
+        step = (int(model.feature_info[stage]["reduction"]),) * 2
+    rows = torch.arange(side[0] // step[0]) * step[0]
+    cols = torch.arange(side[1] // step[1]) * step[1]
+    top, left = torch.meshgrid(rows, cols, indexing="ij")
+    top, left = top.reshape(-1), left.reshape(-1)
+    return torch.stack([top, left, top + step[0], left + step[1]], -1)
 
 
 def head_shape(block: nn.Module) -> Tuple[int, int]:

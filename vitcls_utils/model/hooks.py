@@ -36,7 +36,7 @@ _compat.ensure_torchvision_ops()
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from .families import head_shape, site_table  # noqa: E402
+from .families import blocks_of, head_shape, site_table  # noqa: E402
 
 HookFn = Callable[[torch.Tensor, str], Optional[torch.Tensor]]
 NameFilter = Union[str, Sequence[str], Callable[[str], bool]]
@@ -52,16 +52,19 @@ class _Target:
 
 
 def _resolve(model: nn.Module, name: str) -> _Target:
-    if name == "hook_embed":
-        return _Target(model.pos_drop, use_input=False, kind=name)
+    if name == "hook_embed":  # Swin has no position dropout: its patch embedding
+        embed = getattr(model, "pos_drop", None)
+        return _Target(embed if embed is not None else model.patch_embed, use_input=False,
+                       kind=name)
     match = _BLOCK_NAME.match(name)
     if not match or match.group(2) not in BLOCK_SITES:
         raise VitclsError(f"unknown site {name!r}; sites are {GLOBAL_SITES} and "
                           f"'blocks.<i>.<kind>' with kind in {BLOCK_SITES}")
     index, kind = int(match.group(1)), match.group(2)
-    if not 0 <= index < len(model.blocks):
-        raise VitclsError(f"site {name!r}: the model has blocks 0..{len(model.blocks) - 1}")
-    block = model.blocks[index]
+    blocks = blocks_of(model)
+    if not 0 <= index < len(blocks):
+        raise VitclsError(f"site {name!r}: the model has blocks 0..{len(blocks) - 1}")
+    block = blocks[index]
     table = site_table(block)
     module, use_input = table[kind]
     if kind == "attn.hook_pattern" and getattr(block.attn, "fused_attn", False):
@@ -80,7 +83,7 @@ def site_names(model: nn.Module, kinds: Optional[Sequence[str]] = None) -> List[
     """
     wanted = None if kinds is None else {site_kind(k) for k in kinds}
     names = [n for n in GLOBAL_SITES if wanted is None or n in wanted]
-    for i in range(len(model.blocks)):
+    for i in range(len(blocks_of(model))):
         names += [f"blocks.{i}.{k}" for k in BLOCK_SITES if wanted is None or k in wanted]
     return names
 
@@ -88,7 +91,7 @@ def site_names(model: nn.Module, kinds: Optional[Sequence[str]] = None) -> List[
 def block_sites(model: nn.Module, kinds: Sequence[str]) -> List[str]:
     """``blocks.{i}.<kind>`` for every block, kinds in the order given (block-major)."""
     full = [site_kind(k) for k in kinds]
-    return [f"blocks.{i}.{k}" for i in range(len(model.blocks)) for k in full]
+    return [f"blocks.{i}.{k}" for i in range(len(blocks_of(model))) for k in full]
 
 
 def _matching(model: nn.Module, names: NameFilter) -> List[str]:
@@ -103,13 +106,21 @@ def _attach(model: nn.Module, name: str, fn: HookFn) -> torch.utils.hooks.Remova
     target = _resolve(model, name)
     heads = None
     if target.kind == "attn.hook_z":
-        heads = head_shape(model.blocks[int(name.split(".")[1])])
+        heads = head_shape(blocks_of(model)[int(name.split(".")[1])])
+    grid = []  # a Swin residual is [B, H, W, C]: its sites are [B, H*W, C], tokens row-major
 
     def as_site(value: torch.Tensor) -> torch.Tensor:
-        return value.unflatten(-1, heads) if heads else value
+        if heads:
+            return value.unflatten(-1, heads)
+        if value.dim() == 4 and target.kind != "attn.hook_pattern":
+            grid[:] = [value.shape[1:3]]
+            return value.flatten(1, 2)
+        return value
 
     def as_module(value: torch.Tensor) -> torch.Tensor:
-        return value.flatten(-2) if heads else value
+        if heads:
+            return value.flatten(-2)
+        return value.unflatten(1, grid[0]) if grid else value
 
     if target.use_input:
         def pre_hook(module, args):

@@ -91,6 +91,7 @@ class AttentionPerturbation:
 
     def fwd_hooks(self, model: nn.Module) -> List[tuple]:
         """The (site names, hook) pairs that apply this perturbation to ``model``."""
+        require(model, "attention_edit", f"the attention perturbation {self.name}")
         layout = TokenLayout.of(model)
         if self.mode == "no_cls" and not layout.has_cls:
             raise VitclsError(f"no_cls needs a [CLS] token; {type(model).__name__} with "

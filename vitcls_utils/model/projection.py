@@ -50,7 +50,7 @@ class ClassProjector(nn.Module):
         self.attn_pool = frozen(pool) if pool is not None else None
         self.norm = frozen(getattr(model, "norm", nn.Identity()))
         self.fc_norm = frozen(getattr(model, "fc_norm", nn.Identity()))
-        self.head = frozen(model.head) if self.has_head else None
+        self.head = frozen(_linear_head(model)) if self.has_head else None
         head_dist = getattr(model, "head_dist", None)
         if head_dist is None or heads == "head":
             self.head_dist = None
@@ -65,12 +65,20 @@ class ClassProjector(nn.Module):
     def normalize(self, tokens: torch.Tensor) -> torch.Tensor:
         """The head's input for every token: fc_norm(norm(x)) in float32 (the final CLS gives
         timm's ``pre_logits``); defined with or without a head."""
+        self._check_width(tokens)
         with torch.autocast(device_type=tokens.device.type, enabled=False):
             normed = self.norm(tokens.float())
             if self.attn_pool is not None:
                 flat = normed.reshape(-1, 1, normed.shape[-1])
                 normed = self.attn_pool(flat).reshape(normed.shape)
             return self.fc_norm(normed)
+
+    def _check_width(self, tokens: torch.Tensor) -> None:
+        width = self.head.in_features if self.head is not None else tokens.shape[-1]
+        if tokens.shape[-1] != width:
+            raise VitclsError(f"tokens of width {tokens.shape[-1]} cannot be read by a head "
+                              f"of width {width}: in a hierarchical model (Swin) only the last "
+                              "stage's tokens live in the head's space")
 
     def pool(self, tokens: torch.Tensor, num_prefix: int, pooling: str) -> torch.Tensor:
         """The head's input of the model's own pooled representation of a final residual stream:
@@ -111,6 +119,7 @@ class ClassProjector(nn.Module):
         if self.head is None:
             raise NoClassHeadError("this projector was built without a class head: "
                                    "only normalize() is defined")
+        self._check_width(normalized)
         with torch.autocast(device_type=normalized.device.type, enabled=False):
             z = normalized.float()
             logits = self.head(z)
@@ -122,7 +131,14 @@ class ClassProjector(nn.Module):
 def has_class_head(model: nn.Module) -> bool:
     """True when the model maps tokens to classes (timm's ``num_classes=0`` models do not)."""
     return int(getattr(model, "num_classes", 0) or 0) > 0 and hasattr(
-        getattr(model, "head", None), "out_features")
+        _linear_head(model), "out_features")
+
+
+def _linear_head(model: nn.Module):
+    """The linear classifier: ``model.head``, or the ``fc`` of timm's ``ClassifierHead``
+    (Swin: mean over the token grid, then ``fc``; the pooling is :meth:`ClassProjector.pool`'s)."""
+    head = getattr(model, "head", None)
+    return head.fc if hasattr(head, "fc") and not hasattr(head, "out_features") else head
 
 
 def no_head_message(model) -> str:

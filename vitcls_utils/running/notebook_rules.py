@@ -93,6 +93,8 @@ def _family_allows(spec: Variant, notebook: str) -> bool:
     from ..model.families import variant_family
 
     family = variant_family(spec)
+    if not family.supports("per_block_store"):  # Swin: no notebook reads its stages yet
+        return False
     if notebook in NEEDS_TOKEN_REMOVAL and not family.supports("token_removal"):
         return False
     return not (notebook in NEEDS_PLAIN_MLP and family.name == "eva")
