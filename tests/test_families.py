@@ -257,6 +257,8 @@ def test_swin_refuses_what_it_cannot_support(swin):
             pass
     with pytest.raises(VitclsError, match="stage"):
         require(model, "per_block_store", "an extraction store")
+    with pytest.raises(VitclsError, match="stage"):
+        TokenLayout.of(model)
     spec = get_variant("timm:swin_tiny_patch4_window7_224:random")
     assert variant_family(spec).name == "swin"
     from vitcls_utils.running.notebook_rules import applies
