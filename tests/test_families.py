@@ -302,3 +302,18 @@ def test_store_for_a_timm_key_on_the_toy_set(key, kwargs, tmp_path):
         assert rank.shape[1] == 2 and 0 <= store.accuracy <= 1
     finally:
         registry.VARIANTS.pop(small.key, None)
+
+
+def test_attention_pooled_models_are_kept_from_mean_token_readouts():
+    """SigLIP's pool is not a mean: explanation maps and the patch readout's pooled column
+    refuse it, and the runner plans neither for a 'map' variant."""
+    from vitcls_utils.analysis.explanation_maps import class_space_maps
+    from vitcls_utils.running.notebook_rules import NEEDS_MEAN_POOL, applies
+
+    model = build("siglip")
+    with pytest.raises(VitclsError, match="attention-pooled"):
+        class_space_maps(model, images(model), torch.tensor([0, 1]))
+    spec = get_variant("timm:vit_base_patch16_siglip_224:random:classes=24")
+    assert spec.pooling == "map"
+    assert not any(applies(name, spec, "toy") for name in NEEDS_MEAN_POOL)
+    assert applies("tab1_identifiability_rate", spec, "toy")

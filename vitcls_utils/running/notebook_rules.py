@@ -37,6 +37,9 @@ NEEDS_CLS = ("ghiasi_tab1_cls_isolation", "ghiasi_bridge_cls_isolation")
 #: keep_context): not run on a block family that refuses it (BEiT's relative position bias,
 #: EVA's rotary embeddings are defined on the full grid)
 NEEDS_TOKEN_REMOVAL = ("tab_context_perturbation",)
+#: notebooks that read a pooled representation as the mean token: not on attention-pooled
+#: models (SigLIP's 'map' head), whose pool is not a mean
+NEEDS_MEAN_POOL = ("fig5_explanation_maps", "figA11_perturbation_test", "ghiasi_fig7_patch_heatmap")
 #: notebooks that read an MLP's units as fc1 rows (feature visualisation): not on gated MLPs
 NEEDS_PLAIN_MLP = ("ghiasi_fig1_feature_viz",)
 
@@ -77,6 +80,8 @@ def applies(notebook: str, spec: Variant, dataset: str,
                                               + HEADLESS_NOTEBOOKS):
         return False
     if notebook in NEEDS_CLS and spec.pooling != "token":
+        return False
+    if notebook in NEEDS_MEAN_POOL and spec.pooling == "map":
         return False
     if spec.family == "timm" and not _family_allows(spec, notebook):
         return False
