@@ -113,3 +113,12 @@ def test_run_files_and_run_arguments_accept_timm_keys(tmp_path):
     assert [r.key for r in runs] == ["timm:deit3_small_patch16_224:random:classes=24"]
     runs = runfile.from_arguments(["timm:deit3_small_patch16_224:random"], "toy", None)
     assert runs[0].key == "timm:deit3_small_patch16_224:random"
+
+
+def test_timm_variants_stay_out_of_the_registry_listing_and_name_why_they_are_headless():
+    from vitcls_utils.model.projection import no_head_message
+
+    key = "timm:vit_small_patch14_reg4_dinov2:random"
+    assert get_variant(key) is get_variant(key)  # made once
+    assert key not in {v.key for v in registry.list_variants()}
+    assert "declares no class head" in no_head_message(key)

@@ -14,7 +14,7 @@ from typing import Dict
 
 from .. import _compat
 from ..base.errors import NoClassHeadError, VitclsError
-from .registry import VARIANTS
+from .registry import get_variant
 
 _compat.ensure_torchvision_ops()
 
@@ -148,7 +148,10 @@ def no_head_message(model) -> str:
     info = getattr(model, "vitcls_info", None)
     name = model if isinstance(model, str) else (
         info.variant.key if info is not None else type(model).__name__)
-    family = VARIANTS[name].family if name in VARIANTS else None
+    try:
+        family = get_variant(name).family
+    except VitclsError:  # a model built outside the registry
+        family = None
     if family == "clip":
         why = ("a CLIP image tower: its projection maps into CLIP's text-embedding space, not "
                "onto classes")

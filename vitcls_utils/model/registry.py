@@ -257,6 +257,10 @@ GHIASI_KEYS: Tuple[str, ...] = tuple(v.key for v in _GHIASI_VARIANTS)
 CONVIT_KEYS: Tuple[str, ...] = tuple(v.key for v in _CONVIT_VARIANTS)
 
 
+#: ``timm:`` variants made so far (not listed among the registry's rows)
+_TIMM_MADE: Dict[str, Variant] = {}
+
+
 def register(variant: Variant) -> Variant:
     """Add a variant (the toy models, a user's own fine-tune) to the registry."""
     VARIANTS[variant.key] = variant
@@ -287,8 +291,10 @@ def get_variant(key: VariantLike) -> Variant:
     try:
         return VARIANTS[key]
     except KeyError:
-        if is_timm_key(key):  # made once from timm's configs, then kept (and overridable)
-            return register(timm_variant(key))
+        if is_timm_key(key):  # made once from timm's configs, kept apart from the table
+            if key not in _TIMM_MADE:  # (a register()ed row of the same key wins)
+                _TIMM_MADE[key] = timm_variant(key)
+            return _TIMM_MADE[key]
         known = ", ".join(VARIANTS)
         raise UnknownVariantError(f"unknown variant {key!r}; known variants: {known}, or any "
                                   "timm model as timm:<name>[.<tag>][:random]") from None
