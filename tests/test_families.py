@@ -317,3 +317,22 @@ def test_attention_pooled_models_are_kept_from_mean_token_readouts():
     assert spec.pooling == "map"
     assert not any(applies(name, spec, "toy") for name in NEEDS_MEAN_POOL)
     assert applies("tab1_identifiability_rate", spec, "toy")
+
+
+def test_key_value_memories_are_refused_for_gated_mlps_and_pooled_heads():
+    """EVA-02's SwiGLU has no one key per memory, SigLIP's pool sits before its head: chapter
+    3's memory analyses refuse both, and the runner plans none of those notebooks for them."""
+    from vitcls_utils.analysis.memories import Memories
+    from vitcls_utils.running.notebook_rules import KEY_VALUE_MEMORIES, applies
+
+    with pytest.raises(VitclsError, match="gated MLP"):
+        Memories.of(build("eva02"))
+    with pytest.raises(VitclsError, match="attention-pooled"):
+        Memories.of(build("siglip"))
+    assert Memories.of(build("beit")).n_blocks == 2  # plain MLP, class-token head: read
+    eva = get_variant("timm:eva02_tiny_patch14_336.mim_in22k_ft_in1k:random:classes=24")
+    beit = get_variant("timm:beit_base_patch16_224:random:classes=24")
+    assert not any(applies(name, eva, "toy") for name in KEY_VALUE_MEMORIES)
+    assert all(applies(name, beit, "toy") for name in KEY_VALUE_MEMORIES
+               if name.startswith(("fig", "tab")))
+    assert applies("fig3b_sublayer_change_rate", eva, "toy")

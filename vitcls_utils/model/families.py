@@ -300,10 +300,52 @@ def token_boxes(model: nn.Module, block: int) -> "torch.Tensor":
     return torch.stack([top, left, top + step[0], left + step[1]], -1)
 
 
+def gated_mlp(block: nn.Module) -> bool:
+    """Whether a block's MLP is gated (SwiGLU, GluMlp): fc1's outputs are then not one key per
+    value vector of fc2."""
+    first = getattr(block.mlp, "fc1", None)
+    return first is None or first.out_features != block.mlp.fc2.in_features
+
+
+def require_key_value_memories(model: nn.Module) -> None:
+    """Refuse chapter 3's key-value reading of a model it does not fit, saying why.
+
+    Args:
+        model: a timm model.
+
+    Raises:
+        VitclsError: an attention-pooled model (its pooling MLP sits between the residual
+            stream and the head, so E · value is not its readout) or a gated MLP (a memory's
+            coefficient is a gate times a unit: fc1 has no one key per memory).
+    """
+    if getattr(model, "attn_pool", None) is not None:
+        raise VitclsError("key-value memories project value vectors with the head's class "
+                          "embeddings; an attention-pooled model (SigLIP's 'map' head) puts its "
+                          "pooling MLP between the residual stream and the head, so that "
+                          "projection is not its readout")
+    if any(gated_mlp(block) for block in blocks_of(model)):
+        raise VitclsError("key-value memories read fc1's outputs as one key per value vector; "
+                          "a gated MLP (SwiGLU, as in EVA-02) multiplies a gate and a unit, so "
+                          "it has no such key")
+
+
 def head_shape(block: nn.Module) -> Tuple[int, int]:
     """(heads, width per head) of a block's ``attn.hook_z``."""
     attn = block.attn
     return attn.num_heads, attn.proj.in_features // attn.num_heads
+
+
+@lru_cache(maxsize=None)
+def variant_gated_mlp(variant) -> bool:
+    """Whether a variant's architecture has gated MLPs (built on the meta device).
+
+    Args:
+        variant: a :class:`~vitcls_utils.model.variant.Variant`.
+
+    Returns:
+        True when some block's MLP is gated (:func:`gated_mlp`).
+    """
+    return any(gated_mlp(block) for block in blocks_of(_meta_model(variant)))
 
 
 @lru_cache(maxsize=None)
@@ -317,14 +359,17 @@ def variant_family(variant) -> Family:
     Returns:
         The :class:`Family`.
     """
+    return model_family(_meta_model(variant))
+
+
+def _meta_model(variant) -> nn.Module:
     import timm
     import torch
 
     with torch.device("meta"):
-        model = timm.create_model(variant.timm_name, pretrained=False,
-                                  **{"num_classes": variant.num_classes,
-                                     **dict(variant.model_kwargs)})
-    return model_family(model)
+        return timm.create_model(variant.timm_name, pretrained=False,
+                                 **{"num_classes": variant.num_classes,
+                                    **dict(variant.model_kwargs)})
 
 
 def family_names() -> List[str]:

@@ -36,12 +36,17 @@ NEEDS_CLS = ("ghiasi_tab1_cls_isolation", "ghiasi_bridge_cls_isolation")
 #: notebooks that run the model on a shortened token sequence (chapter 2's keep_class /
 #: keep_context): not run on a block family that refuses it (BEiT's relative position bias,
 #: EVA's rotary embeddings are defined on the full grid)
-NEEDS_TOKEN_REMOVAL = ("tab_context_perturbation",)
+NEEDS_TOKEN_REMOVAL = ("tab_context_perturbation", "figA11_perturbation_test")
 #: notebooks that read a pooled representation as the mean token: not on attention-pooled
 #: models (SigLIP's 'map' head), whose pool is not a mean
 NEEDS_MEAN_POOL = ("fig5_explanation_maps", "figA11_perturbation_test", "ghiasi_fig7_patch_heatmap")
-#: notebooks that read an MLP's units as fc1 rows (feature visualisation): not on gated MLPs
+#: notebooks that read an MLP's units as fc1 rows (feature visualisation, chapter 3's
+#: key-value memories): not on gated MLPs (SwiGLU) nor, for the memories, attention-pooled
+#: heads (analysis/memories and model/families say why)
 NEEDS_PLAIN_MLP = ("ghiasi_fig1_feature_viz",)
+KEY_VALUE_MEMORIES = ("fig4a_class_value_agreement", "fig4b_key_value_agreement",
+                      "figA8_correct_vs_misclassified", "figA9_memory_compositionality",
+                      "tabA6b_value_vectors", "ghiasi_bridge_ffn_memories")
 
 
 def chapters(toc: Path = ROOT / "_toc.yml") -> Dict[str, Tuple[str, ...]]:
@@ -81,7 +86,7 @@ def applies(notebook: str, spec: Variant, dataset: str,
         return False
     if notebook in NEEDS_CLS and spec.pooling != "token":
         return False
-    if notebook in NEEDS_MEAN_POOL and spec.pooling == "map":
+    if notebook in NEEDS_MEAN_POOL + KEY_VALUE_MEMORIES and spec.pooling == "map":
         return False
     if spec.family == "timm" and not _family_allows(spec, notebook):
         return False
@@ -95,11 +100,11 @@ def applies(notebook: str, spec: Variant, dataset: str,
 
 def _family_allows(spec: Variant, notebook: str) -> bool:
     """A ``timm:`` variant's block family (read off the model) against the notebook's needs."""
-    from ..model.families import variant_family
+    from ..model.families import variant_family, variant_gated_mlp
 
     family = variant_family(spec)
     if not family.supports("per_block_store"):  # Swin: no notebook reads its stages yet
         return False
     if notebook in NEEDS_TOKEN_REMOVAL and not family.supports("token_removal"):
         return False
-    return not (notebook in NEEDS_PLAIN_MLP and family.name == "eva")
+    return not (notebook in NEEDS_PLAIN_MLP + KEY_VALUE_MEMORIES and variant_gated_mlp(spec))
