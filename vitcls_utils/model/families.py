@@ -19,6 +19,11 @@ Families:
   position bias added to the logits before the softmax, mean-pooled ``fc_norm``).
 - ``eva``: ``timm.models.eva`` (EVA, EVA-02: rotary embeddings applied to q and k of the patch
   tokens, SwiGLU MLPs, an optional norm before the out-projection).
+- ``swin``: ``timm.models.swin_transformer`` (stages of blocks joined by patch merging,
+  attention within shifted windows, no [CLS]). Its blocks are numbered across stages
+  (:func:`blocks_of`), its residual sites hold the stage's grid row-major, its pattern is per
+  window, and :func:`token_boxes` maps a (merged) token to its image region. Only the last
+  stage has the head's width; the stores and chapters, which index one grid per block, refuse it.
 """
 from __future__ import annotations
 
