@@ -340,6 +340,9 @@ def test_chapter1_table_on_random_timm_families_and_their_plans(tmp_path):
     beit = {j.notebook.stem for j in runner.plan(["timm:beit_base_patch16_224:random:classes=24"],
                                                  "chapter2", tmp_path, "cpu", dataset="toy")}
     assert beit == set(runner.chapters()["chapter2"]) - {"tab_context_perturbation"}
+    beit = {j.notebook.stem for j in runner.plan(["timm:beit_base_patch16_224:random:classes=24"],
+                                                 "chapter4", tmp_path, "cpu", dataset="toy")}
+    assert beit == {"fig5_explanation_maps"}  # A11 and A12 remove tokens
     swin = runner.plan(["timm:swin_tiny_patch4_window7_224:random:classes=24"], "chapter1",
                        tmp_path, "cpu", dataset="toy")
     assert not [j for j in swin if j.variant]

@@ -34,9 +34,10 @@ TOY_ONLY = ("convit_tab2_sample_efficiency",)
 #: notebooks that intervene on the [CLS] token: not run on GAP models, which have none
 NEEDS_CLS = ("ghiasi_tab1_cls_isolation", "ghiasi_bridge_cls_isolation")
 #: notebooks that run the model on a shortened token sequence (chapter 2's keep_class /
-#: keep_context): not run on a block family that refuses it (BEiT's relative position bias,
+#: keep_context, chapter 4's perturbation test, also inside the probing notebook): not run on a block family that refuses it (BEiT's relative position bias,
 #: EVA's rotary embeddings are defined on the full grid)
-NEEDS_TOKEN_REMOVAL = ("tab_context_perturbation", "figA11_perturbation_test")
+NEEDS_TOKEN_REMOVAL = ("tab_context_perturbation", "figA11_perturbation_test",
+                       "figA12_linear_probing")
 #: notebooks that read a pooled representation as the mean token: not on attention-pooled
 #: models (SigLIP's 'map' head), whose pool is not a mean
 NEEDS_MEAN_POOL = ("fig5_explanation_maps", "figA11_perturbation_test", "ghiasi_fig7_patch_heatmap")
