@@ -31,6 +31,7 @@ reference-outputs: $(STAMP)
 
 book: $(STAMP)
 	$(VENV)/bin/python -m vitcls_utils.report.models_page > book/generated/variants_table.md
+	$(VENV)/bin/python -m vitcls_utils.report.families_page > book/generated/families_table.md
 	TQDM_DISABLE=1 $(VENV)/bin/vitcls run --config data/runs/toy.yml --jobs 2
 	$(VENV)/bin/jupyter-book build . --warningiserror --nitpick --keep-going
 	@echo "The book is at $(CURDIR)/_build/html/index.html"

@@ -325,3 +325,29 @@ def test_a_folder_with_boxes_gets_the_fgbg_notebooks(tmp_path):
     assert not planned() & {"ghiasi_tab2_fgbg", "tab_context_perturbation"}
     with_boxes = planned(boxes="LOC_val_solution.csv")
     assert "ghiasi_tab2_fgbg" in with_boxes and "tab_context_perturbation" not in with_boxes
+
+
+def test_chapter1_table_on_random_timm_families_and_their_plans(tmp_path):
+    """Table 1 runs on random-init DeiT III, EVA-02 and DINOv2 with registers (timm keys, toy
+    images, one per class; BEiT's base width costs ~20 s more, so its store is tested in
+    test_families instead). The plans keep token removal off BEiT and EVA and every notebook
+    off Swin, whose stages the stores do not index."""
+    notebook = runner.source_notebooks("tab1_identifiability_rate")[0]
+    for key in ("timm:deit3_small_patch16_224:random:img_size=64:classes=24",
+                "timm:eva02_tiny_patch14_336.mim_in22k_ft_in1k:random:img_size=56:classes=24",
+                "timm:vit_small_patch14_reg4_dinov2:random:img_size=56:classes=24"):
+        params = {"variant": key, "dataset": "toy", "device": "cpu", "n_per_class": 1,
+                  "results_dir": str(tmp_path / "results")}
+        job = runner.execute(runner.Job(notebook, tmp_path / "runs" / str(hash(key)) /
+                                        notebook.name, params, key), keep_kernel=True)
+        assert job.status == "ran", job.message
+    kernels.discard_thread_kernel()
+    beit = {j.notebook.stem for j in runner.plan(["timm:beit_base_patch16_224:random:classes=24"],
+                                                 "chapter2", tmp_path, "cpu", dataset="toy")}
+    assert beit == set(runner.chapters()["chapter2"]) - {"tab_context_perturbation"}
+    beit = {j.notebook.stem for j in runner.plan(["timm:beit_base_patch16_224:random:classes=24"],
+                                                 "chapter4", tmp_path, "cpu", dataset="toy")}
+    assert beit == {"fig5_explanation_maps"}  # A11 and A12 remove tokens
+    swin = runner.plan(["timm:swin_tiny_patch4_window7_224:random:classes=24"], "chapter1",
+                       tmp_path, "cpu", dataset="toy")
+    assert not [j for j in swin if j.variant]

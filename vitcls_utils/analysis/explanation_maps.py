@@ -78,6 +78,11 @@ def class_space_maps(model: nn.Module, images: torch.Tensor, classes: torch.Tens
         paper: the authors' loss (double softmax on the attention sub-layer's projection).
     """
     layout = TokenLayout.of(model)
+    if not layout.has_cls and getattr(model, "attn_pool", None) is not None:
+        raise VitclsError("explanation maps follow the gradient of the readout of the model's "
+                          "own representation per block; an attention-pooled model (SigLIP's "
+                          "'map' head) pools all tokens through its latent query, and the mean "
+                          "token stands for no such representation")
     projector = ClassProjector(model).to(images.device)
     site = "hook_attn_out" if paper else "hook_resid_post"
     extra = [f"blocks.{b}.{site}" for b in range(len(model.blocks))]

@@ -29,6 +29,7 @@ import pandas as pd
 
 from .. import _compat
 from ..base.errors import StoreError, VitclsError
+from ..model.families import require_key_value_memories
 from ..stores.reader import Store
 from ..base.sites import positions_of_kind
 from ..base.stats import box_summary, permutation_greater, wilcoxon_greater
@@ -45,9 +46,7 @@ KEY_TOPK = 5
 LAYERS = ("attn", "mlp")
 
 
-# ----------------------------------------------------------------------------------------------
-# Parameters
-# ----------------------------------------------------------------------------------------------
+# Parameters -----------------------------------------------------------------------------------
 @dataclass
 class Memories:
     """The value projections of every block, computed once from float32 copies.
@@ -62,6 +61,7 @@ class Memories:
     @classmethod
     def of(cls, model: nn.Module) -> "Memories":
         """Read ``model``'s head and out-projections; the model itself is not touched."""
+        require_key_value_memories(model)  # not SigLIP's pooled head, not a gated MLP
         embed = model.head.weight.detach().float().cpu().clone()  # [C, d]
         embed_unit = embed / embed.norm(dim=1, keepdim=True)
         projection: Dict[str, List[torch.Tensor]] = {layer: [] for layer in LAYERS}

@@ -81,6 +81,10 @@ def patch_readout(model: nn.Module, dataset, batch_size: int = 64,
     layout = TokenLayout.of(model)
     if layout.grid[0] * layout.grid[1] == 0:
         raise VitclsError("the model has no patch tokens")
+    if getattr(model, "attn_pool", None) is not None:
+        raise VitclsError("the pooled column is the head on the mean of the normed patches, "
+                          "the model's own pooling only for average-pooled models; an "
+                          "attention-pooled model (SigLIP's 'map' head) pools otherwise")
     device = next(model.parameters()).device
     projector = ClassProjector(model).to(device)
     last = f"blocks.{len(model.blocks) - 1}.hook_resid_post"

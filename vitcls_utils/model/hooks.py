@@ -13,6 +13,10 @@ blocks have the same sites; ``attn.hook_pattern`` of a GPSA block is ``get_atten
 of content and positional attention, and the sites before its [CLS] joins (block
 ``local_up_to_layer``) have the patch tokens alone.
 
+Which module carries each site is the block family's business
+(:mod:`vitcls_utils.model.families`: ViT, residual post-norm, ConViT, BEiT, EVA); a block no
+adapter knows is refused with its type named.
+
 Every site can be replaced by a hook that returns a tensor, except ``hook_resid_mid``, which is
 read-only (see :func:`hooks`).
 """
@@ -30,9 +34,9 @@ from ..base.sites import BLOCK_SITES, GLOBAL_SITES, site_kind
 _compat.ensure_torchvision_ops()
 
 import torch  # noqa: E402
-from timm.models.convit import Block as ConVitBlock  # noqa: E402
-from timm.models.vision_transformer import Block, ResPostBlock  # noqa: E402
 from torch import nn  # noqa: E402
+
+from .families import blocks_of, head_shape, site_table  # noqa: E402
 
 HookFn = Callable[[torch.Tensor, str], Optional[torch.Tensor]]
 NameFilter = Union[str, Sequence[str], Callable[[str], bool]]
@@ -47,44 +51,21 @@ class _Target:
     kind: str
 
 
-def _block_outputs(block: nn.Module) -> Tuple[nn.Module, nn.Module, bool]:
-    """The modules whose outputs are added to the residual (attention's, the MLP's) and
-    whether the block is residual post-norm."""
-    if isinstance(block, ResPostBlock):
-        return block.norm1, block.norm2, True
-    if isinstance(block, Block):
-        return block.ls1, block.ls2, False
-    if isinstance(block, ConVitBlock):  # pre-norm, no LayerScale; GPSA or MHSA attention
-        return block.attn, block.mlp, False
-    raise VitclsError(
-        f"unsupported block type {type(block).__name__}: hooks know timm's Block (pre-norm, "
-        "with or without LayerScale), ResPostBlock (residual post-norm) and ConViT's Block"
-    )
-
-
 def _resolve(model: nn.Module, name: str) -> _Target:
-    if name == "hook_embed":
-        return _Target(model.pos_drop, use_input=False, kind=name)
+    if name == "hook_embed":  # Swin has no position dropout: its patch embedding
+        embed = getattr(model, "pos_drop", None)
+        return _Target(embed if embed is not None else model.patch_embed, use_input=False,
+                       kind=name)
     match = _BLOCK_NAME.match(name)
     if not match or match.group(2) not in BLOCK_SITES:
         raise VitclsError(f"unknown site {name!r}; sites are {GLOBAL_SITES} and "
                           f"'blocks.<i>.<kind>' with kind in {BLOCK_SITES}")
     index, kind = int(match.group(1)), match.group(2)
-    if not 0 <= index < len(model.blocks):
-        raise VitclsError(f"site {name!r}: the model has blocks 0..{len(model.blocks) - 1}")
-    block = model.blocks[index]
-    attn_out, mlp_out, post = _block_outputs(block)
-    table = {
-        "hook_resid_pre": (block, True),
-        "attn.hook_pattern": (block.attn.attn_drop, False),  # GPSA: after the gates mix
-        "attn.hook_z": (block.attn.proj, True),
-        "hook_attn_out": (attn_out, False),
-        "hook_resid_mid": (block.mlp if post else block.norm2, True),
-        "mlp.hook_pre": (block.mlp.fc1, False),
-        "mlp.hook_post": (block.mlp.act, False),
-        "hook_mlp_out": (mlp_out, False),
-        "hook_resid_post": (block, False),
-    }
+    blocks = blocks_of(model)
+    if not 0 <= index < len(blocks):
+        raise VitclsError(f"site {name!r}: the model has blocks 0..{len(blocks) - 1}")
+    block = blocks[index]
+    table = site_table(block)
     module, use_input = table[kind]
     if kind == "attn.hook_pattern" and getattr(block.attn, "fused_attn", False):
         raise VitclsError(
@@ -102,7 +83,7 @@ def site_names(model: nn.Module, kinds: Optional[Sequence[str]] = None) -> List[
     """
     wanted = None if kinds is None else {site_kind(k) for k in kinds}
     names = [n for n in GLOBAL_SITES if wanted is None or n in wanted]
-    for i in range(len(model.blocks)):
+    for i in range(len(blocks_of(model))):
         names += [f"blocks.{i}.{k}" for k in BLOCK_SITES if wanted is None or k in wanted]
     return names
 
@@ -110,7 +91,7 @@ def site_names(model: nn.Module, kinds: Optional[Sequence[str]] = None) -> List[
 def block_sites(model: nn.Module, kinds: Sequence[str]) -> List[str]:
     """``blocks.{i}.<kind>`` for every block, kinds in the order given (block-major)."""
     full = [site_kind(k) for k in kinds]
-    return [f"blocks.{i}.{k}" for i in range(len(model.blocks)) for k in full]
+    return [f"blocks.{i}.{k}" for i in range(len(blocks_of(model))) for k in full]
 
 
 def _matching(model: nn.Module, names: NameFilter) -> List[str]:
@@ -125,14 +106,21 @@ def _attach(model: nn.Module, name: str, fn: HookFn) -> torch.utils.hooks.Remova
     target = _resolve(model, name)
     heads = None
     if target.kind == "attn.hook_z":
-        attn = model.blocks[int(name.split(".")[1])].attn
-        heads = (attn.num_heads, attn.proj.in_features // attn.num_heads)
+        heads = head_shape(blocks_of(model)[int(name.split(".")[1])])
+    grid = []  # a Swin residual is [B, H, W, C]: its sites are [B, H*W, C], tokens row-major
 
     def as_site(value: torch.Tensor) -> torch.Tensor:
-        return value.unflatten(-1, heads) if heads else value
+        if heads:
+            return value.unflatten(-1, heads)
+        if value.dim() == 4 and target.kind != "attn.hook_pattern":
+            grid[:] = [value.shape[1:3]]
+            return value.flatten(1, 2)
+        return value
 
     def as_module(value: torch.Tensor) -> torch.Tensor:
-        return value.flatten(-2) if heads else value
+        if heads:
+            return value.flatten(-2)
+        return value.unflatten(1, grid[0]) if grid else value
 
     if target.use_input:
         def pre_hook(module, args):

@@ -63,6 +63,11 @@ class TokenLayout:
 
     @classmethod
     def of(cls, model: nn.Module) -> "TokenLayout":
+        if not hasattr(model, "num_prefix_tokens"):  # Swin: refused, saying why
+            from .families import require
+
+            require(model, "per_block_store", "one token layout for every block")
+            raise VitclsError(f"{type(model).__name__} has no token layout (num_prefix_tokens)")
         grid = tuple(int(g) for g in model.patch_embed.grid_size)
         has_cls = getattr(model, "cls_token", None) is not None
         late = int(getattr(model, "local_up_to_layer", 0)) if has_cls else 0  # timm's ConVit

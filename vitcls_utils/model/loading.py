@@ -110,8 +110,18 @@ def _resolve_weights(variant: Variant, pretrained: bool, weights: Optional[PathL
             raise WeightsError(f"checkpoint file not found: {path}")
         return path, f"file:{path.name}:sha256={_sha256(path)[:16]}"
     if variant.random or not pretrained:
-        return None, f"random-init:seed={seed}:timm={timm.__version__}"
-    return _fetch_pretrained(variant)
+        made = f"random-init:seed={seed}:timm={timm.__version__}"
+        # a timm: key also records the full name.tag whose config built it (and its input size)
+        return None, made + (f":{variant.timm_name}{_kwargs_id(variant)}"
+                             if variant.family == "timm" else "")
+    path, weights_id = _fetch_pretrained(variant)
+    if variant.family == "timm" and "sha256=" not in weights_id:  # the weights' own hash
+        weights_id += f":sha256={_sha256(path)[:16]}"
+    return path, weights_id
+
+
+def _kwargs_id(variant: Variant) -> str:
+    return "".join(f":{k}={v}" for k, v in variant.model_kwargs)
 
 
 def weights_identity(key: VariantLike, weights: Optional[PathLike] = None, seed: int = 0

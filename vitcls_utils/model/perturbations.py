@@ -33,6 +33,7 @@ _compat.ensure_torchvision_ops()
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from .families import require  # noqa: E402
 from .hooks import hooks  # noqa: E402
 from .layout import TokenLayout  # noqa: E402
 
@@ -90,6 +91,7 @@ class AttentionPerturbation:
 
     def fwd_hooks(self, model: nn.Module) -> List[tuple]:
         """The (site names, hook) pairs that apply this perturbation to ``model``."""
+        require(model, "attention_edit", f"the attention perturbation {self.name}")
         layout = TokenLayout.of(model)
         if self.mode == "no_cls" and not layout.has_cls:
             raise VitclsError(f"no_cls needs a [CLS] token; {type(model).__name__} with "
@@ -211,6 +213,7 @@ def keeping_tokens(model: nn.Module, kept: torch.Tensor) -> Iterator[nn.Module]:
         index = kept.to(value.device)[..., None].expand(-1, -1, value.shape[-1])
         return value.gather(1, index)
 
+    require(model, "token_removal", "token removal")  # BEiT's bias, EVA's rotary: full grid
     with hooks(model, [("hook_embed", select)]):
         yield model
 

@@ -14,7 +14,7 @@ from typing import Dict
 
 from .. import _compat
 from ..base.errors import NoClassHeadError, VitclsError
-from .registry import VARIANTS
+from .registry import get_variant
 
 _compat.ensure_torchvision_ops()
 
@@ -38,16 +38,19 @@ class ClassProjector(nn.Module):
         self.has_head = has_class_head(model)
         if require_head and not self.has_head:
             raise NoClassHeadError(no_head_message(model))
-        if getattr(model, "attn_pool", None) is not None:
-            raise VitclsError("attention-pooled ('map') models have no per-token readout; "
-                              "the class projection is defined for token and average pooling")
 
         def frozen(module: nn.Module) -> nn.Module:
             return copy.deepcopy(module).float().eval().requires_grad_(False)
 
+        # An attention-pooled ('map') model (SigLIP) reads a token through its pooling head
+        # applied to that token alone: with one key the latent query's softmax is 1, so the
+        # pool is the value path, out-projection and MLP of that token (our choice; the model
+        # itself pools all tokens at once).
+        pool = getattr(model, "attn_pool", None)
+        self.attn_pool = frozen(pool) if pool is not None else None
         self.norm = frozen(getattr(model, "norm", nn.Identity()))
         self.fc_norm = frozen(getattr(model, "fc_norm", nn.Identity()))
-        self.head = frozen(model.head) if self.has_head else None
+        self.head = frozen(_linear_head(model)) if self.has_head else None
         head_dist = getattr(model, "head_dist", None)
         if head_dist is None or heads == "head":
             self.head_dist = None
@@ -62,8 +65,47 @@ class ClassProjector(nn.Module):
     def normalize(self, tokens: torch.Tensor) -> torch.Tensor:
         """The head's input for every token: fc_norm(norm(x)) in float32 (the final CLS gives
         timm's ``pre_logits``); defined with or without a head."""
+        self._check_width(tokens)
         with torch.autocast(device_type=tokens.device.type, enabled=False):
-            return self.fc_norm(self.norm(tokens.float()))
+            normed = self.norm(tokens.float())
+            if self.attn_pool is not None:
+                flat = normed.reshape(-1, 1, normed.shape[-1])
+                normed = self.attn_pool(flat).reshape(normed.shape)
+            return self.fc_norm(normed)
+
+    def _check_width(self, tokens: torch.Tensor) -> None:
+        width = self.head.in_features if self.head is not None else tokens.shape[-1]
+        if tokens.shape[-1] != width:
+            raise VitclsError(f"tokens of width {tokens.shape[-1]} cannot be read by a head "
+                              f"of width {width}: in a hierarchical model (Swin) only the last "
+                              "stage's tokens live in the head's space")
+
+    def pool(self, tokens: torch.Tensor, num_prefix: int, pooling: str) -> torch.Tensor:
+        """The head's input of the model's own pooled representation of a final residual stream:
+        what the model's logits are read from (readout of this equals the logits).
+
+        Args:
+            tokens: the last block's residual stream [B, N, D].
+            num_prefix: prefix tokens before the patches.
+            pooling: "token" (token 0), "avg" (mean of the patches) or "map" (the attention
+                pool over every token).
+
+        Returns:
+            [B, D'] in float32, ready for :meth:`classify`.
+        """
+        with torch.autocast(device_type=tokens.device.type, enabled=False):
+            normed = self.norm(tokens.float())
+            if pooling == "map":
+                if self.attn_pool is None:
+                    raise VitclsError("pooling 'map' needs a model with an attention pool")
+                pooled = self.attn_pool(normed)
+            elif pooling == "avg":
+                pooled = normed[:, num_prefix:].mean(1)
+            elif pooling == "token":
+                pooled = normed[:, 0]
+            else:
+                raise VitclsError(f"pooling must be 'token', 'avg' or 'map', not {pooling!r}")
+            return self.fc_norm(pooled)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Class logits of every token: head(fc_norm(norm(x))), computed in float32.
@@ -77,6 +119,7 @@ class ClassProjector(nn.Module):
         if self.head is None:
             raise NoClassHeadError("this projector was built without a class head: "
                                    "only normalize() is defined")
+        self._check_width(normalized)
         with torch.autocast(device_type=normalized.device.type, enabled=False):
             z = normalized.float()
             logits = self.head(z)
@@ -88,7 +131,14 @@ class ClassProjector(nn.Module):
 def has_class_head(model: nn.Module) -> bool:
     """True when the model maps tokens to classes (timm's ``num_classes=0`` models do not)."""
     return int(getattr(model, "num_classes", 0) or 0) > 0 and hasattr(
-        getattr(model, "head", None), "out_features")
+        _linear_head(model), "out_features")
+
+
+def _linear_head(model: nn.Module):
+    """The linear classifier: ``model.head``, or the ``fc`` of timm's ``ClassifierHead``
+    (Swin: mean over the token grid, then ``fc``; the pooling is :meth:`ClassProjector.pool`'s)."""
+    head = getattr(model, "head", None)
+    return head.fc if hasattr(head, "fc") and not hasattr(head, "out_features") else head
 
 
 def no_head_message(model) -> str:
@@ -98,10 +148,18 @@ def no_head_message(model) -> str:
     info = getattr(model, "vitcls_info", None)
     name = model if isinstance(model, str) else (
         info.variant.key if info is not None else type(model).__name__)
-    family = VARIANTS[name].family if name in VARIANTS else None
-    why = ("a CLIP image tower: its projection maps into CLIP's text-embedding space, not "
-           "onto classes" if family == "clip" else
-           "an ImageNet-21k checkpoint that timm ships without its classifier")
+    try:
+        family = get_variant(name).family
+    except VitclsError:  # a model built outside the registry
+        family = None
+    if family == "clip":
+        why = ("a CLIP image tower: its projection maps into CLIP's text-embedding space, not "
+               "onto classes")
+    elif family == "timm":
+        why = ("its timm pretrained config declares no class head: self-supervised or "
+               "contrastive pretraining (DINOv2, SigLIP, MIM), or a projection into another space")
+    else:
+        why = "an ImageNet-21k checkpoint that timm ships without its classifier"
     return (f"{name} has no class head ({why}), so there is no class embedding space to "
             "project onto. Decode it with the few-shot probe instead "
             "(vitcls_utils.analysis.fewshot; notebook vit_fewshot_lsr), "

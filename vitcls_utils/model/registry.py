@@ -7,7 +7,7 @@ architectures with timm's default initialization under a fixed seed. Loading the
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from ..base.errors import UnknownVariantError
@@ -19,93 +19,8 @@ from ..datasets.toy import IMAGE_SIZE as TOY_IMAGE_SIZE
 from ..datasets.toy import NUM_CLASSES as TOY_CLASSES
 from ..datasets.toy import PATCH_SIZE as TOY_PATCH
 from ..datasets.toy import TOY_PREPROCESS
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One row of the registry.
-
-    Attributes:
-        key: registry key (``vit_b32``, ``vit_b16_random``, ...).
-        label: the paper's name for it.
-        arch: timm architecture name.
-        tag: pinned timm pretrained tag, or None when timm has no weights for it.
-        preprocess: the paper's preprocessing for this variant.
-        num_classes: classes of the head; 0 for a model without one (the ImageNet-21k
-            pretrained ViTs, whose head timm does not ship).
-        pooling: "token" ([CLS] feeds the head) or "avg" (mean of tokens, then ``fc_norm``).
-        n_tokens: tokens per image at 224 px, prefix tokens included.
-        dataset: the dataset the paper analysed it on.
-        paper_key: the key in the authors' code.
-        weights: "timm" (timm's hub), "url" (a published checkpoint), "user" (supplied by the
-            user), "shipped" (a file in this repository's ``data/``), or "random".
-        weights_url: download address for "url" weights; for "shipped" weights, the file's
-            path relative to ``data/``.
-        weights_hint: where the weights come from, shown when they cannot be had.
-        drop_prefixes: checkpoint keys to drop on load (parts of the training model the paper
-            does not analyse); any other mismatch is an error.
-        model_kwargs: extra ``timm.create_model`` arguments.
-        random: True for the random-init controls.
-        base: for a control, the key of the pretrained variant it mirrors.
-        label_classes: classes of the stimuli's labels when they are not the head's (a model
-            without a head is still shown ImageNet images labelled with 1000 classes).
-        family: "vilas" (the main paper's variants), "vit" (the original ViT checkpoints of
-            chapter 5), "ghiasi" (chapter 6's 384-px ViTs), "clip" (CLIP image towers), "cnn"
-            (the convolutional baselines of chapter 6), "convit" (ConViT, chapter 7), "deit"
-            (its DeiT baselines) or "toy".
-        note: what a reader must know about these weights (a stand-in's different numbers).
-    """
-
-    key: str
-    label: str
-    arch: str
-    tag: Optional[str]
-    preprocess: Preprocess
-    num_classes: int
-    pooling: str
-    n_tokens: int
-    dataset: str
-    paper_key: str
-    weights: str
-    weights_url: Optional[str] = None
-    weights_hint: str = ""
-    drop_prefixes: Tuple[str, ...] = ()
-    model_kwargs: Tuple[Tuple[str, Any], ...] = ()
-    random: bool = False
-    base: Optional[str] = None
-    label_classes: Optional[int] = None
-    family: str = "vilas"
-    note: str = ""
-
-    @property
-    def is_vit(self) -> bool:
-        """False for the convolutional baselines, which have no tokens to hook."""
-        return self.family != "cnn"
-
-    @property
-    def timm_name(self) -> str:
-        """``arch.tag`` as timm spells a pretrained model."""
-        return f"{self.arch}.{self.tag}" if self.tag else self.arch
-
-    @property
-    def has_head(self) -> bool:
-        """False for the models without a classifier: class-space analyses need one."""
-        return self.num_classes > 0
-
-    @property
-    def classes(self) -> int:
-        """Classes of the stimuli's labels: the head's, or ``label_classes`` without one."""
-        return self.label_classes or self.num_classes
-
-    @property
-    def has_cls(self) -> bool:
-        """True when token 0 is [CLS]."""
-        return self.pooling == "token"
-
-    @property
-    def random_key(self) -> str:
-        """Key of this variant's random-init control."""
-        return self.key if self.random else f"{self.key}_random"
+from .timm_variants import is_timm_key, timm_variant
+from .variant import Variant
 
 
 _PAPER_VARIANTS: List[Variant] = [
@@ -342,6 +257,10 @@ GHIASI_KEYS: Tuple[str, ...] = tuple(v.key for v in _GHIASI_VARIANTS)
 CONVIT_KEYS: Tuple[str, ...] = tuple(v.key for v in _CONVIT_VARIANTS)
 
 
+#: ``timm:`` variants made so far (not listed among the registry's rows)
+_TIMM_MADE: Dict[str, Variant] = {}
+
+
 def register(variant: Variant) -> Variant:
     """Add a variant (the toy models, a user's own fine-tune) to the registry."""
     VARIANTS[variant.key] = variant
@@ -358,21 +277,27 @@ def get_variant(key: VariantLike) -> Variant:
     known keys.
 
     Args:
-        key: a variant's key (e.g. "vit_b32") or a :class:`Variant`.
+        key: a variant's key (e.g. "vit_b32"), a ``timm:<name>[.<tag>][:random]`` key
+            (:mod:`vitcls_utils.model.timm_variants`), or a :class:`Variant`.
 
     Returns:
         The :class:`Variant`.
 
     Raises:
-        UnknownVariantError: for a key the registry does not hold.
+        UnknownVariantError: for a key the registry does not hold and timm does not know.
     """
     if isinstance(key, Variant):
         return key
     try:
         return VARIANTS[key]
     except KeyError:
+        if is_timm_key(key):  # made once from timm's configs, kept apart from the table
+            if key not in _TIMM_MADE:  # (a register()ed row of the same key wins)
+                _TIMM_MADE[key] = timm_variant(key)
+            return _TIMM_MADE[key]
         known = ", ".join(VARIANTS)
-        raise UnknownVariantError(f"unknown variant {key!r}; known variants: {known}") from None
+        raise UnknownVariantError(f"unknown variant {key!r}; known variants: {known}, or any "
+                                  "timm model as timm:<name>[.<tag>][:random]") from None
 
 
 def list_variants(include_random: bool = True) -> List[Variant]:

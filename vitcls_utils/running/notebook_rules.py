@@ -36,6 +36,23 @@ NEEDS_CLS = ("ghiasi_tab1_cls_isolation", "ghiasi_bridge_cls_isolation")
 #: chapter 8's notebooks that decompose the logit into heads: pre-norm blocks only (a residual
 #: post-norm model, ``*_rpn_*``, normalises every sub-layer's output, so its heads do not add up)
 NEEDS_PRENORM = ("readout_fig2_decomposition", "readout_tab1_ablation")
+#: notebooks that run the model on a shortened token sequence (chapter 2's keep_class /
+#: keep_context, chapter 4's perturbation test, also inside the probing notebook): not run on
+#: a block family that refuses it (BEiT's relative position bias, EVA's rotary embeddings are
+#: defined on the full grid)
+NEEDS_TOKEN_REMOVAL = ("tab_context_perturbation", "figA11_perturbation_test",
+                       "figA12_linear_probing")
+#: notebooks that read a pooled representation as the mean token: not on attention-pooled
+#: models (SigLIP's 'map' head), whose pool is not a mean
+NEEDS_MEAN_POOL = ("fig5_explanation_maps", "fig5_faithfulness_suite",
+                   "figA11_perturbation_test", "ghiasi_fig7_patch_heatmap")
+#: notebooks that read an MLP's units as fc1 rows (feature visualisation, chapter 3's
+#: key-value memories): not on gated MLPs (SwiGLU) nor, for the memories, attention-pooled
+#: heads (analysis/memories and model/families say why)
+NEEDS_PLAIN_MLP = ("ghiasi_fig1_feature_viz",)
+KEY_VALUE_MEMORIES = ("fig4a_class_value_agreement", "fig4b_key_value_agreement",
+                      "figA8_correct_vs_misclassified", "figA9_memory_compositionality",
+                      "tabA6b_value_vectors", "ghiasi_bridge_ffn_memories")
 
 
 def chapters(toc: Path = ROOT / "_toc.yml") -> Dict[str, Tuple[str, ...]]:
@@ -77,9 +94,26 @@ def applies(notebook: str, spec: Variant, dataset: str,
         return False
     if notebook in NEEDS_PRENORM and "_rpn_" in spec.arch:
         return False
+    # an attention-pooled head is not linear in the tokens: no decomposition through it
+    if notebook in NEEDS_MEAN_POOL + KEY_VALUE_MEMORIES + NEEDS_PRENORM and spec.pooling == "map":
+        return False
+    if spec.family == "timm" and not _family_allows(spec, notebook):
+        return False
     if notebook in TOY_ONLY and dataset != "toy":
         return False
     boxed = bool((parameters or {}).get("boxes"))
     if notebook in NEEDS_MASKS and dataset not in MASKED_KINDS and not boxed:
         return False
     return not (notebook in NEEDS_PROBE_SPLIT and dataset not in PROBE_SPLITS)
+
+
+def _family_allows(spec: Variant, notebook: str) -> bool:
+    """A ``timm:`` variant's block family (read off the model) against the notebook's needs."""
+    from ..model.families import variant_family, variant_gated_mlp
+
+    family = variant_family(spec)
+    if not family.supports("per_block_store"):  # Swin: no notebook reads its stages yet
+        return False
+    if notebook in NEEDS_TOKEN_REMOVAL and not family.supports("token_removal"):
+        return False
+    return not (notebook in NEEDS_PLAIN_MLP + KEY_VALUE_MEMORIES and variant_gated_mlp(spec))

@@ -254,7 +254,8 @@ def _as_list(value) -> List[str]:
 def parse(data: object, base: Path, source: str = "run file") -> RunFile:
     """A run file's YAML content -> :class:`RunFile`, or one :class:`RunFileError` naming
     every problem. Relative paths are taken from ``base`` (the run file's folder)."""
-    from ..model.registry import VARIANTS
+    from ..base.errors import UnknownVariantError
+    from ..model.registry import VARIANTS, get_variant
 
     if not isinstance(data, dict):
         raise RunFileError(f"{source}: expected a mapping with a 'variants' entry, got "
@@ -294,7 +295,13 @@ def parse(data: object, base: Path, source: str = "run file") -> RunFile:
     runs: List[VariantRun] = []
     for key, entry in entries.items():
         entry = entry or {}
-        if key not in VARIANTS:
+        if str(key).startswith("timm:"):
+            try:
+                get_variant(key)
+            except UnknownVariantError as exc:
+                problems.append(str(exc))
+                continue
+        elif key not in VARIANTS:
             near = [k for k in VARIANTS if k.startswith(str(key).split("_")[0])][:8]
             problems.append(f"unknown variant {key!r}" + (f" (did you mean one of: "
                                                           f"{', '.join(near)}?)" if near else ""))
@@ -314,7 +321,7 @@ def parse(data: object, base: Path, source: str = "run file") -> RunFile:
         runs.append(run)
     if top.get("controls"):
         for run in list(runs):
-            control = VARIANTS[run.key].random_key
+            control = get_variant(run.key).random_key
             if control not in {r.key for r in runs}:
                 runs.append(VariantRun(key=control, dataset=run.dataset, data_dir=run.data_dir,
                                        batch_size=run.batch_size, device=run.device,
@@ -353,7 +360,7 @@ def from_arguments(variants: Sequence[str], dataset: Optional[str], data_dir: Op
     names (toy, paper, paper_random) expand unless ``groups`` is False."""
     given: Dict[str, str] = {}
     for item in weights:
-        key, sep, file = item.partition("=")
+        key, sep, file = item.rpartition("=")  # timm keys may hold "=" (img_size=N)
         if not sep:
             raise VitclsError(f"--weights takes KEY=FILE, not {item!r}")
         given[key] = file

@@ -45,6 +45,7 @@ from torch import nn  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from .. import __version__  # noqa: E402
+from ..model.families import require  # noqa: E402
 from ..model.hooks import block_sites  # noqa: E402
 from .stimulus_loader import stimulus_loader  # noqa: E402
 from ..base.progress import quiet  # noqa: E402
@@ -138,6 +139,7 @@ def extract(
     variant = loaded_info(model).variant  # a model of load_variant, or an error that says so
     if not variant.is_vit:
         raise VitclsError(no_tokens_message(variant.key))
+    require(model, "per_block_store", "an extraction store")  # Swin's stages: refused, why
     device = next(model.parameters()).device
     layout = TokenLayout.of(model)
     if perturbation is not None:
