@@ -347,7 +347,10 @@ def test_chapter1_table_on_random_timm_families_and_their_plans(tmp_path):
     assert beit == set(runner.chapters()["chapter2"]) - {"tab_context_perturbation"}
     beit = {j.notebook.stem for j in runner.plan(["timm:beit_base_patch16_224:random:classes=24"],
                                                  "chapter4", tmp_path, "cpu", dataset="toy")}
-    assert beit == {"fig5_explanation_maps"}  # A11 and A12 remove tokens
+    assert beit == {"fig5_explanation_maps", "fig5_faithfulness_suite"}  # A11, A12 remove tokens
+    beit = {j.notebook.stem for j in runner.plan(["timm:beit_base_patch16_224:random:classes=24"],
+                                                 "chapter8", tmp_path, "cpu", dataset="toy")}
+    assert beit == {"readout_fig1_lens_comparison"}  # the decomposition reads timm's ViT Block
     swin = runner.plan(["timm:swin_tiny_patch4_window7_224:random:classes=24"], "chapter1",
                        tmp_path, "cpu", dataset="toy")
     assert not [j for j in swin if j.variant]

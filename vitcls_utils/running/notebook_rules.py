@@ -116,4 +116,6 @@ def _family_allows(spec: Variant, notebook: str) -> bool:
         return False
     if notebook in NEEDS_TOKEN_REMOVAL and not family.supports("token_removal"):
         return False
+    if notebook in NEEDS_PRENORM and family.name != "vit":  # the decomposition reads timm's
+        return False                                        # ViT Block (its docstring says why)
     return not (notebook in NEEDS_PLAIN_MLP + KEY_VALUE_MEMORIES and variant_gated_mlp(spec))
