@@ -149,3 +149,12 @@ def test_every_main_paper_figure_sets_its_numbers_beside_the_reported_ones():
     missing = [name for name in main if name not in NO_SUMMARY
                and "page.summarize(" not in (pages.NOTEBOOKS / f"{name}.ipynb").read_text()]
     assert not missing, missing
+
+
+def test_the_runs_index_lists_pages_not_a_killed_runs_leftovers(book):
+    runs, _, _ = book
+    (runs / "toy" / ".tab1_x.partial.ipynb").write_text("{}")  # a SIGKILLed kernel's file
+    (runs / "toy" / "tab1_x.failed.ipynb").write_text("{}")
+    index = pages.runs_index(runs)
+    assert "toy/tab1_x.ipynb" in index
+    assert "partial" not in index and ".failed" not in index

@@ -239,7 +239,7 @@ def _stopped_when_interrupted(submission: Submission, executor: str) -> Iterator
         raise
 
 
-def _end_local_tasks(job_ids: Set[str], grace_s: float = 5.0) -> None:
+def _end_local_tasks(job_ids: Set[str], grace_s: float = 15.0) -> None:
     """End every process of these local jobs. submitit's cancel signals a job's controller,
     and a task it had not yet registered (the signal came while it was starting it) would run
     on to write its pages: each process carrying a job's id gets SIGINT (the runner stops its

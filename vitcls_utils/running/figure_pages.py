@@ -307,7 +307,8 @@ def runs_index(runs_dir: Path = RUNS) -> str:
              "Every notebook as it ran, with its code, one folder per variant and settings "
              "profile. The chapters show them side by side on each figure's page."]
     for folder in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
-        notebooks = sorted(folder.glob("*.ipynb"))
+        notebooks = sorted(nb for nb in folder.glob("*.ipynb")  # not a run's leftovers
+                           if not nb.name.startswith(".") and not nb.stem.endswith(".failed"))
         if not notebooks:
             continue
         run = read_run(notebooks[0])
