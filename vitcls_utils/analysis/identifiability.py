@@ -44,6 +44,20 @@ def images_with_identifiable_token(results: Store, paper: bool = False) -> float
     return float(100 * (ranks == 0).any(axis=1).mean())
 
 
+def identifiable_per_image(results: Store, paper: bool = False) -> Dict[str, np.ndarray]:
+    """Per image, what :func:`identifiability_rate` and :func:`images_with_identifiable_token`
+    average: the % of its image tokens identifiable at the last block, and 100 if it has one.
+
+    Args:
+        results: an extraction store; paper: drop column 0 always (B4), as those functions.
+
+    Returns:
+        {``rate``: [I] %, ``any``: [I] 0 or 100}, float64.
+    """
+    hits = last_block_ranks(results)[:, image_columns(results, paper)] == 0
+    return {"rate": 100 * hits.mean(axis=1), "any": 100.0 * hits.any(axis=1)}
+
+
 def top1_accuracy(results: Store) -> float:
     """% of images the model's own output classifies correctly."""
     return 100 * results.accuracy
