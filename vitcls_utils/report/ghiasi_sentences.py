@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from typing import Dict, Optional
 
+import numpy as np
 import pandas as pd
 
+from ..base.uncertainty import paired_difference
 from ..model.registry import get_variant
 from .ghiasi_tables import PAPER_MODEL
+from .vilas_sentences import ci_verdict
 
 
 def isolation_sentence(table: pd.DataFrame, sweep: pd.DataFrame, depth: int,
@@ -40,12 +43,31 @@ def isolation_sentence(table: pd.DataFrame, sweep: pd.DataFrame, depth: int,
     drop = sweep[sweep["mode"] == "drop"].set_index("L").top1
     isolated = sweep[sweep["mode"] == "isolate"].set_index("L").top1
     half = next((int(L) for L, v in drop.items() if v >= top1["natural"] / 2), depth)
+    loss, above = _isolation_intervals(sweep, depth, chance)
     return (f"Isolating [CLS] up to block {depth - 1} keeps {top1.iloc[1]:.1f}% top-1 of the "
             f"natural {top1['natural']:.1f}% ({kept:.0f}% of it; the paper: "
-            f"{paper_top1.iloc[1]:.2f} of {paper_top1['natural']:.2f}, {paper_kept:.0f}%). "
+            f"{paper_top1.iloc[1]:.2f} of {paper_top1['natural']:.2f}, {paper_kept:.0f}%)"
+            + ("" if loss is None else f"; paired over the same {loss.n} images, isolation "
+               f"changes top-1 by {loss.format(1)} points and {ci_verdict(loss)}") + ". "
             f"Dropping the patches after block L, [CLS] first holds half the natural accuracy "
             f"at L = {half} of {depth}; isolated up to the last block it is at "
-            f"{isolated[depth]:.1f}% (chance {100 / num_classes:.1f}%).")
+            f"{isolated[depth]:.1f}% (chance {100 / num_classes:.1f}%"
+            + ("" if above is None else f"; its difference from chance is "
+               f"{above.format(1)} points and {ci_verdict(above)}") + ").")
+
+
+def _isolation_intervals(sweep: pd.DataFrame, depth: int, chance: float):
+    """Paired intervals, where the sweep has per-image outcomes: [CLS] isolated up to
+    depth - 1 minus the natural model (isolated up to 0), and isolated up to depth minus
+    chance; None for each that the sweep cannot give."""
+    if "top1_images" not in sweep:
+        return None, None
+    per = sweep[sweep["mode"] == "isolate"].set_index("L").top1_images
+    loss = (paired_difference(per[depth - 1], per[0])
+            if {0, depth - 1} <= set(per.index) else None)
+    above = (paired_difference(per[depth], np.full(len(per[depth]), chance))
+             if depth in per.index else None)
+    return loss, above
 
 
 def _number(value) -> Optional[float]:
