@@ -52,6 +52,15 @@ def test_drop_vs_identifiable_lines_up_each_L_with_the_natural_block(toy_run):
     # dropping after the last block is the natural model: its top-1 equals the store-free
     # count of the [CLS] projection at the last block, which is the model's output
     assert table.loc[3, "drop patches after L: top-1"] == pytest.approx(natural[3])
+    # intervals: the images' outcomes of each L, and the rank-0 share counted over the images
+    from vitcls_utils.base.uncertainty import bootstrap
+    row = drop.query("L == 1").iloc[0]
+    hand = bootstrap(row.top1_images).bounds(1)
+    assert table.loc[1, "95% CI"] == hand
+    k = round(natural[3] * len(data) / 100)
+    assert table.loc[3, "95% CI, rank 0"] == bootstrap(
+        np.r_[np.full(k, 100.0), np.zeros(len(data) - k)]).bounds(1)
+    assert table.loc[0, "95% CI, rank 0"] == "–"
     plots.plt.close(ghiasi_plots.block_curves_figure(curves, "L", "t"))
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 from . import reported as paper
 from ..analysis.stimulus_edits import BACKGROUND, FOREGROUND, FULL
 from ..base.errors import VitclsError
-from ..base.uncertainty import bootstrap_proportion
+from ..base.uncertainty import bootstrap, bootstrap_proportion
 from ..analysis.lowpass import IMAGENET_CUTOFFS
 from ..analysis.patch_readout import PatchReadout
 
@@ -297,15 +297,23 @@ def drop_vs_identifiable(drop: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFra
         curves: :func:`vitcls_utils.analysis.cls_isolation.identifiability_by_block` including
             L = 0: columns ``L``, ``block`` and ``cls_top1`` (%).
     Returns:
-        DataFrame, a row per L: ``L``, "drop patches after L: top-1" and
-        "[CLS] at block L: rank 0" (%; NaN where the block was not read).
+        DataFrame, a row per L: ``L``, "drop patches after L: top-1", its "95% CI" (the
+        sweep's per-image outcomes resampled), "[CLS] at block L: rank 0" (%; NaN where the
+        block was not read) and its "95% CI, rank 0" (a share of the same images, by
+        :func:`~vitcls_utils.base.uncertainty.bootstrap_proportion`).
     """
     natural = curves[curves.L == 0].set_index("block").cls_top1
     rows = drop[drop["mode"] == "drop"].sort_values("L")
+    rank0 = [natural.get(int(L), float("nan")) for L in rows.L]
+    n = int(rows["images"].iloc[0]) if "images" in rows and len(rows) else 0
+    top1_ci = (rows.top1_images.map(lambda v: bootstrap(v).bounds(1)) if "top1_images" in rows
+               else rows.top1.map(lambda v: bootstrap_proportion(v, n).bounds(1)))
     return pd.DataFrame({"L": rows.L.to_numpy(),
                          "drop patches after L: top-1": rows.top1.to_numpy(),
-                         "[CLS] at block L: rank 0": [natural.get(int(L), float("nan"))
-                                                      for L in rows.L]})
+                         "95% CI": top1_ci.to_numpy(),
+                         "[CLS] at block L: rank 0": rank0,
+                         "95% CI, rank 0": [bootstrap_proportion(v, n).bounds(1)
+                                            for v in rank0]})
 
 
 def last_block_table(result: Dict[str, pd.DataFrame]) -> pd.DataFrame:
