@@ -41,6 +41,14 @@ def test_masking_finds_tables_5_and_6_where_they_have_the_model():
     assert counted["top-1, 95% CI"].tolist() == [tables.top1_interval(50.0, 40)] * 4
     low, high = (float(x) for x in counted["top-1, 95% CI"][0].strip("[]").split(", "))
     assert 30 < low < 50 < high < 70  # ±16 points at n = 40
+    # the cost of zeroing the position embedding, paired over the images by hand
+    from vitcls_utils.base.uncertainty import bootstrap
+    right, zeroed = np.r_[np.full(30, 100.0), np.zeros(10)], np.r_[np.full(20, 100.0), np.zeros(20)]
+    outcomes = accuracy(MASKS[:2]).assign(images=40, top1_images=[right, zeroed])
+    costs = tables.zeroing_costs({"toy_convit": outcomes, "deit_small": accuracy(MASKS[:2])})
+    assert list(costs) == ["Toy ConViT"] and costs["Toy ConViT"].estimate == 25.0
+    by_hand = bootstrap(right - zeroed)  # ten images lost, none gained
+    assert (costs["Toy ConViT"].low, costs["Toy ConViT"].high) == (by_hand.low, by_hand.high)
 
 
 def test_zoo_gates_and_sample_efficiency_beside_the_paper():

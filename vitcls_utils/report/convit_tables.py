@@ -6,13 +6,13 @@ ConViT-Ti and DeiT-Ti: another model and dataset, shown for scale, never as a ta
 """
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from typing import Dict, Mapping, Optional
 
 import numpy as np
 import pandas as pd
 
 from ..base.errors import VitclsError
-from ..base.uncertainty import bootstrap_proportion
+from ..base.uncertainty import Interval, bootstrap_proportion, paired_difference
 from .reported import convit_table
 from ..model.registry import get_variant
 
@@ -141,6 +141,28 @@ def masking(accuracy: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
                         "top-1, 95% CI": top1_interval(row.top1, n),
                         "top-5, this run": row.top5, "top-1, paper": paper})
     return pd.DataFrame(out)
+
+
+def zeroing_costs(accuracy: Mapping[str, pd.DataFrame], seed: int = 0) -> Dict[str, Interval]:
+    """What zeroing the position embedding costs each model: top-1 unmasked minus zeroed,
+    paired over the same images, with its 95% interval (percentage points).
+
+    Args:
+        accuracy: as :func:`masking`, each frame with its per-image ``top1_images``.
+        seed: the bootstrap's seed.
+
+    Returns:
+        {model label: :class:`~vitcls_utils.base.uncertainty.Interval`}; a model without
+        per-image outcomes or without both masks is left out.
+    """
+    costs = {}
+    for key, frame in accuracy.items():
+        per = frame.set_index("mask")
+        if "top1_images" in per and {"unmasked", "position embedding zeroed"} <= set(per.index):
+            costs[get_variant(key).label] = paired_difference(
+                per.top1_images["unmasked"], per.top1_images["position embedding zeroed"],
+                seed=seed)
+    return costs
 
 
 def bridge(evolutions: Mapping[str, pd.DataFrame], nonlocality: Mapping[str, pd.DataFrame],
