@@ -119,9 +119,12 @@ def test_sublayer_change_rate_by_loops(exact):
                 inp = (site[f"blocks.{b}.hook_resid_mid"] if exact and layer == "mlp"
                        else site[f"blocks.{b - 1}.hook_resid_post"])
                 hits = [z[i, out, t] > z[i, inp, t] for i in range(8) for t in columns]
-                got = frame[(frame.block == b + 1) & (frame.layer == layer)
-                            & (frame.token == token)].rate.item()
-                assert got == pytest.approx(np.mean(hits))
+                row = frame[(frame.block == b + 1) & (frame.layer == layer)
+                            & (frame.token == token)]
+                assert row.rate.item() == pytest.approx(np.mean(hits))
+                per_image = [np.mean([z[i, out, t] > z[i, inp, t] for t in columns])
+                             for i in range(8)]
+                assert row.rate_images.item() == pytest.approx(per_image)
 
 
 @pytest.mark.parametrize("paper", [False, True])
@@ -135,8 +138,10 @@ def test_residual_composition_by_loops(paper):
         attn, mlp = t[:, site[f"blocks.{b}.hook_attn_out"]], t[:, site[f"blocks.{b}.hook_mlp_out"]]
         comp = [now[i, n] != prev[i, n] and now[i, n] != attn[i, n]
                 and (paper or now[i, n] != mlp[i, n]) for i in range(8) for n in range(5)]
-        got = frame[(frame.block == b + 1) & (frame.source == "composition")].percent.item()
-        assert got == pytest.approx(100 * np.mean(comp))
+        row = frame[(frame.block == b + 1) & (frame.source == "composition")]
+        assert row.percent.item() == pytest.approx(100 * np.mean(comp))
+        per_image = 100 * np.array(comp, dtype=float).reshape(8, 5).mean(1)
+        assert row.percent_images.item() == pytest.approx(per_image)
     corrected = mem.residual_composition(res).query("source == 'composition'").percent
     buggy = mem.residual_composition(res, paper=True).query("source == 'composition'").percent
     assert (buggy.to_numpy() >= corrected.to_numpy()).all() and (buggy > corrected).any()

@@ -65,6 +65,24 @@ def test_an_interval_table_resamples_the_units_of_each_group():
     assert table.loc[0, "95% CI"].endswith("(1 excluded)")
 
 
+def test_interval_cells_and_the_composition_table_bootstrap_each_cells_images():
+    import pandas as pd
+
+    rng = np.random.default_rng(2)
+    fixed = pd.DataFrame([{"block": b, "source": src, "percent": 0.0,
+                           "percent_images": rng.uniform(0, 100, 10)}
+                          for b in (2, 3) for src in ("previous", "attn", "mlp", "composition")])
+    fixed["percent"] = fixed.percent_images.map(np.mean)
+    fixed.at[0, "percent_images"] = np.r_[fixed.percent_images[0][:9], np.nan]
+    cells = vilas_tables.interval_cells(fixed, "block", "source", "percent_images", seed=4)
+    assert cells.loc[3, "mlp"] == bootstrap(fixed.percent_images[6], seed=4).format(3)
+    assert cells.loc[2, "previous"].endswith("(1 excluded)")
+    table = vilas_tables.composition_table(fixed, fixed, "toy")
+    assert table.loc[3, "attn"] == pytest.approx(fixed.percent_images[5].mean())
+    assert table.loc[3, "attn, 95% CI"] == vilas_tables.interval_text(
+        bootstrap(fixed.percent_images[5]), 1)
+
+
 def test_the_control_across_seeds_sets_each_seed_beside_the_mean_and_its_interval():
     from vitcls_utils.analysis.identifiability import headline
     from vitcls_utils.base.uncertainty import across_seeds

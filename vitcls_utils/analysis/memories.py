@@ -45,9 +45,7 @@ KEY_TOPK = 5
 LAYERS = ("attn", "mlp")
 
 
-# ----------------------------------------------------------------------------------------------
-# Parameters
-# ----------------------------------------------------------------------------------------------
+# -- Parameters ----------------------------------------------------------------------------------
 @dataclass
 class Memories:
     """The value projections of every block, computed once from float32 copies.
@@ -166,9 +164,7 @@ def value_vector_classes(memories: Memories, block: int, columns: Sequence[int],
     return pd.DataFrame(rows)
 
 
-# ----------------------------------------------------------------------------------------------
-# Store metrics
-# ----------------------------------------------------------------------------------------------
+# -- Store metrics ---------------------------------------------------------------------------------
 def _require(results: Store, kinds: Sequence[str] = (), keys: bool = False) -> None:
     missing = [k for k in kinds if not positions_of_kind(results.sites, k)]
     if missing or (keys and results.key_mlp is None):
@@ -194,7 +190,8 @@ def sublayer_change_rate(results: Store, exact: bool = False) -> pd.DataFrame:
         results: a chapter-3 store (kinds :data:`KINDS`; ``resid_mid`` for ``exact``).
         exact: compare the MLP with its true input, ``resid_mid``, not the block input (B9).
     Returns:
-        DataFrame: ``block`` (2..L), ``layer``, ``token`` ("[CLS]"/"image"), ``rate`` (0-1).
+        DataFrame: ``block`` (2..L), ``layer``, ``token`` ("[CLS]"/"image"), ``rate`` (0-1) and
+        ``rate_images`` (an [I] array: each image's rate; ``rate`` is their mean).
     """
     _require(results, ["resid_post", "attn_out", "mlp_out"] + (["resid_mid"] if exact else []))
     block_input = results.by_block("true_logit", "resid_post")[:, :-1]  # hs_{b-1}, b = 1..L-1
@@ -205,9 +202,9 @@ def sublayer_change_rate(results: Store, exact: bool = False) -> pd.DataFrame:
         output = results.by_block("true_logit", f"{layer}_out")[:, 1:]
         increased = output > inputs[layer]  # [I, L-1, N]
         for token, columns in _token_split(results).items():
-            rate = increased[:, :, columns].mean(axis=(0, 2))
-            rows += [(b + 2, layer, token, float(r)) for b, r in enumerate(rate)]
-    return pd.DataFrame(rows, columns=["block", "layer", "token", "rate"])
+            rate, per_image = (increased[:, :, columns].mean(axis=a) for a in ((0, 2), 2))
+            rows += [(b + 2, layer, token, float(r), per_image[:, b]) for b, r in enumerate(rate)]
+    return pd.DataFrame(rows, columns=["block", "layer", "token", "rate", "rate_images"])
 
 
 def residual_composition(results: Store, paper: bool = False) -> pd.DataFrame:
@@ -220,7 +217,8 @@ def residual_composition(results: Store, paper: bool = False) -> pd.DataFrame:
         paper: the authors' composition, which compares with the attention output twice and
             never with the MLP (B1).
     Returns:
-        DataFrame: ``block`` (2..L), ``source`` (previous/attn/mlp/composition), ``percent``.
+        DataFrame: ``block`` (2..L), ``source`` (previous/attn/mlp/composition), ``percent``
+        and ``percent_images`` (an [I] array: each image's %; ``percent`` is their mean).
     """
     top = {kind: results.by_block("top1", kind) for kind in ("resid_post", "attn_out", "mlp_out")}
     now, previous = top["resid_post"][:, 1:], top["resid_post"][:, :-1]
@@ -232,8 +230,10 @@ def residual_composition(results: Store, paper: bool = False) -> pd.DataFrame:
         same["composition"] = ~same["previous"] & ~same["attn"] & ~same["mlp"]
     rows = []
     for source, hits in same.items():
-        rows += [(b + 2, source, float(100 * v)) for b, v in enumerate(hits.mean(axis=(0, 2)))]
-    return pd.DataFrame(rows, columns=["block", "source", "percent"])
+        per_image = 100 * hits.mean(axis=2)
+        rows += [(b + 2, source, float(100 * v), per_image[:, b])
+                 for b, v in enumerate(hits.mean(axis=(0, 2)))]
+    return pd.DataFrame(rows, columns=["block", "source", "percent", "percent_images"])
 
 
 def _agreement(results: Store, memories: Memories, layer: str, paper_text: bool
@@ -341,9 +341,7 @@ def memory_compositionality(results: Store, memories: Memories) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["block", "layer", "match"])
 
 
-# ----------------------------------------------------------------------------------------------
-# Running
-# ----------------------------------------------------------------------------------------------
+# -- Running ---------------------------------------------------------------------------------------
 def memories_for(variant: str, device: str = "cpu", seed: int = 0,
                  weights: Optional[str] = None) -> Memories:
     """The value projections of a variant, loaded the way its store was made."""

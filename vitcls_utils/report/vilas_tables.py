@@ -122,6 +122,30 @@ def interval_table(frame: pd.DataFrame, by: Sequence[str], value: str, seed: int
     return pd.DataFrame(rows)
 
 
+def interval_cells(frame: pd.DataFrame, index: str, columns: str, values: str, digits: int = 3,
+                   seed: int = 0, bounds_only: bool = False) -> pd.DataFrame:
+    """A wide table whose cells are the mean of each row's per-image values with its 95%
+    bootstrap interval over images: ``0.512 [0.490, 0.533]`` (``bounds_only``: ``[0.490,
+    0.533]``), with ``(k excluded)`` where images had no finite value.
+
+    Args:
+        frame: one row per cell; ``values`` holds each row's per-image array.
+        index, columns: the columns that become the wide table's rows and columns.
+        values: the per-image column; digits: decimals; seed: the bootstrap's seed.
+
+    Returns:
+        DataFrame of text, indexed by ``index``, a column per value of ``columns``.
+    """
+    def cell(per_image) -> str:
+        interval = bootstrap(per_image, seed=seed)
+        text = interval_text(interval, digits) if bounds_only else interval.format(digits)
+        return text + (f" ({interval.excluded} excluded)"
+                       if interval.excluded and not bounds_only else "")
+
+    shown = frame.assign(_cell=frame[values].map(cell))
+    return shown.pivot(index=index, columns=columns, values="_cell")
+
+
 def across_seeds_table(controls: Mapping[int, "Store"], metrics: Sequence[str]) -> pd.DataFrame:
     """Table 1's control at several random-init seeds: per metric, each seed's value and the
     mean with its 95% interval across seeds (Student's t).
@@ -303,9 +327,13 @@ def composition_table(fixed: pd.DataFrame, buggy: pd.DataFrame, variant: str) ->
         DataFrame indexed by ``block``: a column per source of ``fixed`` ("previous", "attn",
         "mlp", "composition"), "composition, authors' rule", "total, authors' rule" and,
         where the paper reports them, "previous, <reported label>" and "total, <reported
-        label>" (% of tokens).
+        label>" (% of tokens); given the per-image values (``percent_images``), "<source>,
+        95% CI" after them (bootstrap over images).
     """
     table = fixed.pivot(index="block", columns="source", values="percent")
+    if "percent_images" in fixed:
+        cis = interval_cells(fixed, "block", "source", "percent_images", 1, bounds_only=True)
+        table = table.join(cis[list(table.columns)].rename(columns=lambda c: f"{c}, 95% CI"))
     table["composition, authors' rule"] = (buggy.query("source == 'composition'")
                                            .set_index("block").percent)
     table["total, authors' rule"] = buggy.groupby("block").percent.sum()
