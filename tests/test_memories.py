@@ -182,8 +182,10 @@ def test_memory_compositionality_by_loops():
             own = res.top1[:, site[f"blocks.{b}.hook_{layer}_out"]]
             match = [own[i, n] in {int(top_class[j]) for j in keys[i, b, n]}
                      for i in range(8) for n in range(5)]
-            got = frame[(frame.block == b + 1) & (frame.layer == layer)].match.item()
-            assert got == pytest.approx(100 * np.mean(match))
+            row = frame[(frame.block == b + 1) & (frame.layer == layer)]
+            assert row.match.item() == pytest.approx(100 * np.mean(match))
+            assert row.hits_images.item().tolist() == np.reshape(match, (8, 5)).sum(1).tolist()
+            assert row.tokens_images.item().tolist() == [5] * 8  # no token removed
 
 
 def test_correct_vs_misclassified_uses_cls_agreement():

@@ -6,7 +6,7 @@ import pytest
 from conftest import memory_store
 
 from vitcls_utils.analysis import context
-from vitcls_utils.base.uncertainty import Interval, bootstrap, paired_difference
+from vitcls_utils.base.uncertainty import Interval, bootstrap, bootstrap_ratio, paired_difference
 from vitcls_utils.report import vilas_tables
 
 
@@ -77,6 +77,13 @@ def test_interval_cells_and_the_composition_table_bootstrap_each_cells_images():
     cells = vilas_tables.interval_cells(fixed, "block", "source", "percent_images", seed=4)
     assert cells.loc[3, "mlp"] == bootstrap(fixed.percent_images[6], seed=4).format(3)
     assert cells.loc[2, "previous"].endswith("(1 excluded)")
+    pooled = pd.DataFrame({"block": [1], "layer": ["mlp"], "hits_images": [np.array([1, 4, 0])],
+                           "tokens_images": [np.array([2, 5, 0])]})
+    shown = vilas_tables.interval_cells(pooled, "block", "layer", "hits_images", 2,
+                                        denominators="tokens_images")
+    by_hand = bootstrap_ratio(np.array([1, 4]), np.array([2, 5]))
+    assert by_hand.estimate == 5 / 7
+    assert shown.loc[1, "mlp"] == by_hand.format(2) + " (1 excluded)"
     table = vilas_tables.composition_table(fixed, fixed, "toy")
     assert table.loc[3, "attn"] == pytest.approx(fixed.percent_images[5].mean())
     assert table.loc[3, "attn, 95% CI"] == vilas_tables.interval_text(

@@ -325,7 +325,8 @@ def memory_compositionality(results: Store, memories: Memories) -> pd.DataFrame:
         results: a chapter-3 store with key indices.
         memories: the model's value projections.
     Returns:
-        DataFrame: ``block`` (1-based), ``layer``, ``match`` (%).
+        DataFrame: ``block`` (1-based), ``layer``, ``match`` (%), and per image ([I] arrays)
+        ``hits_images`` (matching tokens) and ``tokens_images`` (tokens not removed).
     """
     _require(results, ["attn_out", "mlp_out"], keys=True)
     rows = []
@@ -337,8 +338,9 @@ def memory_compositionality(results: Store, memories: Memories) -> pd.DataFrame:
             block_keys = keys[:, block].astype(np.int64)
             valid = block_keys[..., 0] >= 0
             hits = (top_class[np.clip(block_keys, 0, None)] == own[:, block, :, None]).any(-1)
-            rows.append((block + 1, layer, float(100 * hits[valid].mean())))
-    return pd.DataFrame(rows, columns=["block", "layer", "match"])
+            rows.append((block + 1, layer, float(100 * hits[valid].mean()),
+                         (hits & valid).sum(1), valid.sum(1)))
+    return pd.DataFrame(rows, columns=["block", "layer", "match", "hits_images", "tokens_images"])
 
 
 # -- Running ---------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from .reported import (agreement, compared_with, paper_series, reported, reporte
                        reported_value, value_vector_descriptions)
 from ..model.perturbations import perturbation_name
 from ..model.registry import get_variant
-from ..base.uncertainty import across_seeds, bootstrap, paired_difference
+from ..base.uncertainty import across_seeds, bootstrap, bootstrap_ratio, paired_difference
 
 if TYPE_CHECKING:
     from ..analysis.memories import Memories
@@ -123,7 +123,8 @@ def interval_table(frame: pd.DataFrame, by: Sequence[str], value: str, seed: int
 
 
 def interval_cells(frame: pd.DataFrame, index: str, columns: str, values: str, digits: int = 3,
-                   seed: int = 0, bounds_only: bool = False) -> pd.DataFrame:
+                   seed: int = 0, bounds_only: bool = False,
+                   denominators: Optional[str] = None) -> pd.DataFrame:
     """A wide table whose cells are the mean of each row's per-image values with its 95%
     bootstrap interval over images: ``0.512 [0.490, 0.533]`` (``bounds_only``: ``[0.490,
     0.533]``), with ``(k excluded)`` where images had no finite value.
@@ -132,17 +133,24 @@ def interval_cells(frame: pd.DataFrame, index: str, columns: str, values: str, d
         frame: one row per cell; ``values`` holds each row's per-image array.
         index, columns: the columns that become the wide table's rows and columns.
         values: the per-image column; digits: decimals; seed: the bootstrap's seed.
+        denominators: a per-image column of counts: each cell is then the pooled rate
+            sum(values) / sum(denominators) (:func:`~vitcls_utils.base.uncertainty.
+            bootstrap_ratio`, images without a count excluded).
 
     Returns:
         DataFrame of text, indexed by ``index``, a column per value of ``columns``.
     """
-    def cell(per_image) -> str:
-        interval = bootstrap(per_image, seed=seed)
+    def interval_of(row):
+        if denominators is None:
+            return bootstrap(row[values], seed=seed)
+        return bootstrap_ratio(row[values], row[denominators], seed=seed)
+
+    def cell(interval) -> str:
         text = interval_text(interval, digits) if bounds_only else interval.format(digits)
         return text + (f" ({interval.excluded} excluded)"
                        if interval.excluded and not bounds_only else "")
 
-    shown = frame.assign(_cell=frame[values].map(cell))
+    shown = frame.assign(_cell=[cell(interval_of(row)) for _, row in frame.iterrows()])
     return shown.pivot(index=index, columns=columns, values="_cell")
 
 
