@@ -74,6 +74,9 @@ def test_group_identifiability_boxes_and_test():
                       if groups[i, t] == code]
             assert row.identifiability == pytest.approx(np.mean(values))
             assert row.tokens == len(values)
+            first = [ident[0, block - 1, t] for t in range(1, 9) if groups[0, t] == code]
+            assert row.sum_images[0] == pytest.approx(sum(first))
+            assert row.tokens_images[0] == len(first) and row.tokens_images.sum() == len(values)
     boxes = context_metrics.group_boxes(res)
     assert set(boxes.token) == {"class-labeled", "context-labeled"}
     tests = context_metrics.group_test(res, n_permutations=99)

@@ -163,16 +163,21 @@ def group_identifiability(results: Store, labels: str = "aligned") -> pd.DataFra
     Returns:
         DataFrame, a row per (block, group): ``block`` (1-based), ``group``
         ("class-labeled"/"context-labeled"), ``identifiability`` (mean 1 - rank/C; NaN for no
-        token) and ``tokens`` (how many were pooled).
+        token), ``tokens`` (how many were pooled), and per image ([I] arrays, for a ratio
+        interval over images) ``sum_images`` (the group's identifiability summed) and
+        ``tokens_images`` (its tokens).
     """
     values = _group_values(results, labels)
     rows = []
     for block in range(values["ident"].shape[1]):
         for group in GROUPS:
             sample = values["ident"][:, block][values[group]]
+            summed = np.where(values[group], values["ident"][:, block], 0.0).sum(1)
             rows.append((block + 1, GROUP_NAMES[group],
-                         float(sample.mean()) if sample.size else np.nan, int(sample.size)))
-    return pd.DataFrame(rows, columns=["block", "group", "identifiability", "tokens"])
+                         float(sample.mean()) if sample.size else np.nan, int(sample.size),
+                         summed, values[group].sum(1)))
+    return pd.DataFrame(rows, columns=["block", "group", "identifiability", "tokens",
+                                       "sum_images", "tokens_images"])
 
 
 def group_boxes(results: Store, labels: str = "aligned") -> pd.DataFrame:
