@@ -210,11 +210,14 @@ def block_change_rate(results: Store) -> pd.DataFrame:
         results: the extraction store of one run.
 
     Returns:
-        DataFrame with columns ``block`` (2..L) and ``change_rate`` (fraction in [0, 1]).
+        DataFrame with columns ``block`` (2..L), ``change_rate`` (fraction in [0, 1]) and
+        ``change_rate_images`` (an [I] array: each image's fraction; their mean is the rate).
     """
     logits = results.by_block("true_logit", "resid_post")[:, :, image_columns(results, True)]
-    rate = (np.diff(logits, axis=1) > 0).mean(axis=(0, 2))
-    return pd.DataFrame({"block": np.arange(2, logits.shape[1] + 1), "change_rate": rate})
+    grows = np.diff(logits, axis=1) > 0                                      # [I, L-1, N]
+    rate, per_image = grows.mean(axis=(0, 2)), grows.mean(axis=2)
+    return pd.DataFrame({"block": np.arange(2, logits.shape[1] + 1), "change_rate": rate,
+                         "change_rate_images": list(per_image.T)})
 
 
 def normalized_blocks(frame: pd.DataFrame, n_blocks: int, value: str,
