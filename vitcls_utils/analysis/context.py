@@ -265,7 +265,10 @@ def change_difference(results: Store, layer: str = "attn", labels: str = "aligne
     Returns:
         DataFrame with columns ``block`` (2..L), ``difference`` (logits, class minus context;
         NaN where a group is empty), ``p_value``, ``significant`` (p < 0.05), ``class_tokens``
-        and ``context_tokens`` (token counts).
+        and ``context_tokens`` (token counts), and per image ([I] arrays, for an interval that
+        resamples images) ``class_sum_images``, ``class_tokens_images``,
+        ``context_sum_images`` and ``context_tokens_images`` (each group's increments summed,
+        and its tokens).
     """
     if f"hook_{layer}_out" not in " ".join(results.sites):
         raise VitclsError(f"{results.path} has no {layer}_out sites; extract with the default "
@@ -278,14 +281,19 @@ def change_difference(results: Store, layer: str = "attn", labels: str = "aligne
     rows = []
     for b in range(increment.shape[1]):
         on, off = increment[:, b][values["class"]], increment[:, b][values["context"]]
+        per_image = tuple(x for g in ("class", "context") for x in (
+            np.where(values[g], increment[:, b], 0.0).sum(1), values[g].sum(1)))
         if not on.size or not off.size:
-            rows.append((b + 2, np.nan, np.nan, False, on.size, off.size))
+            rows.append((b + 2, np.nan, np.nan, False, on.size, off.size) + per_image)
             continue
         p = permutation_greater(on, off, n_permutations=n_permutations, seed=seed + b,
                                 paper=paper)
-        rows.append((b + 2, float(on.mean() - off.mean()), p, p < 0.05, on.size, off.size))
+        rows.append((b + 2, float(on.mean() - off.mean()), p, p < 0.05, on.size, off.size)
+                    + per_image)
     return pd.DataFrame(rows, columns=["block", "difference", "p_value", "significant",
-                                       "class_tokens", "context_tokens"])
+                                       "class_tokens", "context_tokens", "class_sum_images",
+                                       "class_tokens_images", "context_sum_images",
+                                       "context_tokens_images"])
 
 
 # ----------------------------------------------------------------------------------------------

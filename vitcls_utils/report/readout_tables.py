@@ -12,7 +12,8 @@ import pandas as pd
 
 from ..analysis import identifiability
 from ..base.uncertainty import Interval, bootstrap, paired_difference
-from .vilas_tables import interval_table, interval_text
+from .intervals import interval_text
+from .vilas_tables import interval_table
 
 KIND_NAMES = {"cls": "[CLS]", "image": "image tokens"}
 READOUT_NAMES = {"plain": "plain readout", "tuned": "tuned lens", "probe": "linear probe"}

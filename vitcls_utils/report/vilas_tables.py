@@ -18,7 +18,8 @@ from .reported import (agreement, compared_with, paper_series, reported, reporte
                        reported_value, value_vector_descriptions)
 from ..model.perturbations import perturbation_name
 from ..model.registry import get_variant
-from ..base.uncertainty import across_seeds, bootstrap, bootstrap_ratio, paired_difference
+from ..base.uncertainty import across_seeds, bootstrap, bootstrap_ratio_difference, paired_difference
+from .intervals import interval_cells, interval_text  # noqa: F401 (the tables' names too)
 
 if TYPE_CHECKING:
     from ..analysis.memories import Memories
@@ -54,22 +55,6 @@ def compare_table(stores: Mapping[str, "Store"]) -> pd.DataFrame:
             "reported for": "" if model is None else get_variant(model).label,
         })
     return pd.DataFrame(rows)
-
-
-def interval_text(interval, digits: int = 2) -> str:
-    """An interval as a table shows it: ``[lo, hi]``, with ``(n excluded)`` where images
-    without a number were left out; "–" where nothing was measured.
-
-    Args:
-        interval: a :class:`~vitcls_utils.base.uncertainty.Interval`; digits: decimals.
-
-    Returns:
-        The text.
-    """
-    if interval.n == 0:
-        return "–"
-    text = f"[{interval.low:.{digits}f}, {interval.high:.{digits}f}]"
-    return text + (f" ({interval.excluded} excluded)" if interval.excluded else "")
 
 
 def headline_intervals_table(results: "Store", control: "Store", metrics: Sequence[str],
@@ -120,38 +105,6 @@ def interval_table(frame: pd.DataFrame, by: Sequence[str], value: str, seed: int
         rows.append({**dict(zip(by, keys, strict=True)), "mean": interval.estimate,
                      "95% CI": interval_text(interval, 3), "n": interval.n})
     return pd.DataFrame(rows)
-
-
-def interval_cells(frame: pd.DataFrame, index: str, columns: str, values: str, digits: int = 3,
-                   seed: int = 0, bounds_only: bool = False,
-                   denominators: Optional[str] = None) -> pd.DataFrame:
-    """A wide table whose cells are the mean of each row's per-image values with its 95%
-    bootstrap interval over images: ``0.512 [0.490, 0.533]`` (``bounds_only``: ``[0.490,
-    0.533]``), with ``(k excluded)`` where images had no finite value.
-
-    Args:
-        frame: one row per cell; ``values`` holds each row's per-image array.
-        index, columns: the columns that become the wide table's rows and columns.
-        values: the per-image column; digits: decimals; seed: the bootstrap's seed.
-        denominators: a per-image column of counts: each cell is then the pooled rate
-            sum(values) / sum(denominators) (:func:`~vitcls_utils.base.uncertainty.
-            bootstrap_ratio`, images without a count excluded).
-
-    Returns:
-        DataFrame of text, indexed by ``index``, a column per value of ``columns``.
-    """
-    def interval_of(row):
-        if denominators is None:
-            return bootstrap(row[values], seed=seed)
-        return bootstrap_ratio(row[values], row[denominators], seed=seed)
-
-    def cell(interval) -> str:
-        text = interval_text(interval, digits) if bounds_only else interval.format(digits)
-        return text + (f" ({interval.excluded} excluded)"
-                       if interval.excluded and not bounds_only else "")
-
-    shown = frame.assign(_cell=[cell(interval_of(row)) for _, row in frame.iterrows()])
-    return shown.pivot(index=index, columns=columns, values="_cell")
 
 
 def across_seeds_table(controls: Mapping[int, "Store"], metrics: Sequence[str]) -> pd.DataFrame:
@@ -284,6 +237,28 @@ def context_table(variant: str, clean: Store, runs: Mapping[str, Store],
             "drop, 95% CI (paired)": drop_interval(clean, res, group, labels).format(2),
         })
     return pd.DataFrame(rows)
+
+
+def change_difference_table(diff: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """A5b's table: per block the class- minus context-labeled increment with its 95%
+    interval (each image's tokens of both groups pooled, whole images resampled) and whether
+    that interval excludes zero, beside the permutation test.
+
+    Args:
+        diff: :func:`~vitcls_utils.analysis.context.change_difference`'s frame.
+        seed: the bootstrap's seed.
+
+    Returns:
+        DataFrame indexed by ``block``: ``difference`` (logits), "95% CI", "CI excludes zero",
+        ``p_value``, ``significant``, ``class_tokens`` and ``context_tokens``.
+    """
+    intervals = [bootstrap_ratio_difference(r.class_sum_images, r.class_tokens_images,
+                                            r.context_sum_images, r.context_tokens_images,
+                                            seed=seed) for r in diff.itertuples()]
+    return diff.assign(**{"95% CI": [interval_text(i, 4) for i in intervals],
+                          "CI excludes zero": [i.excludes_zero for i in intervals]}).set_index(
+        "block")[["difference", "95% CI", "CI excludes zero", "p_value", "significant",
+                  "class_tokens", "context_tokens"]]
 
 
 def value_vector_table(memories: "Memories", variant: str, class_names: Sequence[str],
