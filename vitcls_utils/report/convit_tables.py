@@ -44,11 +44,13 @@ def zoo(rows: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
     parameters (M) beside the paper's.
 
     Args:
-        rows: {variant key: {"top1": %, "top5": %, "params": parameter count}}, in table order.
+        rows: {variant key: {"top1": %, "top5": %, "params": parameter count, and optionally
+            "images": how many the accuracies are over}}, in table order.
     Returns:
         DataFrame, a row per model: ``model`` (its label), "top-1, this run", "top-5, this run",
-        "params (M), this run", "paper model", "top-1, paper", "top-5, paper" and
-        "params (M), paper" (NaN / None where the paper has no such model).
+        "params (M), this run", "paper model", "top-1, paper", "top-5, paper",
+        "params (M), paper" (NaN / None where the paper has no such model) and "top-1, 95% CI"
+        (bootstrap over the images; "–" without an image count).
     """
     table = convit_table("table1").set_index("variant")
     out = []
@@ -59,8 +61,24 @@ def zoo(rows: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
                     "paper model": None if theirs is None else theirs.model,
                     "top-1, paper": np.nan if theirs is None else theirs.top1,
                     "top-5, paper": np.nan if theirs is None else theirs.top5,
-                    "params (M), paper": np.nan if theirs is None else theirs.params_m})
+                    "params (M), paper": np.nan if theirs is None else theirs.params_m,
+                    "top-1, 95% CI": top1_interval(ours["top1"], int(ours.get("images", 0)))})
     return pd.DataFrame(out)
+
+
+def top1_gap(first: np.ndarray, second: np.ndarray, seed: int = 0) -> Interval:
+    """Two models' top-1 on the same images: the first's minus the second's, paired over the
+    images, with its 95% interval (percentage points).
+
+    Args:
+        first, second: each model's per-image outcomes (100 right, 0 wrong), same images in
+            the same order (``top1_images`` of :func:`vitcls_utils.analysis.convit.evaluate_masks`).
+        seed: the bootstrap's seed.
+
+    Returns:
+        An :class:`~vitcls_utils.base.uncertainty.Interval`.
+    """
+    return paired_difference(first, second, seed=seed)
 
 
 def paper_gates(key: str) -> pd.DataFrame:
