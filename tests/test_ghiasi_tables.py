@@ -131,3 +131,15 @@ def test_box_convention_follows_the_profile_and_the_notes_say_what_was_read(tmp_
     assert "read as VOC (1-based" in ghiasi.fgbg_notes(str(tmp_path), "voc")
     assert "one row and one column short" in ghiasi.fgbg_notes(str(tmp_path), "authors")
     assert "val CSV's" in ghiasi.fgbg_notes(str(tmp_path / "LOC_val_solution.csv"), "voc")
+
+
+def test_the_lowpass_frame_shows_each_top1_with_the_interval_of_its_images():
+    from vitcls_utils.base.uncertainty import bootstrap
+
+    counted = pd.DataFrame({"edit": ["full", "lowpass 8"], "cutoff": [np.nan, 8.0],
+                            "top1": [75.0, 25.0], "top5": [100.0, 50.0], "images": [8, 8]})
+    frame = ghiasi.lowpass_frame({"A": counted, "B": counted.drop(columns="images")})
+    assert frame.columns.tolist() == ["model", "edit", "cutoff", "top1", "top5", "top-1, 95% CI"]
+    outcomes = np.r_[100.0, 100.0, np.zeros(6)]  # 25% of 8 images, each right or wrong
+    assert frame["top-1, 95% CI"][1] == bootstrap(outcomes).bounds(1)
+    assert frame["top-1, 95% CI"][3] == "–"  # no image count given

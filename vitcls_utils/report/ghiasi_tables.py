@@ -200,10 +200,14 @@ def lowpass_frame(results: Dict[str, pd.DataFrame]) -> pd.DataFrame:
             :func:`vitcls_utils.analysis.stimulus_edits.evaluate_edits` over low-pass edits,
             columns ``edit``, ``cutoff``, ``top1`` and ``top5`` (%)}.
     Returns:
-        DataFrame with columns ``model``, ``edit``, ``cutoff``, ``top1`` and ``top5``.
+        DataFrame with columns ``model``, ``edit``, ``cutoff``, ``top1``, ``top5`` and "top-1,
+        95% CI" (bootstrap over the frame's ``images``; "–" without that count).
     """
-    return pd.concat([frame.assign(model=model)[["model", "edit", "cutoff", "top1", "top5"]]
-                      for model, frame in results.items()], ignore_index=True)
+    frame = pd.concat([frame.assign(model=model, images=frame.get("images", 0))[
+        ["model", "edit", "cutoff", "top1", "top5", "images"]]
+        for model, frame in results.items()], ignore_index=True)
+    ci = [bootstrap_proportion(r.top1, int(r.images)).bounds(1) for r in frame.itertuples()]
+    return frame.drop(columns="images").assign(**{"top-1, 95% CI": ci})
 
 
 def pick_units(top, blocks: Sequence[int], per_block: int = 1) -> List[Tuple[int, int]]:
