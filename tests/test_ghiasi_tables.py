@@ -143,3 +143,15 @@ def test_the_lowpass_frame_shows_each_top1_with_the_interval_of_its_images():
     outcomes = np.r_[100.0, 100.0, np.zeros(6)]  # 25% of 8 images, each right or wrong
     assert frame["top-1, 95% CI"][1] == bootstrap(outcomes).bounds(1)
     assert frame["top-1, 95% CI"][3] == "–"  # no image count given
+
+
+def test_the_patch_table_gives_intervals_over_images_only_where_images_are_the_units():
+    from vitcls_utils.analysis.patch_readout import PatchReadout
+    from vitcls_utils.base.uncertainty import bootstrap
+
+    readout = PatchReadout(np.array([50.0, 100.0]), np.array([100.0, 100.0]), (1, 2),
+                           model_top1=75.0, model_top5=100.0, pooled_top1=50.0,
+                           pooled_top5=100.0, n_images=4)
+    table = ghiasi.patch_table(readout).set_index("quantity")["top-1, 95% CI"]
+    assert table["the model's output"] == bootstrap(np.r_[100.0, 100.0, 100.0, 0]).bounds(1)
+    assert table["Patch Average"] == table["Patch Maximum"] == "–"

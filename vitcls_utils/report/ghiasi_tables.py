@@ -274,8 +274,9 @@ def patch_table(readout: PatchReadout) -> pd.DataFrame:
             (:func:`vitcls_utils.analysis.patch_readout.patch_readout`).
     Returns:
         DataFrame, a row per quantity (the model's output, Patch Average, Patch Maximum, the
-        pooled token): ``quantity``, "top-1, this run", "top-5, this run", "top-1, paper" and
-        "top-5, paper" (%; empty where the paper reports none).
+        pooled token): ``quantity``, "top-1, this run", "top-5, this run", "top-1, paper",
+        "top-5, paper" (%; empty where the paper reports none) and "top-1, 95% CI" (over the
+        images; "–" for Patch Average and Maximum, which are read over positions).
     """
     summary = readout.summary()
     rows = []
@@ -286,7 +287,10 @@ def patch_table(readout: PatchReadout) -> pd.DataFrame:
         rows.append({"quantity": label, "top-1, this run": summary[f"{key}_top1"],
                      "top-5, this run": summary[f"{key}_top5"],
                      "top-1, paper": paper.ghiasi_value(quantity, PAPER_MODEL, "top1"),
-                     "top-5, paper": paper.ghiasi_value(quantity, PAPER_MODEL, "top5")})
+                     "top-5, paper": paper.ghiasi_value(quantity, PAPER_MODEL, "top5"),
+                     "top-1, 95% CI": bootstrap_proportion(
+                         summary[f"{key}_top1"], readout.n_images if key in (
+                             "natural", "pooled_token") else 0).bounds(1)})
     return pd.DataFrame(rows)
 
 
