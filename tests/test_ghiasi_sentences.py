@@ -62,3 +62,17 @@ def test_table2_says_which_way_this_run_goes():
     assert summary["background (% of full top-5), Toy ViT"] == (30.6, 31.6, "ViT-B16")
     assert summary["background (% of full top-5), Toy CNN (ResNet)"] == (39.4, 18.0,
                                                                          "ResNet-50")
+
+
+def test_table2_compares_the_background_shares_over_the_same_images():
+    def outcomes(full, background):
+        return pd.DataFrame({"edit": ["full", "background"],
+                             "top5_images": [np.asarray(full, float), np.asarray(background, float)]})
+
+    vit = outcomes([100, 100, 100, 100, 0], [100, 100, 0, 0, 0])
+    cnn = outcomes([100, 100, 100, 100, 100], [0, 0, 0, 100, 0])
+    text = ghiasi_sentences.fgbg_sentence(table2(30.6, 39.4, 9.0, 12.0),
+                                          {"Toy ViT": vit, "Toy CNN (ResNet)": cnn})
+    assert "Over the same 5 images, the ViT's background share minus the CNN's is 30.0 [" in text
+    assert "its 95% CI" in text  # 2/4 - 1/5 = 0.30, as a share of each model's full top-5
+    assert "Over the same" not in ghiasi_sentences.fgbg_sentence(table2(30.6, 39.4, 9.0, 12.0))

@@ -8,7 +8,7 @@ from typing import Dict, Optional
 import numpy as np
 import pandas as pd
 
-from ..base.uncertainty import paired_difference
+from ..base.uncertainty import bootstrap_ratio_difference, paired_difference
 from ..model.registry import get_variant
 from .ghiasi_tables import PAPER_MODEL
 from .vilas_sentences import ci_verdict
@@ -113,13 +113,17 @@ def table2_summary(table: pd.DataFrame) -> Dict[str, tuple]:
     return values
 
 
-def fgbg_sentence(table: pd.DataFrame) -> str:
+def fgbg_sentence(table: pd.DataFrame, results: Optional[Dict[str, pd.DataFrame]] = None
+                  ) -> str:
     """Table 2 in words: which of this run's models keeps more of its accuracy from the
     background alone, in top-5 and in top-1, beside the paper's finding that every ViT keeps
     more background accuracy than every CNN.
 
     Args:
         table: :func:`~vitcls_utils.report.ghiasi_tables.table2`'s frame (the ViT first).
+        results: {model label: :func:`~vitcls_utils.analysis.stimulus_edits.evaluate_edits`'s
+            accuracy frame, with ``top5_images``}, or None: given, the two models' background
+            shares of top-5 are compared with a 95% interval that resamples whole images.
 
     Returns:
         A sentence.
@@ -137,7 +141,21 @@ def fgbg_sentence(table: pd.DataFrame) -> str:
             f"full-image top-5 and {cnn['model']} {cnn['background']:.1f}% ({top1[0]:.1f}% and "
             f"{top1[1]:.1f}% of their top-1): {side}, where every ViT keeps more background "
             f"accuracy than every CNN ({vits.background.min():.1f}% to "
-            f"{vits.background.max():.1f}% of top-5 over its ViTs).")
+            f"{vits.background.max():.1f}% of top-5 over its ViTs)."
+            + _share_gap(results, vit["model"], cnn["model"]))
+
+
+def _share_gap(results, vit: str, cnn: str) -> str:
+    """The ViT's minus the CNN's background share of top-5 (points of the full image's
+    top-5), both pooled over the same images, in words; empty without per-image outcomes."""
+    if not results or any("top5_images" not in results.get(m, {}) for m in (vit, cnn)):
+        return ""
+    per = {m: results[m].set_index("edit").top5_images for m in (vit, cnn)}
+    gap = bootstrap_ratio_difference(*(100 * per[m]["background"] if part == 0
+                                       else per[m]["full"]
+                                       for m in (vit, cnn) for part in (0, 1)))
+    return (f" Over the same {gap.n} images, the ViT's background share minus the CNN's is "
+            f"{gap.format(1)} points and {ci_verdict(gap)}.")
 
 
 def patch_summary(summary: Dict[str, float]) -> Dict[str, tuple]:
