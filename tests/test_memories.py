@@ -196,6 +196,19 @@ def test_correct_vs_misclassified_uses_cls_agreement():
     row = frame[(frame.block == 1) & (frame.layer == "mlp")].iloc[0]
     assert row.difference == pytest.approx(100.0)
     assert row.p_value == pytest.approx(0.01) and row.significant
+    correct = res.pred == res.labels
+    assert row.agreement_images.tolist() == correct.astype(float).tolist()
+    # the table's interval: correct minus misclassified means, whole images resampled
+    from vitcls_utils.report import vilas_tables
+    rng = np.random.default_rng(0)
+    mixed = frame.assign(agreement_images=[rng.integers(0, 2, 30).astype(float)] * len(frame))
+    shown = vilas_tables.misclassified_table(mixed, correct, seed=0)
+    values = mixed.agreement_images[0]
+    draws = np.random.default_rng(1).integers(0, 30, (3000, 30))  # a second, plain loop
+    diffs = [100 * (values[d][correct[d]].mean() - values[d][~correct[d]].mean()) for d in draws]
+    low, high = (float(x) for x in shown["95% CI"][0].strip("[]").split(", "))
+    assert low == pytest.approx(np.percentile(diffs, 2.5), abs=6)
+    assert high == pytest.approx(np.percentile(diffs, 97.5), abs=6)
 
 
 def test_strongest_values():

@@ -176,10 +176,8 @@ def _require(results: Store, kinds: Sequence[str] = (), keys: bool = False) -> N
 
 
 def _token_split(results: Store) -> Dict[str, slice]:
-    split = {"image": slice(results.num_prefix, None)}
-    if results.has_cls:
-        split = {"[CLS]": slice(0, 1), **split}
-    return split
+    image = {"image": slice(results.num_prefix, None)}
+    return {"[CLS]": slice(0, 1), **image} if results.has_cls else image
 
 
 def sublayer_change_rate(results: Store, exact: bool = False) -> pd.DataFrame:
@@ -298,7 +296,7 @@ def correct_vs_misclassified(results: Store, memories: Memories, n_permutations:
         paper: the authors' p-value, count/n (B19).
     Returns:
         DataFrame: ``block``, ``layer``, ``difference`` (percentage points; NaN unless both
-        groups have images), ``p_value``, ``significant``.
+        groups have images), ``p_value``, ``significant``, ``agreement_images`` ([I] 0/1).
     """
     correct = results.pred == results.labels
     rows = []
@@ -307,13 +305,14 @@ def correct_vs_misclassified(results: Store, memories: Memories, n_permutations:
         for block in range(agree.shape[1]):
             values = agree[:, block].astype(np.float64)
             if correct.all() or not correct.any():
-                rows.append((block + 1, layer, np.nan, np.nan, False))
+                rows.append((block + 1, layer, np.nan, np.nan, False, values))
                 continue
             diff = 100 * (values[correct].mean() - values[~correct].mean())
             p = permutation_greater(values[correct], values[~correct], n_permutations,
                                     seed=seed + block, paper=paper)
-            rows.append((block + 1, layer, diff, p, p < 0.05))
-    return pd.DataFrame(rows, columns=["block", "layer", "difference", "p_value", "significant"])
+            rows.append((block + 1, layer, diff, p, p < 0.05, values))
+    return pd.DataFrame(rows, columns=["block", "layer", "difference", "p_value", "significant",
+                                       "agreement_images"])
 
 
 def memory_compositionality(results: Store, memories: Memories) -> pd.DataFrame:

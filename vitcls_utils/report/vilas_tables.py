@@ -261,6 +261,28 @@ def change_difference_table(diff: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
                   "class_tokens", "context_tokens"]]
 
 
+def misclassified_table(diff: pd.DataFrame, correct: np.ndarray, seed: int = 0) -> pd.DataFrame:
+    """A8's table: per block and layer, [CLS]'s agreement over correctly classified images
+    minus over misclassified ones with its 95% interval (whole images resampled, so both
+    groups' sizes vary as a new draw of images would) beside the permutation test.
+
+    Args:
+        diff: :func:`~vitcls_utils.analysis.memories.correct_vs_misclassified`'s frame.
+        correct: [I] bool, whether the model classifies each image right (the same order).
+        seed: the bootstrap's seed.
+
+    Returns:
+        DataFrame: ``block``, ``layer``, ``difference`` (points), "95% CI", ``p_value`` and
+        ``significant``.
+    """
+    right = np.asarray(correct, dtype=np.float64)
+    intervals = [bootstrap_ratio_difference(100 * v * right, right, 100 * v * (1 - right),
+                                            1 - right, seed=seed)
+                 for v in diff.agreement_images]
+    return diff.assign(**{"95% CI": [interval_text(i) for i in intervals]})[
+        ["block", "layer", "difference", "95% CI", "p_value", "significant"]]
+
+
 def value_vector_table(memories: "Memories", variant: str, class_names: Sequence[str],
                        labels: Sequence[int], block: Optional[int] = None,
                        columns: Optional[Sequence[int]] = None):
