@@ -90,6 +90,7 @@ def test_sweep_endpoints_are_the_model(tiny_toy_variant):
             n += len(y)
     assert natural.top1 == pytest.approx(100 * hits1 / n)
     assert natural.top5 == pytest.approx(100 * hits5 / n)
+    assert len(natural.top1_images) == n and natural.top1_images.mean() == natural.top1
     by_block = isolation.identifiability_by_block(model, data, [0, 3], progress=False)
     assert set(by_block.L) == {0, 3} and len(by_block) == 6
     # fully isolated, [CLS] reads one class for every image: right for that class's 2 of 48

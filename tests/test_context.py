@@ -74,6 +74,9 @@ def test_group_identifiability_boxes_and_test():
                       if groups[i, t] == code]
             assert row.identifiability == pytest.approx(np.mean(values))
             assert row.tokens == len(values)
+            first = [ident[0, block - 1, t] for t in range(1, 9) if groups[0, t] == code]
+            assert row.sum_images[0] == pytest.approx(sum(first))
+            assert row.tokens_images[0] == len(first) and row.tokens_images.sum() == len(values)
     boxes = context_metrics.group_boxes(res)
     assert set(boxes.token) == {"class-labeled", "context-labeled"}
     tests = context_metrics.group_test(res, n_permutations=99)
@@ -104,6 +107,13 @@ def test_change_difference_is_the_class_minus_context_mean_increment_by_loops():
         assert row.difference == pytest.approx(np.mean(on) - np.mean(off), abs=1e-6)
         assert (row.class_tokens, row.context_tokens) == (len(on), len(off))
         assert 0 < row.p_value <= 1
+        assert row.class_tokens_images.sum() == len(on)
+        assert row.class_sum_images.sum() - row.context_sum_images.sum() == pytest.approx(
+            sum(on) - sum(off), abs=1e-5)
+    from vitcls_utils.report import vilas_tables
+    shown = vilas_tables.change_difference_table(table)
+    assert shown.difference.tolist() == table.difference.tolist()
+    assert shown["95% CI"].iloc[0].startswith("[") and shown["CI excludes zero"].dtype == bool
     paper = context_metrics.change_difference(res, n_permutations=50, seed=1, paper=True)
     assert (paper.p_value <= table.p_value).all()  # count/n never exceeds (1 + count)/(1 + n)
 

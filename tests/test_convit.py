@@ -282,6 +282,9 @@ def test_evaluate_under_masks_and_the_readout_without_cls(toy_convit_variant):
     correct = sum(int((model(x).argmax(-1) == y).sum())
                   for x, y in labelled_batches(model, data, 10, "", False))
     assert accuracy.set_index("mask").top1["unmasked"] == pytest.approx(100 * correct / 24)
+    hits = np.concatenate([(model(x).argmax(-1) == y).numpy()
+                           for x, y in labelled_batches(model, data, 10, "", False)])
+    assert np.array_equal(accuracy.set_index("mask").top1_images["unmasked"], 100.0 * hits)
     plain = blocks[blocks["mask"] == "unmasked"].set_index("block")
     assert np.isnan(plain.cls_identifiability[1]) and not np.isnan(plain.cls_identifiability[2])
     assert set(blocks["mask"]) == {m.name for m in masks}

@@ -26,6 +26,12 @@ def test_the_sentences_read_the_numbers_they_are_given():
     assert "6.0 for ConViT-Ti, 33.9 for DeiT-Ti" in text  # Table 5: 73.1-67.1, 72.2-38.3
     assert "With content masked, first 3, C keeps 50.0% top-1." in text
     assert "1.3% with content masked, 46.8% with position masked" in text  # Table 6, k = 10
+    from vitcls_utils.base.uncertainty import Interval
+    costs = {"C": Interval(10.0, 4.0, 16.0, 20), "D": Interval(25.0, -1.0, 50.0, 20)}
+    text = convit_sentences.masking_sentence(top1, "C", "D", deepest=3, costs=costs)
+    assert ("costs C 10.0 points and D 25.0; paired over the same 20 images: C 10.0 [4.0, "
+            "16.0] (its 95% CI excludes zero); D 25.0 [-1.0, 50.0] (its 95% CI holds zero: "
+            "not resolved) (the paper") in text
 
     text = convit_sentences.maps_sentence(2, np.array([0.1, 0.7]), np.array([0.3, 0.4]))
     assert "between 0.10 and 0.70" in text and "a spread of 0.60 against 0.10" in text

@@ -41,6 +41,14 @@ def test_masking_finds_tables_5_and_6_where_they_have_the_model():
     assert counted["top-1, 95% CI"].tolist() == [tables.top1_interval(50.0, 40)] * 4
     low, high = (float(x) for x in counted["top-1, 95% CI"][0].strip("[]").split(", "))
     assert 30 < low < 50 < high < 70  # ±16 points at n = 40
+    # the cost of zeroing the position embedding, paired over the images by hand
+    from vitcls_utils.base.uncertainty import bootstrap
+    right, zeroed = np.r_[np.full(30, 100.0), np.zeros(10)], np.r_[np.full(20, 100.0), np.zeros(20)]
+    outcomes = accuracy(MASKS[:2]).assign(images=40, top1_images=[right, zeroed])
+    costs = tables.zeroing_costs({"toy_convit": outcomes, "deit_small": accuracy(MASKS[:2])})
+    assert list(costs) == ["Toy ConViT"] and costs["Toy ConViT"].estimate == 25.0
+    by_hand = bootstrap(right - zeroed)  # ten images lost, none gained
+    assert (costs["Toy ConViT"].low, costs["Toy ConViT"].high) == (by_hand.low, by_hand.high)
 
 
 def test_zoo_gates_and_sample_efficiency_beside_the_paper():
@@ -49,6 +57,13 @@ def test_zoo_gates_and_sample_efficiency_beside_the_paper():
     assert list(zoo["top-1, paper"]) == [81.3, 72.2] and list(zoo["paper model"]) == [
         "ConViT-S", "DeiT-Ti"]
     assert np.isnan(zoo["top-5, paper"].iloc[1])  # the paper gives no DeiT top-5
+    assert list(zoo["top-1, 95% CI"]) == ["–", "–"]  # no image count given
+    counted = tables.zoo({"toy_deit": {"top1": 75.0, "top5": 90.0, "params": 6e5, "images": 8}})
+    from vitcls_utils.base.uncertainty import bootstrap
+    assert counted["top-1, 95% CI"][0] == bootstrap(np.r_[np.full(6, 100.0), 0, 0]).bounds(1)
+    first, second = np.r_[np.full(6, 100.0), 0, 0], np.r_[np.full(4, 100.0), 0, 0, 0, 0]
+    gap = tables.top1_gap(first, second)
+    assert gap.estimate == 25.0 and gap.n == 8 and gap.p_value < 1
     gates = pd.DataFrame({"layer": [2, 2, 2, 2], "head": [1, 2, 3, 4], "gate": [.1, .2, .3, .4]})
     check = tables.gates_check(gates, "toy_convit")
     assert list(check[check.layer == 2]["gate, this run"]) == [.1, .2, .3, .4]

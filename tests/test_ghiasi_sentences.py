@@ -1,6 +1,8 @@
 """Chapter 6's sentences read the numbers they are given: this run's and the paper's."""
+import numpy as np
 import pandas as pd
 
+from vitcls_utils.base.uncertainty import paired_difference
 from vitcls_utils.report import ghiasi_sentences
 
 
@@ -14,6 +16,18 @@ def test_the_isolation_sentence_reads_table_1_and_the_sweep():
         in text
     assert "half the natural accuracy at L = 2 of 3" in text
     assert "it is at 5.0% (chance 4.2%)" in text
+    # with per-image outcomes: the paired loss and the difference from chance, each judged
+    natural, isolated = np.r_[np.full(8, 100.0), 0, 0], np.r_[np.full(6, 100.0), 0, 0, 0, 0]
+    full = np.zeros(10)
+    per = sweep.assign(L=[1, 2, 3, 0, 2, 3],
+                       top1_images=[natural] * 3 + [natural, isolated, full])
+    text = ghiasi_sentences.isolation_sentence(table, per, depth=3, num_classes=24)
+    loss = paired_difference(isolated, natural)
+    assert loss.estimate == -20.0
+    assert (f"paired over the same 10 images, isolation changes top-1 by {loss.format(1)} "
+            f"points and its 95% CI {'excludes zero' if loss.excludes_zero else 'holds'}") in text
+    assert "its difference from chance is -4.2 [-4.2, -4.2] points and its 95% CI excludes " \
+        "zero" in text
 
 
 def test_a_control_at_chance_gets_a_sentence_for_a_control():
@@ -48,3 +62,17 @@ def test_table2_says_which_way_this_run_goes():
     assert summary["background (% of full top-5), Toy ViT"] == (30.6, 31.6, "ViT-B16")
     assert summary["background (% of full top-5), Toy CNN (ResNet)"] == (39.4, 18.0,
                                                                          "ResNet-50")
+
+
+def test_table2_compares_the_background_shares_over_the_same_images():
+    def outcomes(full, background):
+        return pd.DataFrame({"edit": ["full", "background"],
+                             "top5_images": [np.asarray(full, float), np.asarray(background, float)]})
+
+    vit = outcomes([100, 100, 100, 100, 0], [100, 100, 0, 0, 0])
+    cnn = outcomes([100, 100, 100, 100, 100], [0, 0, 0, 100, 0])
+    text = ghiasi_sentences.fgbg_sentence(table2(30.6, 39.4, 9.0, 12.0),
+                                          {"Toy ViT": vit, "Toy CNN (ResNet)": cnn})
+    assert "Over the same 5 images, the ViT's background share minus the CNN's is 30.0 [" in text
+    assert "its 95% CI" in text  # 2/4 - 1/5 = 0.30, as a share of each model's full top-5
+    assert "Over the same" not in ghiasi_sentences.fgbg_sentence(table2(30.6, 39.4, 9.0, 12.0))

@@ -52,6 +52,15 @@ def test_drop_vs_identifiable_lines_up_each_L_with_the_natural_block(toy_run):
     # dropping after the last block is the natural model: its top-1 equals the store-free
     # count of the [CLS] projection at the last block, which is the model's output
     assert table.loc[3, "drop patches after L: top-1"] == pytest.approx(natural[3])
+    # intervals: the images' outcomes of each L, and the rank-0 share counted over the images
+    from vitcls_utils.base.uncertainty import bootstrap
+    row = drop.query("L == 1").iloc[0]
+    hand = bootstrap(row.top1_images).bounds(1)
+    assert table.loc[1, "95% CI"] == hand
+    k = round(natural[3] * len(data) / 100)
+    assert table.loc[3, "95% CI, rank 0"] == bootstrap(
+        np.r_[np.full(k, 100.0), np.zeros(len(data) - k)]).bounds(1)
+    assert table.loc[0, "95% CI, rank 0"] == "–"
     plots.plt.close(ghiasi_plots.block_curves_figure(curves, "L", "t"))
 
 
@@ -122,3 +131,27 @@ def test_box_convention_follows_the_profile_and_the_notes_say_what_was_read(tmp_
     assert "read as VOC (1-based" in ghiasi.fgbg_notes(str(tmp_path), "voc")
     assert "one row and one column short" in ghiasi.fgbg_notes(str(tmp_path), "authors")
     assert "val CSV's" in ghiasi.fgbg_notes(str(tmp_path / "LOC_val_solution.csv"), "voc")
+
+
+def test_the_lowpass_frame_shows_each_top1_with_the_interval_of_its_images():
+    from vitcls_utils.base.uncertainty import bootstrap
+
+    counted = pd.DataFrame({"edit": ["full", "lowpass 8"], "cutoff": [np.nan, 8.0],
+                            "top1": [75.0, 25.0], "top5": [100.0, 50.0], "images": [8, 8]})
+    frame = ghiasi.lowpass_frame({"A": counted, "B": counted.drop(columns="images")})
+    assert frame.columns.tolist() == ["model", "edit", "cutoff", "top1", "top5", "top-1, 95% CI"]
+    outcomes = np.r_[100.0, 100.0, np.zeros(6)]  # 25% of 8 images, each right or wrong
+    assert frame["top-1, 95% CI"][1] == bootstrap(outcomes).bounds(1)
+    assert frame["top-1, 95% CI"][3] == "–"  # no image count given
+
+
+def test_the_patch_table_gives_intervals_over_images_only_where_images_are_the_units():
+    from vitcls_utils.analysis.patch_readout import PatchReadout
+    from vitcls_utils.base.uncertainty import bootstrap
+
+    readout = PatchReadout(np.array([50.0, 100.0]), np.array([100.0, 100.0]), (1, 2),
+                           model_top1=75.0, model_top5=100.0, pooled_top1=50.0,
+                           pooled_top5=100.0, n_images=4)
+    table = ghiasi.patch_table(readout).set_index("quantity")["top-1, 95% CI"]
+    assert table["the model's output"] == bootstrap(np.r_[100.0, 100.0, 100.0, 0]).bounds(1)
+    assert table["Patch Average"] == table["Patch Maximum"] == "–"

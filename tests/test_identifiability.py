@@ -88,6 +88,7 @@ def test_block_change_rate_by_loops():
     for k, b in enumerate([1, 2]):
         ups = [logits[i, b, t] > logits[i, b - 1, t] for i in range(6) for t in range(4)]
         assert frame.change_rate[k] == pytest.approx(np.mean(ups))
+        assert frame.change_rate_images[k] == pytest.approx(np.reshape(ups, (6, 4)).mean(1))
 
 
 def test_normalized_blocks_pair_average():

@@ -119,9 +119,12 @@ def test_sublayer_change_rate_by_loops(exact):
                 inp = (site[f"blocks.{b}.hook_resid_mid"] if exact and layer == "mlp"
                        else site[f"blocks.{b - 1}.hook_resid_post"])
                 hits = [z[i, out, t] > z[i, inp, t] for i in range(8) for t in columns]
-                got = frame[(frame.block == b + 1) & (frame.layer == layer)
-                            & (frame.token == token)].rate.item()
-                assert got == pytest.approx(np.mean(hits))
+                row = frame[(frame.block == b + 1) & (frame.layer == layer)
+                            & (frame.token == token)]
+                assert row.rate.item() == pytest.approx(np.mean(hits))
+                per_image = [np.mean([z[i, out, t] > z[i, inp, t] for t in columns])
+                             for i in range(8)]
+                assert row.rate_images.item() == pytest.approx(per_image)
 
 
 @pytest.mark.parametrize("paper", [False, True])
@@ -135,8 +138,10 @@ def test_residual_composition_by_loops(paper):
         attn, mlp = t[:, site[f"blocks.{b}.hook_attn_out"]], t[:, site[f"blocks.{b}.hook_mlp_out"]]
         comp = [now[i, n] != prev[i, n] and now[i, n] != attn[i, n]
                 and (paper or now[i, n] != mlp[i, n]) for i in range(8) for n in range(5)]
-        got = frame[(frame.block == b + 1) & (frame.source == "composition")].percent.item()
-        assert got == pytest.approx(100 * np.mean(comp))
+        row = frame[(frame.block == b + 1) & (frame.source == "composition")]
+        assert row.percent.item() == pytest.approx(100 * np.mean(comp))
+        per_image = 100 * np.array(comp, dtype=float).reshape(8, 5).mean(1)
+        assert row.percent_images.item() == pytest.approx(per_image)
     corrected = mem.residual_composition(res).query("source == 'composition'").percent
     buggy = mem.residual_composition(res, paper=True).query("source == 'composition'").percent
     assert (buggy.to_numpy() >= corrected.to_numpy()).all() and (buggy > corrected).any()
@@ -177,8 +182,10 @@ def test_memory_compositionality_by_loops():
             own = res.top1[:, site[f"blocks.{b}.hook_{layer}_out"]]
             match = [own[i, n] in {int(top_class[j]) for j in keys[i, b, n]}
                      for i in range(8) for n in range(5)]
-            got = frame[(frame.block == b + 1) & (frame.layer == layer)].match.item()
-            assert got == pytest.approx(100 * np.mean(match))
+            row = frame[(frame.block == b + 1) & (frame.layer == layer)]
+            assert row.match.item() == pytest.approx(100 * np.mean(match))
+            assert row.hits_images.item().tolist() == np.reshape(match, (8, 5)).sum(1).tolist()
+            assert row.tokens_images.item().tolist() == [5] * 8  # no token removed
 
 
 def test_correct_vs_misclassified_uses_cls_agreement():
@@ -189,6 +196,19 @@ def test_correct_vs_misclassified_uses_cls_agreement():
     row = frame[(frame.block == 1) & (frame.layer == "mlp")].iloc[0]
     assert row.difference == pytest.approx(100.0)
     assert row.p_value == pytest.approx(0.01) and row.significant
+    correct = res.pred == res.labels
+    assert row.agreement_images.tolist() == correct.astype(float).tolist()
+    # the table's interval: correct minus misclassified means, whole images resampled
+    from vitcls_utils.report import vilas_tables
+    rng = np.random.default_rng(0)
+    mixed = frame.assign(agreement_images=[rng.integers(0, 2, 30).astype(float)] * len(frame))
+    shown = vilas_tables.misclassified_table(mixed, correct, seed=0)
+    values = mixed.agreement_images[0]
+    draws = np.random.default_rng(1).integers(0, 30, (3000, 30))  # a second, plain loop
+    diffs = [100 * (values[d][correct[d]].mean() - values[d][~correct[d]].mean()) for d in draws]
+    low, high = (float(x) for x in shown["95% CI"][0].strip("[]").split(", "))
+    assert low == pytest.approx(np.percentile(diffs, 2.5), abs=6)
+    assert high == pytest.approx(np.percentile(diffs, 97.5), abs=6)
 
 
 def test_strongest_values():

@@ -123,3 +123,18 @@ def test_dual_probes_rank_like_the_primal_ones(tiny_variant, image_folder):
         assert np.array_equal(primal.rank, dual.rank)
     with pytest.raises(Exception, match="solver"):
         probing.probe_results(model, dataset, dataset, solver="qr")
+
+
+def test_probe_table_per_image_accuracies_by_loops():
+    rng = np.random.default_rng(1)
+    sites = [f"blocks.{b}.hook_resid_post" for b in range(2)]
+    probe = probing.ProbeResults(sites, np.zeros(4), rng.integers(0, 3, (4, 2, 6)), None, 1)
+    projection = probing.ProbeResults(sites, np.zeros(4), rng.integers(0, 3, (4, 2, 6)), None, 1)
+    table = probing.probe_table(probe, projection, ("resid_post",))
+    for row in table.itertuples():
+        for reader, ranks, accuracy in (("linear probe, images", probe.rank, row[3]),
+                                        ("class projection, images", projection.rank, row[4])):
+            by_hand = [np.mean([ranks[i, row.block - 1, t] == 0 for t in range(1, 6)])
+                       for i in range(4)]
+            assert table[reader][row.Index] == pytest.approx(by_hand)
+            assert accuracy == pytest.approx(np.mean(by_hand))

@@ -32,6 +32,16 @@ def test_identity_lens_store_equals_the_plain_store(toy_setup, tmp_path):
     decoded = rb.decoded_store(model, tl.TunedLens(model), store, stimuli)
     assert np.array_equal(decoded.rank, store.by_block("rank", "resid_post"))
     assert identifiability.headline(decoded) == identifiability.headline(store)
+    # Table 1 under an identity lens: the same interval, and a paired difference of exactly 0
+    from vitcls_utils.base.uncertainty import bootstrap
+    from vitcls_utils.report import readout_tables as rt
+    t1 = rt.table1_under_lenses(store, decoded)
+    hits = store.by_block("rank", "resid_post")[:, -1, store.num_prefix:] == 0
+    rate = bootstrap(100 * hits.mean(1))
+    assert t1.loc["tuned lens", "95% CI"] == f"[{rate.low:.1f}, {rate.high:.1f}]"
+    assert t1.iloc[1, 0] == pytest.approx(rate.estimate)
+    difference = rt.table1_difference(store, decoded)
+    assert (difference.low, difference.high, difference.p_value) == (0.0, 0.0, 1.0)
     with pytest.raises(VitclsError, match="stimuli|images"):
         rb.decoded_store(model, tl.TunedLens(model), store, ToyDataset(n_per_class=1,
                                                                         split="train"))
@@ -52,6 +62,7 @@ def test_readout_table_with_probes_counts_by_hand(toy_setup):
     assert row.agreement == 1.0 and np.isnan(row.kl)
     image = table.query("kind == 'image' and readout == 'probe' and block == 2").iloc[0]
     assert image.agreement == pytest.approx((top1[:, 1, 1:] == final[:, None]).mean())
+    assert image.agreement_images == pytest.approx((top1[:, 1, 1:] == final[:, None]).mean(1))
     first = rb.first_blocks(table, level=1.0)
     assert first.query("kind == 'cls' and readout == 'probe'").first_block.item() == 3
     # the plain readout's last block is the model's output for [CLS]
@@ -85,6 +96,8 @@ def test_memory_head_match_by_hand(toy_setup):
         owner = best.argmax(1)[labels] // d_head
         mine = dec.head_totals()[:, b].argmax(-1)
         assert table.match[b] == pytest.approx((mine == owner.numpy()).mean())
+        per_image = rb.memory_head_matches(dec, memories, n_heads=2)[:, b]
+        assert np.array_equal(per_image, (mine == owner.numpy()).astype(float))
     assert (table.chance == 0.5).all()
 
 

@@ -55,6 +55,9 @@ def test_evaluate_agrees_with_the_model_and_the_patch_readout(tiny_toy_variant, 
     plain = isolation.sweep(model, toy_data, Ls=[0], modes=["isolate"], progress=False)
     assert acc.loc["full", "top1"] == pytest.approx(plain.top1[0])
     assert acc.loc["full", "top5"] == pytest.approx(plain.top5[0])
+    # per image: the sweep's outcomes of the same images, in the same order
+    assert np.array_equal(acc.loc["full", "top1_images"], plain.top1_images[0])
+    assert acc.loc["background", "top5_images"].mean() == pytest.approx(acc.loc["background", "top5"])
     readout = patch_readout.patch_readout(model, toy_data, progress=False)
     last = out["blocks"].query("edit == 'full' and block == 3").iloc[0]
     assert last.image_top1 == pytest.approx(readout.top1.mean(), abs=1e-4)

@@ -64,6 +64,14 @@ def test_training_lowers_held_out_kl_and_the_table_is_consistent(lens_setup):
     row = table.query("kind == 'cls' and block == 1 and readout == 'tuned'").iloc[0]
     assert row.kl == pytest.approx(float(expect), rel=1e-4)
     assert set(table.readout) == {"plain", "tuned"} and len(table) == 2 * 2 * 3
+    # per image: each image's own tokens, counted by hand; their mean is the pooled cell
+    cell = table.query("kind == 'image' and block == 2 and readout == 'plain'").iloc[0]
+    rows, final = test.rows["image"], test.final.argmax(-1)
+    hit = (lens.projector(test.features["image"][1]).argmax(-1) == final[rows]).double()
+    by_hand = [float(hit[rows == i].mean()) for i in range(len(test.labels))]
+    assert cell.agreement_images == pytest.approx(by_hand)
+    assert cell.agreement_images.mean() == pytest.approx(cell.agreement)
+    assert cell.kl_images.mean() == pytest.approx(cell.kl, rel=1e-5)
 
 
 def test_training_is_seeded(lens_setup):

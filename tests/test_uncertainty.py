@@ -141,3 +141,23 @@ def test_an_interval_across_seeds_is_students_t():
                                                               pytest.approx(high), "t")
     assert u.across_seeds([3.0]).method == "exact"
     assert u.across_seeds([3.0, np.nan, 5.0]).excluded == 1
+
+
+def test_a_difference_of_two_pooled_rates_resamples_whole_images_as_a_hand_loop():
+    from vitcls_utils.base.uncertainty import bootstrap_ratio_difference
+
+    rng = np.random.default_rng(4)
+    n_a, n_b = rng.integers(0, 20, 50), rng.integers(1, 20, 50)
+    s_a, s_b = rng.normal(1.0, 0.3, 50) * n_a, rng.normal(0.5, 0.3, 50) * n_b
+    interval = bootstrap_ratio_difference(s_a, n_a, s_b, n_b, method="percentile", seed=2)
+    assert interval.estimate == pytest.approx(s_a.sum() / n_a.sum() - s_b.sum() / n_b.sum())
+    draws = np.random.default_rng(9).integers(0, 50, (4000, 50))  # a second, plain loop
+    diffs = s_a[draws].sum(1) / n_a[draws].sum(1) - s_b[draws].sum(1) / n_b[draws].sum(1)
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    assert interval.low == pytest.approx(low, abs=0.03)
+    assert interval.high == pytest.approx(high, abs=0.03)
+    assert interval.excludes_zero
+    nan_image = bootstrap_ratio_difference(np.r_[s_a, np.nan], np.r_[n_a, 3], np.r_[s_b, 1],
+                                           np.r_[n_b, 1])
+    assert nan_image.excluded == 1 and nan_image.n == 50
+    assert bootstrap_ratio_difference([1.0], [0], [1.0], [1]).n == 0  # a group without tokens

@@ -6,7 +6,7 @@ import pytest
 from conftest import memory_store
 
 from vitcls_utils.analysis import context
-from vitcls_utils.base.uncertainty import Interval, bootstrap, paired_difference
+from vitcls_utils.base.uncertainty import Interval, bootstrap, bootstrap_ratio, paired_difference
 from vitcls_utils.report import vilas_tables
 
 
@@ -63,6 +63,31 @@ def test_an_interval_table_resamples_the_units_of_each_group():
     assert table.loc[1, "mean"] == pytest.approx(second.mean())
     assert table.loc[1, "95% CI"] == vilas_tables.interval_text(bootstrap(second), 3)
     assert table.loc[0, "95% CI"].endswith("(1 excluded)")
+
+
+def test_interval_cells_and_the_composition_table_bootstrap_each_cells_images():
+    import pandas as pd
+
+    rng = np.random.default_rng(2)
+    fixed = pd.DataFrame([{"block": b, "source": src, "percent": 0.0,
+                           "percent_images": rng.uniform(0, 100, 10)}
+                          for b in (2, 3) for src in ("previous", "attn", "mlp", "composition")])
+    fixed["percent"] = fixed.percent_images.map(np.mean)
+    fixed.at[0, "percent_images"] = np.r_[fixed.percent_images[0][:9], np.nan]
+    cells = vilas_tables.interval_cells(fixed, "block", "source", "percent_images", seed=4)
+    assert cells.loc[3, "mlp"] == bootstrap(fixed.percent_images[6], seed=4).format(3)
+    assert cells.loc[2, "previous"].endswith("(1 excluded)")
+    pooled = pd.DataFrame({"block": [1], "layer": ["mlp"], "hits_images": [np.array([1, 4, 0])],
+                           "tokens_images": [np.array([2, 5, 0])]})
+    shown = vilas_tables.interval_cells(pooled, "block", "layer", "hits_images", 2,
+                                        denominators="tokens_images")
+    by_hand = bootstrap_ratio(np.array([1, 4]), np.array([2, 5]))
+    assert by_hand.estimate == 5 / 7
+    assert shown.loc[1, "mlp"] == by_hand.format(2) + " (1 excluded)"
+    table = vilas_tables.composition_table(fixed, fixed, "toy")
+    assert table.loc[3, "attn"] == pytest.approx(fixed.percent_images[5].mean())
+    assert table.loc[3, "attn, 95% CI"] == vilas_tables.interval_text(
+        bootstrap(fixed.percent_images[5]), 1)
 
 
 def test_the_control_across_seeds_sets_each_seed_beside_the_mean_and_its_interval():

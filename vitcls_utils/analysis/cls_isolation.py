@@ -125,8 +125,9 @@ def sweep(model: nn.Module, dataset, Ls: Optional[Sequence[int]] = None,
         progress: show a progress bar.
 
     Returns:
-        DataFrame, a row per (mode, L): ``mode``, ``L``, ``top1`` and ``top5`` (accuracy, %)
-        and ``images`` (how many they are over).
+        DataFrame, a row per (mode, L): ``mode``, ``L``, ``top1`` and ``top5`` (accuracy, %),
+        ``images`` (how many they are over) and ``top1_images`` (an [images] array, 100 where
+        the image is classified right, else 0: the same images in the same order every row).
 
     Raises:
         VitclsError: for an L or mode that cannot run, or when no image is readable.
@@ -149,9 +150,10 @@ def sweep(model: nn.Module, dataset, Ls: Optional[Sequence[int]] = None,
     for (mode, L), parts in hits.items():
         if not parts:
             raise VitclsError("no readable image in the dataset")
-        mean = 100 * torch.cat(parts).mean(0)
+        hit = torch.cat(parts)
+        mean = 100 * hit.mean(0)
         rows.append({"mode": mode, "L": L, "top1": float(mean[0]), "top5": float(mean[1]),
-                     "images": len(torch.cat(parts))})
+                     "images": len(hit), "top1_images": 100 * hit[:, 0].double().numpy()})
     return pd.DataFrame(rows)
 
 

@@ -163,16 +163,21 @@ def group_identifiability(results: Store, labels: str = "aligned") -> pd.DataFra
     Returns:
         DataFrame, a row per (block, group): ``block`` (1-based), ``group``
         ("class-labeled"/"context-labeled"), ``identifiability`` (mean 1 - rank/C; NaN for no
-        token) and ``tokens`` (how many were pooled).
+        token), ``tokens`` (how many were pooled), and per image ([I] arrays, for a ratio
+        interval over images) ``sum_images`` (the group's identifiability summed) and
+        ``tokens_images`` (its tokens).
     """
     values = _group_values(results, labels)
     rows = []
     for block in range(values["ident"].shape[1]):
         for group in GROUPS:
             sample = values["ident"][:, block][values[group]]
+            summed = np.where(values[group], values["ident"][:, block], 0.0).sum(1)
             rows.append((block + 1, GROUP_NAMES[group],
-                         float(sample.mean()) if sample.size else np.nan, int(sample.size)))
-    return pd.DataFrame(rows, columns=["block", "group", "identifiability", "tokens"])
+                         float(sample.mean()) if sample.size else np.nan, int(sample.size),
+                         summed, values[group].sum(1)))
+    return pd.DataFrame(rows, columns=["block", "group", "identifiability", "tokens",
+                                       "sum_images", "tokens_images"])
 
 
 def group_boxes(results: Store, labels: str = "aligned") -> pd.DataFrame:
@@ -260,7 +265,10 @@ def change_difference(results: Store, layer: str = "attn", labels: str = "aligne
     Returns:
         DataFrame with columns ``block`` (2..L), ``difference`` (logits, class minus context;
         NaN where a group is empty), ``p_value``, ``significant`` (p < 0.05), ``class_tokens``
-        and ``context_tokens`` (token counts).
+        and ``context_tokens`` (token counts), and per image ([I] arrays, for an interval that
+        resamples images) ``class_sum_images``, ``class_tokens_images``,
+        ``context_sum_images`` and ``context_tokens_images`` (each group's increments summed,
+        and its tokens).
     """
     if f"hook_{layer}_out" not in " ".join(results.sites):
         raise VitclsError(f"{results.path} has no {layer}_out sites; extract with the default "
@@ -273,14 +281,19 @@ def change_difference(results: Store, layer: str = "attn", labels: str = "aligne
     rows = []
     for b in range(increment.shape[1]):
         on, off = increment[:, b][values["class"]], increment[:, b][values["context"]]
+        per_image = tuple(x for g in ("class", "context") for x in (
+            np.where(values[g], increment[:, b], 0.0).sum(1), values[g].sum(1)))
         if not on.size or not off.size:
-            rows.append((b + 2, np.nan, np.nan, False, on.size, off.size))
+            rows.append((b + 2, np.nan, np.nan, False, on.size, off.size) + per_image)
             continue
         p = permutation_greater(on, off, n_permutations=n_permutations, seed=seed + b,
                                 paper=paper)
-        rows.append((b + 2, float(on.mean() - off.mean()), p, p < 0.05, on.size, off.size))
+        rows.append((b + 2, float(on.mean() - off.mean()), p, p < 0.05, on.size, off.size)
+                    + per_image)
     return pd.DataFrame(rows, columns=["block", "difference", "p_value", "significant",
-                                       "class_tokens", "context_tokens"])
+                                       "class_tokens", "context_tokens", "class_sum_images",
+                                       "class_tokens_images", "context_sum_images",
+                                       "context_tokens_images"])
 
 
 # ----------------------------------------------------------------------------------------------

@@ -268,7 +268,9 @@ def evaluate_masks(model: nn.Module, dataset, masks: Sequence[Mask], batch_size:
 
     Returns:
         (accuracy, readout): ``accuracy`` has columns ``mask`` (the mask's name), ``top1``
-        and ``top5`` (%) and ``images`` (how many they are over); ``readout`` (None unless ``by_block``) has ``mask``, ``block``
+        and ``top5`` (%), ``images`` (how many they are over) and ``top1_images`` (an [images]
+        array: 100 where the image is classified right, else 0; the same images in the same
+        order for every mask); ``readout`` (None unless ``by_block``) has ``mask``, ``block``
         (1-based), ``cls_identifiability``, ``cls_top1``, ``image_identifiability`` and
         ``image_top1`` (identifiability in [0, 1], top-1 in %).
     """
@@ -304,7 +306,9 @@ def evaluate_masks(model: nn.Module, dataset, masks: Sequence[Mask], batch_size:
         raise VitclsError("no readable image in the dataset")
     rows = [{"mask": name, **dict(zip(("top1", "top5"),
                                       (100 * torch.cat(parts).mean(0)).tolist())),
-             "images": len(torch.cat(parts))} for name, parts in hits.items()]
+             "images": len(torch.cat(parts)),
+             "top1_images": 100 * torch.cat(parts)[:, 0].double().numpy()}
+            for name, parts in hits.items()]
     return pd.DataFrame(rows), (readout.frame("mask") if readout is not None else None)
 
 

@@ -44,6 +44,20 @@ def images_with_identifiable_token(results: Store, paper: bool = False) -> float
     return float(100 * (ranks == 0).any(axis=1).mean())
 
 
+def identifiable_per_image(results: Store, paper: bool = False) -> Dict[str, np.ndarray]:
+    """Per image, what :func:`identifiability_rate` and :func:`images_with_identifiable_token`
+    average: the % of its image tokens identifiable at the last block, and 100 if it has one.
+
+    Args:
+        results: an extraction store; paper: drop column 0 always (B4), as those functions.
+
+    Returns:
+        {``rate``: [I] %, ``any``: [I] 0 or 100}, float64.
+    """
+    hits = last_block_ranks(results)[:, image_columns(results, paper)] == 0
+    return {"rate": 100 * hits.mean(axis=1), "any": 100.0 * hits.any(axis=1)}
+
+
 def top1_accuracy(results: Store) -> float:
     """% of images the model's own output classifies correctly."""
     return 100 * results.accuracy
@@ -196,11 +210,14 @@ def block_change_rate(results: Store) -> pd.DataFrame:
         results: the extraction store of one run.
 
     Returns:
-        DataFrame with columns ``block`` (2..L) and ``change_rate`` (fraction in [0, 1]).
+        DataFrame with columns ``block`` (2..L), ``change_rate`` (fraction in [0, 1]) and
+        ``change_rate_images`` (an [I] array: each image's fraction; their mean is the rate).
     """
     logits = results.by_block("true_logit", "resid_post")[:, :, image_columns(results, True)]
-    rate = (np.diff(logits, axis=1) > 0).mean(axis=(0, 2))
-    return pd.DataFrame({"block": np.arange(2, logits.shape[1] + 1), "change_rate": rate})
+    grows = np.diff(logits, axis=1) > 0                                      # [I, L-1, N]
+    rate, per_image = grows.mean(axis=(0, 2)), grows.mean(axis=2)
+    return pd.DataFrame({"block": np.arange(2, logits.shape[1] + 1), "change_rate": rate,
+                         "change_rate_images": list(per_image.T)})
 
 
 def normalized_blocks(frame: pd.DataFrame, n_blocks: int, value: str,

@@ -15,9 +15,8 @@ weight) says which classes each memory promotes.
 - E12 :func:`correct_vs_misclassified`: that agreement of [CLS], correct minus misclassified.
 - E13 :func:`memory_compositionality`: how often a sub-layer's top-1 is a top memory's class.
 
-Parameter projections always use float32 **copies** of the weights (the authors' code normalizes
-them in place, B13). Token metrics are vectorized over images, tokens and memories.
-"""
+Parameter projections use float32 **copies** of the weights (the authors' code normalizes them
+in place, B13); token metrics are vectorized over images, tokens and memories."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -166,9 +165,7 @@ def value_vector_classes(memories: Memories, block: int, columns: Sequence[int],
     return pd.DataFrame(rows)
 
 
-# ----------------------------------------------------------------------------------------------
-# Store metrics
-# ----------------------------------------------------------------------------------------------
+# -- Store metrics ---------------------------------------------------------------------------------
 def _require(results: Store, kinds: Sequence[str] = (), keys: bool = False) -> None:
     missing = [k for k in kinds if not positions_of_kind(results.sites, k)]
     if missing or (keys and results.key_mlp is None):
@@ -180,10 +177,8 @@ def _require(results: Store, kinds: Sequence[str] = (), keys: bool = False) -> N
 
 
 def _token_split(results: Store) -> Dict[str, slice]:
-    split = {"image": slice(results.num_prefix, None)}
-    if results.has_cls:
-        split = {"[CLS]": slice(0, 1), **split}
-    return split
+    image = {"image": slice(results.num_prefix, None)}
+    return {"[CLS]": slice(0, 1), **image} if results.has_cls else image
 
 
 def sublayer_change_rate(results: Store, exact: bool = False) -> pd.DataFrame:
@@ -194,7 +189,8 @@ def sublayer_change_rate(results: Store, exact: bool = False) -> pd.DataFrame:
         results: a chapter-3 store (kinds :data:`KINDS`; ``resid_mid`` for ``exact``).
         exact: compare the MLP with its true input, ``resid_mid``, not the block input (B9).
     Returns:
-        DataFrame: ``block`` (2..L), ``layer``, ``token`` ("[CLS]"/"image"), ``rate`` (0-1).
+        DataFrame: ``block`` (2..L), ``layer``, ``token`` ("[CLS]"/"image"), ``rate`` (0-1) and
+        ``rate_images`` (an [I] array: each image's rate; ``rate`` is their mean).
     """
     _require(results, ["resid_post", "attn_out", "mlp_out"] + (["resid_mid"] if exact else []))
     block_input = results.by_block("true_logit", "resid_post")[:, :-1]  # hs_{b-1}, b = 1..L-1
@@ -205,9 +201,9 @@ def sublayer_change_rate(results: Store, exact: bool = False) -> pd.DataFrame:
         output = results.by_block("true_logit", f"{layer}_out")[:, 1:]
         increased = output > inputs[layer]  # [I, L-1, N]
         for token, columns in _token_split(results).items():
-            rate = increased[:, :, columns].mean(axis=(0, 2))
-            rows += [(b + 2, layer, token, float(r)) for b, r in enumerate(rate)]
-    return pd.DataFrame(rows, columns=["block", "layer", "token", "rate"])
+            rate, per_image = (increased[:, :, columns].mean(axis=a) for a in ((0, 2), 2))
+            rows += [(b + 2, layer, token, float(r), per_image[:, b]) for b, r in enumerate(rate)]
+    return pd.DataFrame(rows, columns=["block", "layer", "token", "rate", "rate_images"])
 
 
 def residual_composition(results: Store, paper: bool = False) -> pd.DataFrame:
@@ -220,7 +216,8 @@ def residual_composition(results: Store, paper: bool = False) -> pd.DataFrame:
         paper: the authors' composition, which compares with the attention output twice and
             never with the MLP (B1).
     Returns:
-        DataFrame: ``block`` (2..L), ``source`` (previous/attn/mlp/composition), ``percent``.
+        DataFrame: ``block`` (2..L), ``source`` (previous/attn/mlp/composition), ``percent``
+        and ``percent_images`` (an [I] array: each image's %; ``percent`` is their mean).
     """
     top = {kind: results.by_block("top1", kind) for kind in ("resid_post", "attn_out", "mlp_out")}
     now, previous = top["resid_post"][:, 1:], top["resid_post"][:, :-1]
@@ -232,8 +229,10 @@ def residual_composition(results: Store, paper: bool = False) -> pd.DataFrame:
         same["composition"] = ~same["previous"] & ~same["attn"] & ~same["mlp"]
     rows = []
     for source, hits in same.items():
-        rows += [(b + 2, source, float(100 * v)) for b, v in enumerate(hits.mean(axis=(0, 2)))]
-    return pd.DataFrame(rows, columns=["block", "source", "percent"])
+        per_image = 100 * hits.mean(axis=2)
+        rows += [(b + 2, source, float(100 * v), per_image[:, b])
+                 for b, v in enumerate(hits.mean(axis=(0, 2)))]
+    return pd.DataFrame(rows, columns=["block", "source", "percent", "percent_images"])
 
 
 def _agreement(results: Store, memories: Memories, layer: str, paper_text: bool
@@ -298,7 +297,7 @@ def correct_vs_misclassified(results: Store, memories: Memories, n_permutations:
         paper: the authors' p-value, count/n (B19).
     Returns:
         DataFrame: ``block``, ``layer``, ``difference`` (percentage points; NaN unless both
-        groups have images), ``p_value``, ``significant``.
+        groups have images), ``p_value``, ``significant``, ``agreement_images`` ([I] 0/1).
     """
     correct = results.pred == results.labels
     rows = []
@@ -307,13 +306,14 @@ def correct_vs_misclassified(results: Store, memories: Memories, n_permutations:
         for block in range(agree.shape[1]):
             values = agree[:, block].astype(np.float64)
             if correct.all() or not correct.any():
-                rows.append((block + 1, layer, np.nan, np.nan, False))
+                rows.append((block + 1, layer, np.nan, np.nan, False, values))
                 continue
             diff = 100 * (values[correct].mean() - values[~correct].mean())
             p = permutation_greater(values[correct], values[~correct], n_permutations,
                                     seed=seed + block, paper=paper)
-            rows.append((block + 1, layer, diff, p, p < 0.05))
-    return pd.DataFrame(rows, columns=["block", "layer", "difference", "p_value", "significant"])
+            rows.append((block + 1, layer, diff, p, p < 0.05, values))
+    return pd.DataFrame(rows, columns=["block", "layer", "difference", "p_value", "significant",
+                                       "agreement_images"])
 
 
 def memory_compositionality(results: Store, memories: Memories) -> pd.DataFrame:
@@ -325,7 +325,8 @@ def memory_compositionality(results: Store, memories: Memories) -> pd.DataFrame:
         results: a chapter-3 store with key indices.
         memories: the model's value projections.
     Returns:
-        DataFrame: ``block`` (1-based), ``layer``, ``match`` (%).
+        DataFrame: ``block`` (1-based), ``layer``, ``match`` (%), and per image ([I] arrays)
+        ``hits_images`` (matching tokens) and ``tokens_images`` (tokens not removed).
     """
     _require(results, ["attn_out", "mlp_out"], keys=True)
     rows = []
@@ -337,13 +338,12 @@ def memory_compositionality(results: Store, memories: Memories) -> pd.DataFrame:
             block_keys = keys[:, block].astype(np.int64)
             valid = block_keys[..., 0] >= 0
             hits = (top_class[np.clip(block_keys, 0, None)] == own[:, block, :, None]).any(-1)
-            rows.append((block + 1, layer, float(100 * hits[valid].mean())))
-    return pd.DataFrame(rows, columns=["block", "layer", "match"])
+            rows.append((block + 1, layer, float(100 * hits[valid].mean()),
+                         (hits & valid).sum(1), valid.sum(1)))
+    return pd.DataFrame(rows, columns=["block", "layer", "match", "hits_images", "tokens_images"])
 
 
-# ----------------------------------------------------------------------------------------------
-# Running
-# ----------------------------------------------------------------------------------------------
+# -- Running ---------------------------------------------------------------------------------------
 def memories_for(variant: str, device: str = "cpu", seed: int = 0,
                  weights: Optional[str] = None) -> Memories:
     """The value projections of a variant, loaded the way its store was made."""

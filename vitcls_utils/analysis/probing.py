@@ -365,15 +365,21 @@ def probe_table(probe: ProbeResults, projection, kinds: Sequence[str] = KINDS) -
 
     Returns:
         DataFrame: ``block`` (1-based), ``site`` (the kind), ``linear probe`` and ``class
-        projection`` (top-1 accuracies, fractions in [0, 1]).
+        projection`` (top-1 accuracies, fractions in [0, 1]), and each per image ("linear
+        probe, images", "class projection, images": [I] arrays whose mean is the accuracy).
     """
     rows = []
     for kind in kinds:
-        probe_acc = accuracy_by_block(probe.by_block("rank", kind), probe.num_prefix)
-        proj_acc = accuracy_by_block(projection.by_block("rank", kind), projection.num_prefix)
+        probe_rank, proj_rank = probe.by_block("rank", kind), projection.by_block("rank", kind)
+        probe_acc = accuracy_by_block(probe_rank, probe.num_prefix)
+        proj_acc = accuracy_by_block(proj_rank, projection.num_prefix)
+        per_image = [(r[:, :, n:] == 0).mean(axis=2) for r, n in (
+            (probe_rank, probe.num_prefix), (proj_rank, projection.num_prefix))]     # [I, L]
         for block, (a, b) in enumerate(zip(probe_acc, proj_acc, strict=True)):
             rows.append({"block": block + 1, "site": kind, "linear probe": float(a),
-                         "class projection": float(b)})
+                         "class projection": float(b),
+                         "linear probe, images": per_image[0][:, block],
+                         "class projection, images": per_image[1][:, block]})
     return pd.DataFrame(rows)
 
 

@@ -10,7 +10,8 @@ key-value memories.
 - :func:`decoded_store`: an extraction store whose block-output ranks are re-read under the
   tuned lens, so that every store-based metric of chapter 1 runs under it unchanged.
 - :func:`memory_head_match`: whether the head writing most to the true class in a block owns
-  that class's best attention memory (chapter 3), against chance 1/H.
+  that class's best attention memory (chapter 3), against chance 1/H (per image:
+  :func:`memory_head_matches`).
 """
 from __future__ import annotations
 
@@ -117,7 +118,8 @@ def readout_table(lens: TunedLens, test_data: LensData,
 
     Returns:
         DataFrame: ``kind``, ``block`` (1-based), ``readout`` (plain/tuned/probe), ``kl``
-        (NaN for the probe), ``agreement`` and ``top1`` (fractions of tokens).
+        (NaN for the probe), ``agreement`` and ``top1`` (fractions of tokens), and each per
+        image (``kl_images``, ... : [I] arrays, see :func:`~.tuned_lens.compare`).
     """
     table = compare(lens, test_data)
     if probes is None:
@@ -132,9 +134,11 @@ def readout_table(lens: TunedLens, test_data: LensData,
     rows = []
     for kind in test_data.features:
         part = top1[:, :, kinds[kind]]
-        agree, hit = (part == final).mean((0, 2)), (part == labels).mean((0, 2))
+        agree, hit = (part == final).mean(2), (part == labels).mean(2)          # [I, L]
         rows += [{"kind": kind, "block": b + 1, "readout": "probe", "kl": float("nan"),
-                  "agreement": float(agree[b]), "top1": float(hit[b])}
+                  "agreement": float(agree[:, b].mean()), "top1": float(hit[:, b].mean()),
+                  "kl_images": np.full(len(agree), np.nan), "agreement_images": agree[:, b],
+                  "top1_images": hit[:, b]}
                  for b in range(part.shape[1])]
     return pd.concat([table, pd.DataFrame(rows)], ignore_index=True)
 
@@ -211,13 +215,27 @@ def memory_head_match(decomposition: Decomposition, memories: Memories,
     Returns:
         DataFrame: ``block`` (1-based), ``match`` (fraction of images), ``chance`` (1/H).
     """
-    totals = decomposition.head_totals()                                        # [B, L, H]
+    matches = memory_head_matches(decomposition, memories, n_heads)
+    return pd.DataFrame({"block": np.arange(1, matches.shape[1] + 1),
+                         "match": matches.mean(0), "chance": 1.0 / n_heads})
+
+
+def memory_head_matches(decomposition: Decomposition, memories: Memories,
+                        n_heads: int) -> np.ndarray:
+    """:func:`memory_head_match` per image: whether, in each block, the head writing most to
+    the image's decomposed class owns that class's best attention memory.
+
+    Args:
+        decomposition, memories, n_heads: as :func:`memory_head_match`.
+
+    Returns:
+        numpy [I, L] float64 of 0/1 (images by blocks).
+    """
+    totals = decomposition.head_totals()                                        # [I, L, H]
     classes = torch.as_tensor(decomposition.classes)
-    rows = []
+    columns = []
     for b in range(totals.shape[1]):
-        memory = memories.class_memories("attn", b, k=1)[classes, 0].numpy()   # [B]
+        memory = memories.class_memories("attn", b, k=1)[classes, 0].numpy()   # [I]
         d_head = memories.projection["attn"][b].shape[1] // n_heads
-        owner = memory // d_head
-        rows.append({"block": b + 1, "match": float((totals[:, b].argmax(-1) == owner).mean()),
-                     "chance": 1.0 / n_heads})
-    return pd.DataFrame(rows)
+        columns.append((totals[:, b].argmax(-1) == memory // d_head).astype(np.float64))
+    return np.stack(columns, axis=1)

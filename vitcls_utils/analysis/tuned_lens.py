@@ -221,22 +221,46 @@ def compare(lens: TunedLens, data: LensData) -> pd.DataFrame:
     Returns:
         DataFrame, a row per (kind, block (1-based), readout in plain/tuned): ``kl`` (mean
         KL(final || readout), nats), ``agreement`` (share of rows whose top-1 is the final
-        prediction), ``top1`` (share whose top-1 is the label).
+        prediction), ``top1`` (share whose top-1 is the label); and the same per image,
+        ``kl_images``, ``agreement_images``, ``top1_images`` (each an [I] array: the image's
+        mean over its rows; every image has as many rows, so their mean is the pooled value).
     """
     out = []
     device = lens.weight.device
+    n_images = len(data.labels)
     for kind, feats in data.features.items():
-        final = data.final[data.rows[kind]].to(device)
-        label = data.labels[data.rows[kind]].to(device)
+        rows = data.rows[kind]
+        final = data.final[rows].to(device)
+        label = data.labels[rows].to(device)
         x = feats.to(device)
         for name, logits in (("plain", lens.projector(x)), ("tuned", lens.logits(kind, x))):
-            kl = _kl(final, logits).mean(-1).cpu().numpy()
-            agree = (logits.argmax(-1) == final.argmax(-1)).float().mean(-1).cpu().numpy()
-            top1 = (logits.argmax(-1) == label).float().mean(-1).cpu().numpy()
-            out += [{"kind": kind, "block": i + 1, "readout": name, "kl": float(kl[i]),
-                     "agreement": float(agree[i]), "top1": float(top1[i])}
-                    for i in range(len(kl))]
+            measures = {"kl": _kl(final, logits),
+                        "agreement": (logits.argmax(-1) == final.argmax(-1)).float(),
+                        "top1": (logits.argmax(-1) == label).float()}                # [L, M]
+            pooled = {k: v.mean(-1).cpu().numpy() for k, v in measures.items()}
+            images = {k: per_image(v.cpu(), rows, n_images) for k, v in measures.items()}
+            out += [{"kind": kind, "block": i + 1, "readout": name,
+                     **{k: float(v[i]) for k, v in pooled.items()},
+                     **{f"{k}_images": v[i] for k, v in images.items()}}
+                    for i in range(len(pooled["kl"]))]
     return pd.DataFrame(out)
+
+
+def per_image(values: torch.Tensor, rows: torch.Tensor, n_images: int):
+    """Each image's mean of a per-row measure.
+
+    Args:
+        values: [L, M] one value per block and row; rows: [M] the image of each row;
+        n_images: I.
+
+    Returns:
+        numpy [L, I] float64 (NaN for an image without rows).
+    """
+    values = values.double()
+    sums = torch.zeros(values.shape[0], n_images, dtype=torch.float64).index_add_(
+        1, rows, values)
+    counts = torch.bincount(rows, minlength=n_images).double()
+    return (sums / counts).numpy()
 
 
 def held_out_summary(table: pd.DataFrame) -> dict:

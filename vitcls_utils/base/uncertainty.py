@@ -271,3 +271,47 @@ def across_seeds(values, *, confidence: float = CONFIDENCE) -> Interval:
     half = float(_scipy.t.ppf(0.5 + confidence / 2, kept.size - 1) * kept.std(ddof=1)
                  / math.sqrt(kept.size))
     return Interval(mean, mean - half, mean + half, kept.size, excluded, confidence, "t")
+
+
+def bootstrap_ratio_difference(num_a: np.ndarray, den_a: np.ndarray, num_b: np.ndarray,
+                               den_b: np.ndarray, *, confidence: float = CONFIDENCE,
+                               method: str = "bca", n_resamples: int = N_RESAMPLES,
+                               seed: int = 0) -> Interval:
+    """Bootstrap interval of the difference of two pooled rates measured on the same images,
+    sum(num_a) / sum(den_a) - sum(num_b) / sum(den_b), resampling whole images (an image's
+    four counts move together): two token groups of the same images compared.
+
+    Args:
+        num_a, den_a, num_b, den_b: one value per image each (e.g. a group's summed values and
+            its token count); an image with a non-finite value is excluded and counted, an
+            image without tokens of a group still counts for the other.
+        confidence, method, n_resamples, seed: as :func:`bootstrap`.
+
+    Returns:
+        Interval: of the difference; NaN bounds with ``n == 0`` when a group has no tokens.
+    """
+    _check(confidence, method, n_resamples)
+    arrays = [np.asarray(a, dtype=np.float64).ravel() for a in (num_a, den_a, num_b, den_b)]
+    if len({a.size for a in arrays}) != 1:
+        raise ValueError(f"two rates need four values per image, got sizes "
+                         f"{[a.size for a in arrays]}")
+    keep = np.logical_and.reduce([np.isfinite(a) for a in arrays])
+    arrays, excluded = [a[keep] for a in arrays], int((~keep).sum())
+    nan = float("nan")
+    if not keep.any() or arrays[1].sum() == 0 or arrays[3].sum() == 0:
+        return Interval(nan, nan, nan, 0, excluded, confidence, "exact")
+
+    def difference(na, da, nb, db, axis=-1):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return na.sum(axis=axis) / da.sum(axis=axis) - nb.sum(axis=axis) / db.sum(axis=axis)
+
+    estimate = float(difference(*arrays))
+    if arrays[0].size < 2:
+        return Interval(estimate, estimate, estimate, 1, excluded, confidence, "exact")
+    result = _scipy.bootstrap(tuple(arrays), difference, paired=True, confidence_level=confidence,
+                              n_resamples=n_resamples, method=_SCIPY_METHOD[method],
+                              vectorized=True, batch=_batch(arrays[0].size),
+                              random_state=np.random.default_rng(seed))
+    return Interval(estimate, float(result.confidence_interval.low),
+                    float(result.confidence_interval.high), arrays[0].size, excluded,
+                    confidence, method)

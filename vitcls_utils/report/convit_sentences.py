@@ -3,7 +3,7 @@ headline numbers it sets beside the paper's (for :func:`vitcls_utils.report.page
 generated from this run's numbers and the paper's, so that no number on a page is typed in."""
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -11,6 +11,7 @@ import pandas as pd
 from ..model.registry import get_variant
 from .convit_tables import paper_gates, paper_key
 from .reported import convit_table
+from .vilas_sentences import ci_verdict
 
 
 # ----------------------------------------------------------------------------------------------
@@ -78,7 +79,7 @@ def locality_sentence(local: pd.DataFrame) -> str:
 
 
 def masking_sentence(top1: pd.Series, convit_label: str, deit_label: str,
-                     deepest: Optional[int]) -> str:
+                     deepest: Optional[int], costs: Optional[Mapping] = None) -> str:
     """Tables 5 and 6: what zeroing the position embedding costs each model, what the ConViT
     keeps with content or position masked in its first ``deepest`` GPSA blocks, and the
     paper's Ti numbers beside them (``top1``: indexed by (model, mask)).
@@ -90,6 +91,9 @@ def masking_sentence(top1: pd.Series, convit_label: str, deit_label: str,
         convit_label: the ConViT's label in ``top1``.
         deit_label: the DeiT's label in ``top1``.
         deepest: the largest k whose "... masked, first k" masks were run; None: none.
+        costs: {model label: the cost's paired interval}
+            (:func:`~vitcls_utils.report.convit_tables.zeroing_costs`), or None; each given
+            is written out with whether its 95% CI excludes zero.
     Returns:
         A str of sentences for the chapter's page.
     """
@@ -99,8 +103,13 @@ def masking_sentence(top1: pd.Series, convit_label: str, deit_label: str,
                   if deepest and m.endswith(f"first {deepest}")]
     ti = convit_table("table5").set_index("variant").loc[["convit_tiny", "deit_tiny"]]
     t6 = convit_table("table6")
+    paired = [f"{m} {costs[m].format(1)} ({ci_verdict(costs[m])})"
+              for m in (convit_label, deit_label) if costs and m in costs]
     return (f"Zeroing the position embedding costs {convit_label} {drop[convit_label]:.1f} "
-            f"points and {deit_label} {drop[deit_label]:.1f} (the paper, the only sizes it "
+            f"points and {deit_label} {drop[deit_label]:.1f}"
+            + (f"; paired over the same {next(iter(costs.values())).n} images: "
+               + "; ".join(paired) if paired else "")
+            + " (the paper, the only sizes it "
             f"reports: {ti.unmasked.convit_tiny - ti.pos_embed_zeroed.convit_tiny:.1f} for "
             f"ConViT-Ti, {ti.unmasked.deit_tiny - ti.pos_embed_zeroed.deit_tiny:.1f} for "
             "DeiT-Ti). "

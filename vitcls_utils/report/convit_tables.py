@@ -6,13 +6,13 @@ ConViT-Ti and DeiT-Ti: another model and dataset, shown for scale, never as a ta
 """
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from typing import Dict, Mapping, Optional
 
 import numpy as np
 import pandas as pd
 
 from ..base.errors import VitclsError
-from ..base.uncertainty import bootstrap_proportion
+from ..base.uncertainty import Interval, bootstrap_proportion, paired_difference
 from .reported import convit_table
 from ..model.registry import get_variant
 
@@ -44,11 +44,13 @@ def zoo(rows: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
     parameters (M) beside the paper's.
 
     Args:
-        rows: {variant key: {"top1": %, "top5": %, "params": parameter count}}, in table order.
+        rows: {variant key: {"top1": %, "top5": %, "params": parameter count, and optionally
+            "images": how many the accuracies are over}}, in table order.
     Returns:
         DataFrame, a row per model: ``model`` (its label), "top-1, this run", "top-5, this run",
-        "params (M), this run", "paper model", "top-1, paper", "top-5, paper" and
-        "params (M), paper" (NaN / None where the paper has no such model).
+        "params (M), this run", "paper model", "top-1, paper", "top-5, paper",
+        "params (M), paper" (NaN / None where the paper has no such model) and "top-1, 95% CI"
+        (bootstrap over the images; "–" without an image count).
     """
     table = convit_table("table1").set_index("variant")
     out = []
@@ -59,8 +61,24 @@ def zoo(rows: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
                     "paper model": None if theirs is None else theirs.model,
                     "top-1, paper": np.nan if theirs is None else theirs.top1,
                     "top-5, paper": np.nan if theirs is None else theirs.top5,
-                    "params (M), paper": np.nan if theirs is None else theirs.params_m})
+                    "params (M), paper": np.nan if theirs is None else theirs.params_m,
+                    "top-1, 95% CI": top1_interval(ours["top1"], int(ours.get("images", 0)))})
     return pd.DataFrame(out)
+
+
+def top1_gap(first: np.ndarray, second: np.ndarray, seed: int = 0) -> Interval:
+    """Two models' top-1 on the same images: the first's minus the second's, paired over the
+    images, with its 95% interval (percentage points).
+
+    Args:
+        first, second: each model's per-image outcomes (100 right, 0 wrong), same images in
+            the same order (``top1_images`` of :func:`vitcls_utils.analysis.convit.evaluate_masks`).
+        seed: the bootstrap's seed.
+
+    Returns:
+        An :class:`~vitcls_utils.base.uncertainty.Interval`.
+    """
+    return paired_difference(first, second, seed=seed)
 
 
 def paper_gates(key: str) -> pd.DataFrame:
@@ -141,6 +159,28 @@ def masking(accuracy: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
                         "top-1, 95% CI": top1_interval(row.top1, n),
                         "top-5, this run": row.top5, "top-1, paper": paper})
     return pd.DataFrame(out)
+
+
+def zeroing_costs(accuracy: Mapping[str, pd.DataFrame], seed: int = 0) -> Dict[str, Interval]:
+    """What zeroing the position embedding costs each model: top-1 unmasked minus zeroed,
+    paired over the same images, with its 95% interval (percentage points).
+
+    Args:
+        accuracy: as :func:`masking`, each frame with its per-image ``top1_images``.
+        seed: the bootstrap's seed.
+
+    Returns:
+        {model label: :class:`~vitcls_utils.base.uncertainty.Interval`}; a model without
+        per-image outcomes or without both masks is left out.
+    """
+    costs = {}
+    for key, frame in accuracy.items():
+        per = frame.set_index("mask")
+        if "top1_images" in per and {"unmasked", "position embedding zeroed"} <= set(per.index):
+            costs[get_variant(key).label] = paired_difference(
+                per.top1_images["unmasked"], per.top1_images["position embedding zeroed"],
+                seed=seed)
+    return costs
 
 
 def bridge(evolutions: Mapping[str, pd.DataFrame], nonlocality: Mapping[str, pd.DataFrame],

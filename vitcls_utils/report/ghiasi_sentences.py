@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from typing import Dict, Optional
 
+import numpy as np
 import pandas as pd
 
+from ..base.uncertainty import bootstrap_ratio_difference, paired_difference
 from ..model.registry import get_variant
 from .ghiasi_tables import PAPER_MODEL
+from .vilas_sentences import ci_verdict
 
 
 def isolation_sentence(table: pd.DataFrame, sweep: pd.DataFrame, depth: int,
@@ -40,12 +43,31 @@ def isolation_sentence(table: pd.DataFrame, sweep: pd.DataFrame, depth: int,
     drop = sweep[sweep["mode"] == "drop"].set_index("L").top1
     isolated = sweep[sweep["mode"] == "isolate"].set_index("L").top1
     half = next((int(L) for L, v in drop.items() if v >= top1["natural"] / 2), depth)
+    loss, above = _isolation_intervals(sweep, depth, chance)
     return (f"Isolating [CLS] up to block {depth - 1} keeps {top1.iloc[1]:.1f}% top-1 of the "
             f"natural {top1['natural']:.1f}% ({kept:.0f}% of it; the paper: "
-            f"{paper_top1.iloc[1]:.2f} of {paper_top1['natural']:.2f}, {paper_kept:.0f}%). "
+            f"{paper_top1.iloc[1]:.2f} of {paper_top1['natural']:.2f}, {paper_kept:.0f}%)"
+            + ("" if loss is None else f"; paired over the same {loss.n} images, isolation "
+               f"changes top-1 by {loss.format(1)} points and {ci_verdict(loss)}") + ". "
             f"Dropping the patches after block L, [CLS] first holds half the natural accuracy "
             f"at L = {half} of {depth}; isolated up to the last block it is at "
-            f"{isolated[depth]:.1f}% (chance {100 / num_classes:.1f}%).")
+            f"{isolated[depth]:.1f}% (chance {100 / num_classes:.1f}%"
+            + ("" if above is None else f"; its difference from chance is "
+               f"{above.format(1)} points and {ci_verdict(above)}") + ").")
+
+
+def _isolation_intervals(sweep: pd.DataFrame, depth: int, chance: float):
+    """Paired intervals, where the sweep has per-image outcomes: [CLS] isolated up to
+    depth - 1 minus the natural model (isolated up to 0), and isolated up to depth minus
+    chance; None for each that the sweep cannot give."""
+    if "top1_images" not in sweep:
+        return None, None
+    per = sweep[sweep["mode"] == "isolate"].set_index("L").top1_images
+    loss = (paired_difference(per[depth - 1], per[0])
+            if {0, depth - 1} <= set(per.index) else None)
+    above = (paired_difference(per[depth], np.full(len(per[depth]), chance))
+             if depth in per.index else None)
+    return loss, above
 
 
 def _number(value) -> Optional[float]:
@@ -91,13 +113,17 @@ def table2_summary(table: pd.DataFrame) -> Dict[str, tuple]:
     return values
 
 
-def fgbg_sentence(table: pd.DataFrame) -> str:
+def fgbg_sentence(table: pd.DataFrame, results: Optional[Dict[str, pd.DataFrame]] = None
+                  ) -> str:
     """Table 2 in words: which of this run's models keeps more of its accuracy from the
     background alone, in top-5 and in top-1, beside the paper's finding that every ViT keeps
     more background accuracy than every CNN.
 
     Args:
         table: :func:`~vitcls_utils.report.ghiasi_tables.table2`'s frame (the ViT first).
+        results: {model label: :func:`~vitcls_utils.analysis.stimulus_edits.evaluate_edits`'s
+            accuracy frame, with ``top5_images``}, or None: given, the two models' background
+            shares of top-5 are compared with a 95% interval that resamples whole images.
 
     Returns:
         A sentence.
@@ -115,7 +141,21 @@ def fgbg_sentence(table: pd.DataFrame) -> str:
             f"full-image top-5 and {cnn['model']} {cnn['background']:.1f}% ({top1[0]:.1f}% and "
             f"{top1[1]:.1f}% of their top-1): {side}, where every ViT keeps more background "
             f"accuracy than every CNN ({vits.background.min():.1f}% to "
-            f"{vits.background.max():.1f}% of top-5 over its ViTs).")
+            f"{vits.background.max():.1f}% of top-5 over its ViTs)."
+            + _share_gap(results, vit["model"], cnn["model"]))
+
+
+def _share_gap(results, vit: str, cnn: str) -> str:
+    """The ViT's minus the CNN's background share of top-5 (points of the full image's
+    top-5), both pooled over the same images, in words; empty without per-image outcomes."""
+    if not results or any("top5_images" not in results.get(m, {}) for m in (vit, cnn)):
+        return ""
+    per = {m: results[m].set_index("edit").top5_images for m in (vit, cnn)}
+    gap = bootstrap_ratio_difference(*(100 * per[m]["background"] if part == 0
+                                       else per[m]["full"]
+                                       for m in (vit, cnn) for part in (0, 1)))
+    return (f" Over the same {gap.n} images, the ViT's background share minus the CNN's is "
+            f"{gap.format(1)} points and {ci_verdict(gap)}.")
 
 
 def patch_summary(summary: Dict[str, float]) -> Dict[str, tuple]:

@@ -12,7 +12,7 @@ import pandas as pd
 from . import reported as paper
 from ..analysis.stimulus_edits import BACKGROUND, FOREGROUND, FULL
 from ..base.errors import VitclsError
-from ..base.uncertainty import bootstrap_proportion
+from ..base.uncertainty import bootstrap, bootstrap_proportion
 from ..analysis.lowpass import IMAGENET_CUTOFFS
 from ..analysis.patch_readout import PatchReadout
 
@@ -200,10 +200,14 @@ def lowpass_frame(results: Dict[str, pd.DataFrame]) -> pd.DataFrame:
             :func:`vitcls_utils.analysis.stimulus_edits.evaluate_edits` over low-pass edits,
             columns ``edit``, ``cutoff``, ``top1`` and ``top5`` (%)}.
     Returns:
-        DataFrame with columns ``model``, ``edit``, ``cutoff``, ``top1`` and ``top5``.
+        DataFrame with columns ``model``, ``edit``, ``cutoff``, ``top1``, ``top5`` and "top-1,
+        95% CI" (bootstrap over the frame's ``images``; "–" without that count).
     """
-    return pd.concat([frame.assign(model=model)[["model", "edit", "cutoff", "top1", "top5"]]
-                      for model, frame in results.items()], ignore_index=True)
+    frame = pd.concat([frame.assign(model=model, images=frame.get("images", 0))[
+        ["model", "edit", "cutoff", "top1", "top5", "images"]]
+        for model, frame in results.items()], ignore_index=True)
+    ci = [bootstrap_proportion(r.top1, int(r.images)).bounds(1) for r in frame.itertuples()]
+    return frame.drop(columns="images").assign(**{"top-1, 95% CI": ci})
 
 
 def pick_units(top, blocks: Sequence[int], per_block: int = 1) -> List[Tuple[int, int]]:
@@ -270,8 +274,9 @@ def patch_table(readout: PatchReadout) -> pd.DataFrame:
             (:func:`vitcls_utils.analysis.patch_readout.patch_readout`).
     Returns:
         DataFrame, a row per quantity (the model's output, Patch Average, Patch Maximum, the
-        pooled token): ``quantity``, "top-1, this run", "top-5, this run", "top-1, paper" and
-        "top-5, paper" (%; empty where the paper reports none).
+        pooled token): ``quantity``, "top-1, this run", "top-5, this run", "top-1, paper",
+        "top-5, paper" (%; empty where the paper reports none) and "top-1, 95% CI" (over the
+        images; "–" for Patch Average and Maximum, which are read over positions).
     """
     summary = readout.summary()
     rows = []
@@ -282,7 +287,10 @@ def patch_table(readout: PatchReadout) -> pd.DataFrame:
         rows.append({"quantity": label, "top-1, this run": summary[f"{key}_top1"],
                      "top-5, this run": summary[f"{key}_top5"],
                      "top-1, paper": paper.ghiasi_value(quantity, PAPER_MODEL, "top1"),
-                     "top-5, paper": paper.ghiasi_value(quantity, PAPER_MODEL, "top5")})
+                     "top-5, paper": paper.ghiasi_value(quantity, PAPER_MODEL, "top5"),
+                     "top-1, 95% CI": bootstrap_proportion(
+                         summary[f"{key}_top1"], readout.n_images if key in (
+                             "natural", "pooled_token") else 0).bounds(1)})
     return pd.DataFrame(rows)
 
 
@@ -297,15 +305,23 @@ def drop_vs_identifiable(drop: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFra
         curves: :func:`vitcls_utils.analysis.cls_isolation.identifiability_by_block` including
             L = 0: columns ``L``, ``block`` and ``cls_top1`` (%).
     Returns:
-        DataFrame, a row per L: ``L``, "drop patches after L: top-1" and
-        "[CLS] at block L: rank 0" (%; NaN where the block was not read).
+        DataFrame, a row per L: ``L``, "drop patches after L: top-1", its "95% CI" (the
+        sweep's per-image outcomes resampled), "[CLS] at block L: rank 0" (%; NaN where the
+        block was not read) and its "95% CI, rank 0" (a share of the same images, by
+        :func:`~vitcls_utils.base.uncertainty.bootstrap_proportion`).
     """
     natural = curves[curves.L == 0].set_index("block").cls_top1
     rows = drop[drop["mode"] == "drop"].sort_values("L")
+    rank0 = [natural.get(int(L), float("nan")) for L in rows.L]
+    n = int(rows["images"].iloc[0]) if "images" in rows and len(rows) else 0
+    top1_ci = (rows.top1_images.map(lambda v: bootstrap(v).bounds(1)) if "top1_images" in rows
+               else rows.top1.map(lambda v: bootstrap_proportion(v, n).bounds(1)))
     return pd.DataFrame({"L": rows.L.to_numpy(),
                          "drop patches after L: top-1": rows.top1.to_numpy(),
-                         "[CLS] at block L: rank 0": [natural.get(int(L), float("nan"))
-                                                      for L in rows.L]})
+                         "95% CI": top1_ci.to_numpy(),
+                         "[CLS] at block L: rank 0": rank0,
+                         "95% CI, rank 0": [bootstrap_proportion(v, n).bounds(1)
+                                            for v in rank0]})
 
 
 def last_block_table(result: Dict[str, pd.DataFrame]) -> pd.DataFrame:

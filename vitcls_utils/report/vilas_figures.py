@@ -391,7 +391,8 @@ def probe_figure(table: pd.DataFrame, title: str) -> plt.Figure:
     Returns:
         A Figure with one axes, as :func:`per_block_figure` draws it.
     """
-    long = table.melt(id_vars=["block", "site"], var_name="reader", value_name="top-1")
+    long = table.melt(id_vars=["block", "site"], var_name="reader", value_name="top-1",
+                      value_vars=[c for c in ("linear probe", "class projection") if c in table])
     long["site, reader"] = long.site + ", " + long.reader
     return per_block_figure(long, "top-1", "site, reader",
                             "top-1 accuracy of image\ntokens (fraction)", title, ylim=(0, 1.02))

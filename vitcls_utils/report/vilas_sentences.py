@@ -143,6 +143,20 @@ def evolution_sentence(image_last: float, first_significant: Optional[int],
 
 
 
+def ci_verdict(interval) -> str:
+    """Whether an interval resolves its difference, in the book's words: "its 95% CI excludes
+    zero" or "its 95% CI holds zero: not resolved".
+
+    Args:
+        interval: a :class:`~vitcls_utils.base.uncertainty.Interval` of a difference.
+
+    Returns:
+        The words.
+    """
+    return ("its 95% CI excludes zero" if interval.excludes_zero
+            else "its 95% CI holds zero: not resolved")
+
+
 def drop_sentence(table: pd.DataFrame, name: str) -> str:
     """E7/E9: each perturbation's drop of identifiability in words, with whether its 95%
     interval (paired over images) excludes zero.

@@ -18,7 +18,8 @@ from .reported import (agreement, compared_with, paper_series, reported, reporte
                        reported_value, value_vector_descriptions)
 from ..model.perturbations import perturbation_name
 from ..model.registry import get_variant
-from ..base.uncertainty import across_seeds, bootstrap, paired_difference
+from ..base.uncertainty import across_seeds, bootstrap, bootstrap_ratio_difference, paired_difference
+from .intervals import interval_cells, interval_text  # noqa: F401 (the tables' names too)
 
 if TYPE_CHECKING:
     from ..analysis.memories import Memories
@@ -54,22 +55,6 @@ def compare_table(stores: Mapping[str, "Store"]) -> pd.DataFrame:
             "reported for": "" if model is None else get_variant(model).label,
         })
     return pd.DataFrame(rows)
-
-
-def interval_text(interval, digits: int = 2) -> str:
-    """An interval as a table shows it: ``[lo, hi]``, with ``(n excluded)`` where images
-    without a number were left out; "–" where nothing was measured.
-
-    Args:
-        interval: a :class:`~vitcls_utils.base.uncertainty.Interval`; digits: decimals.
-
-    Returns:
-        The text.
-    """
-    if interval.n == 0:
-        return "–"
-    text = f"[{interval.low:.{digits}f}, {interval.high:.{digits}f}]"
-    return text + (f" ({interval.excluded} excluded)" if interval.excluded else "")
 
 
 def headline_intervals_table(results: "Store", control: "Store", metrics: Sequence[str],
@@ -254,6 +239,50 @@ def context_table(variant: str, clean: Store, runs: Mapping[str, Store],
     return pd.DataFrame(rows)
 
 
+def change_difference_table(diff: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """A5b's table: per block the class- minus context-labeled increment with its 95%
+    interval (each image's tokens of both groups pooled, whole images resampled) and whether
+    that interval excludes zero, beside the permutation test.
+
+    Args:
+        diff: :func:`~vitcls_utils.analysis.context.change_difference`'s frame.
+        seed: the bootstrap's seed.
+
+    Returns:
+        DataFrame indexed by ``block``: ``difference`` (logits), "95% CI", "CI excludes zero",
+        ``p_value``, ``significant``, ``class_tokens`` and ``context_tokens``.
+    """
+    intervals = [bootstrap_ratio_difference(r.class_sum_images, r.class_tokens_images,
+                                            r.context_sum_images, r.context_tokens_images,
+                                            seed=seed) for r in diff.itertuples()]
+    return diff.assign(**{"95% CI": [interval_text(i, 4) for i in intervals],
+                          "CI excludes zero": [i.excludes_zero for i in intervals]}).set_index(
+        "block")[["difference", "95% CI", "CI excludes zero", "p_value", "significant",
+                  "class_tokens", "context_tokens"]]
+
+
+def misclassified_table(diff: pd.DataFrame, correct: np.ndarray, seed: int = 0) -> pd.DataFrame:
+    """A8's table: per block and layer, [CLS]'s agreement over correctly classified images
+    minus over misclassified ones with its 95% interval (whole images resampled, so both
+    groups' sizes vary as a new draw of images would) beside the permutation test.
+
+    Args:
+        diff: :func:`~vitcls_utils.analysis.memories.correct_vs_misclassified`'s frame.
+        correct: [I] bool, whether the model classifies each image right (the same order).
+        seed: the bootstrap's seed.
+
+    Returns:
+        DataFrame: ``block``, ``layer``, ``difference`` (points), "95% CI", ``p_value`` and
+        ``significant``.
+    """
+    right = np.asarray(correct, dtype=np.float64)
+    intervals = [bootstrap_ratio_difference(100 * v * right, right, 100 * v * (1 - right),
+                                            1 - right, seed=seed)
+                 for v in diff.agreement_images]
+    return diff.assign(**{"95% CI": [interval_text(i) for i in intervals]})[
+        ["block", "layer", "difference", "95% CI", "p_value", "significant"]]
+
+
 def value_vector_table(memories: "Memories", variant: str, class_names: Sequence[str],
                        labels: Sequence[int], block: Optional[int] = None,
                        columns: Optional[Sequence[int]] = None):
@@ -303,9 +332,13 @@ def composition_table(fixed: pd.DataFrame, buggy: pd.DataFrame, variant: str) ->
         DataFrame indexed by ``block``: a column per source of ``fixed`` ("previous", "attn",
         "mlp", "composition"), "composition, authors' rule", "total, authors' rule" and,
         where the paper reports them, "previous, <reported label>" and "total, <reported
-        label>" (% of tokens).
+        label>" (% of tokens); given the per-image values (``percent_images``), "<source>,
+        95% CI" after them (bootstrap over images).
     """
     table = fixed.pivot(index="block", columns="source", values="percent")
+    if "percent_images" in fixed:
+        cis = interval_cells(fixed, "block", "source", "percent_images", 1, bounds_only=True)
+        table = table.join(cis[list(table.columns)].rename(columns=lambda c: f"{c}, 95% CI"))
     table["composition, authors' rule"] = (buggy.query("source == 'composition'")
                                            .set_index("block").percent)
     table["total, authors' rule"] = buggy.groupby("block").percent.sum()

@@ -6,6 +6,7 @@ from typing import Mapping, Optional
 
 import pandas as pd
 
+from ..base.uncertainty import bootstrap_proportion
 from .reported import vit_table1
 
 
@@ -44,3 +45,26 @@ def vit_table1_side_by_side(own: Optional[Mapping[str, int]] = None,
                      "same shape as the paper": None})
     return pd.DataFrame(rows)
 
+
+
+def fewshot_table(last: pd.DataFrame, n_images: int) -> pd.DataFrame:
+    """The k-shot top-1 of one block per token choice and shot count, each with its 95%
+    interval over the test images (:func:`~vitcls_utils.base.uncertainty.bootstrap_proportion`
+    of the accuracy's count; the spread over the training draws, ``accuracy_std``, is apart).
+
+    Args:
+        last: rows of :func:`~vitcls_utils.analysis.fewshot.fewshot_by_block` (one block):
+            ``token``, ``shots`` and ``accuracy`` (fraction).
+        n_images: the test images the accuracies are over.
+
+    Returns:
+        DataFrame indexed by token, a column per shot count: ``0.912 [0.875, 0.950]``.
+    """
+    def cell(accuracy: float) -> str:
+        interval = bootstrap_proportion(100 * accuracy, n_images)
+        if interval.n == 0:
+            return "–"
+        return f"{accuracy:.3f} [{interval.low / 100:.3f}, {interval.high / 100:.3f}]"
+
+    return last.assign(shown=last.accuracy.map(cell)).pivot(index="token", columns="shots",
+                                                            values="shown")

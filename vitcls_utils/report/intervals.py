@@ -1,0 +1,58 @@
+"""How the book's tables show a 95% interval: ``[lo, hi]`` with the images left out, and wide
+tables whose cells are each a mean over images with its interval
+(:mod:`vitcls_utils.base.uncertainty` computes them; this module only writes them)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import pandas as pd
+
+from ..base.uncertainty import bootstrap, bootstrap_ratio
+
+
+def interval_text(interval, digits: int = 2) -> str:
+    """An interval as a table shows it: ``[lo, hi]``, with ``(n excluded)`` where images
+    without a number were left out; "–" where nothing was measured.
+
+    Args:
+        interval: a :class:`~vitcls_utils.base.uncertainty.Interval`; digits: decimals.
+
+    Returns:
+        The text.
+    """
+    if interval.n == 0:
+        return "–"
+    text = f"[{interval.low:.{digits}f}, {interval.high:.{digits}f}]"
+    return text + (f" ({interval.excluded} excluded)" if interval.excluded else "")
+
+
+def interval_cells(frame: pd.DataFrame, index: str, columns: str, values: str, digits: int = 3,
+                   seed: int = 0, bounds_only: bool = False,
+                   denominators: Optional[str] = None) -> pd.DataFrame:
+    """A wide table whose cells are the mean of each row's per-image values with its 95%
+    bootstrap interval over images: ``0.512 [0.490, 0.533]`` (``bounds_only``: ``[0.490,
+    0.533]``), with ``(k excluded)`` where images had no finite value.
+
+    Args:
+        frame: one row per cell; ``values`` holds each row's per-image array.
+        index, columns: the columns that become the wide table's rows and columns.
+        values: the per-image column; digits: decimals; seed: the bootstrap's seed.
+        denominators: a per-image column of counts: each cell is then the pooled rate
+            sum(values) / sum(denominators) (:func:`~vitcls_utils.base.uncertainty.
+            bootstrap_ratio`, images without a count excluded).
+
+    Returns:
+        DataFrame of text, indexed by ``index``, a column per value of ``columns``.
+    """
+    def interval_of(row):
+        if denominators is None:
+            return bootstrap(row[values], seed=seed)
+        return bootstrap_ratio(row[values], row[denominators], seed=seed)
+
+    def cell(interval) -> str:
+        text = interval_text(interval, digits) if bounds_only else interval.format(digits)
+        return text + (f" ({interval.excluded} excluded)"
+                       if interval.excluded and not bounds_only else "")
+
+    shown = frame.assign(_cell=[cell(interval_of(row)) for _, row in frame.iterrows()])
+    return shown.pivot(index=index, columns=columns, values="_cell")
