@@ -88,6 +88,7 @@ def run_variant(runs: Sequence, pattern: str, device: str, results_dir: Path, ru
     comparisons), on this job's device. Returns each page's status and message."""
     from .runner import run
 
+    _interruptible()
     matrix = run(list(runs), pattern, device=device, jobs=jobs, results_dir=results_dir,
                  force=force, profiles=profiles, extra=extra, runs_dir=runs_dir,
                  comparisons=not runs, log=lambda *a: None)
@@ -101,6 +102,7 @@ def extract_shard(run, shard: Sequence[int], results_dir: Path, device: str,
     from ..stores.extraction import extract
     from ..model.loading import load_variant
 
+    _interruptible()
     model = load_variant(run.key, weights=run.weights, device=device,
                          seed=int(extra.get("seed", 0)))
     return str(extract(model, _stimuli(run, extra), results_dir,
@@ -240,12 +242,24 @@ def _stopped_when_interrupted(submission: Submission, executor: str) -> Iterator
 
 
 def _end_local_tasks(job_ids: Set[str], grace_s: float = 15.0) -> None:
-    """End every process of these local jobs. submitit's cancel signals a job's controller,
-    and a task it had not yet registered (the signal came while it was starting it) would run
-    on to write its pages: each process carrying a job's id gets SIGINT (the runner stops its
-    kernels and writes nothing), and SIGKILL if it is still there after ``grace_s``."""
+    """End every process of these local jobs. submitit's cancel sends SIGINT to a job's
+    controller, which a controller started from a process that ignores SIGINT (a pytest-xdist
+    worker, ``nohup``) inherits as ignored: its task would run on and write its pages. A
+    controller still there after 2 s is killed; then each process carrying a job's id gets
+    SIGINT (the task's runner stops its kernels and writes nothing; jobs restore Python's
+    SIGINT handler, :func:`_interruptible`), and SIGKILL if it is still there after
+    ``grace_s``."""
     import psutil
 
+    controllers = []
+    for job_id in job_ids:
+        with contextlib.suppress(psutil.Error, ValueError):
+            controllers.append(psutil.Process(int(job_id)))
+    _, alive = psutil.wait_procs(controllers, timeout=2.0)
+    for controller in alive:  # gone, it can start no task after the scan below
+        with contextlib.suppress(psutil.Error):
+            controller.kill()
+    psutil.wait_procs(alive, timeout=2.0)
     found = []
     for process in psutil.process_iter(["environ"]):
         environ = process.info.get("environ") or {}
@@ -258,6 +272,12 @@ def _end_local_tasks(job_ids: Set[str], grace_s: float = 15.0) -> None:
     for process in alive:
         with contextlib.suppress(psutil.Error):
             process.kill()
+
+
+def _interruptible() -> None:
+    """In a job: SIGINT raises KeyboardInterrupt again, even where the submitting process
+    ignored it (a child inherits an ignored SIGINT), so that a cancel stops the job."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _submitted(submit: Callable, *args):
