@@ -73,16 +73,19 @@ def tiny_variant():
     registry.VARIANTS.pop(variant.key, None)
 
 
+#: a 3-block ViT on the toy images (56 px, 7x7 grid), random init: the tests' small toy model
+TINY_TOY = Variant(
+    key="test_tiny_toy", label="tiny toy ViT", arch="vit_tiny_patch16_224", tag=None,
+    preprocess=TOY_PREPROCESS, num_classes=24, pooling="token", n_tokens=50,
+    dataset="toy", paper_key="-", weights="random", random=True,
+    model_kwargs=(("img_size", 56), ("patch_size", 8), ("embed_dim", 32), ("depth", 3),
+                  ("num_heads", 2), ("num_classes", 24)))
+
+
 @pytest.fixture
 def tiny_toy_variant():
-    """A registry entry for a 3-block ViT on the toy images (56 px, 7x7 grid), random init."""
-    variant = Variant(
-        key="test_tiny_toy", label="tiny toy ViT", arch="vit_tiny_patch16_224", tag=None,
-        preprocess=TOY_PREPROCESS, num_classes=24, pooling="token", n_tokens=50,
-        dataset="toy", paper_key="-", weights="random", random=True,
-        model_kwargs=(("img_size", 56), ("patch_size", 8), ("embed_dim", 32), ("depth", 3),
-                      ("num_heads", 2), ("num_classes", 24)),
-    )
+    """A registry entry for :data:`TINY_TOY`."""
+    variant = TINY_TOY
     registry.register(variant)
     yield variant
     registry.VARIANTS.pop(variant.key, None)

@@ -15,16 +15,12 @@ from vitcls_utils.model.loading import load_variant
 
 @pytest.fixture(scope="module")
 def lens_setup():
-    from vitcls_utils.model import registry
-    from vitcls_utils.datasets.toy import TOY_PREPROCESS
-    from vitcls_utils.model.registry import Variant
+    from dataclasses import replace
 
-    variant = Variant(
-        key="test_lens_toy", label="tiny toy ViT", arch="vit_tiny_patch16_224", tag=None,
-        preprocess=TOY_PREPROCESS, num_classes=24, pooling="token", n_tokens=50,
-        dataset="toy", paper_key="-", weights="random", random=True,
-        model_kwargs=(("img_size", 56), ("patch_size", 8), ("embed_dim", 32), ("depth", 3),
-                      ("num_heads", 2), ("num_classes", 24)))
+    from conftest import TINY_TOY
+    from vitcls_utils.model import registry
+
+    variant = replace(TINY_TOY, key="test_lens_toy")
     registry.register(variant)
     model = load_variant(variant.key)
     with torch.no_grad():  # a random head is near-uniform; make the final distribution peaked

@@ -289,9 +289,6 @@ def nonlocality_inputs(profile: Optional[str], inputs: Optional[str] = None) -> 
         VitclsError: for another ``inputs``.
     """
     from ..analysis.anatomy import INPUTS
-    from .profiles import get_profile
+    from .profiles import authors_or
 
-    chosen = inputs or ("authors" if get_profile(profile).name == "authors" else "real")
-    if chosen not in INPUTS:
-        raise VitclsError(f"inputs must be one of {INPUTS}, not {chosen!r}")
-    return chosen
+    return authors_or(profile, inputs, "real", INPUTS, "inputs")

@@ -135,12 +135,9 @@ def box_convention(profile: Optional[str], convention: Optional[str] = None) -> 
         VitclsError: for another ``convention``.
     """
     from ..analysis.foreground_background import BOX_CONVENTIONS
-    from .profiles import get_profile
+    from .profiles import authors_or
 
-    chosen = convention or ("authors" if get_profile(profile).name == "authors" else "voc")
-    if chosen not in BOX_CONVENTIONS:
-        raise VitclsError(f"box convention must be one of {BOX_CONVENTIONS}, not {chosen!r}")
-    return chosen
+    return authors_or(profile, convention, "voc", BOX_CONVENTIONS, "box convention")
 
 
 def fgbg_notes(boxes: Optional[str], convention: str) -> str:

@@ -10,7 +10,7 @@ notebook is given explicitly wins over the profile's.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 from ..base.errors import VitclsError
 
@@ -94,3 +94,23 @@ def setting(profile: Optional[str], name: str, value=None):
     if name not in SETTINGS:
         raise VitclsError(f"unknown profile setting {name!r}; settings: {', '.join(SETTINGS)}")
     return getattr(get_profile(profile), name) if value is None else value
+
+
+def authors_or(profile: Optional[str], value: Optional[str], corrected: str,
+               allowed: Sequence[str], what: str) -> str:
+    """``value`` when the notebook sets it, else "authors" under the authors' settings and
+    ``corrected`` under the others; refused unless it is one of ``allowed``.
+
+    Args:
+        profile: the run's profile name (None: the default).
+        value: the notebook's choice, or None.
+        corrected: the choice under the corrected profile.
+        allowed: the choices there are; what: their name, for the error.
+
+    Returns:
+        The choice.
+    """
+    chosen = value or ("authors" if get_profile(profile).name == "authors" else corrected)
+    if chosen not in allowed:
+        raise VitclsError(f"{what} must be one of {tuple(allowed)}, not {chosen!r}")
+    return chosen
