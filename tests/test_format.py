@@ -194,6 +194,27 @@ def test_an_out_folder_that_is_a_file_is_refused(setup, tmp_path):
         extract(model, dataset, tmp_path / "afile")
 
 
+def test_threads_checking_one_new_out_folder_at_once_all_pass(tmp_path):
+    # the write probe is a file of its own per call: with one name per process, a thread
+    # removed another's probe and a shard failed with "No such file or directory"
+    for attempt in range(10):
+        out, start, errors = tmp_path / f"new{attempt}", threading.Barrier(6), []
+
+        def check():
+            start.wait()
+            try:
+                store.check_out_folder(out)
+            except Exception as error:
+                errors.append(error)
+
+        workers = [threading.Thread(target=check) for _ in range(6)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        assert not errors and sorted(p.name for p in out.iterdir()) == []
+
+
 def test_stores_are_chosen_on_their_manifests_and_only_the_chosen_are_opened(setup, tmp_path):
     from vitcls_utils.model.perturbations import AttentionPerturbation
     from vitcls_utils.stores.reader import find_stores, main_stores

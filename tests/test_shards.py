@@ -42,16 +42,24 @@ def test_shards_side_by_side_write_the_store_of_one_process(tiny_variant, image_
     model = load_variant("test_tiny", seed=3)
     dataset = ImageFolderDataset(image_folder, num_classes=10)
     alone = open_store(extract(model, dataset, tmp_path / "alone", batch_size=2, progress=False))
-    paths = []
+    paths, errors = [], []
     models = [load_variant("test_tiny", seed=3) for _ in range(3)]  # one per "process"
-    workers = [threading.Thread(target=lambda i=i: paths.append(
-        extract(models[i], dataset, tmp_path / "shared", batch_size=2, progress=False,
-                shard=(i, 3)))) for i in range(3)]
+    start = threading.Barrier(3)  # all three create the (new) results folder at once
+
+    def run(i):
+        start.wait()
+        try:
+            paths.append(extract(models[i], dataset, tmp_path / "shared", batch_size=2,
+                                 progress=False, shard=(i, 3)))
+        except Exception as error:  # a thread's error fails the test, not just a warning
+            errors.append(error)
+
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(3)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
-    assert len(set(paths)) == 1
+    assert not errors and len(paths) == 3 and len(set(paths)) == 1
     shared = open_store(paths[0])
     assert shared.manifest["status"] == "complete" and shared.manifest["shards"] == 3
     same_store(shared, alone)

@@ -44,6 +44,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Iterator, Optional, Sequence, Tuple, Union
 
@@ -114,11 +115,12 @@ def check_out_folder(out: Union[str, Path], what: str = "the results folder",
     if path.exists() and not path.is_dir():
         raise StoreError(f"{what} {out} is a file; it must be a folder (the root of the "
                          "extraction stores), existing or not")
-    probe = path / f".vitcls-write-test.{os.getpid()}"
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
+        # a probe of its own (not one per pid): threads of one process check the same folder
+        handle, probe = tempfile.mkstemp(prefix=".vitcls-write-test.", dir=path)
+        os.close(handle)
+        os.unlink(probe)
         free = shutil.disk_usage(path).free
     except OSError as error:
         raise WriteError(f"{what} {out} cannot be written ({error.strerror or error}): pick "
