@@ -40,14 +40,24 @@ def test_the_sentences_read_the_numbers_they_are_given():
 def test_the_bridge_sentence_reads_the_frame_and_the_masks():
     frame = pd.DataFrame({"model": ["C"] * 3 + ["D"] * 3, "block": [1, 2, 3] * 2,
                           "image_identifiability": [0.2, 0.8, 0.9, 0.5, 0.6, 0.95],
-                          "gate": [0.9, 0.5, np.nan, np.nan, np.nan, np.nan]})
+                          "gate": [0.9, 0.5, np.nan, np.nan, np.nan, np.nan],
+                          "image_identifiability_images": [np.full(4, v) for v in (
+                              0.2, 0.8, 0.9, 0.5, 0.6, 0.95)]})
+    final = {"unmasked": np.r_[0.8, 1.0, 0.9, 0.9], "z": np.r_[0.8, 0.8, 0.8, 0.8],
+             "c": np.r_[0.1, 0.5, 0.3, 0.3], "p": np.r_[0.9, 0.3, 0.2, 0.2]}
     masked = pd.DataFrame({"mask": ["unmasked", "z", "c", "p"] * 2, "block": [2] * 4 + [3] * 4,
-                           "image_identifiability": [0, 0, 0, 0, 0.9, 0.8, 0.3, 0.4]})
+                           "image_identifiability": [0, 0, 0, 0, 0.9, 0.8, 0.3, 0.4],
+                           "image_identifiability_images": [np.zeros(4)] * 4 + list(
+                               final.values())})
     text = convit_sentences.bridge_sentence(frame, masked, "C", "D", 2, ["z", "c", "p"])
     assert "reach an identifiability of 0.75 at block 2, those of D at block 3" in text
-    assert "stand at 0.90 and 0.95" in text
+    assert "stand at 0.90 and 0.95, a difference of -0.05 [-0.05, -0.05] (paired" in text
     assert "content in all 2 GPSA blocks leaves the image tokens' identifiability at 0.30" in text
-    assert "position at 0.40, and zeroing the position embedding at 0.80 (unmasked 0.90)" in text
+    from vitcls_utils.base.uncertainty import paired_difference
+    change = paired_difference(final["c"], final["unmasked"])
+    assert f"at 0.30 ({change.format(2)} against unmasked; its 95% CI excludes zero)" in text
+    assert "(unmasked 0.90; each change paired over the same images)" in text
+    assert "position embedding at 0.80 (" in text
 
 
 def test_the_locality_sentence_names_the_heads_without_a_centre_and_says_why():

@@ -8,6 +8,7 @@ from typing import Dict, Mapping, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from ..base.uncertainty import paired_difference, unpaired_difference
 from ..model.registry import get_variant
 from .convit_tables import paper_gates, paper_key
 from .reported import convit_table
@@ -140,15 +141,17 @@ def maps_sentence(layer: int, convit_local: np.ndarray, deit_local: np.ndarray) 
 
 def bridge_sentence(frame: pd.DataFrame, masked: pd.DataFrame, convit_label: str,
                     deit_label: str, n_gpsa: int, masks: Sequence[str]) -> str:
-    """The identifiability bridge: where each model's image tokens reach 0.75, where they end,
-    how a GPSA block's gate relates to its identifiability gain, and the last block under
+    """The identifiability bridge: where each model's image tokens reach 0.75, where they end
+    (their difference with its 95% interval, saying whether it excludes zero), how a GPSA
+    block's gate relates to its identifiability gain, and the last block under
     the masks (``masks``: the names of the position-embedding, content and position masks).
 
     Args:
         frame: :func:`bridge`'s frame for the ConViT and the DeiT.
-        masked: the ConViT's per-block readout under the masks, columns ``mask``, ``block`` and
-            ``image_identifiability`` (:func:`vitcls_utils.analysis.convit.evaluate_masks` with
-            ``by_block``), including the "unmasked" mask.
+        masked: the ConViT's per-block readout under the masks, columns ``mask``, ``block``,
+            ``image_identifiability`` and ``image_identifiability_images``
+            (:func:`vitcls_utils.analysis.convit.evaluate_masks` with ``by_block``), including
+            the "unmasked" mask; each mask's change is paired over the same images.
         convit_label: the ConViT's ``model`` label in ``frame``.
         deit_label: the DeiT's ``model`` label in ``frame``.
         n_gpsa: the ConViT's number of GPSA blocks (its first blocks).
@@ -160,21 +163,40 @@ def bridge_sentence(frame: pd.DataFrame, masked: pd.DataFrame, convit_label: str
     from ..analysis.identifiability import first_block_reaching
 
     conv = frame[frame.model == convit_label].set_index("block")
+    deit = frame[frame.model == deit_label].set_index("block")
     gpsa = conv.index[:n_gpsa]
     gain = conv.image_identifiability.diff()
     corr = rank_correlation(conv.gate[gpsa], gain[gpsa])
-    final = masked[masked.block == masked.block.max()].set_index("mask").image_identifiability
+    final = masked[masked.block == masked.block.max()].set_index("mask")
     zeroed, content, position = masks
+    ends = _difference(conv.image_identifiability_images.iloc[-1],
+                       deit.image_identifiability_images.iloc[-1])
+
+    def under(mask: str) -> str:
+        change = paired_difference(final.image_identifiability_images[mask],
+                                   final.image_identifiability_images["unmasked"])
+        return (f"{final.image_identifiability[mask]:.2f} ({change.format(2)} against "
+                f"unmasked; {ci_verdict(change)})")
+
     return (f"The image tokens of {convit_label} reach an identifiability of 0.75 at block "
             f"{first_block_reaching(frame, 0.75, model=convit_label)}, those of {deit_label} "
             f"at block {first_block_reaching(frame, 0.75, model=deit_label)}; at the last "
             f"block they stand at {conv.image_identifiability.iloc[-1]:.2f} and "
-            f"{frame[frame.model == deit_label].image_identifiability.iloc[-1]:.2f}. Across the "
-            "GPSA blocks the rank correlation of a block's mean gate with its identifiability "
-            f"gain is {corr:.2f}. At the last block, masking content in all {n_gpsa} GPSA "
-            f"blocks leaves the image tokens' identifiability at {final[content]:.2f}, masking "
-            f"position at {final[position]:.2f}, and zeroing the position embedding at "
-            f"{final[zeroed]:.2f} (unmasked {final['unmasked']:.2f}).")
+            f"{deit.image_identifiability.iloc[-1]:.2f}, a difference of {ends[0].format(2)} "
+            f"({ends[1]}; {ci_verdict(ends[0])}). Across the GPSA blocks the rank correlation "
+            f"of a block's mean gate with its identifiability gain is {corr:.2f}. At the last "
+            f"block (unmasked {final.image_identifiability['unmasked']:.2f}; each change paired "
+            f"over the same images), masking content in all {n_gpsa} GPSA blocks leaves the "
+            f"image tokens' identifiability at {under(content)}, masking position at "
+            f"{under(position)}, and zeroing the position embedding at {under(zeroed)}.")
+
+
+def _difference(a: np.ndarray, b: np.ndarray):
+    """a - b with its 95% interval: paired over images where both read the same number of
+    them (the same stimuli in the same order), else two samples; and the words for which."""
+    if len(a) == len(b):
+        return paired_difference(a, b), "paired over the same images"
+    return unpaired_difference(a, b), "the two models' images resampled apart"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@ tables whose cells are each a mean over images with its interval
 (:mod:`vitcls_utils.base.uncertainty` computes them; this module only writes them)."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Iterable, List, Optional
 
 import pandas as pd
 
@@ -24,6 +24,21 @@ def interval_text(interval, digits: int = 2) -> str:
         return "–"
     text = f"[{interval.low:.{digits}f}, {interval.high:.{digits}f}]"
     return text + (f" ({interval.excluded} excluded)" if interval.excluded else "")
+
+
+def interval_column(per_image: Iterable, digits: int = 2, seed: int = 0) -> List[str]:
+    """A table's "95% CI" column: each row's per-image values bootstrapped over images and
+    written by :func:`interval_text` (``[lo, hi]``, ``(k excluded)``, "–" where a row has no
+    values: NaN in place of an array).
+
+    Args:
+        per_image: one entry per row, an array of per-image values (or NaN).
+        digits: decimals; seed: the bootstrap's seed.
+
+    Returns:
+        The column's text, a string per row.
+    """
+    return [interval_text(bootstrap(values, seed=seed), digits) for values in per_image]
 
 
 def interval_cells(frame: pd.DataFrame, index: str, columns: str, values: str, digits: int = 3,
