@@ -74,3 +74,15 @@ def test_the_locality_sentence_names_the_heads_without_a_centre_and_says_why():
     every = convit_sentences.locality_sentence(local[local.strength > 0])
     assert every.startswith("All 3 GPSA heads have a positive locality strength α (from 0.50 "
                             "to 1.20)")
+
+
+def test_the_efficiency_sentence_says_whether_each_difference_is_resolved():
+    from vitcls_utils.report import convit_tables
+
+    runs = pd.DataFrame({"key": ["toy_deit", "toy_convit"] * 2, "fraction": [0.1, 0.1, 1.0, 1.0],
+                         "seed": 0, "val_top1": [0.5, 0.9, 0.8, 0.8], "val_top5": 1.0,
+                         "val_images": 100})
+    text = convit_sentences.efficiency_sentence(convit_tables.sample_efficiency(runs), runs)
+    assert text.startswith("With 0.1 of the toy training set the toy ConViT reaches 90.0%")
+    assert "ConViT − DeiT 40.0 [" in text and "points, its 95% CI excludes zero)" in text
+    assert "ConViT − DeiT 0.0 [" in text and "its 95% CI holds zero: not resolved" in text

@@ -268,3 +268,31 @@ def gates_summary(gates: pd.DataFrame, key: str) -> Dict[str, tuple]:
     return {f"mean gate, layer {int(layer)}": (float(mine[layer]),
                                                 _number(printed.get(layer)), model)
             for layer in (mine.index[0], mine.index[-1])}
+
+
+def efficiency_sentence(table: pd.DataFrame, runs: pd.DataFrame, seed: int = 0) -> str:
+    """Table 2 scaled, in words: at the smallest fraction and with all of the training set,
+    each model's top-1, the relative gap beside the paper's, and the ConViT-minus-DeiT
+    difference with its 95% interval, saying whether it excludes zero.
+
+    Args:
+        table: :func:`~vitcls_utils.report.convit_tables.sample_efficiency`'s frame.
+        runs: its runs (columns ``fraction``, ``key``, ``seed``, ``val_top1``, ``val_images``).
+        seed: the bootstrap's seed.
+
+    Returns:
+        A sentence.
+    """
+    from .convit_tables import efficiency_estimates
+
+    def at(row) -> str:
+        gap = efficiency_estimates(runs[runs.fraction == row.fraction], seed)["gap"]
+        return (f"the toy ConViT reaches {row['ConViT top-1, this run']:.1f}% and the toy DeiT "
+                f"{row['DeiT top-1, this run']:.1f}% (a relative gap of "
+                f"{row['gap (%), this run']:+.1f}%; ConViT − DeiT {gap.format(1)} points, "
+                f"{ci_verdict(gap)})")
+
+    low, full = table.iloc[0], table.iloc[-1]
+    return (f"With {low.fraction:g} of the toy training set {at(low)}; with all of it "
+            f"{at(full)}. The paper's gap at f = {low.fraction:g} is "
+            f"{low['gap (%), paper']:.0f}% and at f = 1 {full['gap (%), paper']:.0f}%.")

@@ -289,13 +289,8 @@ def sample_efficiency(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def efficiency_intervals(runs: pd.DataFrame, seed: int = 0) -> Dict[str, str]:
-    """The 95% intervals of one fraction's top-1s and of the ConViT-minus-DeiT difference.
-    With one training seed per model: over the validation images (a top-1's outcomes are
-    fixed by its count, :func:`~vitcls_utils.base.uncertainty.bootstrap_proportion`); the
-    sweep keeps no per-image outcomes, so the difference resamples the two models' images
-    apart (:func:`~vitcls_utils.base.uncertainty.unpaired_difference`, wider than a paired
-    interval would be). With several seeds: Student's t across the seeds
-    (:func:`~vitcls_utils.base.uncertainty.across_seeds`), the difference per seed.
+    """The 95% intervals of one fraction's top-1s and of the ConViT-minus-DeiT difference
+    (:func:`efficiency_estimates`), as the table writes them.
 
     Args:
         runs: one fraction's rows, columns ``key``, ``seed``, ``val_top1`` (in [0, 1]) and
@@ -305,24 +300,41 @@ def efficiency_intervals(runs: pd.DataFrame, seed: int = 0) -> Dict[str, str]:
         {"DeiT top-1, 95% CI", "ConViT top-1, 95% CI", "ConViT − DeiT (points) [95% CI]":
         text}.
     """
-    from ..base.uncertainty import across_seeds, unpaired_difference
-
     if not {"seed", "val_images"} <= set(runs):
         return dict.fromkeys(("DeiT top-1, 95% CI", "ConViT top-1, 95% CI",
                               "ConViT − DeiT (points) [95% CI]"), "–")
+    shown = efficiency_estimates(runs, seed)
+    return {"DeiT top-1, 95% CI": shown["toy_deit"].bounds(1),
+            "ConViT top-1, 95% CI": shown["toy_convit"].bounds(1),
+            "ConViT − DeiT (points) [95% CI]": shown["gap"].format(1)}
+
+
+def efficiency_estimates(runs: pd.DataFrame, seed: int = 0) -> Dict[str, Interval]:
+    """One fraction's top-1s and ConViT-minus-DeiT difference (points) with their intervals.
+    With one training seed per model: over the validation images (a top-1's outcomes are
+    fixed by its count); the sweep keeps no per-image outcomes, so the difference resamples
+    the two models' images apart (:func:`~vitcls_utils.base.uncertainty.unpaired_difference`,
+    wider than a paired interval would be). With several seeds: Student's t across the seeds
+    (:func:`~vitcls_utils.base.uncertainty.across_seeds`), the difference per seed.
+
+    Args:
+        runs: one fraction's rows, columns ``key``, ``seed``, ``val_top1`` (in [0, 1]) and
+            ``val_images``.
+        seed: the bootstrap's seed.
+    Returns:
+        {"toy_deit", "toy_convit", "gap": Interval in %}.
+    """
+    from ..base.uncertainty import across_seeds, unpaired_difference
+
     by = {k: runs[runs.key == k].sort_values("seed") for k in ("toy_deit", "toy_convit")}
     if min(len(rows) for rows in by.values()) > 1:
         top1 = {k: 100 * rows.set_index("seed").val_top1 for k, rows in by.items()}
         shown = {k: across_seeds(v) for k, v in top1.items()}
-        gap = across_seeds((top1["toy_convit"] - top1["toy_deit"]).dropna())
-    else:
-        hits = {k: _outcomes(rows.val_top1.iloc[0], int(rows.val_images.iloc[0]))
-                for k, rows in by.items()}
-        shown = {k: bootstrap(v, seed=seed) for k, v in hits.items()}
-        gap = unpaired_difference(hits["toy_convit"], hits["toy_deit"], seed=seed)
-    return {"DeiT top-1, 95% CI": shown["toy_deit"].bounds(1),
-            "ConViT top-1, 95% CI": shown["toy_convit"].bounds(1),
-            "ConViT − DeiT (points) [95% CI]": gap.format(1)}
+        return {**shown, "gap": across_seeds((top1["toy_convit"] - top1["toy_deit"]).dropna())}
+    hits = {k: _outcomes(rows.val_top1.iloc[0], int(rows.val_images.iloc[0]))
+            for k, rows in by.items()}
+    return {**{k: bootstrap(v, seed=seed) for k, v in hits.items()},
+            "gap": unpaired_difference(hits["toy_convit"], hits["toy_deit"], seed=seed)}
 
 
 def _outcomes(top1: float, n: int) -> np.ndarray:
