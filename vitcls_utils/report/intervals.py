@@ -3,7 +3,7 @@ tables whose cells are each a mean over images with its interval
 (:mod:`vitcls_utils.base.uncertainty` computes them; this module only writes them)."""
 from __future__ import annotations
 
-from typing import Iterable, List, Optional
+from typing import Iterable, List, Optional, Sequence
 
 import pandas as pd
 
@@ -71,3 +71,25 @@ def interval_cells(frame: pd.DataFrame, index: str, columns: str, values: str, d
 
     shown = frame.assign(_cell=[cell(interval_of(row)) for _, row in frame.iterrows()])
     return shown.pivot(index=index, columns=columns, values="_cell")
+
+
+def interval_wide(frame: pd.DataFrame, index: str, columns: Sequence[str], value: str,
+                  digits: int = 3, seed: int = 0) -> pd.DataFrame:
+    """A wide table from a long frame of one row per unit (an image, a class): each cell the
+    mean of its units' ``value`` with the 95% bootstrap interval that resamples them,
+    ``0.512 [0.490, 0.533]`` (:func:`interval_cells`).
+
+    Args:
+        frame: one row per unit and cell, with the ``index``, ``columns`` and ``value``
+            columns.
+        index: the column that becomes the rows; columns: those whose values, joined by ", ",
+            name the table's columns (e.g. ``["layer", "variant"]``: "mlp, ViT-B/16").
+        value: the column averaged; digits: decimals; seed: the bootstrap's seed.
+
+    Returns:
+        DataFrame of text indexed by ``index``, a column per combination of ``columns``.
+    """
+    keys = [index, *columns]
+    cells = frame.groupby(keys, sort=True)[value].apply(lambda v: v.to_numpy()).reset_index()
+    cells["cell"] = cells[list(columns)].astype(str).agg(", ".join, axis=1)
+    return interval_cells(cells, index, "cell", value, digits, seed).rename_axis(columns=None)
