@@ -25,3 +25,15 @@ def test_a_wide_table_of_a_long_frame_resamples_each_cells_units():
     units = frame[(frame.block == 2) & (frame.variant == "B")].agreement.to_numpy()
     assert wide.loc[2, "mlp, B"] == bootstrap(units).format(3)
     assert wide.loc[2, "mlp, B"].startswith(f"{units.mean():.3f} [")  # the old mean
+
+
+def test_interval_columns_follow_their_means_and_the_arrays_are_dropped():
+    from vitcls_utils.report.intervals import with_interval_columns
+
+    mass = np.r_[0.2, 0.6, 0.4, 0.5]
+    frame = pd.DataFrame({"method": ["a"], "mass": [mass.mean()], "share": [0.3],
+                          "mass_images": [mass], "share_images": [np.r_[0.3, 0.3, 0.3, 0.3]]})
+    shown = with_interval_columns(frame, {"mass": "mass_images", "share": "share_images"})
+    assert list(shown.columns) == ["method", "mass", "mass, 95% CI", "share", "share, 95% CI"]
+    assert shown.loc[0, "mass, 95% CI"] == f"[{bootstrap(mass).low:.3f}, {bootstrap(mass).high:.3f}]"
+    assert shown.loc[0, "share, 95% CI"] == "[0.300, 0.300]"

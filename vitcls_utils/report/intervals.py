@@ -3,7 +3,7 @@ tables whose cells are each a mean over images with its interval
 (:mod:`vitcls_utils.base.uncertainty` computes them; this module only writes them)."""
 from __future__ import annotations
 
-from typing import Iterable, List, Optional, Sequence
+from typing import Iterable, List, Mapping, Optional, Sequence
 
 import pandas as pd
 
@@ -93,3 +93,23 @@ def interval_wide(frame: pd.DataFrame, index: str, columns: Sequence[str], value
     cells = frame.groupby(keys, sort=True)[value].apply(lambda v: v.to_numpy()).reset_index()
     cells["cell"] = cells[list(columns)].astype(str).agg(", ".join, axis=1)
     return interval_cells(cells, index, "cell", value, digits, seed).rename_axis(columns=None)
+
+
+def with_interval_columns(frame: pd.DataFrame, per_image: Mapping[str, str], digits: int = 3,
+                          seed: int = 0) -> pd.DataFrame:
+    """A table whose rows carry per-image arrays, as a page shows it: each mean column
+    followed by its "<column>, 95% CI" (:func:`interval_column`), the arrays dropped.
+
+    Args:
+        frame: a row per table row, with the mean columns and their per-image columns.
+        per_image: {mean column: its per-image column}; other columns are kept as they are.
+        digits: decimals; seed: the bootstrap's seed.
+
+    Returns:
+        The table, the interval columns placed after their means.
+    """
+    out = frame.drop(columns=list(per_image.values()))
+    for column, images in per_image.items():
+        out.insert(out.columns.get_loc(column) + 1, f"{column}, 95% CI",
+                   interval_column(frame[images], digits, seed))
+    return out
