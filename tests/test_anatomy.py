@@ -176,6 +176,18 @@ def test_similarity_by_distance_and_the_bridge_frame():
     assert joined["gain [CLS]"].iloc[1:].round(6).tolist() == [0.4, 0.1]
     assert joined["gain image"].isna().tolist() == [True, False, False]
     assert list(anatomy.distance_and_gain(distances, None).columns) == ["block", "distance"]
+    # each gain's interval pairs the two blocks over the same images, computed here apart
+    from vitcls_utils.base.uncertainty import paired_difference
+
+    images = [np.r_[0.1, 0.2, 0.0, 0.1, 0.1], np.r_[0.4, 0.6, 0.5, 0.5, 0.5],
+              np.r_[0.5, 0.7, 0.6, 0.5, 0.7], np.r_[0.2, 0.1, 0.3, 0.2, 0.2],
+              np.r_[0.3, 0.25, 0.4, 0.25, 0.3], np.r_[0.9, 0.8, 1.0, 0.9, 0.9]]
+    joined = anatomy.distance_and_gain(distances, evolution.assign(identifiability_images=images))
+    assert joined["gain image, 95% CI"].tolist() == [
+        "–", paired_difference(images[4], images[3]).bounds(3),
+        paired_difference(images[5], images[4]).bounds(3)]
+    assert joined["gain image"].iloc[2] == pytest.approx(paired_difference(images[5],
+                                                                           images[4]).estimate)
     from scipy.stats import spearmanr
 
     x, y = [3.0, 1.0, 4.0, 1.5, 5.0], [2.0, 7.0, 1.0, 8.0, 2.5]

@@ -502,10 +502,10 @@ def pages_printing_intervals() -> list:
     return pages
 
 
-#: figure pages whose tables show 95% intervals: chapter 6's Table 1 in the small book; with
-#: VITCLS_BOOK_SITE, a sample of the headline tables of chapters 1-7 and every page whose
-#: notebook's headline output prints an interval (chapters 1-8)
-WITH_INTERVALS = ["ghiasi-tab1-page"] + (sorted({f"{name}-page" for name in (
+#: figure pages whose tables show 95% intervals: chapter 1's Figure 2 and chapter 6's Table 1
+#: in the small book; with VITCLS_BOOK_SITE, a sample of the headline tables of chapters 1-7
+#: and every page whose notebook's headline output prints an interval (chapters 1-8)
+WITH_INTERVALS = ["fig2-page", "ghiasi-tab1-page"] + (sorted({f"{name}-page" for name in (
     "tab1_identifiability_rate", "tab_attention_perturbation", "tab_context_perturbation",
     "fig4a_class_value_agreement", "fig4b_key_value_agreement", "figA11_perturbation_test",
     "fig5_faithfulness_suite", "ghiasi_tab2_fgbg", "convit_tab5_tab6_masking")}

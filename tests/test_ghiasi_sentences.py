@@ -93,3 +93,22 @@ def test_the_patch_sentence_gives_intervals_and_pairs_the_last_two_blocks():
     step = paired_difference(later, earlier)
     assert f"{step.format(1)} points against the block before" in sentence
     assert "50.0 [" in sentence and "(50.0%)" in sentence and "95% CIs over the images" in sentence
+
+
+def test_the_isolation_bridge_sentence_pairs_isolated_with_natural_over_images(tiny_toy_variant):
+    from vitcls_utils.analysis import cls_isolation
+    from vitcls_utils.datasets.kinds import build_dataset
+    from vitcls_utils.model.loading import load_variant
+
+    model = load_variant(tiny_toy_variant.key)
+    data = build_dataset("toy", None, num_classes=24, n_per_class=1)
+    curves = cls_isolation.identifiability_by_block(model, data, [0, 3], batch_size=10,
+                                                    progress=False)
+    last = curves[curves.block == 3].set_index("L")
+    # every L reads the same images in the same order, so two L's values pair over images
+    assert last.cls_identifiability_images[0].shape == (24,)
+    gap = paired_difference(last.image_identifiability_images[3],
+                            last.image_identifiability_images[0])
+    text = ghiasi_sentences.cls_bridge_sentence(curves, 0.5)
+    assert f"isolated minus natural {gap.format(3)}, paired over the same images" in text
+    assert "Isolated up to L = 3" in text and "correlation of 0.50 (over the L values" in text

@@ -313,15 +313,27 @@ def distance_and_gain(distances: "pd.DataFrame", evolution: Optional["pd.DataFra
 
     Returns:
         DataFrame, one row per block: ``block``, ``distance`` (mean over heads), and where
-        ``evolution`` has that token, ``gain [CLS]`` and ``gain image`` (NaN for block 1).
+        ``evolution`` has that token, ``gain [CLS]`` and ``gain image`` (NaN for block 1),
+        each followed, where ``evolution`` has ``identifiability_images``, by its "..., 95%
+        CI" (the gain paired over the same images,
+        :func:`~vitcls_utils.base.uncertainty.paired_difference`; "–" for block 1).
     """
+    from ..base.uncertainty import paired_difference
+
     frame = distances.groupby("block", as_index=False).distance.mean()
     if evolution is None:
         return frame
     for token, column in (("[CLS]", "gain [CLS]"), ("image", "gain image")):
-        curve = evolution[evolution.token == token].set_index("block").identifiability
-        if not curve.empty:
-            frame[column] = frame.block.map(curve.diff())
+        rows = evolution[evolution.token == token].set_index("block")
+        if rows.empty:
+            continue
+        frame[column] = frame.block.map(rows.identifiability.diff())
+        if "identifiability_images" in rows:
+            per_image = rows.identifiability_images
+            frame[f"{column}, 95% CI"] = [
+                paired_difference(per_image[b], per_image[b - 1]).bounds(3)
+                if b - 1 in per_image.index and b in per_image.index else "–"
+                for b in frame.block]
     return frame
 
 

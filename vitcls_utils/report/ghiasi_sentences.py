@@ -274,3 +274,36 @@ def patch_sentence(readout, per_block: pd.DataFrame, seed: int = 0) -> str:
             f"{intervals['natural'].format(1)}%. The same number is the last block's rate of "
             f"identifiable image tokens ({last.image_top1:.1f}%), {step.format(1)} points "
             f"against the block before (paired over the same images; {ci_verdict(step)}).")
+
+
+def cls_bridge_sentence(curves: pd.DataFrame, agree: float, seed: int = 0) -> str:
+    """The isolation bridge in words: the last block's identifiability of [CLS] and of the
+    image tokens with [CLS] isolated up to the largest L, each against the natural model,
+    paired over the same images with its 95% interval (whether it excludes zero), and the
+    rank correlation over L of the drop-patches top-1 with [CLS]'s rank-0 rate.
+
+    Args:
+        curves: :func:`~vitcls_utils.analysis.cls_isolation.identifiability_by_block` with
+            L = 0 and the largest L: columns ``L``, ``block``, ``cls_identifiability``,
+            ``image_identifiability`` and their ``_images`` arrays.
+        agree: that rank correlation (over L; a number without an interval).
+        seed: the bootstrap's seed.
+
+    Returns:
+        A sentence.
+    """
+    last = curves[curves.block == curves.block.max()].set_index("L")
+    top = int(last.index.max())
+
+    def against_natural(column: str) -> str:
+        gap = paired_difference(last[f"{column}_images"][top], last[f"{column}_images"][0],
+                                seed=seed)
+        return (f"{last[column][top]:.3f} (natural {last[column][0]:.3f}; isolated minus natural "
+                f"{gap.format(3)}, paired over the same images: {ci_verdict(gap)})")
+
+    return (f"Isolated up to L = {top}, [CLS] reaches a last-block identifiability of "
+            f"{against_natural('cls_identifiability')}, while the image tokens, which never see "
+            f"[CLS] then, end at {against_natural('image_identifiability')}. Over L, how much "
+            "top-1 [CLS] keeps when the patches are dropped after block L and how often its "
+            "class projection at block L already ranks the true class first have a rank "
+            f"correlation of {agree:.2f} (over the L values; no interval).")
