@@ -120,6 +120,7 @@ def test_attention_distances_over_a_dataset_equal_a_per_image_loop():
                                         batch_size=2, progress=False)
     preprocess = model.vitcls_info.variant.preprocess
     totals = torch.zeros(12, 4, dtype=torch.float64)
+    each = torch.zeros(5, 12, 4, dtype=torch.float64)
     for i in range(5):
         _, cache = run_with_cache(model, preprocess(stimuli.load(i)[0])[None])
         for b in range(12):
@@ -127,9 +128,14 @@ def test_attention_distances_over_a_dataset_equal_a_per_image_loop():
             for h in range(4):  # by hand: prefix left out, rows renormalised, 8-pixel patches
                 patches = pattern[h, 1:, 1:].double()
                 patches = patches / patches.sum(-1, keepdim=True)
-                totals[b, h] += 8 * (patches * anatomy.patch_distances((7, 7))).sum(-1).mean()
+                each[i, b, h] = 8 * (patches * anatomy.patch_distances((7, 7))).sum(-1).mean()
+                totals[b, h] += each[i, b, h]
     got = torch.tensor(frame.distance.values).reshape(12, 4)
     torch.testing.assert_close(got, totals / 5)
+    # each image's distance is kept, in the order read, and their mean is the table's
+    per_image = torch.tensor(np.stack(frame.distance_images.values)).reshape(12, 4, 5)
+    torch.testing.assert_close(per_image.permute(2, 0, 1), each)
+    assert all(v.mean() == d for v, d in zip(frame.distance_images, frame.distance))
     assert frame.block.min() == 1 and (frame["head"].min(), frame["head"].max()) == (1, 4)
 
 

@@ -86,3 +86,17 @@ def test_the_efficiency_sentence_says_whether_each_difference_is_resolved():
     assert text.startswith("With 0.1 of the toy training set the toy ConViT reaches 90.0%")
     assert "ConViT − DeiT 40.0 [" in text and "points, its 95% CI excludes zero)" in text
     assert "ConViT − DeiT 0.0 [" in text and "its 95% CI holds zero: not resolved" in text
+
+
+def test_the_nonlocality_sentence_counts_the_layers_whose_paired_interval_is_below_zero():
+    rng = np.random.default_rng(0)
+
+    def frame(means):
+        return pd.DataFrame([{"block": b + 1, "head": 1, "distance": m,
+                              "distance_images": m + rng.normal(0, 0.05, 12)}
+                             for b, m in enumerate(means)])
+
+    frames = {"C": frame([1.0, 3.0, 2.9, 3.5]), "D": frame([2.0, 2.95, 3.0, 3.4])}
+    text = convit_sentences.nonlocality_sentence(frames, n_gpsa=3)
+    assert text.startswith("In 2 of its 3 GPSA layers C is less nonlocal than D, and in 2 of")
+    assert "most local layer is layer 1" in text and "D's nonlocality goes from" in text

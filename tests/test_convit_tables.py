@@ -156,3 +156,18 @@ def test_table2_intervals_are_over_the_images_with_one_seed_and_across_seeds_wit
     row = tables.sample_efficiency(seeds).iloc[0]
     assert row["DeiT top-1, 95% CI"] == across_seeds([50.0, 60.0]).bounds(1)
     assert row["ConViT − DeiT (points) [95% CI]"] == across_seeds([25.0, 10.0]).format(1)
+
+
+def test_the_nonlocality_table_bootstraps_each_images_mean_over_heads():
+    from vitcls_utils.base.uncertainty import bootstrap
+
+    heads = {(1, 1): np.r_[1.0, 2.0, 3.0], (1, 2): np.r_[3.0, 2.0, 2.0],
+             (2, 1): np.r_[4.0, 4.5, 5.0], (2, 2): np.r_[4.0, 3.5, 3.0]}
+    frame = pd.DataFrame([{"block": b, "head": h, "distance": v.mean(), "distance_images": v}
+                          for (b, h), v in heads.items()])
+    table = tables.nonlocality_table({"C": frame})
+    by_hand = np.r_[2.0, 2.0, 2.5]  # block 1: each image's mean over its two heads
+    assert table.loc[1, "C"] == pytest.approx(frame[frame.block == 1].distance.mean())
+    assert table.loc[1, "C, 95% CI"] == (
+        f"[{bootstrap(by_hand).low:.2f}, {bootstrap(by_hand).high:.2f}]")
+    assert table.loc[2, "C, 95% CI"] == "[4.00, 4.00]"  # every image's mean is 4: exact

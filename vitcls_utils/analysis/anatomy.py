@@ -13,7 +13,7 @@ policy here is the book's, stated where it is chosen.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -213,7 +213,8 @@ def attention_distances(model, dataset, n_images: Optional[int] = 128, prefix: s
     Returns:
         DataFrame with a row per (block, head): ``block`` (1-based), ``head`` (1-based, as
         :func:`~vitcls_utils.analysis.convit.gates` and the papers' figures count),
-        ``distance`` (mean attention distance).
+        ``distance`` (mean attention distance) and ``distance_images`` (each image's, an
+        [images] array in the order read; their mean is ``distance``).
     """
     import pandas as pd
 
@@ -229,13 +230,13 @@ def attention_distances(model, dataset, n_images: Optional[int] = 128, prefix: s
     patch = int(model.patch_embed.patch_size[0]) if pixels else None
     device = next(model.parameters()).device
     total = len(dataset) if n_images is None else min(n_images, len(dataset))
-    sums = torch.zeros(len(model.blocks), model.blocks[0].attn.num_heads, dtype=torch.float64)
+    kept: Dict[int, List[torch.Tensor]] = {b: [] for b in range(len(model.blocks))}
     seen = 0
 
     def add(value: torch.Tensor, name: str) -> None:
         present = value.shape[-1] - layout.n_patches  # 0 in a ConViT's blocks before [CLS]
         distance = mean_attention_distance(value[:take], layout.grid, present, patch, prefix)
-        sums[int(name.split(".")[1])] += distance.sum(0).cpu()
+        kept[int(name.split(".")[1])].append(distance.double().cpu())  # [images, heads]
 
     loader = stimulus_loader(dataset, model.vitcls_info.variant.preprocess, layout, batch_size,
                              device=device)
@@ -250,9 +251,10 @@ def attention_distances(model, dataset, n_images: Optional[int] = 128, prefix: s
                 break
     if seen == 0:
         raise ValueError("no readable image to measure attention on")
-    mean = sums / seen
-    return pd.DataFrame([(b + 1, h + 1, float(mean[b, h])) for b in range(mean.shape[0])
-                         for h in range(mean.shape[1])], columns=["block", "head", "distance"])
+    per_image = torch.stack([torch.cat(kept[b]) for b in sorted(kept)]).numpy()  # [L, I, H]
+    return pd.DataFrame([(b + 1, h + 1, float(per_image[b, :, h].mean()), per_image[b, :, h])
+                         for b in range(per_image.shape[0]) for h in range(per_image.shape[2])],
+                        columns=["block", "head", "distance", "distance_images"])
 
 
 def run_attention(model, images: torch.Tensor, inputs: str = "real") -> None:

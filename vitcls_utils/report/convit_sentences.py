@@ -296,3 +296,35 @@ def efficiency_sentence(table: pd.DataFrame, runs: pd.DataFrame, seed: int = 0) 
     return (f"With {low.fraction:g} of the toy training set {at(low)}; with all of it "
             f"{at(full)}. The paper's gap at f = {low.fraction:g} is "
             f"{low['gap (%), paper']:.0f}% and at f = 1 {full['gap (%), paper']:.0f}%.")
+
+
+def nonlocality_sentence(frames: Mapping[str, pd.DataFrame], n_gpsa: int, seed: int = 0) -> str:
+    """Fig 5 in words: in how many GPSA layers the ConViT is less nonlocal than its DeiT, and in
+    how many that difference's 95% interval (paired over the same images) lies below zero; its
+    most local layer; the DeiT's nonlocality from the first layer to the last; the paper's.
+
+    Args:
+        frames: {ConViT label: its frame, DeiT label: its frame}, in that order
+            (:func:`vitcls_utils.analysis.anatomy.attention_distances`, with
+            ``distance_images``).
+        n_gpsa: the ConViT's number of GPSA layers (its first layers).
+        seed: the bootstrap's seed.
+    Returns:
+        The sentences.
+    """
+    from .convit_tables import nonlocality_per_image
+
+    (conv, ours), (base, theirs) = ((label, nonlocality_per_image(f))
+                                    for label, f in frames.items())
+    means = {label: pd.Series({b: v.mean() for b, v in per.items()})
+             for label, per in ((conv, ours), (base, theirs))}
+    gaps = [_difference(ours[b], theirs[b])[0] for b in sorted(ours)[:n_gpsa]]
+    below = sum(g.estimate < 0 for g in gaps)
+    resolved = sum(g.high < 0 for g in gaps)
+    return (f"In {below} of its {len(gaps)} GPSA layers {conv} is less nonlocal than {base}, "
+            f"and in {resolved} of them the difference's 95% CI (paired over the same images) "
+            f"lies below zero; its most local layer is layer {int(means[conv].idxmin())} "
+            f"({means[conv].min():.2f} patches) and {base}'s nonlocality goes from "
+            f"{means[base].iloc[0]:.2f} in layer 1 to {means[base].iloc[-1]:.2f}. The paper: "
+            "DeiT is local in its lower layers and more nonlocal with depth; every GPSA layer of "
+            "ConViT ends more nonlocal than at init but below DeiT, layer 2 the most local.")

@@ -362,3 +362,35 @@ def nonlocality_inputs(profile: Optional[str], inputs: Optional[str] = None) -> 
     from .profiles import authors_or
 
     return authors_or(profile, inputs, "real", INPUTS, "inputs")
+
+
+def nonlocality_table(frames: Mapping[str, pd.DataFrame], seed: int = 0) -> pd.DataFrame:
+    """Fig 5's numbers: per layer and model, the nonlocality (mean over heads, in patches)
+    with its 95% interval over the images (each image's mean over the heads, resampled).
+
+    Args:
+        frames: {model label: :func:`vitcls_utils.analysis.anatomy.attention_distances`'s
+            frame, columns ``block``, ``distance`` and ``distance_images``}.
+        seed: the bootstrap's seed.
+    Returns:
+        DataFrame indexed by ``block``: per model, its mean nonlocality and "<model>, 95% CI".
+    """
+    out = {}
+    for label, frame in frames.items():
+        per_image = nonlocality_per_image(frame)
+        out[label] = pd.Series({b: float(v.mean()) for b, v in per_image.items()})
+        out[f"{label}, 95% CI"] = pd.Series({b: interval_text(bootstrap(v, seed=seed))
+                                             for b, v in per_image.items()})
+    return pd.DataFrame(out).rename_axis("block")
+
+
+def nonlocality_per_image(frame: pd.DataFrame) -> Dict[int, np.ndarray]:
+    """{block: each image's nonlocality, the mean over the block's heads} of one model.
+
+    Args:
+        frame: :func:`vitcls_utils.analysis.anatomy.attention_distances`'s frame.
+    Returns:
+        {block (1-based): an [images] array}.
+    """
+    return {int(block): np.mean(np.stack(rows.distance_images.to_list()), axis=0)
+            for block, rows in frame.groupby("block")}
