@@ -136,6 +136,8 @@ def test_attention_distances_over_a_dataset_equal_a_per_image_loop():
     per_image = torch.tensor(np.stack(frame.distance_images.values)).reshape(12, 4, 5)
     torch.testing.assert_close(per_image.permute(2, 0, 1), each)
     assert all(v.mean() == d for v, d in zip(frame.distance_images, frame.distance))
+    blocks = anatomy.distance_per_image(frame)  # each image's mean over a block's heads
+    np.testing.assert_allclose(blocks[3], each[:, 2].mean(1).numpy())
     assert frame.block.min() == 1 and (frame["head"].min(), frame["head"].max()) == (1, 4)
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from vitcls_utils.base.uncertainty import bootstrap
 from vitcls_utils.report import vit_tables
@@ -30,3 +31,14 @@ def test_the_decoders_table_writes_each_top1_with_the_interval_of_its_images():
         f"0.500 [{by_hand.low / 100:.3f}, {by_hand.high / 100:.3f}]")
     assert shown.loc[("[CLS]", 2), "projection"] == "1.000 [1.000, 1.000]"
     assert shown.loc[("[CLS]", 2), "5-shot LSR"] == "–"  # nothing measured
+
+
+def test_the_distance_table_bootstraps_each_images_mean_over_the_heads():
+    images = {(1, 1): np.r_[10.0, 12.0, 14.0, 9.0], (1, 2): np.r_[20.0, 18.0, 22.0, 21.0]}
+    distances = pd.DataFrame([{"block": b, "head": h, "distance": v.mean(), "distance_images": v}
+                              for (b, h), v in images.items()])
+    table = vit_tables.distance_table(distances)
+    by_hand = bootstrap(np.r_[15.0, 15.0, 18.0, 15.0])
+    assert (table.loc[1, "min"], table.loc[1, "max"]) == (11.25, 20.25)
+    assert table.loc[1, "mean"] == pytest.approx(by_hand.estimate)
+    assert table.loc[1, "mean, 95% CI"] == f"[{by_hand.low:.2f}, {by_hand.high:.2f}]"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 
 PREFIX_POLICIES = ("drop", "renormalize")
@@ -255,6 +256,19 @@ def attention_distances(model, dataset, n_images: Optional[int] = 128, prefix: s
     return pd.DataFrame([(b + 1, h + 1, float(per_image[b, :, h].mean()), per_image[b, :, h])
                          for b in range(per_image.shape[0]) for h in range(per_image.shape[2])],
                         columns=["block", "head", "distance", "distance_images"])
+
+
+def distance_per_image(distances: "pd.DataFrame") -> Dict[int, np.ndarray]:
+    """Each image's mean attention distance over a block's heads, per block.
+
+    Args:
+        distances: :func:`attention_distances`'s frame, with ``distance_images``.
+
+    Returns:
+        {block (1-based): an [images] array; its mean is the block's mean over heads}.
+    """
+    return {int(block): np.mean(np.stack(rows.distance_images.to_list()), axis=0)
+            for block, rows in distances.groupby("block")}
 
 
 def run_attention(model, images: torch.Tensor, inputs: str = "real") -> None:

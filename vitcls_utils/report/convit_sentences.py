@@ -312,9 +312,9 @@ def nonlocality_sentence(frames: Mapping[str, pd.DataFrame], n_gpsa: int, seed: 
     Returns:
         The sentences.
     """
-    from .convit_tables import nonlocality_per_image
+    from ..analysis.anatomy import distance_per_image
 
-    (conv, ours), (base, theirs) = ((label, nonlocality_per_image(f))
+    (conv, ours), (base, theirs) = ((label, distance_per_image(f))
                                     for label, f in frames.items())
     means = {label: pd.Series({b: v.mean() for b, v in per.items()})
              for label, per in ((conv, ours), (base, theirs))}

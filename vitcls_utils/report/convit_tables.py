@@ -375,22 +375,12 @@ def nonlocality_table(frames: Mapping[str, pd.DataFrame], seed: int = 0) -> pd.D
     Returns:
         DataFrame indexed by ``block``: per model, its mean nonlocality and "<model>, 95% CI".
     """
+    from ..analysis.anatomy import distance_per_image
+
     out = {}
     for label, frame in frames.items():
-        per_image = nonlocality_per_image(frame)
+        per_image = distance_per_image(frame)
         out[label] = pd.Series({b: float(v.mean()) for b, v in per_image.items()})
         out[f"{label}, 95% CI"] = pd.Series({b: interval_text(bootstrap(v, seed=seed))
                                              for b, v in per_image.items()})
     return pd.DataFrame(out).rename_axis("block")
-
-
-def nonlocality_per_image(frame: pd.DataFrame) -> Dict[int, np.ndarray]:
-    """{block: each image's nonlocality, the mean over the block's heads} of one model.
-
-    Args:
-        frame: :func:`vitcls_utils.analysis.anatomy.attention_distances`'s frame.
-    Returns:
-        {block (1-based): an [images] array}.
-    """
-    return {int(block): np.mean(np.stack(rows.distance_images.to_list()), axis=0)
-            for block, rows in frame.groupby("block")}

@@ -94,3 +94,25 @@ def accuracy_cell(accuracy: float, n_images: int) -> str:
     if interval.n == 0:
         return "–"
     return f"{accuracy:.3f} [{interval.low / 100:.3f}, {interval.high / 100:.3f}]"
+
+
+def distance_table(distances: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """Fig 11's numbers per block: the heads' smallest, mean and largest mean attention
+    distance, and the mean's 95% interval over the images (each image's mean over the heads,
+    resampled; the spread over heads is the min and max).
+
+    Args:
+        distances: :func:`~vitcls_utils.analysis.anatomy.attention_distances`'s frame, with
+            ``distance_images``.
+        seed: the bootstrap's seed.
+
+    Returns:
+        DataFrame indexed by ``block``: ``min``, ``mean``, ``max`` and "mean, 95% CI".
+    """
+    from ..analysis.anatomy import distance_per_image
+    from .intervals import interval_column
+
+    table = distances.groupby("block").distance.agg(["min", "mean", "max"])
+    per_image = distance_per_image(distances)
+    table["mean, 95% CI"] = interval_column([per_image[b] for b in table.index], 2, seed)
+    return table
