@@ -2,7 +2,6 @@
 or FFN units), the point estimate the old mean exactly, and the units counted by hand."""
 import numpy as np
 import pandas as pd
-import pytest
 
 from vitcls_utils.analysis import featureviz, stimulus_edits as edits
 from vitcls_utils.base.uncertainty import bootstrap, unpaired_difference
