@@ -120,6 +120,7 @@ def test_attention_distances_over_a_dataset_equal_a_per_image_loop():
                                         batch_size=2, progress=False)
     preprocess = model.vitcls_info.variant.preprocess
     totals = torch.zeros(12, 4, dtype=torch.float64)
+    each = torch.zeros(5, 12, 4, dtype=torch.float64)
     for i in range(5):
         _, cache = run_with_cache(model, preprocess(stimuli.load(i)[0])[None])
         for b in range(12):
@@ -127,9 +128,16 @@ def test_attention_distances_over_a_dataset_equal_a_per_image_loop():
             for h in range(4):  # by hand: prefix left out, rows renormalised, 8-pixel patches
                 patches = pattern[h, 1:, 1:].double()
                 patches = patches / patches.sum(-1, keepdim=True)
-                totals[b, h] += 8 * (patches * anatomy.patch_distances((7, 7))).sum(-1).mean()
+                each[i, b, h] = 8 * (patches * anatomy.patch_distances((7, 7))).sum(-1).mean()
+                totals[b, h] += each[i, b, h]
     got = torch.tensor(frame.distance.values).reshape(12, 4)
     torch.testing.assert_close(got, totals / 5)
+    # each image's distance is kept, in the order read, and their mean is the table's
+    per_image = torch.tensor(np.stack(frame.distance_images.values)).reshape(12, 4, 5)
+    torch.testing.assert_close(per_image.permute(2, 0, 1), each)
+    assert all(v.mean() == d for v, d in zip(frame.distance_images, frame.distance))
+    blocks = anatomy.distance_per_image(frame)  # each image's mean over a block's heads
+    np.testing.assert_allclose(blocks[3], each[:, 2].mean(1).numpy())
     assert frame.block.min() == 1 and (frame["head"].min(), frame["head"].max()) == (1, 4)
 
 
@@ -176,6 +184,18 @@ def test_similarity_by_distance_and_the_bridge_frame():
     assert joined["gain [CLS]"].iloc[1:].round(6).tolist() == [0.4, 0.1]
     assert joined["gain image"].isna().tolist() == [True, False, False]
     assert list(anatomy.distance_and_gain(distances, None).columns) == ["block", "distance"]
+    # each gain's interval pairs the two blocks over the same images, computed here apart
+    from vitcls_utils.base.uncertainty import paired_difference
+
+    images = [np.r_[0.1, 0.2, 0.0, 0.1, 0.1], np.r_[0.4, 0.6, 0.5, 0.5, 0.5],
+              np.r_[0.5, 0.7, 0.6, 0.5, 0.7], np.r_[0.2, 0.1, 0.3, 0.2, 0.2],
+              np.r_[0.3, 0.25, 0.4, 0.25, 0.3], np.r_[0.9, 0.8, 1.0, 0.9, 0.9]]
+    joined = anatomy.distance_and_gain(distances, evolution.assign(identifiability_images=images))
+    assert joined["gain image, 95% CI"].tolist() == [
+        "–", paired_difference(images[4], images[3]).bounds(3),
+        paired_difference(images[5], images[4]).bounds(3)]
+    assert joined["gain image"].iloc[2] == pytest.approx(paired_difference(images[5],
+                                                                           images[4]).estimate)
     from scipy.stats import spearmanr
 
     x, y = [3.0, 1.0, 4.0, 1.5, 5.0], [2.0, 7.0, 1.0, 8.0, 2.5]

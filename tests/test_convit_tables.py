@@ -77,8 +77,10 @@ def test_zoo_gates_and_sample_efficiency_beside_the_paper():
 
 
 def test_bridge_puts_gates_only_beside_the_model_that_has_them():
+    per_image = [np.array([0.4, 0.6]), np.array([0.6, 0.8]), np.array([0.9, 0.9])]
     evolution = pd.DataFrame({"block": [1, 2, 2], "token": ["image", "image", "[CLS]"],
-                              "identifiability": [0.5, 0.7, 0.9]})
+                              "identifiability": [0.5, 0.7, 0.9],
+                              "identifiability_images": per_image})
     distance = pd.DataFrame({"block": [1, 1, 2, 2], "head": [0, 1, 0, 1],
                              "distance": [1.0, 2.0, 3.0, 5.0]})
     gates = pd.DataFrame({"layer": [1, 1], "head": [1, 2], "gate": [0.2, 0.4]})
@@ -91,6 +93,12 @@ def test_bridge_puts_gates_only_beside_the_model_that_has_them():
     assert list(conv.nonlocality) == [1.5, 4.0]
     assert first_block_reaching(frame, 0.6, model="ConViT") == 2
     assert first_block_reaching(frame, 0.95, model="ConViT") is None
+    # each identifiability with its interval over the images; none where the token is absent
+    from vitcls_utils.base.uncertainty import bootstrap
+    assert conv.loc[2, "image_identifiability, 95% CI"] == (
+        f"[{bootstrap(per_image[1]).low:.3f}, {bootstrap(per_image[1]).high:.3f}]")
+    assert conv.loc[2, "cls_identifiability, 95% CI"] == "[0.900, 0.900]"  # no spread: exact
+    assert conv.loc[1, "cls_identifiability, 95% CI"] == "–"
 
 
 def test_a_sweep_still_running_shows_the_fractions_it_has_or_says_what_to_run():
@@ -105,13 +113,17 @@ def test_a_sweep_still_running_shows_the_fractions_it_has_or_says_what_to_run():
 
 def test_the_wide_bridge_table_has_a_column_per_quantity_and_model():
     evolution = pd.DataFrame({"block": [1, 2], "token": ["image", "image"],
-                              "identifiability": [0.5, 0.7]})
+                              "identifiability": [0.5, 0.7],
+                              "identifiability_images": [np.r_[0.4, 0.6], np.r_[0.6, 0.8]]})
     distance = pd.DataFrame({"block": [1, 2], "head": [0, 0], "distance": [1.0, 3.0]})
     gates = pd.DataFrame({"layer": [1], "head": [1], "gate": [0.2]})
     wide = tables.bridge_wide(tables.bridge({"ConViT": evolution, "DeiT": evolution},
                                             {"ConViT": distance, "DeiT": distance},
                                             {"ConViT": gates}))
     assert list(wide.columns) == [("image tokens", "ConViT"), ("image tokens", "DeiT"),
+                                  ("image tokens, 95% CI", "ConViT"),
+                                  ("image tokens, 95% CI", "DeiT"),
+                                  ("[CLS], 95% CI", "ConViT"), ("[CLS], 95% CI", "DeiT"),
                                   ("nonlocality", "ConViT"), ("nonlocality", "DeiT"),
                                   ("mean gate", "ConViT")]
     assert wide.loc[1, ("mean gate", "ConViT")] == 0.2
@@ -127,3 +139,35 @@ def test_nonlocality_inputs_follow_the_profile_unless_the_notebook_sets_them():
     assert tables.nonlocality_inputs("authors", "real") == "real"
     with pytest.raises(VitclsError, match="inputs must be one of"):
         tables.nonlocality_inputs("corrected", "embedding")
+
+
+def test_table2_intervals_are_over_the_images_with_one_seed_and_across_seeds_with_several():
+    from vitcls_utils.base.uncertainty import across_seeds, bootstrap, unpaired_difference
+
+    runs = pd.DataFrame({"key": ["toy_deit", "toy_convit"], "fraction": [0.1, 0.1],
+                         "seed": [0, 0], "val_top1": [0.5, 0.75], "val_top5": [1.0, 1.0],
+                         "val_images": [40, 40]})
+    row = tables.sample_efficiency(runs).iloc[0]
+    deit, conv = (np.r_[np.full(k, 100.0), np.zeros(40 - k)] for k in (20, 30))  # by hand
+    assert row["DeiT top-1, 95% CI"] == bootstrap(deit).bounds(1)
+    assert bootstrap(conv).estimate == row["ConViT top-1, this run"]  # the old mean, exactly
+    assert row["ConViT − DeiT (points) [95% CI]"] == unpaired_difference(conv, deit).format(1)
+    seeds = pd.concat([runs, runs.assign(seed=1, val_top1=[0.6, 0.7])])
+    row = tables.sample_efficiency(seeds).iloc[0]
+    assert row["DeiT top-1, 95% CI"] == across_seeds([50.0, 60.0]).bounds(1)
+    assert row["ConViT − DeiT (points) [95% CI]"] == across_seeds([25.0, 10.0]).format(1)
+
+
+def test_the_nonlocality_table_bootstraps_each_images_mean_over_heads():
+    from vitcls_utils.base.uncertainty import bootstrap
+
+    heads = {(1, 1): np.r_[1.0, 2.0, 3.0], (1, 2): np.r_[3.0, 2.0, 2.0],
+             (2, 1): np.r_[4.0, 4.5, 5.0], (2, 2): np.r_[4.0, 3.5, 3.0]}
+    frame = pd.DataFrame([{"block": b, "head": h, "distance": v.mean(), "distance_images": v}
+                          for (b, h), v in heads.items()])
+    table = tables.nonlocality_table({"C": frame})
+    by_hand = np.r_[2.0, 2.0, 2.5]  # block 1: each image's mean over its two heads
+    assert table.loc[1, "C"] == pytest.approx(frame[frame.block == 1].distance.mean())
+    assert table.loc[1, "C, 95% CI"] == (
+        f"[{bootstrap(by_hand).low:.2f}, {bootstrap(by_hand).high:.2f}]")
+    assert table.loc[2, "C, 95% CI"] == "[4.00, 4.00]"  # every image's mean is 4: exact

@@ -50,3 +50,12 @@ def test_the_focus_sentence_says_why_there_is_none_without_masks():
     assert "45.7% of the positive mass" in explanation_cases.focus_sentence(row, "toy")
     assert "25.0% of the tokens" in explanation_cases.focus_sentence(row, "toy")
     assert "no segmentation masks" in explanation_cases.focus_sentence(None, "cifar100")
+    import numpy as np
+
+    from vitcls_utils.base.uncertainty import paired_difference
+
+    mass, share = np.r_[0.5, 0.6, 0.4, 0.55], np.r_[0.25, 0.2, 0.3, 0.25]
+    text = explanation_cases.focus_sentence(pd.concat([row, pd.Series(
+        {"mass_images": mass, "share_images": share})]), "toy")
+    assert (f"paired over the same 4 images, is {paired_difference(mass, share).format(3)} "
+            "(its 95% CI excludes zero)") in text

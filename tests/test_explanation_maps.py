@@ -146,3 +146,14 @@ def test_cached_curves_equal_computed_ones_and_are_reused(tiny_toy_variant, tmp_
     with pytest.raises(AssertionError, match="recomputed"):  # another order is another curve
         faithfulness.faithfulness_test(model, dataset, {"other": order[:, ::-1].copy()},
                                   counts=counts, cache_dir=tmp_path)
+
+
+def test_mass_on_the_object_keeps_each_images_share_counted_by_hand():
+    maps = np.array([[1.0, -2.0, 3.0, 0.0], [0.5, 0.5, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0]])
+    token_class = np.array([[-1, 1, 0, 0, 1], [-1, 0, 0, 1, 1], [-1, -1, -1, -1, -1]])
+    out = explain.mass_on_object(maps, token_class, num_prefix=1)
+    # image 1: positive mass 4, on the object 1; image 2: 2 and 1; image 3 has no mask
+    np.testing.assert_allclose(out["mass_images"], [0.25, 0.5])
+    np.testing.assert_allclose(out["share_images"], [0.5, 0.5])
+    assert out["map mass on the object"] == out["mass_images"].mean() == 0.375
+    assert out["object share of tokens"] == 0.5

@@ -76,3 +76,39 @@ def test_table2_compares_the_background_shares_over_the_same_images():
     assert "Over the same 5 images, the ViT's background share minus the CNN's is 30.0 [" in text
     assert "its 95% CI" in text  # 2/4 - 1/5 = 0.30, as a share of each model's full top-5
     assert "Over the same" not in ghiasi_sentences.fgbg_sentence(table2(30.6, 39.4, 9.0, 12.0))
+
+
+def test_the_patch_sentence_gives_intervals_and_pairs_the_last_two_blocks():
+    from vitcls_utils.analysis.patch_readout import PatchReadout
+
+    hits = np.array([[1, 0], [1, 1], [0, 0], [1, 0]], dtype=bool)
+    top1 = 100 * hits.mean(0)
+    readout = PatchReadout(top1, top1, (1, 2), 50.0, 75.0, 25.0, 50.0, 4, patch_hits=hits,
+                           model_top1_images=np.r_[100.0, 0, 100.0, 0],
+                           pooled_top1_images=np.r_[100.0, 0, 0, 0])
+    later, earlier = np.r_[50.0, 100.0, 0.0, 50.0], np.r_[0.0, 50.0, 0.0, 0.0]
+    per_block = pd.DataFrame({"block": [2, 1], "image_top1": [50.0, 12.5],
+                              "image_top1_images": [later, earlier]})
+    sentence = ghiasi_sentences.patch_sentence(readout, per_block)
+    step = paired_difference(later, earlier)
+    assert f"{step.format(1)} points against the block before" in sentence
+    assert "50.0 [" in sentence and "(50.0%)" in sentence and "95% CIs over the images" in sentence
+
+
+def test_the_isolation_bridge_sentence_pairs_isolated_with_natural_over_images(tiny_toy_variant):
+    from vitcls_utils.analysis import cls_isolation
+    from vitcls_utils.datasets.kinds import build_dataset
+    from vitcls_utils.model.loading import load_variant
+
+    model = load_variant(tiny_toy_variant.key)
+    data = build_dataset("toy", None, num_classes=24, n_per_class=1)
+    curves = cls_isolation.identifiability_by_block(model, data, [0, 3], batch_size=10,
+                                                    progress=False)
+    last = curves[curves.block == 3].set_index("L")
+    # every L reads the same images in the same order, so two L's values pair over images
+    assert last.cls_identifiability_images[0].shape == (24,)
+    gap = paired_difference(last.image_identifiability_images[3],
+                            last.image_identifiability_images[0])
+    text = ghiasi_sentences.cls_bridge_sentence(curves, 0.5)
+    assert f"isolated minus natural {gap.format(3)}, paired over the same images" in text
+    assert "Isolated up to L = 3" in text and "correlation of 0.50 (over the L values" in text

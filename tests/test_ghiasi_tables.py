@@ -33,7 +33,8 @@ def test_table1_takes_the_sweep_at_depth_minus_one_and_the_papers_values(toy_run
     hits = np.r_[np.full(int(round(isolated * 24 / 100)), 100.0), np.zeros(24)][:24]
     assert sweep.images.eq(24).all()  # one image per toy class
     assert table.loc["isolating [CLS] (L = 2)", "top-1, 95% CI"] == bootstrap(hits).bounds(1)
-    assert table.loc["Patch Average", "top-1, 95% CI"] == "–"  # read over positions
+    by_hand = bootstrap(100 * readout.patch_hits.sum(1) / readout.patch_hits.shape[1])
+    assert table.loc["Patch Average", "top-1, 95% CI"] == by_hand.bounds(1)
     with pytest.raises(VitclsError, match="L = 2"):
         ghiasi.table1(sweep[sweep.L != 2], readout, depth=3)
     plots.plt.close(ghiasi_plots.isolation_figure(sweep, ghiasi.paper_sweeps(), "t"))
@@ -104,18 +105,11 @@ def test_memory_agreement_counts_top_stimuli_of_promoted_classes(toy_run):
         shown = [data.labels[i] for i in top.of(block, unit)]
         assert row.agreement == sum(c in promoted for c in shown) / 4
     assert scored.chance.iloc[0] == 4 / 24
-    strong = ghiasi.strong_unit_agreement(model, data, names, per_block=2, k=4, top=top)
-    assert list(zip(strong.block, strong.unit)) == [
-        (b + 1, u) for b, u in ghiasi.pick_units(top, range(3), 2)]
     panel = featureviz.unit_panels(model, data, top, units[:1], featureviz.Recipe(steps=1,
                                                                                  copies=1),
                                    class_names=names, writes=2)[0]
     assert panel["caption"] == "writes: " + ",\n".join(
         names[c] for c in featureviz.unit_classes(model, *units[0], 2))
-    per_block = ghiasi.agreement_by_block(scored, scored)
-    assert list(per_block.block) == [1, 3]
-    assert per_block.agreement.tolist() == per_block.control.tolist()
-    plots.plt.close(ghiasi_plots.agreement_figure(per_block, "t"))
 
 
 def test_box_convention_follows_the_profile_and_the_notes_say_what_was_read(tmp_path):
@@ -146,6 +140,7 @@ def test_the_lowpass_frame_shows_each_top1_with_the_interval_of_its_images():
 
 
 def test_the_patch_table_gives_intervals_over_images_only_where_images_are_the_units():
+    # a readout made without each image's outcomes: only the accuracies get an interval
     from vitcls_utils.analysis.patch_readout import PatchReadout
     from vitcls_utils.base.uncertainty import bootstrap
 
@@ -155,3 +150,26 @@ def test_the_patch_table_gives_intervals_over_images_only_where_images_are_the_u
     table = ghiasi.patch_table(readout).set_index("quantity")["top-1, 95% CI"]
     assert table["the model's output"] == bootstrap(np.r_[100.0, 100.0, 100.0, 0]).bounds(1)
     assert table["Patch Average"] == table["Patch Maximum"] == "–"
+
+
+def test_patch_average_and_maximum_intervals_resample_the_images_of_the_kept_hits():
+    from vitcls_utils.analysis.patch_readout import PatchReadout
+    from vitcls_utils.base.uncertainty import bootstrap, bootstrap_column_statistic
+
+    hits = np.array([[1, 0, 1], [1, 1, 0], [0, 0, 1], [1, 0, 0], [1, 1, 1]], dtype=bool)
+    top1 = 100 * hits.mean(0)
+    readout = PatchReadout(top1, top1, (1, 3), 60.0, 60.0, 40.0, 40.0, 5, patch_hits=hits,
+                           model_top1_images=np.r_[100.0, 100.0, 100.0, 0, 0],
+                           pooled_top1_images=np.r_[100.0, 0, 100.0, 0, 0])
+    intervals = ghiasi.readout_intervals(readout)
+    # the point estimates are the table's numbers
+    assert intervals["patch_average"].estimate == pytest.approx(top1.mean(), rel=1e-12)
+    assert intervals["patch_maximum"].estimate == top1.max() == 80.0
+    assert intervals["natural"].estimate == 60.0 and intervals["pooled_token"].estimate == 40.0
+    shares = np.array([200 / 3, 200 / 3, 100 / 3, 100 / 3, 100.0])  # each image, by hand
+    assert intervals["patch_average"].bounds() == bootstrap(shares).bounds()
+    best = bootstrap_column_statistic(100.0 * hits, lambda m: m.max(-1))
+    assert (intervals["patch_maximum"].low, intervals["patch_maximum"].high) == (best.low, best.high)
+    assert intervals["patch_maximum"].low <= 80.0 <= intervals["patch_maximum"].high
+    table = ghiasi.patch_table(readout).set_index("quantity")["top-1, 95% CI"]
+    assert table["Patch Maximum"] == best.bounds(1) and table["Patch Average"] != "–"

@@ -10,6 +10,7 @@ from scipy import stats as scipy_stats
 from vitcls_utils.analysis import identifiability as ident
 from vitcls_utils.base.errors import VitclsError
 from vitcls_utils.base.stats import wilcoxon_greater
+from vitcls_utils.base.uncertainty import bootstrap
 
 
 def fake_results(has_cls=True, n_images=6, n_blocks=3, n_tokens=5, classes=10, seed=0,
@@ -48,6 +49,11 @@ def test_evolution_and_boxes():
         img = frame[(frame.block == b + 1) & (frame.token == "image")].identifiability.item()
         assert cls == pytest.approx(r[:, b, 0].mean())
         assert img == pytest.approx(r[:, b, 1:].mean())
+        # each image's value, by hand; their mean is the frame's value exactly
+        rows = frame[frame.block == b + 1].set_index("token").identifiability_images
+        np.testing.assert_allclose(rows["image"], r[:, b, 1:].mean(1), rtol=1e-6)
+        np.testing.assert_allclose(rows["[CLS]"], r[:, b, 0], rtol=1e-6)
+        assert bootstrap(rows["image"]).estimate == img
     boxes = ident.block_boxes(res)
     row = boxes[(boxes.block == 2) & (boxes.token == "image")].iloc[0]
     assert row["median"] == pytest.approx(np.median(r[:, 1, 1:]))

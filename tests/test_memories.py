@@ -216,3 +216,27 @@ def test_strongest_values():
     best = (model.head.weight @ model.blocks[2].mlp.fc2.weight).max(0).values
     chosen = mem.strongest_values(memories, 2, n=3)
     assert chosen == best.argsort(descending=True)[:3].tolist()
+
+
+def test_the_comparison_keeps_each_class_and_averages_a_24_block_models_pairs_per_class(tmp_path):
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    stores = [SimpleNamespace(path=tmp_path / v, variant=v, n_blocks=n)
+              for v, n in (("a", 12), ("b", 24))]
+    rng = np.random.default_rng(0)
+    for store in stores:
+        store.path.mkdir()
+        blocks = np.repeat(np.arange(1, store.n_blocks + 1), 3)
+        mem.save_summary(store, "class_value_agreement", pd.DataFrame({
+            "block": blocks, "layer": "mlp", "class": np.tile([0, 1, 2], store.n_blocks),
+            "agreement": rng.random(len(blocks))}))
+    summaries = mem.collect_summaries(stores)
+    assert set(summaries) == {("a", "class_value_agreement"), ("b", "class_value_agreement")}
+    a = summaries[("a", "class_value_agreement")]
+    assert len(a) == 36 and set(a["class"]) == {0, 1, 2}  # a row per class: the unit resampled
+    b = summaries[("b", "class_value_agreement")].set_index(["block", "class"]).agreement
+    raw = pd.read_csv(tmp_path / "b" / "summaries" / "class_value_agreement.csv")
+    by_hand = raw[(raw.block.isin([3, 4])) & (raw["class"] == 1)].agreement.mean()
+    assert b[(2, 1)] == pytest.approx(by_hand) and len(b) == 36

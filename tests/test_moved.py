@@ -70,6 +70,8 @@ def test_from_imports_of_old_names_work():
     ("context_metrics", "attention_table", "report.vilas_tables"),
     ("variants", "load_variant", "model.loading"),
     ("variants", "get_variant", "model.registry"),
+    ("ghiasi", "table1", "report.ghiasi_tables"),
+    ("ghiasi", "last_block_table", "report.ghiasi_bridges"),
 ])
 def test_split_modules_forward_each_name_to_where_it_lives(old, name, new):
     module, caught = fresh_import(f"vitcls_utils.{old}")

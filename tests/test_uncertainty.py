@@ -161,3 +161,37 @@ def test_a_difference_of_two_pooled_rates_resamples_whole_images_as_a_hand_loop(
                                            np.r_[n_b, 1])
     assert nan_image.excluded == 1 and nan_image.n == 50
     assert bootstrap_ratio_difference([1.0], [0], [1.0], [1]).n == 0  # a group without tokens
+
+
+def test_an_unpaired_difference_resamples_each_sample_on_its_own_as_a_hand_loop():
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(0.6, 0.2, 16), rng.normal(0.3, 0.2, 12)
+    interval = u.unpaired_difference(a, b, method="percentile", seed=1)
+    assert interval.estimate == a.mean() - b.mean() and interval.n == 28
+    draws = np.random.default_rng(3)  # a second, plain loop: each sample drawn on its own
+    diffs = [a[draws.integers(0, 16, 16)].mean() - b[draws.integers(0, 12, 12)].mean()
+             for _ in range(4000)]
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    assert interval.low == pytest.approx(low, abs=0.02)
+    assert interval.high == pytest.approx(high, abs=0.02)
+    assert interval.excludes_zero and interval.p_value < 0.05
+    same = u.unpaired_difference([0.5, 0.5], [0.5, 0.5, np.nan])
+    assert (same.low, same.high, same.excluded, same.p_value) == (0.0, 0.0, 1, 1.0)
+    assert u.unpaired_difference([np.nan], [1.0, 2.0]).n == 0
+
+
+def test_a_statistic_of_column_means_resamples_whole_images_as_a_hand_loop():
+    rng = np.random.default_rng(6)
+    hits = (rng.random((60, 5)) < [0.2, 0.5, 0.55, 0.3, 0.1]).astype(float)
+    interval = u.bootstrap_column_statistic(hits, lambda m: m.max(-1), seed=0)
+    assert interval.estimate == hits.mean(0).max() and interval.method == "percentile"
+    draws = np.random.default_rng(8).integers(0, 60, (4000, 60))  # rows drawn, a plain loop
+    best = np.array([hits[d].mean(0).max() for d in draws])
+    low, high = np.percentile(best, [2.5, 97.5])
+    assert interval.low == pytest.approx(low, abs=0.03)
+    assert interval.high == pytest.approx(high, abs=0.03)
+    nan_image = u.bootstrap_column_statistic(np.vstack([hits, [np.nan] * 5]),
+                                               lambda m: m.max(-1))
+    assert (nan_image.n, nan_image.excluded) == (60, 1)
+    same = u.bootstrap_column_statistic(np.ones((4, 3)), lambda m: m.max(-1))
+    assert (same.low, same.high, same.method) == (1.0, 1.0, "exact")

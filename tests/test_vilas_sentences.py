@@ -53,6 +53,16 @@ def test_the_evolution_sentence_makes_sense_for_a_control_and_for_no_block():
     assert "No block is significantly" in vilas_sentences.evolution_sentence(0.6, None, False)
     control = vilas_sentences.evolution_sentence(0.5, None, True)
     assert "random-init control itself" in control and "none" not in control
+    import numpy as np
+
+    from vitcls_utils.base.uncertainty import bootstrap
+
+    values = np.r_[0.9, 0.95, 0.99, 0.85, 0.97]
+    text = vilas_sentences.evolution_sentence(values.mean(), 3, False, values)
+    assert f"is {bootstrap(values).format(3)} (95% CI over the images" in text
+    assert "the interval lies above chance" in text and "block 3" in text
+    near = vilas_sentences.evolution_sentence(0.5, None, False, np.r_[0.3, 0.7, 0.45, 0.55])
+    assert "holds chance: not resolved" in near
 
 
 def test_the_drop_sentence_says_whether_each_interval_excludes_zero():

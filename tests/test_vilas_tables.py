@@ -100,3 +100,11 @@ def test_the_control_across_seeds_sets_each_seed_beside_the_mean_and_its_interva
     assert table.loc[0, ["seed 0", "seed 1", "seed 2"]].tolist() == pytest.approx(values)
     assert table.loc[0, "mean"] == pytest.approx(np.mean(values))
     assert table.loc[0, "95% CI across seeds"] == across_seeds(values).bounds(2)
+
+
+def test_the_comparison_across_variants_shows_each_top1_with_its_images_interval():
+    trained = store(3)
+    row = vilas_tables.compare_table({"toy": trained}).iloc[0]
+    right = 100.0 * (trained.pred == trained.labels)  # each image, by hand
+    assert row["top-1 (this run)"] == pytest.approx(right.mean())
+    assert row["top-1, 95% CI"] == vilas_tables.interval_text(bootstrap(right))

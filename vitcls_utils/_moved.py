@@ -40,7 +40,7 @@ MOVED: Dict[str, str] = {
     "lowpass": "analysis.lowpass", "convit": "analysis.convit",
     "featureviz": "analysis.featureviz",
     "profiles": "report.profiles", "anatomy_plots": "report.vit_figures",
-    "ghiasi": "report.ghiasi_tables", "ghiasi_plots": "report.ghiasi_figures",
+    "ghiasi_plots": "report.ghiasi_figures",
     "convit_tables": "report.convit_tables", "convit_plots": "report.convit_figures",
     "widgets": "report.explorers", "twins": "report.explorer_twins",
     "cli": "running.cli", "runner": "running.runner", "kernels": "running.jupyter_kernels",
@@ -61,6 +61,7 @@ SPLIT: Dict[str, List[str]] = {
     "variants": ["model.registry", "model.loading", "model.layout"],
     "loading": ["model.loading", "model.layout"],
     "extract": ["stores.extraction", "analysis.evaluation"],
+    "ghiasi": ["report.ghiasi_tables", "report.ghiasi_bridges"],
 }
 
 PACKAGE = __name__.rpartition(".")[0]

@@ -13,8 +13,9 @@ policy here is the book's, stated where it is chosen.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 
 PREFIX_POLICIES = ("drop", "renormalize")
@@ -213,7 +214,8 @@ def attention_distances(model, dataset, n_images: Optional[int] = 128, prefix: s
     Returns:
         DataFrame with a row per (block, head): ``block`` (1-based), ``head`` (1-based, as
         :func:`~vitcls_utils.analysis.convit.gates` and the papers' figures count),
-        ``distance`` (mean attention distance).
+        ``distance`` (mean attention distance) and ``distance_images`` (each image's, an
+        [images] array in the order read; their mean is ``distance``).
     """
     import pandas as pd
 
@@ -229,13 +231,13 @@ def attention_distances(model, dataset, n_images: Optional[int] = 128, prefix: s
     patch = int(model.patch_embed.patch_size[0]) if pixels else None
     device = next(model.parameters()).device
     total = len(dataset) if n_images is None else min(n_images, len(dataset))
-    sums = torch.zeros(len(model.blocks), model.blocks[0].attn.num_heads, dtype=torch.float64)
+    kept: Dict[int, List[torch.Tensor]] = {b: [] for b in range(len(model.blocks))}
     seen = 0
 
     def add(value: torch.Tensor, name: str) -> None:
         present = value.shape[-1] - layout.n_patches  # 0 in a ConViT's blocks before [CLS]
         distance = mean_attention_distance(value[:take], layout.grid, present, patch, prefix)
-        sums[int(name.split(".")[1])] += distance.sum(0).cpu()
+        kept[int(name.split(".")[1])].append(distance.double().cpu())  # [images, heads]
 
     loader = stimulus_loader(dataset, model.vitcls_info.variant.preprocess, layout, batch_size,
                              device=device)
@@ -250,9 +252,23 @@ def attention_distances(model, dataset, n_images: Optional[int] = 128, prefix: s
                 break
     if seen == 0:
         raise ValueError("no readable image to measure attention on")
-    mean = sums / seen
-    return pd.DataFrame([(b + 1, h + 1, float(mean[b, h])) for b in range(mean.shape[0])
-                         for h in range(mean.shape[1])], columns=["block", "head", "distance"])
+    per_image = torch.stack([torch.cat(kept[b]) for b in sorted(kept)]).numpy()  # [L, I, H]
+    return pd.DataFrame([(b + 1, h + 1, float(per_image[b, :, h].mean()), per_image[b, :, h])
+                         for b in range(per_image.shape[0]) for h in range(per_image.shape[2])],
+                        columns=["block", "head", "distance", "distance_images"])
+
+
+def distance_per_image(distances: "pd.DataFrame") -> Dict[int, np.ndarray]:
+    """Each image's mean attention distance over a block's heads, per block.
+
+    Args:
+        distances: :func:`attention_distances`'s frame, with ``distance_images``.
+
+    Returns:
+        {block (1-based): an [images] array; its mean is the block's mean over heads}.
+    """
+    return {int(block): np.mean(np.stack(rows.distance_images.to_list()), axis=0)
+            for block, rows in distances.groupby("block")}
 
 
 def run_attention(model, images: torch.Tensor, inputs: str = "real") -> None:
@@ -313,15 +329,27 @@ def distance_and_gain(distances: "pd.DataFrame", evolution: Optional["pd.DataFra
 
     Returns:
         DataFrame, one row per block: ``block``, ``distance`` (mean over heads), and where
-        ``evolution`` has that token, ``gain [CLS]`` and ``gain image`` (NaN for block 1).
+        ``evolution`` has that token, ``gain [CLS]`` and ``gain image`` (NaN for block 1),
+        each followed, where ``evolution`` has ``identifiability_images``, by its "..., 95%
+        CI" (the gain paired over the same images,
+        :func:`~vitcls_utils.base.uncertainty.paired_difference`; "–" for block 1).
     """
+    from ..base.uncertainty import paired_difference
+
     frame = distances.groupby("block", as_index=False).distance.mean()
     if evolution is None:
         return frame
     for token, column in (("[CLS]", "gain [CLS]"), ("image", "gain image")):
-        curve = evolution[evolution.token == token].set_index("block").identifiability
-        if not curve.empty:
-            frame[column] = frame.block.map(curve.diff())
+        rows = evolution[evolution.token == token].set_index("block")
+        if rows.empty:
+            continue
+        frame[column] = frame.block.map(rows.identifiability.diff())
+        if "identifiability_images" in rows:
+            per_image = rows.identifiability_images
+            frame[f"{column}, 95% CI"] = [
+                paired_difference(per_image[b], per_image[b - 1]).bounds(3)
+                if b - 1 in per_image.index and b in per_image.index else "–"
+                for b in frame.block]
     return frame
 
 

@@ -1,9 +1,9 @@
 """Per-block class readout of a stream of batches: identifiability and top-1 rate of [CLS] and
-of the image tokens, accumulated over images (chapter 6's bridges read it under interventions
-and edits)."""
+of the image tokens, kept per image (chapter 6's bridges read it under interventions and edits;
+the tables bootstrap the per-image values for their 95% intervals)."""
 from __future__ import annotations
 
-from typing import Dict, Hashable, Optional
+from typing import Dict, Hashable, List, Optional
 
 import numpy as np
 import pandas as pd
@@ -21,8 +21,9 @@ COLUMNS = ("cls_identifiability", "cls_top1", "image_identifiability", "image_to
 
 
 class BlockReadout:
-    """Sums per (condition, block) of: [CLS] identifiability, [CLS] rank-0 rate, the mean over
-    image tokens of identifiability and of the rank-0 rate; :meth:`frame` averages them.
+    """Per (condition, block) and per image: [CLS] identifiability, [CLS] rank-0 rate, the mean
+    over the image's tokens of identifiability and of the rank-0 rate; :meth:`frame` averages
+    them over images and keeps each image's value beside the mean.
 
     Args:
         projector: the model's class projection.
@@ -36,8 +37,7 @@ class BlockReadout:
                  n_patches: int) -> None:
         self.projector, self.num_prefix, self.has_cls = projector, num_prefix, has_cls
         self.n_patches = n_patches
-        self.sums: Dict[tuple, np.ndarray] = {}
-        self.counts: Dict[tuple, int] = {}
+        self.values: Dict[tuple, List[np.ndarray]] = {}
 
     def add(self, condition: Hashable, block: int, tokens: torch.Tensor,
             labels: torch.Tensor) -> None:
@@ -49,25 +49,26 @@ class BlockReadout:
         prefix = self.num_prefix if tokens.shape[1] > self.n_patches else 0
         cls = self.has_cls and prefix > 0
         image = slice(prefix, None)
-        nan = float("nan")
-        values = np.array([
-            float(ident[:, 0].sum()) if cls else nan,
-            float(top[:, 0].sum()) if cls else nan,
-            float(ident[:, image].mean(1).sum()), float(top[:, image].mean(1).sum())])
-        key = (condition, block)
-        self.sums[key] = self.sums.get(key, 0) + values
-        self.counts[key] = self.counts.get(key, 0) + len(labels)
+        nan = torch.full_like(ident[:, 0], float("nan"))
+        values = torch.stack([ident[:, 0] if cls else nan, 100 * top[:, 0] if cls else nan,
+                              ident[:, image].mean(1), 100 * top[:, image].mean(1)], 1)
+        self.values.setdefault((condition, block), []).append(
+            values.detach().cpu().double().numpy())
 
     def frame(self, condition: str = "condition") -> pd.DataFrame:
-        """One row per (condition, 1-based block); rates in %, identifiability in [0, 1]."""
-        if not self.sums:
+        """One row per (condition, 1-based block): the mean over images of each of
+        :data:`COLUMNS` (rates in %, identifiability in [0, 1]) and, in ``<column>_images``,
+        each image's value ([images] arrays, the images in the order read; a table's interval
+        over images bootstraps them, and their mean is the column's value exactly)."""
+        if not self.values:
             raise VitclsError("no readable image was read")
         rows = []
-        for (cond, block), values in self.sums.items():
-            mean = values / self.counts[(cond, block)]
-            rows.append({condition: cond, "block": block + 1,
-                         "cls_identifiability": mean[0], "cls_top1": 100 * mean[1],
-                         "image_identifiability": mean[2], "image_top1": 100 * mean[3]})
+        for (cond, block), parts in self.values.items():
+            per_image = np.concatenate(parts)  # [images, 4]
+            row = {condition: cond, "block": block + 1}
+            row.update({name: float(per_image[:, i].mean()) for i, name in enumerate(COLUMNS)})
+            row.update({f"{name}_images": per_image[:, i] for i, name in enumerate(COLUMNS)})
+            rows.append(row)
         return pd.DataFrame(rows)  # conditions in the order first read, blocks in order
 
 

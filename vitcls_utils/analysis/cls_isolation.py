@@ -175,7 +175,8 @@ def identifiability_by_block(model: nn.Module, dataset, Ls: Sequence[int],
     Returns:
         DataFrame, a row per (L, block): ``L``, ``block`` (1-based), ``cls_identifiability``
         and ``image_identifiability`` (mean 1 - rank/C, in [0, 1]), ``cls_top1`` and
-        ``image_top1`` (%).
+        ``image_top1`` (%), each with its ``..._images`` array (every L reads the same images
+        in the same order, so two L's values pair over images).
     """
     from .block_readout import readout_for
     from ..model.hooks import hooks

@@ -139,7 +139,7 @@ def object_mass_table(model, stimuli, results: Store, methods: Sequence[str],
 
     Returns:
         DataFrame, a row per method: ``method``, ``map mass on the object`` and ``object share
-        of tokens`` (fractions).
+        of tokens`` (fractions), and each image's, ``mass_images`` and ``share_images``.
     """
     rows = []
     for method in methods:
@@ -154,7 +154,9 @@ def focus_sentence(ours: Optional[pd.Series], dataset: str) -> str:
     :func:`object_mass_table`), or why it is not measured (a dataset without masks).
 
     Args:
-        ours: the class-space row of :func:`object_mass_table`; None: no masks.
+        ours: the class-space row of :func:`object_mass_table`; None: no masks. With its
+            ``mass_images`` and ``share_images``, the sentence adds their paired difference
+            with its 95% interval and whether it excludes zero.
         dataset: the dataset's name, as the sentence names it.
 
     Returns:
@@ -163,7 +165,16 @@ def focus_sentence(ours: Optional[pd.Series], dataset: str) -> str:
     if ours is None:
         return (f"The {dataset} stimuli have no segmentation masks, so where the maps put their "
                 "mass (on the object or its context) is not measured here.")
-    return (f"Over the stimuli with masks, {100 * ours['map mass on the object']:.1f}% of the "
+    text = (f"Over the stimuli with masks, {100 * ours['map mass on the object']:.1f}% of the "
             "positive mass of the class-space maps lies on the object's tokens, which make up "
             f"{100 * ours['object share of tokens']:.1f}% of the tokens; a map that knew nothing "
             "would put about that share there.")
+    if "mass_images" not in ours:
+        return text
+    from ..base.uncertainty import paired_difference
+
+    gap = paired_difference(ours["mass_images"], ours["share_images"])
+    verdict = ("its 95% CI excludes zero" if gap.excludes_zero
+               else "its 95% CI holds zero: not resolved")
+    return (text[:-1] + f"; the map's mass minus the object's share, paired over the same "
+            f"{gap.n} images, is {gap.format(3)} ({verdict}).")

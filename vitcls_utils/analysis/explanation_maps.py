@@ -212,17 +212,20 @@ def orders_from_maps(maps: np.ndarray) -> np.ndarray:
     return np.argsort(-maps, axis=1, kind="stable")
 
 
-def mass_on_object(maps: np.ndarray, token_class: np.ndarray, num_prefix: int) -> Dict[str, float]:
+def mass_on_object(maps: np.ndarray, token_class: np.ndarray, num_prefix: int) -> Dict:
     """How much of each map's positive mass falls on class-labeled tokens, beside the share of
     tokens that are class-labeled (what a map with no information would give); images without
-    a mask are left out."""
+    a mask are left out. The means (fractions) come with each image's values,
+    ``mass_images`` and ``share_images`` ([images with a mask] arrays), for intervals."""
     labels = token_class[:, num_prefix:]
     has_mask = labels.max(axis=1) >= 0
     positive = np.clip(maps[has_mask], 0, None)
     on_object = labels[has_mask] == 1
     share = (positive * on_object).sum(1) / np.maximum(positive.sum(1), 1e-12)
+    tokens = on_object.mean(1)
     return {"map mass on the object": float(share.mean()),
-            "object share of tokens": float(on_object.mean(1).mean())}
+            "object share of tokens": float(tokens.mean()),
+            "mass_images": share.astype(np.float64), "share_images": tokens}
 
 def explain_images(model: nn.Module, images: Sequence, classes: Sequence[int],
                    methods: Sequence[str] = ("class_space", "gradient_rollout", "rollout"),
@@ -319,8 +322,8 @@ def rollout_object_mass(model: nn.Module, dataset,
 
     Returns:
         DataFrame, a row per residual: ``rollout`` (:func:`rollout_label`), ``map mass on
-        the object`` and ``object share of tokens`` (fractions); None for a dataset without
-        masks.
+        the object`` and ``object share of tokens`` (fractions), each image's in
+        ``mass_images`` and ``share_images``; None for a dataset without masks.
     """
     import pandas as pd
 

@@ -120,24 +120,31 @@ def headline_intervals(results: Store, seed: int = 0) -> Dict[str, Interval]:
 
 
 def evolution(results: Store) -> pd.DataFrame:
-    """E4: mean identifiability per block, [CLS] and image tokens.
+    """E4: mean identifiability per block, [CLS] and image tokens, with each image's value.
 
     Args:
         results: the extraction store of one run.
 
     Returns:
-        DataFrame with columns ``block`` (1-based), ``token`` ("[CLS]" or "image") and
-        ``identifiability`` (mean of 1 - rank/C at the block's output); no "[CLS]" rows for a
-        model without one, nor for a ConViT's blocks before its [CLS] joins.
+        DataFrame with columns ``block`` (1-based), ``token`` ("[CLS]" or "image"),
+        ``identifiability`` (mean of 1 - rank/C at the block's output) and
+        ``identifiability_images`` (an [I] array: each image's [CLS], or the mean over its
+        image tokens; their mean is ``identifiability``, every image having the same number
+        of tokens); no "[CLS]" rows for a model without one, nor for a ConViT's blocks before
+        its [CLS] joins.
     """
     ident = results.identifiability("resid_post")  # [I, L, N]
     rows = []
     for block in range(ident.shape[1]):
+        groups = {}
         if results.has_cls and block >= results.prefix_from:  # a ConViT's [CLS] joins late
-            rows.append((block + 1, "[CLS]", float(ident[:, block, 0].mean())))
-        rows.append((block + 1, "image",
-                     float(ident[:, block, image_columns(results)].mean())))
-    return pd.DataFrame(rows, columns=["block", "token", "identifiability"])
+            groups["[CLS]"] = np.asarray(ident[:, block, 0], dtype=np.float64)
+        groups["image"] = np.asarray(ident[:, block, image_columns(results)],
+                                     dtype=np.float64).mean(axis=1)
+        rows += [(block + 1, token, float(per_image.mean()), per_image)
+                 for token, per_image in groups.items()]
+    return pd.DataFrame(rows, columns=["block", "token", "identifiability",
+                                       "identifiability_images"])
 
 
 def block_boxes(results: Store) -> pd.DataFrame:

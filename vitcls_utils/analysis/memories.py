@@ -376,15 +376,16 @@ def load_summary(results: Store, name: str) -> Optional[pd.DataFrame]:
 
 
 def collect_summaries(stores: Sequence[Store]) -> Dict[tuple, pd.DataFrame]:
-    """The chapter-3 summaries of many stores for the comparison page, averaged over tokens;
-    the first store of a variant that has the summary wins
+    """The chapter-3 summaries of many stores for the comparison page, a row per class (what
+    its intervals resample); a variant's first store with the summary wins
     (:func:`~vitcls_utils.stores.reader.find_stores` lists the newest first).
 
     Args:
         stores: the stores, of 12- or 24-block models.
     Returns:
         {(variant, "class_value_agreement" or "key_value_agreement"): DataFrame with ``block``
-        (normalised, 1..12), ``layer`` and ``agreement`` or ``rate``}.
+        (normalised, 1..12; a 24-block model's pairs averaged per class), ``layer``,
+        ``class`` and ``agreement`` or ``rate``}.
     """
     from .identifiability import normalized_blocks
 
@@ -394,7 +395,6 @@ def collect_summaries(stores: Sequence[Store]) -> Dict[tuple, pd.DataFrame]:
             frame = load_summary(store, name)
             if frame is not None and (store.variant, name) not in summaries:
                 value = "agreement" if name == "class_value_agreement" else "rate"
-                frame = frame.groupby(["block", "layer"], as_index=False)[value].mean()
-                summaries[(store.variant, name)] = normalized_blocks(frame, store.n_blocks,
-                                                                     value, by=["layer"])
+                summaries[(store.variant, name)] = normalized_blocks(frame[[
+                    "block", "layer", "class", value]], store.n_blocks, value, ["layer", "class"])
     return summaries

@@ -9,7 +9,7 @@ Ghiasi et al.'s logs report separately; it is kept apart here as well.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 
@@ -36,6 +36,10 @@ class PatchReadout:
         model_top1, model_top5: the model's own output.
         pooled_top1, pooled_top5: the head on the mean of the normed patch tokens.
         n_images: images read.
+        patch_hits: [images, N] bool, whether each image's token at each position ranks its
+            class first (``top1`` is its column mean in %); None where not kept.
+        model_top1_images, pooled_top1_images: [images] per-image top-1 outcomes (100 right,
+            0 wrong) of the model's output and of the pooled token; None where not kept.
     """
 
     top1: np.ndarray
@@ -46,6 +50,14 @@ class PatchReadout:
     pooled_top1: float
     pooled_top5: float
     n_images: int
+    patch_hits: Optional[np.ndarray] = None
+    model_top1_images: Optional[np.ndarray] = None
+    pooled_top1_images: Optional[np.ndarray] = None
+
+    def patch_average_images(self) -> Optional[np.ndarray]:
+        """[images]: each image's share (%) of positions whose token ranks its class first;
+        their mean over images is Patch Average (None where the hits were not kept)."""
+        return None if self.patch_hits is None else 100 * self.patch_hits.mean(axis=1)
 
     def heatmap(self, k: int = 1) -> np.ndarray:
         """Top-k accuracy per position as the [rows, columns] grid (Ghiasi's heatmap)."""
@@ -74,7 +86,9 @@ def patch_readout(model: nn.Module, dataset, batch_size: int = 64,
 
     Returns:
         A :class:`PatchReadout`: per-position top-1 and top-5 [rows * cols] (%), the model's
-        and the pooled token's accuracies, and the number of images read.
+        and the pooled token's accuracies, the number of images read, and each image's
+        outcomes (``patch_hits`` [images, N], ``model_top1_images``, ``pooled_top1_images``)
+        for the tables' intervals over images.
     """
     from ..model.hooks import capture
 
@@ -89,7 +103,7 @@ def patch_readout(model: nn.Module, dataset, batch_size: int = 64,
     projector = ClassProjector(model).to(device)
     last = f"blocks.{len(model.blocks) - 1}.hook_resid_post"
     sums = {name: 0.0 for name in ("patch1", "patch5", "model1", "model5", "pool1", "pool5")}
-    count = 0
+    count, kept = 0, {"patch": [], "model": [], "pool": []}
     with torch.no_grad():
         for images, labels in labelled_batches(model, dataset, batch_size, "patches", progress):
             with capture(model, last) as cache:
@@ -100,7 +114,9 @@ def patch_readout(model: nn.Module, dataset, batch_size: int = 64,
             per_token = labels[:, None]
             for name, out, target in (("patch", patch_logits, per_token), ("model", logits, labels),
                                       ("pool", pooled, labels)):
-                hits = top1_top5(out, target).sum(0)  # [N, 2] per position, or [2]
+                per_image = top1_top5(out, target)  # [B, N, 2] or [B, 2]
+                kept[name].append(per_image[..., 0].bool().cpu())
+                hits = per_image.sum(0)  # [N, 2] per position, or [2]
                 sums[name + "1"] = sums[name + "1"] + hits[..., 0]
                 sums[name + "5"] = sums[name + "5"] + hits[..., 1]
             count += len(labels)
@@ -111,4 +127,6 @@ def patch_readout(model: nn.Module, dataset, batch_size: int = 64,
     return PatchReadout(top1=pct["patch1"], top5=pct["patch5"], grid=tuple(layout.grid),
                         model_top1=float(pct["model1"]), model_top5=float(pct["model5"]),
                         pooled_top1=float(pct["pool1"]), pooled_top5=float(pct["pool5"]),
-                        n_images=count)
+                        n_images=count, patch_hits=torch.cat(kept["patch"]).numpy(),
+                        model_top1_images=100.0 * torch.cat(kept["model"]).double().numpy(),
+                        pooled_top1_images=100.0 * torch.cat(kept["pool"]).double().numpy())

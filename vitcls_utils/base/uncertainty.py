@@ -315,3 +315,86 @@ def bootstrap_ratio_difference(num_a: np.ndarray, den_a: np.ndarray, num_b: np.n
     return Interval(estimate, float(result.confidence_interval.low),
                     float(result.confidence_interval.high), arrays[0].size, excluded,
                     confidence, method)
+
+
+def unpaired_difference(a: np.ndarray, b: np.ndarray, *, confidence: float = CONFIDENCE,
+                        method: str = "bca", n_resamples: int = N_RESAMPLES,
+                        seed: int = 0) -> Interval:
+    """Mean of ``a`` minus mean of ``b`` for two independent samples (different units: a
+    trained model's strongest units beside a random-init control's), each resampled on its
+    own, and the two-sided Mann-Whitney U p-value.
+
+    Args:
+        a, b: one value per unit each, any sizes; NaN/inf are dropped and counted.
+        confidence, method, n_resamples, seed: as :func:`bootstrap`.
+
+    Returns:
+        Interval: of the difference of means (``n``: the two samples' sizes together);
+        ``exact`` where neither sample has two distinct values, empty (``n == 0``) where one
+        has no finite value.
+    """
+    _check(confidence, method, n_resamples)
+    (a, dropped_a), (b, dropped_b) = finite(a), finite(b)
+    excluded, nan = dropped_a + dropped_b, float("nan")
+    if a.size == 0 or b.size == 0:
+        return Interval(nan, nan, nan, 0, excluded, confidence, "exact")
+    estimate = float(a.mean() - b.mean())
+    if np.unique(a).size < 2 and np.unique(b).size < 2:
+        p_value = 1.0 if estimate == 0 else nan
+        return Interval(estimate, estimate, estimate, a.size + b.size, excluded, confidence,
+                        "exact", p_value)
+
+    def difference(x, y, axis=-1):
+        return x.mean(axis=axis) - y.mean(axis=axis)
+
+    result = _scipy.bootstrap((a, b), difference, paired=False, confidence_level=confidence,
+                              n_resamples=n_resamples, method=_SCIPY_METHOD[method],
+                              vectorized=True, batch=_batch(a.size + b.size),
+                              random_state=np.random.default_rng(seed))
+    p_value = float(_scipy.mannwhitneyu(a, b, alternative="two-sided").pvalue)
+    return Interval(estimate, float(result.confidence_interval.low),
+                    float(result.confidence_interval.high), a.size + b.size, excluded,
+                    confidence, method, p_value)
+
+
+def bootstrap_column_statistic(values: np.ndarray, statistic: Callable[[np.ndarray], np.ndarray],
+                               *, confidence: float = CONFIDENCE,
+                               n_resamples: int = N_RESAMPLES, seed: int = 0) -> Interval:
+    """Percentile interval of a statistic of the column means of an images-by-points array
+    (e.g. the best position's accuracy: the maximum over positions of their means over
+    images), resampling whole images: each resample's column means are a weighted mean with
+    the images' draw counts as weights, so the statistic is chosen afresh in every resample
+    (the best position may change, which is what a new draw of images would do).
+
+    Args:
+        values: (n_images, n_points); an image with any non-finite point is dropped and counted.
+        statistic: column means (..., n_points) to one value each (...,), e.g.
+            ``lambda m: m.max(-1)``.
+        confidence, n_resamples, seed: as :func:`bootstrap`.
+
+    Returns:
+        Interval (``percentile``) of the statistic; its estimate is the statistic of the plain
+        column means; ``exact`` where every image has the same values.
+    """
+    _check(confidence, "percentile", n_resamples)
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 2:
+        raise ValueError(f"expected (images, points), got shape {values.shape}")
+    keep = np.isfinite(values).all(axis=1)
+    values, excluded = values[keep], int((~keep).sum())
+    if len(values) == 0:
+        nan = float("nan")
+        return Interval(nan, nan, nan, 0, excluded, confidence, "exact")
+    n, estimate = len(values), float(statistic(values.mean(axis=0)))
+    if (values == values[0]).all():
+        return Interval(estimate, estimate, estimate, n, excluded, confidence, "exact")
+    rng, draws, done = np.random.default_rng(seed), [], 0
+    per_batch = max(1, min(n_resamples, (1 << 24) // max(n, 1)))
+    while done < n_resamples:
+        size = min(per_batch, n_resamples - done)
+        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=size)  # [size, n]
+        draws.append(statistic(counts @ values / n))
+        done += size
+    tail = 50 * (1 - confidence)
+    low, high = np.percentile(np.concatenate(draws), [tail, 100 - tail])
+    return Interval(estimate, float(low), float(high), n, excluded, confidence, "percentile")

@@ -8,6 +8,7 @@ from typing import Dict, Mapping, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from ..base.uncertainty import paired_difference, unpaired_difference
 from ..model.registry import get_variant
 from .convit_tables import paper_gates, paper_key
 from .reported import convit_table
@@ -140,15 +141,17 @@ def maps_sentence(layer: int, convit_local: np.ndarray, deit_local: np.ndarray) 
 
 def bridge_sentence(frame: pd.DataFrame, masked: pd.DataFrame, convit_label: str,
                     deit_label: str, n_gpsa: int, masks: Sequence[str]) -> str:
-    """The identifiability bridge: where each model's image tokens reach 0.75, where they end,
-    how a GPSA block's gate relates to its identifiability gain, and the last block under
+    """The identifiability bridge: where each model's image tokens reach 0.75, where they end
+    (their difference with its 95% interval, saying whether it excludes zero), how a GPSA
+    block's gate relates to its identifiability gain, and the last block under
     the masks (``masks``: the names of the position-embedding, content and position masks).
 
     Args:
         frame: :func:`bridge`'s frame for the ConViT and the DeiT.
-        masked: the ConViT's per-block readout under the masks, columns ``mask``, ``block`` and
-            ``image_identifiability`` (:func:`vitcls_utils.analysis.convit.evaluate_masks` with
-            ``by_block``), including the "unmasked" mask.
+        masked: the ConViT's per-block readout under the masks, columns ``mask``, ``block``,
+            ``image_identifiability`` and ``image_identifiability_images``
+            (:func:`vitcls_utils.analysis.convit.evaluate_masks` with ``by_block``), including
+            the "unmasked" mask; each mask's change is paired over the same images.
         convit_label: the ConViT's ``model`` label in ``frame``.
         deit_label: the DeiT's ``model`` label in ``frame``.
         n_gpsa: the ConViT's number of GPSA blocks (its first blocks).
@@ -160,21 +163,40 @@ def bridge_sentence(frame: pd.DataFrame, masked: pd.DataFrame, convit_label: str
     from ..analysis.identifiability import first_block_reaching
 
     conv = frame[frame.model == convit_label].set_index("block")
+    deit = frame[frame.model == deit_label].set_index("block")
     gpsa = conv.index[:n_gpsa]
     gain = conv.image_identifiability.diff()
     corr = rank_correlation(conv.gate[gpsa], gain[gpsa])
-    final = masked[masked.block == masked.block.max()].set_index("mask").image_identifiability
+    final = masked[masked.block == masked.block.max()].set_index("mask")
     zeroed, content, position = masks
+    ends = _difference(conv.image_identifiability_images.iloc[-1],
+                       deit.image_identifiability_images.iloc[-1])
+
+    def under(mask: str) -> str:
+        change = paired_difference(final.image_identifiability_images[mask],
+                                   final.image_identifiability_images["unmasked"])
+        return (f"{final.image_identifiability[mask]:.2f} ({change.format(2)} against "
+                f"unmasked; {ci_verdict(change)})")
+
     return (f"The image tokens of {convit_label} reach an identifiability of 0.75 at block "
             f"{first_block_reaching(frame, 0.75, model=convit_label)}, those of {deit_label} "
             f"at block {first_block_reaching(frame, 0.75, model=deit_label)}; at the last "
             f"block they stand at {conv.image_identifiability.iloc[-1]:.2f} and "
-            f"{frame[frame.model == deit_label].image_identifiability.iloc[-1]:.2f}. Across the "
-            "GPSA blocks the rank correlation of a block's mean gate with its identifiability "
-            f"gain is {corr:.2f}. At the last block, masking content in all {n_gpsa} GPSA "
-            f"blocks leaves the image tokens' identifiability at {final[content]:.2f}, masking "
-            f"position at {final[position]:.2f}, and zeroing the position embedding at "
-            f"{final[zeroed]:.2f} (unmasked {final['unmasked']:.2f}).")
+            f"{deit.image_identifiability.iloc[-1]:.2f}, a difference of {ends[0].format(2)} "
+            f"({ends[1]}; {ci_verdict(ends[0])}). Across the GPSA blocks the rank correlation "
+            f"of a block's mean gate with its identifiability gain is {corr:.2f}. At the last "
+            f"block (unmasked {final.image_identifiability['unmasked']:.2f}; each change paired "
+            f"over the same images), masking content in all {n_gpsa} GPSA blocks leaves the "
+            f"image tokens' identifiability at {under(content)}, masking position at "
+            f"{under(position)}, and zeroing the position embedding at {under(zeroed)}.")
+
+
+def _difference(a: np.ndarray, b: np.ndarray):
+    """a - b with its 95% interval: paired over images where both read the same number of
+    them (the same stimuli in the same order), else two samples; and the words for which."""
+    if len(a) == len(b):
+        return paired_difference(a, b), "paired over the same images"
+    return unpaired_difference(a, b), "the two models' images resampled apart"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -246,3 +268,63 @@ def gates_summary(gates: pd.DataFrame, key: str) -> Dict[str, tuple]:
     return {f"mean gate, layer {int(layer)}": (float(mine[layer]),
                                                 _number(printed.get(layer)), model)
             for layer in (mine.index[0], mine.index[-1])}
+
+
+def efficiency_sentence(table: pd.DataFrame, runs: pd.DataFrame, seed: int = 0) -> str:
+    """Table 2 scaled, in words: at the smallest fraction and with all of the training set,
+    each model's top-1, the relative gap beside the paper's, and the ConViT-minus-DeiT
+    difference with its 95% interval, saying whether it excludes zero.
+
+    Args:
+        table: :func:`~vitcls_utils.report.convit_tables.sample_efficiency`'s frame.
+        runs: its runs (columns ``fraction``, ``key``, ``seed``, ``val_top1``, ``val_images``).
+        seed: the bootstrap's seed.
+
+    Returns:
+        A sentence.
+    """
+    from .convit_tables import efficiency_estimates
+
+    def at(row) -> str:
+        gap = efficiency_estimates(runs[runs.fraction == row.fraction], seed)["gap"]
+        return (f"the toy ConViT reaches {row['ConViT top-1, this run']:.1f}% and the toy DeiT "
+                f"{row['DeiT top-1, this run']:.1f}% (a relative gap of "
+                f"{row['gap (%), this run']:+.1f}%; ConViT − DeiT {gap.format(1)} points, "
+                f"{ci_verdict(gap)})")
+
+    low, full = table.iloc[0], table.iloc[-1]
+    return (f"With {low.fraction:g} of the toy training set {at(low)}; with all of it "
+            f"{at(full)}. The paper's gap at f = {low.fraction:g} is "
+            f"{low['gap (%), paper']:.0f}% and at f = 1 {full['gap (%), paper']:.0f}%.")
+
+
+def nonlocality_sentence(frames: Mapping[str, pd.DataFrame], n_gpsa: int, seed: int = 0) -> str:
+    """Fig 5 in words: in how many GPSA layers the ConViT is less nonlocal than its DeiT, and in
+    how many that difference's 95% interval (paired over the same images) lies below zero; its
+    most local layer; the DeiT's nonlocality from the first layer to the last; the paper's.
+
+    Args:
+        frames: {ConViT label: its frame, DeiT label: its frame}, in that order
+            (:func:`vitcls_utils.analysis.anatomy.attention_distances`, with
+            ``distance_images``).
+        n_gpsa: the ConViT's number of GPSA layers (its first layers).
+        seed: the bootstrap's seed.
+    Returns:
+        The sentences.
+    """
+    from ..analysis.anatomy import distance_per_image
+
+    (conv, ours), (base, theirs) = ((label, distance_per_image(f))
+                                    for label, f in frames.items())
+    means = {label: pd.Series({b: v.mean() for b, v in per.items()})
+             for label, per in ((conv, ours), (base, theirs))}
+    gaps = [_difference(ours[b], theirs[b])[0] for b in sorted(ours)[:n_gpsa]]
+    below = sum(g.estimate < 0 for g in gaps)
+    resolved = sum(g.high < 0 for g in gaps)
+    return (f"In {below} of its {len(gaps)} GPSA layers {conv} is less nonlocal than {base}, "
+            f"and in {resolved} of them the difference's 95% CI (paired over the same images) "
+            f"lies below zero; its most local layer is layer {int(means[conv].idxmin())} "
+            f"({means[conv].min():.2f} patches) and {base}'s nonlocality goes from "
+            f"{means[base].iloc[0]:.2f} in layer 1 to {means[base].iloc[-1]:.2f}. The paper: "
+            "DeiT is local in its lower layers and more nonlocal with depth; every GPSA layer of "
+            "ConViT ends more nonlocal than at init but below DeiT, layer 2 the most local.")

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 
 from ..base.errors import VitclsError
-from ..base.uncertainty import Interval, bootstrap_proportion, paired_difference
+from ..base.uncertainty import Interval, bootstrap, bootstrap_proportion, paired_difference
+from .intervals import interval_text
 from .reported import convit_table
 from ..model.registry import get_variant
 
@@ -184,35 +185,44 @@ def zeroing_costs(accuracy: Mapping[str, pd.DataFrame], seed: int = 0) -> Dict[s
 
 
 def bridge(evolutions: Mapping[str, pd.DataFrame], nonlocality: Mapping[str, pd.DataFrame],
-           gates: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+           gates: Mapping[str, pd.DataFrame], seed: int = 0) -> pd.DataFrame:
     """Per model and block: image-token and [CLS] identifiability (chapter 1's evolution
-    frame; [CLS] empty where it does not exist yet), the heads' mean nonlocality, and the mean
-    gate of the block for the models in ``gates`` ({label: :func:`convit.gates`}; empty for
-    MHSA blocks and models without gates).
+    frame; [CLS] empty where it does not exist yet) with their 95% intervals over images, the
+    heads' mean nonlocality, and the mean gate of the block for the models in ``gates``
+    ({label: :func:`convit.gates`}; empty for MHSA blocks and models without gates).
 
     Args:
-        evolutions: {model label: columns ``block``, ``token`` ("[CLS]" or "image") and
-            ``identifiability``} (:func:`vitcls_utils.analysis.identifiability.evolution`).
+        evolutions: {model label: columns ``block``, ``token`` ("[CLS]" or "image"),
+            ``identifiability`` and ``identifiability_images``}
+            (:func:`vitcls_utils.analysis.identifiability.evolution`).
         nonlocality: {model label: columns ``block``, ``head`` and ``distance`` (patches)}
             (:func:`vitcls_utils.analysis.anatomy.attention_distances`), for every model of
             ``evolutions``.
         gates: {model label: columns ``layer``, ``head`` and ``gate``}, for the ConViTs only.
+        seed: the bootstrap's seed.
     Returns:
         DataFrame, a row per (model, block): ``model``, ``block`` (1-based),
-        ``image_identifiability``, ``cls_identifiability``, ``nonlocality`` (patches) and
-        ``gate`` (NaN where absent).
+        ``image_identifiability``, ``cls_identifiability``, their "..., 95% CI" (images
+        resampled; "–" where absent) and ``..._images`` arrays, ``nonlocality`` (patches) and
+        ``gate`` (NaN where absent; neither has an interval: a distance averaged over a fixed
+        set of images, and a parameter of the trained model).
     """
     out = []
     for label, curves in evolutions.items():
         mean_gate = (gates[label].groupby("layer").gate.mean() if label in gates
                      else pd.Series(dtype=float))
         wide = curves.pivot(index="block", columns="token", values="identifiability")
+        per_image = curves.set_index(["block", "token"]).identifiability_images
         distance = nonlocality[label].groupby("block").distance.mean()
         for block in wide.index:
-            out.append({"model": label, "block": int(block),
-                        "image_identifiability": wide.loc[block, "image"],
-                        "cls_identifiability": wide.loc[block].get("[CLS]", np.nan),
-                        "nonlocality": float(distance.get(block, np.nan)),
+            row = {"model": label, "block": int(block)}
+            for token, name in (("image", "image_identifiability"),
+                                ("[CLS]", "cls_identifiability")):
+                values = per_image.get((block, token), np.array([]))
+                row.update({name: wide.loc[block].get(token, np.nan),
+                            f"{name}_images": values,
+                            f"{name}, 95% CI": interval_text(bootstrap(values, seed=seed), 3)})
+            out.append({**row, "nonlocality": float(distance.get(block, np.nan)),
                         "gate": float(mean_gate.get(block, np.nan))})
     return pd.DataFrame(out)
 
@@ -225,9 +235,12 @@ def bridge_wide(frame: pd.DataFrame) -> pd.DataFrame:
         frame: :func:`bridge`'s frame.
     Returns:
         DataFrame indexed by ``block``, with two-level columns (quantity: "image tokens",
-        "[CLS]", "nonlocality", "mean gate"; model label), models in ``frame``'s order.
+        "image tokens, 95% CI", "[CLS]", "[CLS], 95% CI", "nonlocality", "mean gate"; model
+        label), models in ``frame``'s order.
     """
-    names = {"image_identifiability": "image tokens", "cls_identifiability": "[CLS]",
+    names = {"image_identifiability": "image tokens",
+             "image_identifiability, 95% CI": "image tokens, 95% CI",
+             "cls_identifiability": "[CLS]", "cls_identifiability, 95% CI": "[CLS], 95% CI",
              "nonlocality": "nonlocality", "gate": "mean gate"}
     wide = frame.pivot(index="block", columns="model", values=list(names))
     wide = wide.dropna(axis=1, how="all").rename(columns=names, level=0)
@@ -245,7 +258,8 @@ def sample_efficiency(runs: pd.DataFrame) -> pd.DataFrame:
         DataFrame, a row per fraction both models reached: ``fraction``, "DeiT top-1, this run",
         "ConViT top-1, this run", "gap (%), this run", "DeiT top-5, this run",
         "ConViT top-5, this run" (%), then "DeiT-S top-1, paper", "ConViT-S top-1, paper" and
-        "gap (%), paper" (NaN where Table 2 has no such fraction).
+        "gap (%), paper" (NaN where Table 2 has no such fraction), then each top-1's "..., 95%
+        CI" and "ConViT − DeiT (points) [95% CI]" (:func:`efficiency_intervals`).
     Raises:
         VitclsError: when no fraction has both models yet.
     """
@@ -270,8 +284,64 @@ def sample_efficiency(runs: pd.DataFrame) -> pd.DataFrame:
                              ("convit_top1", "ConViT-S top-1, paper"),
                              ("gap_pct", "gap (%), paper")):
             row[name] = np.nan if theirs is None else theirs[column]
-        out.append(row)
+        out.append({**row, **efficiency_intervals(runs[runs.fraction == fraction])})
     return pd.DataFrame(out)
+
+
+def efficiency_intervals(runs: pd.DataFrame, seed: int = 0) -> Dict[str, str]:
+    """The 95% intervals of one fraction's top-1s and of the ConViT-minus-DeiT difference
+    (:func:`efficiency_estimates`), as the table writes them.
+
+    Args:
+        runs: one fraction's rows, columns ``key``, ``seed``, ``val_top1`` (in [0, 1]) and
+            ``val_images`` (without the last two: "–").
+        seed: the bootstrap's seed.
+    Returns:
+        {"DeiT top-1, 95% CI", "ConViT top-1, 95% CI", "ConViT − DeiT (points) [95% CI]":
+        text}.
+    """
+    if not {"seed", "val_images"} <= set(runs):
+        return dict.fromkeys(("DeiT top-1, 95% CI", "ConViT top-1, 95% CI",
+                              "ConViT − DeiT (points) [95% CI]"), "–")
+    shown = efficiency_estimates(runs, seed)
+    return {"DeiT top-1, 95% CI": shown["toy_deit"].bounds(1),
+            "ConViT top-1, 95% CI": shown["toy_convit"].bounds(1),
+            "ConViT − DeiT (points) [95% CI]": shown["gap"].format(1)}
+
+
+def efficiency_estimates(runs: pd.DataFrame, seed: int = 0) -> Dict[str, Interval]:
+    """One fraction's top-1s and ConViT-minus-DeiT difference (points) with their intervals.
+    With one training seed per model: over the validation images (a top-1's outcomes are
+    fixed by its count); the sweep keeps no per-image outcomes, so the difference resamples
+    the two models' images apart (:func:`~vitcls_utils.base.uncertainty.unpaired_difference`,
+    wider than a paired interval would be). With several seeds: Student's t across the seeds
+    (:func:`~vitcls_utils.base.uncertainty.across_seeds`), the difference per seed.
+
+    Args:
+        runs: one fraction's rows, columns ``key``, ``seed``, ``val_top1`` (in [0, 1]) and
+            ``val_images``.
+        seed: the bootstrap's seed.
+    Returns:
+        {"toy_deit", "toy_convit", "gap": Interval in %}.
+    """
+    from ..base.uncertainty import across_seeds, unpaired_difference
+
+    by = {k: runs[runs.key == k].sort_values("seed") for k in ("toy_deit", "toy_convit")}
+    if min(len(rows) for rows in by.values()) > 1:
+        top1 = {k: 100 * rows.set_index("seed").val_top1 for k, rows in by.items()}
+        shown = {k: across_seeds(v) for k, v in top1.items()}
+        return {**shown, "gap": across_seeds((top1["toy_convit"] - top1["toy_deit"]).dropna())}
+    hits = {k: _outcomes(rows.val_top1.iloc[0], int(rows.val_images.iloc[0]))
+            for k, rows in by.items()}
+    return {**{k: bootstrap(v, seed=seed) for k, v in hits.items()},
+            "gap": unpaired_difference(hits["toy_convit"], hits["toy_deit"], seed=seed)}
+
+
+def _outcomes(top1: float, n: int) -> np.ndarray:
+    """The n images' right (100) or wrong (0) outcomes of a top-1 in [0, 1]: fixed by its
+    count, which is all an interval of an accuracy over images needs."""
+    right = int(round(top1 * n))
+    return np.r_[np.full(right, 100.0), np.zeros(n - right)]
 
 
 def nonlocality_inputs(profile: Optional[str], inputs: Optional[str] = None) -> str:
@@ -292,3 +362,25 @@ def nonlocality_inputs(profile: Optional[str], inputs: Optional[str] = None) -> 
     from .profiles import authors_or
 
     return authors_or(profile, inputs, "real", INPUTS, "inputs")
+
+
+def nonlocality_table(frames: Mapping[str, pd.DataFrame], seed: int = 0) -> pd.DataFrame:
+    """Fig 5's numbers: per layer and model, the nonlocality (mean over heads, in patches)
+    with its 95% interval over the images (each image's mean over the heads, resampled).
+
+    Args:
+        frames: {model label: :func:`vitcls_utils.analysis.anatomy.attention_distances`'s
+            frame, columns ``block``, ``distance`` and ``distance_images``}.
+        seed: the bootstrap's seed.
+    Returns:
+        DataFrame indexed by ``block``: per model, its mean nonlocality and "<model>, 95% CI".
+    """
+    from ..analysis.anatomy import distance_per_image
+
+    out = {}
+    for label, frame in frames.items():
+        per_image = distance_per_image(frame)
+        out[label] = pd.Series({b: float(v.mean()) for b, v in per_image.items()})
+        out[f"{label}, 95% CI"] = pd.Series({b: interval_text(bootstrap(v, seed=seed))
+                                             for b, v in per_image.items()})
+    return pd.DataFrame(out).rename_axis("block")

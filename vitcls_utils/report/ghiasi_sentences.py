@@ -8,7 +8,8 @@ from typing import Dict, Optional
 import numpy as np
 import pandas as pd
 
-from ..base.uncertainty import bootstrap_ratio_difference, paired_difference
+from ..base.uncertainty import (bootstrap, bootstrap_ratio_difference, paired_difference,
+                               unpaired_difference)
 from ..model.registry import get_variant
 from .ghiasi_tables import PAPER_MODEL
 from .vilas_sentences import ci_verdict
@@ -173,3 +174,136 @@ def patch_summary(summary: Dict[str, float]) -> Dict[str, tuple]:
     return {f"top-1 (%), Patch {name.title()}": (
         float(summary[f"patch_{name}_top1"]), ghiasi_value(f"patch_{name}", PAPER_MODEL), model)
         for name in ("average", "maximum")}
+
+
+def edits_bridge_sentence(result: Dict[str, pd.DataFrame], seed: int = 0) -> str:
+    """The edited-stimuli bridge in words: where the image tokens pass an identifiability of
+    0.9 on the full, foreground-only and background-only stimuli, and what the background
+    and the smallest low-pass cutoff leave of it at the last block, each set against the full
+    stimuli paired over the same images, saying whether the 95% interval excludes zero.
+
+    Args:
+        result: :func:`~vitcls_utils.analysis.stimulus_edits.evaluate_edits` with ``by_block``
+            and the edits "full", "foreground", "background" and at least one low-pass one
+            (the last is the smallest cutoff shown); ``image_identifiability_images`` per row.
+        seed: the bootstrap's seed.
+
+    Returns:
+        A sentence.
+    """
+    from ..analysis.identifiability import first_block_reaching
+
+    blocks = result["blocks"]
+
+    def first_above(edit: str) -> str:
+        block = first_block_reaching(blocks, 0.9, edit=edit)
+        return "never" if block is None else f"at block {block}"
+
+    last = blocks[blocks.block == blocks.block.max()].set_index("edit").image_identifiability_images
+    full = last["full"]
+
+    def against_full(edit: str) -> str:
+        gap = paired_difference(last[edit], full, seed=seed)
+        return (f"{bootstrap(last[edit], seed=seed).format(3)}, {gap.format(3)} against the "
+                f"full stimuli, paired over the same images: {ci_verdict(gap)}")
+
+    return (f"The image tokens pass an identifiability of 0.9 {first_above('full')} on the full "
+            f"stimuli, {first_above('foreground')} on the foreground alone and "
+            f"{first_above('background')} on the background alone. At the last block the "
+            f"background's tokens stand at {against_full('background')}; those of the "
+            f"smallest low-pass cutoff shown ({last.index[-1]}) at {against_full(last.index[-1])}.")
+
+
+def memories_bridge_sentence(scored: pd.DataFrame, control: pd.DataFrame, seed: int = 0) -> str:
+    """The FFN-memories bridge in words: the last block's agreement of strong units' top
+    stimuli with their value vectors, with its 95% interval over the units, against chance
+    and against the random-init control's units (an unpaired difference, whether its interval
+    excludes zero), block 1's, and the block where it is highest.
+
+    Args:
+        scored, control: :func:`~vitcls_utils.report.ghiasi_bridges.strong_unit_agreement` of
+            the model and of its random-init control (columns ``block``, ``agreement``,
+            ``chance``).
+        seed: the bootstrap's seed.
+
+    Returns:
+        A sentence.
+    """
+    means = scored.groupby("block").agreement.mean()
+    first, last, chance = means.index[0], means.index[-1], float(scored.chance.iloc[0])
+    ours = scored[scored.block == last].agreement.to_numpy()
+    theirs = control[control.block == last].agreement.to_numpy()
+    interval, gap = bootstrap(ours, seed=seed), unpaired_difference(ours, theirs, seed=seed)
+    against_chance = ("lies above chance" if interval.low > chance else "lies below chance"
+                      if interval.high < chance else "holds chance: not resolved")
+    return (f"In the last block, {interval.format(0, percent=True)} of a strong unit's top "
+            f"stimuli belong to a class its value vector promotes most (95% CI over its "
+            f"{interval.n} units; chance {chance:.0%}: the interval {against_chance}); the "
+            f"random-init control's units {theirs.mean():.0%}, a difference of "
+            f"{gap.format(0, percent=True)} (percentage points), {ci_verdict(gap)} (its units are not the same "
+            f"units: each sample resampled on its own). In block {first}, "
+            f"{means.iloc[0]:.0%}. The highest agreement is at block {int(means.idxmax())}.")
+
+
+def patch_sentence(readout, per_block: pd.DataFrame, seed: int = 0) -> str:
+    """Fig 7 in words: Patch Average and Patch Maximum with their 95% intervals over images
+    beside the paper's ViT-B/16-384, the model's own output, and the last block's rate of
+    identifiable image tokens against the block before, paired over the same images.
+
+    Args:
+        readout: :func:`~vitcls_utils.analysis.patch_readout.patch_readout`'s.
+        per_block: :func:`~vitcls_utils.analysis.cls_isolation.identifiability_by_block` at
+            L = 0: columns ``block``, ``image_top1`` (%) and ``image_top1_images``.
+        seed: the bootstrap's seed.
+
+    Returns:
+        A sentence.
+    """
+    from .ghiasi_tables import readout_intervals
+    from .reported import ghiasi_value
+
+    intervals = readout_intervals(readout, seed)
+    rows = per_block.sort_values("block")
+    last, before = rows.iloc[-1], rows.iloc[-2]
+    step = paired_difference(last.image_top1_images, before.image_top1_images, seed=seed)
+    return (f"Read by the head, the average patch of the last block gives "
+            f"{intervals['patch_average'].format(1)}% top-1 and the best position "
+            f"{intervals['patch_maximum'].format(1)}% (95% CIs over the images; the paper's "
+            f"ViT-B/16-384: {ghiasi_value('patch_average'):.2f} and "
+            f"{ghiasi_value('patch_maximum'):.2f}); the model's own output gives "
+            f"{intervals['natural'].format(1)}%. The same number is the last block's rate of "
+            f"identifiable image tokens ({last.image_top1:.1f}%), {step.format(1)} points "
+            f"against the block before (paired over the same images; {ci_verdict(step)}).")
+
+
+def cls_bridge_sentence(curves: pd.DataFrame, agree: float, seed: int = 0) -> str:
+    """The isolation bridge in words: the last block's identifiability of [CLS] and of the
+    image tokens with [CLS] isolated up to the largest L, each against the natural model,
+    paired over the same images with its 95% interval (whether it excludes zero), and the
+    rank correlation over L of the drop-patches top-1 with [CLS]'s rank-0 rate.
+
+    Args:
+        curves: :func:`~vitcls_utils.analysis.cls_isolation.identifiability_by_block` with
+            L = 0 and the largest L: columns ``L``, ``block``, ``cls_identifiability``,
+            ``image_identifiability`` and their ``_images`` arrays.
+        agree: that rank correlation (over L; a number without an interval).
+        seed: the bootstrap's seed.
+
+    Returns:
+        A sentence.
+    """
+    last = curves[curves.block == curves.block.max()].set_index("L")
+    top = int(last.index.max())
+
+    def against_natural(column: str) -> str:
+        gap = paired_difference(last[f"{column}_images"][top], last[f"{column}_images"][0],
+                                seed=seed)
+        return (f"{last[column][top]:.3f} (natural {last[column][0]:.3f}; isolated minus natural "
+                f"{gap.format(3)}, paired over the same images: {ci_verdict(gap)})")
+
+    return (f"Isolated up to L = {top}, [CLS] reaches a last-block identifiability of "
+            f"{against_natural('cls_identifiability')}, while the image tokens, which never see "
+            f"[CLS] then, end at {against_natural('image_identifiability')}. Over L, how much "
+            "top-1 [CLS] keeps when the patches are dropped after block L and how often its "
+            "class projection at block L already ranks the true class first have a rank "
+            f"correlation of {agree:.2f} (over the L values; no interval).")

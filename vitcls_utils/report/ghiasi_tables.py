@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import pandas as pd
 
 from . import reported as paper
 from ..analysis.stimulus_edits import BACKGROUND, FOREGROUND, FULL
 from ..base.errors import VitclsError
-from ..base.uncertainty import bootstrap, bootstrap_proportion
+from ..base.uncertainty import (Interval, bootstrap, bootstrap_column_statistic,
+                               bootstrap_proportion)
 from ..analysis.lowpass import IMAGENET_CUTOFFS
 from ..analysis.patch_readout import PatchReadout
 
@@ -47,9 +49,8 @@ def table1(sweep: pd.DataFrame, readout: PatchReadout, depth: int) -> pd.DataFra
         depth: the model's number of blocks.
     Returns:
         DataFrame, a row per quantity: ``quantity``, "top-1, this run", "top-1, 95% CI"
-        (bootstrap over images; "–" for Patch Average and Maximum, which are read over
-        positions), "top-5, this run", "top-1, paper" and "top-5, paper" (%; empty where the
-        paper reports none).
+        (images resampled, :func:`readout_intervals`), "top-5, this run", "top-1, paper" and
+        "top-5, paper" (%; empty where the paper reports none).
     Raises:
         VitclsError: when the sweep has no isolation at L = depth - 1.
     """
@@ -66,11 +67,11 @@ def table1(sweep: pd.DataFrame, readout: PatchReadout, depth: int) -> pd.DataFra
     names = {"natural": "natural", "isolating_cls": f"isolating [CLS] (L = {depth - 1})",
              "patch_average": "Patch Average", "patch_maximum": "Patch Maximum",
              "pooled_token": "pooled token (not in Table 1)"}
-    images = {"natural": readout.n_images, "pooled_token": readout.n_images,
-              "isolating_cls": int(isolated["images"].iloc[0]) if "images" in isolated else 0}
+    intervals = {**readout_intervals(readout), "isolating_cls": bootstrap_proportion(
+        ours["isolating_cls"][0], int(isolated["images"].iloc[0]) if "images" in isolated else 0)}
     rows = []
     for quantity, (top1, top5) in ours.items():
-        ci = bootstrap_proportion(top1, images.get(quantity, 0)).bounds(1)
+        ci = intervals[quantity].bounds(1)
         rows.append({"quantity": names[quantity], "top-1, this run": top1,
                      "top-1, 95% CI": ci, "top-5, this run": top5,
                      "top-1, paper": paper.ghiasi_value(quantity, PAPER_MODEL, "top1"),
@@ -272,10 +273,10 @@ def patch_table(readout: PatchReadout) -> pd.DataFrame:
     Returns:
         DataFrame, a row per quantity (the model's output, Patch Average, Patch Maximum, the
         pooled token): ``quantity``, "top-1, this run", "top-5, this run", "top-1, paper",
-        "top-5, paper" (%; empty where the paper reports none) and "top-1, 95% CI" (over the
-        images; "–" for Patch Average and Maximum, which are read over positions).
+        "top-5, paper" (%; empty where the paper reports none) and "top-1, 95% CI" (images
+        resampled, :func:`readout_intervals`).
     """
-    summary = readout.summary()
+    summary, intervals = readout.summary(), readout_intervals(readout)
     rows = []
     for quantity, label in (("natural", "the model's output"), ("patch_average", "Patch Average"),
                             ("patch_maximum", "Patch Maximum"),
@@ -285,10 +286,37 @@ def patch_table(readout: PatchReadout) -> pd.DataFrame:
                      "top-5, this run": summary[f"{key}_top5"],
                      "top-1, paper": paper.ghiasi_value(quantity, PAPER_MODEL, "top1"),
                      "top-5, paper": paper.ghiasi_value(quantity, PAPER_MODEL, "top5"),
-                     "top-1, 95% CI": bootstrap_proportion(
-                         summary[f"{key}_top1"], readout.n_images if key in (
-                             "natural", "pooled_token") else 0).bounds(1)})
+                     "top-1, 95% CI": intervals[quantity].bounds(1)})
     return pd.DataFrame(rows)
+
+
+def readout_intervals(readout: PatchReadout, seed: int = 0) -> Dict[str, Interval]:
+    """The 95% intervals over images of the per-patch readout's top-1 numbers: the model's
+    output and the pooled token (their images' outcomes), Patch Average (each image's share
+    of identifiable positions) and Patch Maximum (the best position chosen again in every
+    resample of images, :func:`~vitcls_utils.base.uncertainty.bootstrap_column_statistic`;
+    the maximum of noisy means sits above the best position's true accuracy, and the interval
+    inherits that bias).
+
+    Args:
+        readout: :func:`vitcls_utils.analysis.patch_readout.patch_readout`'s; one made without
+            per-image outcomes gets proportion intervals for its accuracies and empty ones for
+            Patch Average and Maximum.
+        seed: the bootstrap's seed.
+    Returns:
+        {"natural", "pooled_token", "patch_average", "patch_maximum": Interval in %}.
+    """
+    def accuracy(per_image, top1):
+        return (bootstrap(per_image, seed=seed) if per_image is not None
+                else bootstrap_proportion(top1, readout.n_images, seed=seed))
+
+    hits = readout.patch_hits
+    return {"natural": accuracy(readout.model_top1_images, readout.model_top1),
+            "pooled_token": accuracy(readout.pooled_top1_images, readout.pooled_top1),
+            "patch_average": bootstrap(
+                readout.patch_average_images() if hits is not None else [], seed=seed),
+            "patch_maximum": bootstrap(np.array([]), seed=seed) if hits is None else
+            bootstrap_column_statistic(100.0 * hits, lambda m: m.max(-1), seed=seed)}
 
 
 def drop_vs_identifiable(drop: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
@@ -319,70 +347,3 @@ def drop_vs_identifiable(drop: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFra
                          "[CLS] at block L: rank 0": rank0,
                          "95% CI, rank 0": [bootstrap_proportion(v, n).bounds(1)
                                             for v in rank0]})
-
-
-def last_block_table(result: Dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Per edit, the model's top-1 and the last block's identifiability of [CLS] and of the
-    image tokens (from :func:`vitcls_utils.analysis.stimulus_edits.evaluate_edits` with
-    ``by_block``).
-
-    Args:
-        result: :func:`vitcls_utils.analysis.stimulus_edits.evaluate_edits` with ``by_block``:
-            {"accuracy": columns ``edit`` and ``top1``, "blocks": columns ``edit``, ``block``,
-            ``cls_identifiability`` and ``image_identifiability``}.
-    Returns:
-        DataFrame, a row per edit: ``edit``, "top-1" (%), "[CLS]" and "image tokens"
-        (identifiability in [0, 1] at the last block).
-    """
-    blocks = result["blocks"]
-    last = blocks[blocks.block == blocks.block.max()].set_index("edit")
-    accuracy = result["accuracy"].set_index("edit")
-    return pd.DataFrame({"edit": accuracy.index, "top-1": accuracy.top1.to_numpy(),
-                         "[CLS]": last.cls_identifiability.reindex(accuracy.index).to_numpy(),
-                         "image tokens": last.image_identifiability.reindex(
-                             accuracy.index).to_numpy()})
-
-
-def agreement_by_block(scored: pd.DataFrame, control: Optional[pd.DataFrame] = None
-                       ) -> pd.DataFrame:
-    """Mean agreement of value vectors and top stimuli per block (from
-    :func:`vitcls_utils.analysis.featureviz.memory_agreement`), the control's beside it, and
-    chance.
-
-    Args:
-        scored: a row per unit with columns ``block``, ``agreement`` and ``chance``
-            (:func:`strong_unit_agreement`).
-        control: the same for the random-init control; None: no ``control`` column.
-    Returns:
-        DataFrame, a row per block: ``block``, ``agreement``, ``chance`` and, with a control,
-        ``control`` (shares in [0, 1]).
-    """
-    out = scored.groupby("block").agg(agreement=("agreement", "mean"), chance=("chance", "first"))
-    if control is not None:
-        out["control"] = control.groupby("block").agreement.mean()
-    return out.reset_index()
-
-
-def strong_unit_agreement(model, dataset, class_names: Sequence[str], per_block: int, k: int,
-                          top=None) -> pd.DataFrame:
-    """G11 for the ``per_block`` strongest units of every block: the agreement of each unit's
-    top-``k`` stimuli with its value vector's k classes (``top``: a pass already made).
-
-    Args:
-        model: a loaded ViT with a class head.
-        dataset: the labelled stimuli.
-        class_names: a name per class.
-        per_block: units scored per block.
-        k: top images per unit, and classes per value vector.
-        top: :func:`vitcls_utils.analysis.featureviz.top_images` of this model and dataset
-            with the same ``k``; None: made here (one pass over the data).
-    Returns:
-        DataFrame, a row per unit
-        (:func:`vitcls_utils.analysis.featureviz.memory_agreement`): ``block`` (1-based),
-        ``unit``, "value vector's classes", "top images' classes", ``agreement`` and ``chance``.
-    """
-    from ..analysis.featureviz import memory_agreement, top_images
-
-    top = top if top is not None else top_images(model, dataset, k=k)
-    units = pick_units(top, range(len(model.blocks)), per_block)
-    return memory_agreement(model, dataset, top, units, class_names, k)

@@ -7,6 +7,7 @@ from typing import Optional
 
 import pandas as pd
 
+from ..base.uncertainty import bootstrap
 from ..model.registry import get_variant
 from .reported import compared_with, paper_series, paper_value
 
@@ -119,20 +120,32 @@ def _order_verdict(areas: pd.DataFrame, method: str, name: str) -> str:
 
 
 def evolution_sentence(image_last: float, first_significant: Optional[int],
-                       is_control: bool) -> str:
-    """Fig 2 in words: where image tokens end and the first block above random init, or, for
-    the random-init control itself, why there is no such test.
+                       is_control: bool, image_values=None, seed: int = 0) -> str:
+    """Fig 2 in words: where image tokens end (with its 95% interval over the images, set
+    against chance, where each image's value is given) and the first block above random init,
+    or, for the random-init control itself, why there is no such test.
 
     Args:
         image_last: the image tokens' mean identifiability at the last block.
         first_significant: the first block above random init (p < 0.05), or None.
         is_control: this run is the random-init control itself.
+        image_values: each image's mean identifiability of its image tokens at the last block
+            (:func:`~vitcls_utils.analysis.identifiability.evolution`'s
+            ``identifiability_images``), or None: no interval.
+        seed: the bootstrap's seed.
 
     Returns:
         One or two sentences.
     """
     start = (f"After the last block, the mean identifiability of image tokens is "
              f"{image_last:.3f} (chance: 0.5).")
+    if image_values is not None:
+        interval = bootstrap(image_values, seed=seed)
+        side = ("lies above chance" if interval.low > 0.5 else "lies below chance"
+                if interval.high < 0.5 else "holds chance: not resolved")
+        start = (f"After the last block, the mean identifiability of image tokens is "
+                 f"{interval.format(3)} (95% CI over the images; chance 0.5: the interval "
+                 f"{side}).")
     if is_control:
         return (f"{start} This is the random-init control itself: the test against random "
                 "init applies to the trained models.")
@@ -140,7 +153,6 @@ def evolution_sentence(image_last: float, first_significant: Optional[int],
         return f"{start} No block is significantly more identifiable than at random init."
     return (f"{start} The first block where the tokens are significantly more identifiable "
             f"than at random init (p < 0.05) is block {first_significant}.")
-
 
 
 def ci_verdict(interval) -> str:

@@ -37,20 +37,23 @@ def compare_table(stores: Mapping[str, "Store"]) -> pd.DataFrame:
         DataFrame, a row per store (sorted by key): ``variant`` (label), ``dataset``,
         ``images``, "identifiability rate (this run)", its "95% CI" over images,
         "identifiability rate (reported)",
-        "top-1 (this run)", "top-1 (reported)" (%; None where the paper reports none) and
+        "top-1 (this run)", its "top-1, 95% CI", "top-1 (reported)" (%; None where the paper
+        reports none) and
         "reported for" (the paper model those values are of).
     """
     rows = []
     for key, results in sorted(stores.items()):
         ours, model = headline(results), compared_with(key, "identifiability_rate")
+        cis = headline_intervals(results)
         rows.append({
             "variant": get_variant(key).label,
             "dataset": results.manifest["config"]["dataset"]["name"],
             "images": int(ours["n_images"]),
             "identifiability rate (this run)": ours["identifiability_rate"],
-            "95% CI": interval_text(headline_intervals(results)["identifiability_rate"]),
+            "95% CI": interval_text(cis["identifiability_rate"]),
             "identifiability rate (reported)": reported_value("identifiability_rate", key),
             "top-1 (this run)": ours["top1_accuracy"],
+            "top-1, 95% CI": interval_text(cis["top1_accuracy"]),
             "top-1 (reported)": reported_value("top1_accuracy", key),
             "reported for": "" if model is None else get_variant(model).label,
         })

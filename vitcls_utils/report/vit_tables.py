@@ -60,11 +60,59 @@ def fewshot_table(last: pd.DataFrame, n_images: int) -> pd.DataFrame:
     Returns:
         DataFrame indexed by token, a column per shot count: ``0.912 [0.875, 0.950]``.
     """
-    def cell(accuracy: float) -> str:
-        interval = bootstrap_proportion(100 * accuracy, n_images)
-        if interval.n == 0:
-            return "–"
-        return f"{accuracy:.3f} [{interval.low / 100:.3f}, {interval.high / 100:.3f}]"
+    shown = last.accuracy.map(lambda accuracy: accuracy_cell(accuracy, n_images))
+    return last.assign(shown=shown).pivot(index="token", columns="shots", values="shown")
 
-    return last.assign(shown=last.accuracy.map(cell)).pivot(index="token", columns="shots",
-                                                            values="shown")
+
+def decoders_with_intervals(wide: pd.DataFrame, n_images: int) -> pd.DataFrame:
+    """The projection-vs-probes table with each top-1 written with its 95% interval over the
+    test images, as :func:`fewshot_table` writes them (the probes' spread over their
+    training draws is not in it).
+
+    Args:
+        wide: :func:`~vitcls_utils.analysis.fewshot.decoders_table`'s frame (fractions).
+        n_images: the test images the accuracies are over.
+
+    Returns:
+        DataFrame of text, the same index and columns: ``0.912 [0.875, 0.950]``.
+    """
+    return wide.apply(lambda column: column.map(lambda a: accuracy_cell(a, n_images)))
+
+
+def accuracy_cell(accuracy: float, n_images: int) -> str:
+    """A top-1 (a fraction) over ``n_images`` with its 95% interval over them,
+    ``0.912 [0.875, 0.950]`` (:func:`~vitcls_utils.base.uncertainty.bootstrap_proportion` of
+    its count); "–" where nothing was measured.
+
+    Args:
+        accuracy: the top-1 in [0, 1] (NaN: none); n_images: the images it is over.
+
+    Returns:
+        The text.
+    """
+    interval = bootstrap_proportion(100 * accuracy, n_images)
+    if interval.n == 0:
+        return "–"
+    return f"{accuracy:.3f} [{interval.low / 100:.3f}, {interval.high / 100:.3f}]"
+
+
+def distance_table(distances: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """Fig 11's numbers per block: the heads' smallest, mean and largest mean attention
+    distance, and the mean's 95% interval over the images (each image's mean over the heads,
+    resampled; the spread over heads is the min and max).
+
+    Args:
+        distances: :func:`~vitcls_utils.analysis.anatomy.attention_distances`'s frame, with
+            ``distance_images``.
+        seed: the bootstrap's seed.
+
+    Returns:
+        DataFrame indexed by ``block``: ``min``, ``mean``, ``max`` and "mean, 95% CI".
+    """
+    from ..analysis.anatomy import distance_per_image
+    from .intervals import interval_column
+
+    table = distances.groupby("block").distance.agg(["min", "mean", "max"])
+    per_image = distance_per_image(distances)
+    table["mean, 95% CI"] = interval_column([per_image[b] for b in table.index], 2, seed)
+    return table
