@@ -59,6 +59,39 @@ def test_a_paired_difference_of_identical_inputs_is_exactly_zero():
     assert not interval.excludes_zero and interval.method == "exact"
 
 
+def test_inputs_equal_but_for_rounding_give_zero_not_a_resolved_difference():
+    a = np.linspace(0.1, 1.0, 40)
+    rounded = (a + 0.3) - 0.3  # differs from a in the last bits of some entries
+    assert np.any(rounded != a)
+    noise = u.paired_difference(rounded, a)
+    assert (noise.estimate, noise.low, noise.high, noise.p_value) == (0.0, 0.0, 0.0, 1.0)
+    assert not noise.excludes_zero
+    a32 = a.astype(np.float32)  # float32 inputs: their own rounding
+    assert u.paired_difference((a32 * np.float32(3)) / np.float32(3), a32).high == 0.0
+    real = u.paired_difference(a + 1e-9, a)  # a real (tiny) shift is kept
+    assert real.estimate == pytest.approx(1e-9) and real.excludes_zero
+
+
+def test_bca_falls_back_to_the_percentile_interval_where_its_bounds_are_undefined(monkeypatch):
+    calls = []
+    real = u._scipy.bootstrap
+
+    def flat_bca(data, statistic, method, **kwargs):  # BCa's flat-jackknife case: NaN bounds
+        calls.append(method)
+        result = real(data, statistic, method=method, **kwargs)
+        if method == "BCa":
+            return type("R", (), {"confidence_interval": type(result.confidence_interval)(
+                math.nan, math.nan)})()
+        return result
+
+    monkeypatch.setattr(u._scipy, "bootstrap", flat_bca)
+    values = np.random.default_rng(0).normal(size=30)
+    interval = u.bootstrap(values)
+    assert calls == ["BCa", "percentile"] and interval.method == "percentile"
+    assert interval == u.bootstrap(values, method="percentile")
+    assert interval.low < values.mean() < interval.high
+
+
 def test_a_paired_difference_resolves_a_shift_that_the_two_separate_intervals_do_not():
     rng = np.random.default_rng(2)
     base = rng.normal(0, 1, 40)                  # large spread between images

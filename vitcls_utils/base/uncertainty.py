@@ -9,6 +9,7 @@ out. The resampling engine is :func:`scipy.stats.bootstrap` (percentile or BCa, 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Callable, Dict, Tuple
 
@@ -96,18 +97,13 @@ def bootstrap(values: np.ndarray, statistic: Callable[..., np.ndarray] = np.mean
     _check(confidence, method, n_resamples)
     kept, excluded = finite(values)
     if kept.size == 0:
-        nan = float("nan")
-        return Interval(nan, nan, nan, 0, excluded, confidence, "exact")
+        return Interval(math.nan, math.nan, math.nan, 0, excluded, confidence, "exact")
     estimate = float(statistic(kept, axis=-1))
     if np.unique(kept).size < 2:
         return Interval(estimate, estimate, estimate, kept.size, excluded, confidence, "exact")
-    result = _scipy.bootstrap((kept,), statistic, confidence_level=confidence,
-                              n_resamples=n_resamples, method=_SCIPY_METHOD[method],
-                              vectorized=True, batch=_batch(kept.size),
-                              random_state=np.random.default_rng(seed))
-    low, high = (float(bound) for bound in (result.confidence_interval.low,
-                                            result.confidence_interval.high))
-    return Interval(estimate, low, high, kept.size, excluded, confidence, method)
+    low, high, used = _resample((kept,), statistic, False, confidence, method, n_resamples,
+                                seed, kept.size)
+    return Interval(estimate, low, high, kept.size, excluded, confidence, used)
 
 
 def paired_difference(a: np.ndarray, b: np.ndarray, *, confidence: float = CONFIDENCE,
@@ -122,15 +118,20 @@ def paired_difference(a: np.ndarray, b: np.ndarray, *, confidence: float = CONFI
 
     Returns:
         Interval: of the mean difference; an image non-finite in either input is excluded (and
-        counted); identical inputs give exactly [0, 0] with p = 1.
+        counted); inputs equal to within rounding (8 eps of their dtype) give exactly [0, 0]
+        with p = 1, never an interval of rounding noise that "excludes zero".
     """
+    eps = 8 * np.finfo(np.result_type(np.asarray(a).dtype, np.asarray(b).dtype, np.float32)).eps
     a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
     if a.shape != b.shape:
         raise ValueError(f"paired values need one value per image in both, got {a.size} and "
                          f"{b.size} values")
-    interval = bootstrap(a - b, confidence=confidence, method=method,
-                         n_resamples=n_resamples, seed=seed)
-    differences, _ = finite(a - b)
+    with np.errstate(invalid="ignore"):  # inf - inf: excluded below as non-finite
+        raw = a - b
+        raw[np.abs(raw) <= eps * np.maximum(np.abs(a), np.abs(b))] = 0.0
+    interval = bootstrap(raw, confidence=confidence, method=method, n_resamples=n_resamples,
+                         seed=seed)
+    differences, _ = finite(raw)
     p_value = (1.0 if not np.any(differences != 0)
                else float(_scipy.wilcoxon(differences, alternative="two-sided").pvalue))
     return Interval(interval.estimate, interval.low, interval.high, interval.n,
@@ -156,8 +157,7 @@ def bootstrap_columns(values: np.ndarray, *, confidence: float = CONFIDENCE,
         raise ValueError(f"expected (images, points), got shape {values.shape}")
     values = values[np.isfinite(values).all(axis=1)]
     if len(values) == 0:
-        nan = np.full(values.shape[1], np.nan)
-        return nan, nan, nan
+        return (np.full(values.shape[1], np.nan),) * 3
     rng = np.random.default_rng(seed)
     means = np.stack([values[rng.integers(0, len(values), len(values))].mean(axis=0)
                       for _ in range(n_resamples)])
@@ -178,9 +178,23 @@ def _check(confidence: float, method: str, n_resamples: int) -> None:
         raise ValueError(f"n_resamples must be at least 1, not {n_resamples}")
 
 
-def _batch(n: int) -> int:
-    """Resamples per batch: about 16 M values in memory at once, whatever the sample size."""
-    return max(1, min(N_RESAMPLES, (1 << 24) // max(n, 1)))
+def _resample(data: tuple, statistic, paired: bool, confidence: float, method: str,
+              n_resamples: int, seed: int, size: int) -> Tuple[float, float, str]:
+    """scipy's interval as (low, high, method), ~16 M values in memory at once. BCa gives NaN
+    bounds where its jackknife is flat (values equal but for rounding): the percentile
+    interval is taken there instead, and the method says so."""
+    batch = max(1, min(N_RESAMPLES, (1 << 24) // max(size, 1)))
+    for used in dict.fromkeys((method, "percentile")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", _scipy.DegenerateDataWarning)
+            ci = _scipy.bootstrap(data, statistic, paired=paired, confidence_level=confidence,
+                                  n_resamples=n_resamples, method=_SCIPY_METHOD[used],
+                                  vectorized=True, batch=batch,
+                                  random_state=np.random.default_rng(seed)).confidence_interval
+        low, high = float(ci.low), float(ci.high)
+        if math.isfinite(low) and math.isfinite(high):
+            break
+    return low, high, used
 
 
 def bootstrap_ratio(numerators: np.ndarray, denominators: np.ndarray, *,
@@ -207,8 +221,7 @@ def bootstrap_ratio(numerators: np.ndarray, denominators: np.ndarray, *,
     keep = np.isfinite(num) & np.isfinite(den) & (den != 0)
     num, den, excluded = num[keep], den[keep], int((~keep).sum())
     if num.size == 0:
-        nan = float("nan")
-        return Interval(nan, nan, nan, 0, excluded, confidence, "exact")
+        return Interval(math.nan, math.nan, math.nan, 0, excluded, confidence, "exact")
     estimate = float(num.sum() / den.sum())
     if np.unique(num / den).size < 2:
         return Interval(estimate, estimate, estimate, num.size, excluded, confidence, "exact")
@@ -216,13 +229,9 @@ def bootstrap_ratio(numerators: np.ndarray, denominators: np.ndarray, *,
     def pooled(a, b, axis=-1):
         return a.sum(axis=axis) / b.sum(axis=axis)
 
-    result = _scipy.bootstrap((num, den), pooled, paired=True, confidence_level=confidence,
-                              n_resamples=n_resamples, method=_SCIPY_METHOD[method],
-                              vectorized=True, batch=_batch(num.size),
-                              random_state=np.random.default_rng(seed))
-    return Interval(estimate, float(result.confidence_interval.low),
-                    float(result.confidence_interval.high), num.size, excluded, confidence,
-                    method)
+    low, high, used = _resample((num, den), pooled, True, confidence, method, n_resamples,
+                                seed, num.size)
+    return Interval(estimate, low, high, num.size, excluded, confidence, used)
 
 
 def bootstrap_proportion(percent: float, n: int, *, confidence: float = CONFIDENCE,
@@ -240,8 +249,7 @@ def bootstrap_proportion(percent: float, n: int, *, confidence: float = CONFIDEN
         Interval in %; n == 0 (or a NaN percent) gives an empty interval.
     """
     if n <= 0 or not math.isfinite(float(percent)):
-        nan = float("nan")
-        return Interval(nan, nan, nan, 0, 0, confidence, "exact")
+        return Interval(math.nan, math.nan, math.nan, 0, 0, confidence, "exact")
     k = int(round(float(percent) * n / 100))
     if not 0 <= k <= n:
         raise ValueError(f"{percent}% of {n} images is not a count of images")
@@ -263,8 +271,7 @@ def across_seeds(values, *, confidence: float = CONFIDENCE) -> Interval:
     """
     kept, excluded = finite(values)
     if kept.size == 0:
-        nan = float("nan")
-        return Interval(nan, nan, nan, 0, excluded, confidence, "exact")
+        return Interval(math.nan, math.nan, math.nan, 0, excluded, confidence, "exact")
     mean = float(kept.mean())
     if kept.size < 2 or np.unique(kept).size < 2:
         return Interval(mean, mean, mean, kept.size, excluded, confidence, "exact")
@@ -308,13 +315,9 @@ def bootstrap_ratio_difference(num_a: np.ndarray, den_a: np.ndarray, num_b: np.n
     estimate = float(difference(*arrays))
     if arrays[0].size < 2:
         return Interval(estimate, estimate, estimate, 1, excluded, confidence, "exact")
-    result = _scipy.bootstrap(tuple(arrays), difference, paired=True, confidence_level=confidence,
-                              n_resamples=n_resamples, method=_SCIPY_METHOD[method],
-                              vectorized=True, batch=_batch(arrays[0].size),
-                              random_state=np.random.default_rng(seed))
-    return Interval(estimate, float(result.confidence_interval.low),
-                    float(result.confidence_interval.high), arrays[0].size, excluded,
-                    confidence, method)
+    low, high, used = _resample(tuple(arrays), difference, True, confidence, method,
+                                n_resamples, seed, arrays[0].size)
+    return Interval(estimate, low, high, arrays[0].size, excluded, confidence, used)
 
 
 def unpaired_difference(a: np.ndarray, b: np.ndarray, *, confidence: float = CONFIDENCE,
@@ -347,14 +350,10 @@ def unpaired_difference(a: np.ndarray, b: np.ndarray, *, confidence: float = CON
     def difference(x, y, axis=-1):
         return x.mean(axis=axis) - y.mean(axis=axis)
 
-    result = _scipy.bootstrap((a, b), difference, paired=False, confidence_level=confidence,
-                              n_resamples=n_resamples, method=_SCIPY_METHOD[method],
-                              vectorized=True, batch=_batch(a.size + b.size),
-                              random_state=np.random.default_rng(seed))
+    low, high, used = _resample((a, b), difference, False, confidence, method, n_resamples,
+                                seed, a.size + b.size)
     p_value = float(_scipy.mannwhitneyu(a, b, alternative="two-sided").pvalue)
-    return Interval(estimate, float(result.confidence_interval.low),
-                    float(result.confidence_interval.high), a.size + b.size, excluded,
-                    confidence, method, p_value)
+    return Interval(estimate, low, high, a.size + b.size, excluded, confidence, used, p_value)
 
 
 def bootstrap_column_statistic(values: np.ndarray, statistic: Callable[[np.ndarray], np.ndarray],
