@@ -12,7 +12,7 @@ from functools import cached_property
 from typing import Dict, Optional, Sequence
 
 from ..base.errors import VitclsError
-from ..model.registry import Variant, get_variant
+from ..model.registry import Variant, get_variant, variant_for_data
 from .profiles import Profile, get_profile
 
 
@@ -313,8 +313,8 @@ def setup(variant: str, **parameters) -> NotebookRun:
                                   or value < least):
             raise VitclsError(f"parameter {name} must be an integer of at least {least}, "
                               f"not {value!r}")
-    run = NotebookRun(variant, **parameters)
-    get_variant(run.variant)
+    run = NotebookRun(variant, **parameters)  # a random timm head takes the data's classes:
+    run.variant = variant_for_data(run.variant, run.dataset, say=print).key
     get_profile(run.profile)
     set_theme()
     return run

@@ -370,9 +370,9 @@ def store_for(variant: VariantLike, dataset: str = "toy", data_dir: Optional[str
     from ..datasets.kinds import build_dataset
     from ..model.loading import load_variant
     from ..model.projection import no_head_message
-    from ..model.registry import get_variant
+    from ..model.registry import variant_for_data
 
-    spec = get_variant(variant)  # resolved once; the row is handed down from here
+    spec = variant_for_data(variant, dataset, say=print if progress else None)  # resolved once
     if not spec.has_head:
         raise NoClassHeadError(no_head_message(spec.key))
     if batch_size < 1:
