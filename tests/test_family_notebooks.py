@@ -27,18 +27,29 @@ from vitcls_utils.running import notebook_rules
 from vitcls_utils.running.notebook_rules import COMPARISONS, applies, chapters
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = dict(depth=2, embed_dim=32, num_heads=2, img_size=32)
 _REMOVAL = ("tab_context_perturbation", "figA11_perturbation_test", "figA12_linear_probing")
 _MEMORIES = tuple(n for n in notebook_rules.KEY_VALUE_MEMORIES if n.startswith(("fig", "tab")))
-#: family -> (timm key, patch size for a 4x4 grid on 32 px, {notebook the rules keep off the
-#: family: the words of the reason its adapter gives when the notebook is run anyway})
+_VIT = dict(depth=2, embed_dim=32, num_heads=2, img_size=32, patch_size=8)
+#: Swin: 4-px patches (an 8x8 grid), then a 4x4 last stage; windows of 4 tokens
+_SWIN = dict(img_size=32, patch_size=4, window_size=4, embed_dim=16, depths=(2, 2),
+             num_heads=(1, 2))
+#: family -> (timm key, cut-down kwargs, {notebook the rules keep off the family: the words of
+#: the reason its adapter gives when the notebook is run anyway})
 FAMILIES = {
-    "deit3": ("timm:deit3_small_patch16_224:random", 8, {}),
-    "beit": ("timm:beit_base_patch16_224:random", 8,
+    "deit3": ("timm:deit3_small_patch16_224:random", _VIT, {}),
+    "beit": ("timm:beit_base_patch16_224:random", _VIT,
              dict.fromkeys(_REMOVAL, "relative position bias")),
-    "eva02": ("timm:eva02_tiny_patch14_224:random", 8,
+    "eva02": ("timm:eva02_tiny_patch14_224:random", _VIT,
               {**dict.fromkeys(_REMOVAL, "rotary"), **dict.fromkeys(_MEMORIES, "gated MLP")}),
-    "dinov2_reg": ("timm:vit_small_patch14_reg4_dinov2:random", 8, {}),
+    "dinov2_reg": ("timm:vit_small_patch14_reg4_dinov2:random", _VIT, {}),
+    "swin": ("timm:swin_tiny_patch4_window7_224:random", _SWIN, {
+        "tab_attention_perturbation": "within .shifted. windows",
+        "tab_context_perturbation": "within .shifted. windows",
+        **dict.fromkeys(("fig3b_sublayer_change_rate", "fig3c_residual_composition", *_MEMORIES),
+                        "only the last stage has the head's width"),
+        **dict.fromkeys(("fig5_explanation_maps", "figA11_perturbation_test",
+                         "figA12_linear_probing", "fig5_faithfulness_suite"),
+                        "within .shifted. windows")}),
 }
 
 
@@ -51,11 +62,11 @@ SIZES = {"fig5_faithfulness_suite": dict(suite_images=2, suite_steps=2, road_lev
 def small_variant(family: str):
     """The family's timm key on the toy set (24 classes), cut down and registered under a key
     of its own (so that it never stands in for the full-size key)."""
-    key, patch, _ = FAMILIES[family]
+    key, kwargs, _ = FAMILIES[family]
     spec = registry.variant_for_data(key, "toy")
-    preprocess = replace(spec.preprocess, resize=SMALL["img_size"], crop=SMALL["img_size"])
+    preprocess = replace(spec.preprocess, resize=kwargs["img_size"], crop=kwargs["img_size"])
     return replace(spec, key=f"{spec.key}:test-small", preprocess=preprocess,
-                   model_kwargs=tuple({**SMALL, "patch_size": patch}.items()))
+                   model_kwargs=tuple(kwargs.items()))
 
 
 def notebook_cells(name: str):

@@ -126,16 +126,17 @@ def evolution(results: Store) -> pd.DataFrame:
         results: the extraction store of one run.
 
     Returns:
-        DataFrame with columns ``block`` (1-based), ``token`` ("[CLS]" or "image") and
+        DataFrame with columns ``block`` (the block's own 1-based number,
+        ``Store.block_numbers``), ``token`` ("[CLS]" or "image") and
         ``identifiability`` (mean of 1 - rank/C at the block's output); no "[CLS]" rows for a
         model without one, nor for a ConViT's blocks before its [CLS] joins.
     """
     ident = results.identifiability("resid_post")  # [I, L, N]
-    rows = []
+    rows, numbers = [], results.block_numbers
     for block in range(ident.shape[1]):
         if results.has_cls and block >= results.prefix_from:  # a ConViT's [CLS] joins late
-            rows.append((block + 1, "[CLS]", float(ident[:, block, 0].mean())))
-        rows.append((block + 1, "image",
+            rows.append((numbers[block], "[CLS]", float(ident[:, block, 0].mean())))
+        rows.append((numbers[block], "image",
                      float(ident[:, block, image_columns(results)].mean())))
     return pd.DataFrame(rows, columns=["block", "token", "identifiability"])
 
@@ -148,18 +149,19 @@ def block_boxes(results: Store) -> pd.DataFrame:
         results: the extraction store of one run.
 
     Returns:
-        DataFrame, a row per (block, token): ``block`` (1-based), ``token`` ("[CLS]" or
+        DataFrame, a row per (block, token): ``block`` (the block's own 1-based number,
+        ``Store.block_numbers``), ``token`` ("[CLS]" or
         "image"), and identifiability's ``q1``, ``median``, ``q3``, ``whislo``, ``whishi``,
         ``mean``.
     """
     ident = results.identifiability("resid_post")
-    rows = []
+    rows, numbers = [], results.block_numbers
     for block in range(ident.shape[1]):
         present = results.has_cls and block >= results.prefix_from  # a ConViT's [CLS] is late
         groups = {"[CLS]": ident[:, block, 0]} if present else {}
         groups["image"] = ident[:, block, image_columns(results)].ravel()
         for token, values in groups.items():
-            rows.append({"block": block + 1, "token": token, **box_summary(values)})
+            rows.append({"block": numbers[block], "token": token, **box_summary(values)})
     return pd.DataFrame(rows)
 
 
@@ -178,7 +180,8 @@ def wilcoxon_vs_random(results: Store, random: Store, paper: bool = False) -> pd
         paper: test float32 identifiability as the authors do, not integer ranks.
 
     Returns:
-        DataFrame with columns ``block`` (1-based), ``p_value`` and ``significant``
+        DataFrame with columns ``block`` (the block's own 1-based number,
+        ``Store.block_numbers``), ``p_value`` and ``significant``
         (p < 0.05).
 
     Raises:
@@ -196,9 +199,9 @@ def wilcoxon_vs_random(results: Store, random: Store, paper: bool = False) -> pd
     if a.shape != b.shape:
         raise VitclsError(f"shapes differ: {a.shape} vs {b.shape} (same architecture needed)")
     rows = []
-    for block in range(a.shape[1]):
+    for block, number in enumerate(results.block_numbers):
         p = wilcoxon_greater(a[:, block].ravel(), b[:, block].ravel())
-        rows.append((block + 1, p, p < 0.05))
+        rows.append((number, p, p < 0.05))
     return pd.DataFrame(rows, columns=["block", "p_value", "significant"])
 
 
@@ -210,13 +213,14 @@ def block_change_rate(results: Store) -> pd.DataFrame:
         results: the extraction store of one run.
 
     Returns:
-        DataFrame with columns ``block`` (2..L), ``change_rate`` (fraction in [0, 1]) and
-        ``change_rate_images`` (an [I] array: each image's fraction; their mean is the rate).
+        DataFrame with columns ``block`` (2..L, the blocks' own numbers), ``change_rate``
+        (fraction in [0, 1]) and ``change_rate_images`` (an [I] array: each image's
+        fraction; their mean is the rate).
     """
     logits = results.by_block("true_logit", "resid_post")[:, :, image_columns(results, True)]
     grows = np.diff(logits, axis=1) > 0                                      # [I, L-1, N]
     rate, per_image = grows.mean(axis=(0, 2)), grows.mean(axis=2)
-    return pd.DataFrame({"block": np.arange(2, logits.shape[1] + 1), "change_rate": rate,
+    return pd.DataFrame({"block": results.block_numbers[1:], "change_rate": rate,
                          "change_rate_images": list(per_image.T)})
 
 

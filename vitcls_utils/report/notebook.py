@@ -315,6 +315,21 @@ def setup(variant: str, **parameters) -> NotebookRun:
                               f"not {value!r}")
     run = NotebookRun(variant, **parameters)  # a random timm head takes the data's classes:
     run.variant = variant_for_data(run.variant, run.dataset, say=print).key
+    _say_blocks(run.spec)
     get_profile(run.profile)
     set_theme()
     return run
+
+
+def _say_blocks(spec: Variant) -> None:
+    """One line on a page whose model is read on some of its blocks only (a Swin's last
+    stage, :mod:`vitcls_utils.model.stages`): which blocks its block numbers are."""
+    if spec.family != "timm":  # the registry's models are ViTs: every block is read
+        return
+    from ..model.stages import variant_blocks
+
+    blocks = variant_blocks(spec)
+    if blocks[0][0] != 1:
+        print(f"{spec.key}: blocks {blocks[0][0]}-{blocks[-1][0]} (numbered across stages) are "
+              f"read in class space: {'; '.join(name for _, name in blocks)}, the last stage, "
+              "the only one with the head's width")
