@@ -38,6 +38,8 @@ def test_a_timm_variant_takes_its_tag_head_and_pooling_from_timm():
     assert v.random_key == "timm:deit3_small_patch16_224:random"
     assert get_variant(v.random_key).random
     assert get_variant("timm:beit_base_patch16_224:random").pooling == "avg"
+    swin = get_variant("timm:swin_tiny_patch4_window7_224:random:img_size=64")
+    assert (swin.pooling, swin.n_tokens) == ("avg", 4)  # its last stage: 2x2 tokens of 32 px
     siglip = get_variant("timm:vit_base_patch16_siglip_224:random")
     assert (siglip.pooling, siglip.has_head) == ("map", False)
     clip = get_variant("timm:vit_base_patch16_clip_224.openai")  # 512-d text projection
