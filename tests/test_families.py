@@ -296,6 +296,8 @@ def test_variant_family_reads_the_model_not_the_name():
     ("timm:eva02_tiny_patch14_336.mim_in22k_ft_in1k:random:classes=24",
      dict(patch_size=7, img_size=56)),
     ("timm:vit_small_patch14_reg4_dinov2:random:classes=24", dict(patch_size=7, img_size=56)),
+    ("timm:vit_base_patch16_siglip_224:random:classes=24", dict(patch_size=8, img_size=56)),
+    ("timm:flexivit_small:random:classes=24", dict(patch_size=8, img_size=56)),
 ])
 def test_store_for_a_timm_key_on_the_toy_set(key, kwargs, tmp_path):
     """The whole store path per family, on a cut-down override of the timm key (2 blocks,
@@ -315,7 +317,7 @@ def test_store_for_a_timm_key_on_the_toy_set(key, kwargs, tmp_path):
                           progress=False, device="cpu")
         assert store.manifest["config"]["variant"] == small.key
         assert small.timm_name in store.manifest["config"]["weights_id"]
-        assert store.num_prefix == (5 if "reg4" in key else 1)
+        assert store.num_prefix == (5 if "reg4" in key else 0 if "siglip" in key else 1)
         rank = store.by_block("rank", "resid_post")
         assert rank.shape[1] == 2 and 0 <= store.accuracy <= 1
     finally:

@@ -116,3 +116,15 @@ def test_chapters_1_to_4_run_on_each_family(family, tmp_path, monkeypatch):
         assert not bad, f"glued numbers that are not finite: {bad}"
     finally:
         registry.VARIANTS.pop(spec.key, None)
+
+
+def test_the_books_table_names_the_models_run_here():
+    """The families table's notebook column (model/families.NOTEBOOKS_VERIFIED_ON) is what this
+    file runs, each model under the family its blocks are."""
+    from vitcls_utils.model.families import NOTEBOOKS_VERIFIED_ON, variant_family
+
+    ran = {key.split(":")[1] for key, _, _ in FAMILIES.values()}
+    assert set().union(*NOTEBOOKS_VERIFIED_ON.values()) == ran
+    for family, models in NOTEBOOKS_VERIFIED_ON.items():
+        for name in models:
+            assert variant_family(get_variant(f"timm:{name}:random")).name == family

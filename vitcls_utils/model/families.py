@@ -113,6 +113,15 @@ VERIFIED_ON: Dict[str, Tuple[str, ...]] = {
     "eva": ("eva02_tiny_patch14_224",),
     "swin": ("swin_tiny_patch4_window7_224",),
 }
+#: timm models of each family whose random-init instance (cut down) runs every chapter 1-4
+#: notebook the runner's rules admit, and runs each refused one into its family's reason
+#: (tests/test_family_notebooks.py asserts it covers them; the book's table lists them)
+NOTEBOOKS_VERIFIED_ON: Dict[str, Tuple[str, ...]] = {
+    "vit": ("deit3_small_patch16_224", "vit_small_patch14_reg4_dinov2"),
+    "beit": ("beit_base_patch16_224",),
+    "eva": ("eva02_tiny_patch14_224",),
+    "swin": ("swin_tiny_patch4_window7_224",),
+}
 #: model kinds refused as a whole, and why (the book's table lists them too)
 NOT_SUPPORTED: Dict[str, str] = {
     "CNNs (ResNet, ConvNeXt, ...)": "no tokens: `vitcls evaluate` on a registry CNN only",
