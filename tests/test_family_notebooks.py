@@ -90,7 +90,7 @@ def run_notebook(name: str, parameters: dict, glued: dict) -> None:
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
-def test_chapters_1_to_4_run_on_each_family(family, tmp_path, monkeypatch):
+def test_chapters_1_to_4_run_on_each_family(family, tmp_path, monkeypatch, capsys):
     spec = registry.register(small_variant(family))
     glued: dict = {}
     monkeypatch.setattr(page, "glue", lambda name, value, display=True: glued.update(
@@ -114,6 +114,9 @@ def test_chapters_1_to_4_run_on_each_family(family, tmp_path, monkeypatch):
             bad.update({f"{name}:{k}": v for k, v in glued.items()
                         if isinstance(v, numbers.Real) and not math.isfinite(float(v))})
         assert not bad, f"glued numbers that are not finite: {bad}"
+        said = capsys.readouterr().out  # a page says which blocks its block numbers are
+        assert ("blocks 3-4 (numbered across stages) are stage 2, block 1 to stage 2, block 2"
+                in said) == (family == "swin")
     finally:
         registry.VARIANTS.pop(spec.key, None)
 

@@ -11,7 +11,7 @@ the GAP model (no [CLS]) drops a real image token (bug B4); ``paper=True`` repro
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Mapping, Optional
 
 import numpy as np
 import pandas as pd
@@ -244,6 +244,38 @@ def normalized_blocks(frame: pd.DataFrame, n_blocks: int, value: str,
         raise VitclsError(f"normalized blocks are defined for 12 and 24 blocks, not {n_blocks}")
     paired = frame.assign(block=(frame["block"] + 1) // 2)
     return paired.groupby(["block", *by], as_index=False)[value].mean()
+
+
+def normalized_evolutions(stores: Mapping[str, Store]) -> Dict[str, pd.DataFrame]:
+    """Fig 2's comparison across variants: each store's :func:`evolution` on the normalized
+    12-block axis (:func:`normalized_blocks`). A store that does not hold 12 or 24 blocks from
+    block 1 (a Swin's last stage, another depth) has no place on that axis: it is left out,
+    and one printed line names it and the blocks it holds (its own pages show them).
+
+    Args:
+        stores: {label: that variant's unperturbed store}.
+
+    Returns:
+        {label: the normalized frame (``block`` 1..12, ``token``, ``identifiability``)}.
+
+    Raises:
+        VitclsError: no store is on the axis.
+    """
+    frames, left_out = {}, []
+    for label, results in stores.items():
+        if results.n_blocks in (12, 24) and results.block_numbers[0] == 1:
+            frames[label] = normalized_blocks(evolution(results), results.n_blocks,
+                                              "identifiability", ["token"])
+        else:
+            names = results.block_names
+            left_out.append(f"{label} ({names[0]}" + (f" to {names[-1]})" if len(names) > 1
+                                                     else ")"))
+    if left_out:
+        print("not on the 12-block axis, left out: " + "; ".join(left_out))
+    if not frames:
+        raise VitclsError("no store holds 12 or 24 blocks from block 1 to compare on the "
+                          "normalized axis")
+    return frames
 
 
 def first_block_reaching(frame: pd.DataFrame, level: float,

@@ -331,5 +331,5 @@ def _say_blocks(spec: Variant) -> None:
     blocks = variant_blocks(spec)
     if blocks[0][0] != 1:
         print(f"{spec.key}: blocks {blocks[0][0]}-{blocks[-1][0]} (numbered across stages) are "
-              f"read in class space: {'; '.join(name for _, name in blocks)}, the last stage, "
-              "the only one with the head's width")
+              f"{blocks[0][1]} to {blocks[-1][1]}, the last stage, the only one with the head's "
+              "width: they alone are read in class space")
