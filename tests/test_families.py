@@ -259,6 +259,10 @@ def test_swin_refuses_what_it_cannot_support(swin):
         require(model, "every_block", "key-value memories")
     with pytest.raises(VitclsError, match="window"):
         require(model, "image_attention", "explanation maps")
+    from vitcls_utils.analysis.anatomy import attention_distances
+
+    with pytest.raises(VitclsError, match="an attention distance is not defined for swin"):
+        attention_distances(model, None)
     from vitcls_utils.analysis.memories import Memories
 
     with pytest.raises(VitclsError, match="only the last stage has the head's width"):

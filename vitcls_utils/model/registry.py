@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
-from ..base.errors import UnknownVariantError
+from ..base.errors import UnknownVariantError, VitclsError
 from ..base.paths import data_dir  # noqa: F401  (the data folder, read with the registry)
 from ..datasets.preprocess import (BIG_VISION_FEWSHOT, CIFAR, CLIP_OPENAI, DEIT_EVAL,
                                    DEIT_REFINEMENT, GHIASI_CNN_224, GHIASI_VIT_384, HF_VIT, MIIL,
@@ -324,8 +324,6 @@ def variant_for_data(key: VariantLike, kind: str,
             dataset's, naming ``:classes=N`` (a fine-tune with ``--weights``), ``:random`` and
             the data the head was made for.
     """
-    from ..base.errors import VitclsError
-
     spec = get_variant(key)
     if not is_timm_key(spec.key):  # the registry's rows name their dataset themselves
         return spec
@@ -344,7 +342,7 @@ def variant_for_data(key: VariantLike, kind: str,
         derived = f"{spec.key}:classes={classes}"
         if derived not in VARIANTS and spec.key in VARIANTS:  # an override: keep its settings
             register(replace(spec, key=derived, num_classes=classes, label_classes=None,
-                             drop_prefixes=(), label=spec.label,
+                             drop_prefixes=(),
                              base=f"{spec.base}:classes={classes}" if spec.base else None))
         if say is not None:
             say(f"{spec.key} on {kind}: a random-init head of {classes} classes, the dataset's "
