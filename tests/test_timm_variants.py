@@ -163,6 +163,29 @@ def test_a_random_head_takes_the_datasets_classes_and_a_published_one_must_fit()
         registry.VARIANTS.pop(override.key + ":classes=24", None)
 
 
+@pytest.mark.parametrize("key", [
+    "timm:beit_base_patch16_224:random:img_size=32",
+    "timm:eva02_tiny_patch14_224:random:img_size=28",
+    "timm:vit_small_patch14_reg4_dinov2:random:img_size=28",
+    "timm:vit_base_patch16_siglip_224:random:img_size=32",
+    "timm:flexivit_small:random:img_size=32",
+    "timm:swin_tiny_patch4_window7_224:random:img_size=64",
+])
+def test_vitcls_extract_works_for_each_family_with_a_plain_random_key(key, tmp_path, capsys):
+    """Each family's full-size architecture at a toy-sized input (a 2x2 token grid): exit 0,
+    the store holds every block (a Swin: its last stage), its head the toy's 24 classes."""
+    import json
+
+    from vitcls_utils.running.cli import main
+
+    assert main(["extract", "--variant", key, "--data", "toy", "--n-per-class", "1", "--out",
+                 str(tmp_path), "--quiet", "--device", "cpu"]) == 0, capsys.readouterr().err
+    manifest = json.loads(next(tmp_path.rglob("manifest.json")).read_text())
+    assert manifest["config"]["variant"] == key + ":classes=24"
+    assert manifest["num_classes"] == 24 and manifest["layout"]["grid"] == [2, 2]
+    assert len(manifest["block_names"]) == (2 if "swin" in key else 12)
+
+
 def test_vitcls_extract_on_the_toy_set_with_a_plain_random_timm_key(tmp_path, capsys):
     """`vitcls extract --variant timm:<name>:random --data toy` needs no extra key: exit 0,
     the log line and the store's configuration name the 24-class head; a published 1000-class
