@@ -121,6 +121,8 @@ def test_change_difference_is_the_class_minus_context_mean_increment_by_loops():
 def test_paper_blocks_are_figure_3a_blocks_at_the_same_depth():
     assert context_metrics.paper_blocks(12) == [1, 6, 10, 12]
     assert context_metrics.paper_blocks(24) == [2, 12, 20, 24]
+    assert context_metrics.paper_blocks(range(1, 13)) == [1, 6, 10, 12]
+    assert context_metrics.paper_blocks([11, 12]) == [11, 12]  # a Swin's last stage, as numbered
 
 
 def test_rate_intervals_pool_tokens_as_the_rates_do_and_count_images_left_out():

@@ -13,8 +13,8 @@ import pytest
 
 import vitcls_utils.model.loading  # noqa: F401  (torchvision shim before timm)
 from vitcls_utils.base.errors import VitclsError
-from vitcls_utils.model.families import (block_family, model_family, require, token_boxes,
-                                         variant_family)
+from vitcls_utils.model.families import block_family, model_family, require, variant_family
+from vitcls_utils.model.stages import block_names, class_space_blocks, token_boxes
 from vitcls_utils.model.hooks import hooks, run_with_cache
 from vitcls_utils.model.layout import TokenLayout, disable_fused_attn
 from vitcls_utils.model.perturbations import keeping_tokens
@@ -256,14 +256,36 @@ def test_swin_refuses_what_it_cannot_support(swin):
         with keeping_tokens(model, torch.tensor([[0, 1]])):
             pass
     with pytest.raises(VitclsError, match="stage"):
-        require(model, "per_block_store", "an extraction store")
-    with pytest.raises(VitclsError, match="stage"):
-        TokenLayout.of(model)
+        require(model, "every_block", "key-value memories")
+    with pytest.raises(VitclsError, match="window"):
+        require(model, "image_attention", "explanation maps")
+    from vitcls_utils.analysis.anatomy import attention_distances
+
+    with pytest.raises(VitclsError, match="an attention distance is not defined for swin"):
+        attention_distances(model, None)
+    from vitcls_utils.analysis.memories import Memories
+
+    with pytest.raises(VitclsError, match="only the last stage has the head's width"):
+        Memories.of(model)
     spec = get_variant("timm:swin_tiny_patch4_window7_224:random")
     assert variant_family(spec).name == "swin"
-    from vitcls_utils.running.notebook_rules import applies
+    from vitcls_utils.running.notebook_rules import LAST_STAGE_NOTEBOOKS, applies, chapters
 
-    assert not applies("tab1_identifiability_rate", spec, "imagenet-s")
+    planned = {n for c in chapters().values() for n in c if applies(n, spec, "imagenet-s")}
+    assert planned == set(LAST_STAGE_NOTEBOOKS)
+
+
+def test_swin_is_read_on_its_last_stage_under_its_own_block_numbers(swin):
+    """The blocks of the head's width (the last stage), named by stage; a ViT's are all of
+    them; the token layout is the last stage's grid, whose cells are its tokens' regions."""
+    model = swin[0]
+    assert class_space_blocks(model) == [2, 3]
+    assert block_names(model) == ["stage 2, block 1", "stage 2, block 2"]
+    layout = TokenLayout.of(model)
+    assert (layout.num_prefix, layout.grid, layout.has_cls) == (0, (8, 8), False)
+    assert token_boxes(model, 3).shape[0] == layout.n_patches
+    deit = build("deit3")
+    assert class_space_blocks(deit) == [0, 1] and block_names(deit) == ["block 1", "block 2"]
 
 
 def test_variant_family_reads_the_model_not_the_name():
@@ -278,6 +300,8 @@ def test_variant_family_reads_the_model_not_the_name():
     ("timm:eva02_tiny_patch14_336.mim_in22k_ft_in1k:random:classes=24",
      dict(patch_size=7, img_size=56)),
     ("timm:vit_small_patch14_reg4_dinov2:random:classes=24", dict(patch_size=7, img_size=56)),
+    ("timm:vit_base_patch16_siglip_224:random:classes=24", dict(patch_size=8, img_size=56)),
+    ("timm:flexivit_small:random:classes=24", dict(patch_size=8, img_size=56)),
 ])
 def test_store_for_a_timm_key_on_the_toy_set(key, kwargs, tmp_path):
     """The whole store path per family, on a cut-down override of the timm key (2 blocks,
@@ -297,7 +321,7 @@ def test_store_for_a_timm_key_on_the_toy_set(key, kwargs, tmp_path):
                           progress=False, device="cpu")
         assert store.manifest["config"]["variant"] == small.key
         assert small.timm_name in store.manifest["config"]["weights_id"]
-        assert store.num_prefix == (5 if "reg4" in key else 1)
+        assert store.num_prefix == (5 if "reg4" in key else 0 if "siglip" in key else 1)
         rank = store.by_block("rank", "resid_post")
         assert rank.shape[1] == 2 and 0 <= store.accuracy <= 1
     finally:
@@ -336,3 +360,47 @@ def test_key_value_memories_are_refused_for_gated_mlps_and_pooled_heads():
     assert all(applies(name, beit, "toy") for name in KEY_VALUE_MEMORIES
                if name.startswith(("fig", "tab")))
     assert applies("fig3b_sublayer_change_rate", eva, "toy")
+
+
+#: a Swin on the toy images at 32 px: an 8x8 grid of 4-px patches, then a 4x4 last stage
+SWIN_TOY = dict(img_size=32, patch_size=4, window_size=4, embed_dim=16, depths=(2, 2),
+                num_heads=(1, 2))
+
+
+def test_a_swin_store_holds_its_last_stage_under_its_own_numbers(tmp_path):
+    """The store of a random-init Swin on the toy set holds blocks 3 and 4 ("stage 2, block
+    1/2") on the last stage's 4x4 grid, with token labels on that grid; second computation:
+    its ranks at the last block are those of head.fc(norm(token)) from the hooked stream, and
+    its predictions the model's own."""
+    import numpy as np
+
+    from dataclasses import replace
+    from vitcls_utils.datasets.kinds import build_dataset
+    from vitcls_utils.model import registry
+    from vitcls_utils.model.loading import load_variant
+    from vitcls_utils.model.projection import rank_of_true_class
+    from vitcls_utils.stores.extraction import store_for
+
+    base = registry.variant_for_data("timm:swin_tiny_patch4_window7_224:random", "toy")
+    small = replace(base, key=base.key + ":small", model_kwargs=tuple(SWIN_TOY.items()),
+                    preprocess=replace(base.preprocess, resize=32, crop=32))
+    registry.register(small)
+    try:
+        store = store_for(small.key, dataset="toy", n_per_class=1, results_dir=str(tmp_path),
+                          progress=False, device="cpu")
+        assert store.block_numbers == [3, 4] and store.n_blocks == 2
+        assert store.block_names == ["stage 2, block 1", "stage 2, block 2"]
+        assert store.manifest["layout"]["grid"] == [4, 4] and store.num_prefix == 0
+        assert store.token_class.shape == (24, 16) and store.rank.shape[2] == 16
+        model = load_variant(small.key, device="cpu")
+        stimuli = build_dataset("toy", None, 24, n_per_class=1)
+        x = torch.stack([small.preprocess(stimuli.load(i)[0]) for i in range(6)])
+        _, cache = run_with_cache(model, x, ["blocks.3.hook_resid_post"])
+        logits = model.head.fc(model.norm(cache["blocks.3.hook_resid_post"]))  # [6, 16, C]
+        labels = torch.as_tensor(np.array(store.labels[:6]), dtype=torch.long)
+        by_hand = rank_of_true_class(logits.flatten(0, 1), labels.repeat_interleave(16))
+        site = store.sites.index("blocks.3.hook_resid_post")
+        assert np.array_equal(store.rank[:6, site], by_hand.view(6, 16).numpy())
+        assert np.array_equal(store.pred[:6], model(x).argmax(-1).numpy())
+    finally:
+        registry.VARIANTS.pop(small.key, None)

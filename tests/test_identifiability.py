@@ -108,6 +108,25 @@ def test_normalized_blocks_pair_average():
         ident.normalized_blocks(frame, 6, "identifiability")
 
 
+def test_blocks_keep_their_own_numbers_and_only_12_from_block_1_are_compared(capsys):
+    """A store of a Swin's last stage (blocks 11-12) is tabled under those numbers, and left
+    out of the normalized comparison with a line that names its blocks."""
+    import re
+
+    twelve, swin = fake_results(n_blocks=12), fake_results(n_blocks=2, seed=1)
+    swin.sites = [re.sub(r"^blocks\.(\d+)\.", lambda m: f"blocks.{int(m.group(1)) + 10}.", s)
+                  for s in swin.sites]
+    swin.manifest["block_names"] = ["stage 4, block 1", "stage 4, block 2"]
+    assert set(ident.evolution(swin).block) == {11, 12}
+    assert list(ident.block_change_rate(swin).block) == [12]
+    assert list(ident.wilcoxon_vs_random(swin, swin).block) == [11, 12]
+    frames = ident.normalized_evolutions({"vit": twelve, "swin": swin})
+    assert list(frames) == ["vit"] and list(frames["vit"].block.unique()) == list(range(1, 13))
+    assert "swin (stage 4, block 1 to stage 4, block 2)" in capsys.readouterr().out
+    with pytest.raises(VitclsError, match="no store"):
+        ident.normalized_evolutions({"swin": swin})
+
+
 def test_first_block_reaching_reads_the_matching_rows():
     blocks = pd.DataFrame({"edit": ["full"] * 3 + ["background"] * 3, "block": [1, 2, 3] * 2,
                            "image_identifiability": [0.5, 0.95, 0.99, 0.5, 0.6, 0.7]})

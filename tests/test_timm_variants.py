@@ -38,6 +38,8 @@ def test_a_timm_variant_takes_its_tag_head_and_pooling_from_timm():
     assert v.random_key == "timm:deit3_small_patch16_224:random"
     assert get_variant(v.random_key).random
     assert get_variant("timm:beit_base_patch16_224:random").pooling == "avg"
+    swin = get_variant("timm:swin_tiny_patch4_window7_224:random:img_size=64")
+    assert (swin.pooling, swin.n_tokens) == ("avg", 4)  # its last stage: 2x2 tokens of 32 px
     siglip = get_variant("timm:vit_base_patch16_siglip_224:random")
     assert (siglip.pooling, siglip.has_head) == ("map", False)
     clip = get_variant("timm:vit_base_patch16_clip_224.openai")  # 512-d text projection
@@ -114,7 +116,10 @@ def test_run_files_and_run_arguments_accept_timm_keys(tmp_path):
     runs = runfile.load_run_file(path).variants
     assert [r.key for r in runs] == ["timm:deit3_small_patch16_224:random:classes=24"]
     runs = runfile.from_arguments(["timm:deit3_small_patch16_224:random"], "toy", None)
-    assert runs[0].key == "timm:deit3_small_patch16_224:random"
+    assert runs[0].key == "timm:deit3_small_patch16_224:random:classes=24"  # the toy's head
+    path.write_text("variants:\n  timm:deit3_small_patch16_224:\n    dataset: toy\n")
+    with pytest.raises(runfile.RunFileError, match="classes=24 with --weights"):
+        runfile.load_run_file(path)
 
 
 def test_timm_variants_stay_out_of_the_registry_listing_and_name_why_they_are_headless():
@@ -124,3 +129,78 @@ def test_timm_variants_stay_out_of_the_registry_listing_and_name_why_they_are_he
     assert get_variant(key) is get_variant(key)  # made once
     assert key not in {v.key for v in registry.list_variants()}
     assert "declares no class head" in no_head_message(key)
+
+
+def test_a_random_head_takes_the_datasets_classes_and_a_published_one_must_fit():
+    """The rule of registry.variant_for_data: a random-init timm key without ``:classes=``
+    reads the toy set with a head of the toy's 24 classes (said in one line), a headless tower
+    too; explicit classes, registry keys and folders are left alone; a published 1000-class
+    head on the toy set is refused naming ``:classes=`` and the random control."""
+    from vitcls_utils.base.errors import VitclsError
+    from vitcls_utils.model.registry import variant_for_data
+
+    said = []
+    spec = variant_for_data("timm:deit3_small_patch16_224:random", "toy", say=said.append)
+    assert (spec.key, spec.num_classes) == ("timm:deit3_small_patch16_224:random:classes=24", 24)
+    assert len(said) == 1 and "24 classes" in said[0]
+    dinov2 = variant_for_data("timm:vit_small_patch14_reg4_dinov2:random", "cifar100")
+    assert dinov2.has_head and dinov2.num_classes == 100 and dinov2.classes == 100
+    for key, kind in (("timm:deit3_small_patch16_224:random", "imagenet-s"),
+                      ("timm:deit3_small_patch16_224:random", "folder"),
+                      ("timm:deit3_small_patch16_224:random:classes=7", "toy"),
+                      ("vit_b32_random", "toy"), ("timm:vit_small_patch14_reg4_dinov2", "toy")):
+        assert variant_for_data(key, kind) is get_variant(key)
+    with pytest.raises(VitclsError, match="classes=24 with --weights"):
+        variant_for_data("timm:deit3_small_patch16_224", "toy")
+    override = replace(get_variant("timm:flexivit_small:random"),
+                       model_kwargs=(("depth", 1),))  # a register()ed row keeps its settings
+    registry.register(override)
+    try:
+        derived = variant_for_data(override.key, "toy")
+        assert derived.model_kwargs == (("depth", 1),) and derived.num_classes == 24
+    finally:
+        registry.VARIANTS.pop(override.key)
+        registry.VARIANTS.pop(override.key + ":classes=24", None)
+
+
+@pytest.mark.parametrize("key", [
+    "timm:beit_base_patch16_224:random:img_size=32",
+    "timm:eva02_tiny_patch14_224:random:img_size=28",
+    "timm:vit_small_patch14_reg4_dinov2:random:img_size=28",
+    "timm:vit_base_patch16_siglip_224:random:img_size=32",
+    "timm:flexivit_small:random:img_size=32",
+    "timm:swin_tiny_patch4_window7_224:random:img_size=64",
+])
+def test_vitcls_extract_works_for_each_family_with_a_plain_random_key(key, tmp_path, capsys):
+    """Each family's full-size architecture at a toy-sized input (a 2x2 token grid): exit 0,
+    the store holds every block (a Swin: its last stage), its head the toy's 24 classes."""
+    import json
+
+    from vitcls_utils.running.cli import main
+
+    assert main(["extract", "--variant", key, "--data", "toy", "--n-per-class", "1", "--out",
+                 str(tmp_path), "--quiet", "--device", "cpu"]) == 0, capsys.readouterr().err
+    manifest = json.loads(next(tmp_path.rglob("manifest.json")).read_text())
+    assert manifest["config"]["variant"] == key + ":classes=24"
+    assert manifest["num_classes"] == 24 and manifest["layout"]["grid"] == [2, 2]
+    assert len(manifest["block_names"]) == (2 if "swin" in key else 12)
+
+
+def test_vitcls_extract_on_the_toy_set_with_a_plain_random_timm_key(tmp_path, capsys):
+    """`vitcls extract --variant timm:<name>:random --data toy` needs no extra key: exit 0,
+    the log line and the store's configuration name the 24-class head; a published 1000-class
+    head exits 2 before any weights load, naming the fix."""
+    import json
+
+    from vitcls_utils.running.cli import main
+
+    out = tmp_path / "stores"
+    argv = ["extract", "--data", "toy", "--n-per-class", "1", "--out", str(out), "--quiet",
+            "--device", "cpu"]
+    assert main(argv + ["--variant", "timm:deit3_small_patch16_224:random:img_size=32"]) == 0
+    assert "random-init head of 24 classes" in capsys.readouterr().err
+    manifest = json.loads(next(out.rglob("manifest.json")).read_text())
+    assert manifest["config"]["variant"].endswith(":img_size=32:classes=24")
+    assert manifest["num_classes"] == 24
+    assert main(argv + ["--variant", "timm:deit3_small_patch16_224"]) == 2
+    assert ":classes=24" in capsys.readouterr().err

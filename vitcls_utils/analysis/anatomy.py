@@ -223,10 +223,12 @@ def attention_distances(model, dataset, n_images: Optional[int] = 128, prefix: s
     from ..model.hooks import hooks
     from ..stores.stimulus_loader import stimulus_loader
     from ..base.progress import with_progress
+    from ..model.families import require
     from ..model.layout import TokenLayout
 
     if inputs not in INPUTS:
         raise ValueError(f"inputs must be one of {INPUTS}, not {inputs!r}")
+    require(model, "image_attention", "an attention distance")  # not within Swin's windows
     layout = TokenLayout.of(model)
     patch = int(model.patch_embed.patch_size[0]) if pixels else None
     device = next(model.parameters()).device

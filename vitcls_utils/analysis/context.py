@@ -19,7 +19,7 @@ the default counts image tokens only, pooled, on both sides.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -161,19 +161,19 @@ def group_identifiability(results: Store, labels: str = "aligned") -> pd.DataFra
         labels: token labels, "aligned" (through the preprocessing) or "paper" (B15).
 
     Returns:
-        DataFrame, a row per (block, group): ``block`` (1-based), ``group``
+        DataFrame, a row per (block, group): ``block`` (the block's own 1-based number), ``group``
         ("class-labeled"/"context-labeled"), ``identifiability`` (mean 1 - rank/C; NaN for no
         token), ``tokens`` (how many were pooled), and per image ([I] arrays, for a ratio
         interval over images) ``sum_images`` (the group's identifiability summed) and
         ``tokens_images`` (its tokens).
     """
     values = _group_values(results, labels)
-    rows = []
+    rows, numbers = [], results.block_numbers
     for block in range(values["ident"].shape[1]):
         for group in GROUPS:
             sample = values["ident"][:, block][values[group]]
             summed = np.where(values[group], values["ident"][:, block], 0.0).sum(1)
-            rows.append((block + 1, GROUP_NAMES[group],
+            rows.append((numbers[block], GROUP_NAMES[group],
                          float(sample.mean()) if sample.size else np.nan, int(sample.size),
                          summed, values[group].sum(1)))
     return pd.DataFrame(rows, columns=["block", "group", "identifiability", "tokens",
@@ -189,17 +189,17 @@ def group_boxes(results: Store, labels: str = "aligned") -> pd.DataFrame:
         labels: token labels, "aligned" (through the preprocessing) or "paper" (B15).
 
     Returns:
-        DataFrame, a row per (block, group) with tokens: ``block`` (1-based), ``token`` (the
-        group's name), and identifiability's ``q1``, ``median``, ``q3``, ``whislo``, ``whishi``,
-        ``mean``.
+        DataFrame, a row per (block, group) with tokens: ``block`` (the block's own 1-based
+        number), ``token`` (the group's name), and identifiability's ``q1``, ``median``,
+        ``q3``, ``whislo``, ``whishi``, ``mean``.
     """
     values = _group_values(results, labels)
-    rows = []
+    rows, numbers = [], results.block_numbers
     for block in range(values["ident"].shape[1]):
         for group in GROUPS:
             sample = values["ident"][:, block][values[group]]
             if sample.size:
-                rows.append({"block": block + 1, "token": GROUP_NAMES[group],
+                rows.append({"block": numbers[block], "token": GROUP_NAMES[group],
                              **box_summary(sample)})
     return pd.DataFrame(rows)
 
@@ -218,7 +218,8 @@ def group_test(results: Store, labels: str = "aligned", n_permutations: int = 30
         paper: the authors' p-value, count/n (B19).
 
     Returns:
-        DataFrame with columns ``block`` (1-based), ``p_value`` and ``significant`` (p < 0.05).
+        DataFrame with columns ``block`` (the block's own 1-based number), ``p_value`` and
+        ``significant`` (p < 0.05).
     """
     values = _group_values(results, labels)
     rows = []
@@ -226,7 +227,7 @@ def group_test(results: Store, labels: str = "aligned", n_permutations: int = 30
         ident = values["ident"][:, block]
         p = permutation_greater(ident[values["class"]], ident[values["context"]],
                                 n_permutations=n_permutations, seed=seed + block, paper=paper)
-        rows.append((block + 1, p, p < 0.05))
+        rows.append((results.block_numbers[block], p, p < 0.05))
     return pd.DataFrame(rows, columns=["block", "p_value", "significant"])
 
 
@@ -234,16 +235,18 @@ def group_test(results: Store, labels: str = "aligned", n_permutations: int = 30
 PAPER_BLOCKS = (1, 6, 10, 12)
 
 
-def paper_blocks(n_blocks: int) -> List[int]:
+def paper_blocks(blocks: Union[int, Sequence[int]]) -> List[int]:
     """Fig 3a's blocks (1, 6, 10, 12 of 12), at the same depth for another number of blocks.
 
     Args:
-        n_blocks: the model's number of blocks.
+        blocks: the model's number of blocks (numbered 1..L), or the stored blocks' own
+            numbers (``Store.block_numbers``: a Swin's last stage, e.g. [11, 12]).
 
     Returns:
         The 1-based block numbers, sorted, without repeats.
     """
-    return sorted({max(1, round(b * n_blocks / 12)) for b in PAPER_BLOCKS})
+    numbers = list(range(1, blocks + 1)) if isinstance(blocks, int) else list(blocks)
+    return sorted({numbers[max(1, round(b * len(numbers) / 12)) - 1] for b in PAPER_BLOCKS})
 
 
 def change_difference(results: Store, layer: str = "attn", labels: str = "aligned",
@@ -263,12 +266,12 @@ def change_difference(results: Store, layer: str = "attn", labels: str = "aligne
         paper: the authors' p-value, count/n (B19).
 
     Returns:
-        DataFrame with columns ``block`` (2..L), ``difference`` (logits, class minus context;
-        NaN where a group is empty), ``p_value``, ``significant`` (p < 0.05), ``class_tokens``
-        and ``context_tokens`` (token counts), and per image ([I] arrays, for an interval that
-        resamples images) ``class_sum_images``, ``class_tokens_images``,
-        ``context_sum_images`` and ``context_tokens_images`` (each group's increments summed,
-        and its tokens).
+        DataFrame with columns ``block`` (2..L, the blocks' own numbers), ``difference``
+        (logits, class minus context; NaN where a group is empty), ``p_value``,
+        ``significant`` (p < 0.05), ``class_tokens`` and ``context_tokens`` (token counts),
+        and per image ([I] arrays, for an interval that resamples images)
+        ``class_sum_images``, ``class_tokens_images``, ``context_sum_images`` and
+        ``context_tokens_images`` (each group's increments summed, and its tokens).
     """
     if f"hook_{layer}_out" not in " ".join(results.sites):
         raise VitclsError(f"{results.path} has no {layer}_out sites; extract with the default "
@@ -278,17 +281,17 @@ def change_difference(results: Store, layer: str = "attn", labels: str = "aligne
     before = results.by_block("true_logit", "resid_post")[:, :-1, image]
     after = results.by_block("true_logit", f"{layer}_out")[:, 1:, image]
     increment = (after.astype(np.float64) - before)  # [I, L-1, T]
-    rows = []
+    rows, numbers = [], results.block_numbers[1:]
     for b in range(increment.shape[1]):
         on, off = increment[:, b][values["class"]], increment[:, b][values["context"]]
         per_image = tuple(x for g in ("class", "context") for x in (
             np.where(values[g], increment[:, b], 0.0).sum(1), values[g].sum(1)))
         if not on.size or not off.size:
-            rows.append((b + 2, np.nan, np.nan, False, on.size, off.size) + per_image)
+            rows.append((numbers[b], np.nan, np.nan, False, on.size, off.size) + per_image)
             continue
         p = permutation_greater(on, off, n_permutations=n_permutations, seed=seed + b,
                                 paper=paper)
-        rows.append((b + 2, float(on.mean() - off.mean()), p, p < 0.05, on.size, off.size)
+        rows.append((numbers[b], float(on.mean() - off.mean()), p, p < 0.05, on.size, off.size)
                     + per_image)
     return pd.DataFrame(rows, columns=["block", "difference", "p_value", "significant",
                                        "class_tokens", "context_tokens", "class_sum_images",

@@ -36,6 +36,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from .anatomy import rollout  # noqa: E402
+from ..model.families import require  # noqa: E402
 from ..model.hooks import hooks  # noqa: E402
 from ..model.projection import ClassProjector  # noqa: E402
 from ..model.layout import TokenLayout  # noqa: E402
@@ -77,6 +78,7 @@ def class_space_maps(model: nn.Module, images: torch.Tensor, classes: torch.Tens
         classes: class of interest per image [B] (the true class for the perturbation test).
         paper: the authors' loss (double softmax on the attention sub-layer's projection).
     """
+    require(model, "image_attention", "class-space explanation maps")  # not Swin's windows
     layout = TokenLayout.of(model)
     if not layout.has_cls and getattr(model, "attn_pool", None) is not None:
         raise VitclsError("explanation maps follow the gradient of the readout of the model's "

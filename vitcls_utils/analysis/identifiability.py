@@ -11,7 +11,7 @@ the GAP model (no [CLS]) drops a real image token (bug B4); ``paper=True`` repro
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Mapping, Optional
 
 import numpy as np
 import pandas as pd
@@ -126,22 +126,22 @@ def evolution(results: Store) -> pd.DataFrame:
         results: the extraction store of one run.
 
     Returns:
-        DataFrame with columns ``block`` (1-based), ``token`` ("[CLS]" or "image"),
-        ``identifiability`` (mean of 1 - rank/C at the block's output) and
-        ``identifiability_images`` (an [I] array: each image's [CLS], or the mean over its
-        image tokens; their mean is ``identifiability``, every image having the same number
-        of tokens); no "[CLS]" rows for a model without one, nor for a ConViT's blocks before
-        its [CLS] joins.
+        DataFrame with columns ``block`` (the block's own 1-based number,
+        ``Store.block_numbers``), ``token`` ("[CLS]" or "image"), ``identifiability`` (mean of
+        1 - rank/C at the block's output) and ``identifiability_images`` (an [I] array: each
+        image's [CLS], or the mean over its image tokens; their mean is ``identifiability``,
+        every image having the same number of tokens); no "[CLS]" rows for a model without
+        one, nor for a ConViT's blocks before its [CLS] joins.
     """
     ident = results.identifiability("resid_post")  # [I, L, N]
-    rows = []
+    rows, numbers = [], results.block_numbers
     for block in range(ident.shape[1]):
         groups = {}
         if results.has_cls and block >= results.prefix_from:  # a ConViT's [CLS] joins late
             groups["[CLS]"] = np.asarray(ident[:, block, 0], dtype=np.float64)
         groups["image"] = np.asarray(ident[:, block, image_columns(results)],
                                      dtype=np.float64).mean(axis=1)
-        rows += [(block + 1, token, float(per_image.mean()), per_image)
+        rows += [(numbers[block], token, float(per_image.mean()), per_image)
                  for token, per_image in groups.items()]
     return pd.DataFrame(rows, columns=["block", "token", "identifiability",
                                        "identifiability_images"])
@@ -155,18 +155,19 @@ def block_boxes(results: Store) -> pd.DataFrame:
         results: the extraction store of one run.
 
     Returns:
-        DataFrame, a row per (block, token): ``block`` (1-based), ``token`` ("[CLS]" or
+        DataFrame, a row per (block, token): ``block`` (the block's own 1-based number,
+        ``Store.block_numbers``), ``token`` ("[CLS]" or
         "image"), and identifiability's ``q1``, ``median``, ``q3``, ``whislo``, ``whishi``,
         ``mean``.
     """
     ident = results.identifiability("resid_post")
-    rows = []
+    rows, numbers = [], results.block_numbers
     for block in range(ident.shape[1]):
         present = results.has_cls and block >= results.prefix_from  # a ConViT's [CLS] is late
         groups = {"[CLS]": ident[:, block, 0]} if present else {}
         groups["image"] = ident[:, block, image_columns(results)].ravel()
         for token, values in groups.items():
-            rows.append({"block": block + 1, "token": token, **box_summary(values)})
+            rows.append({"block": numbers[block], "token": token, **box_summary(values)})
     return pd.DataFrame(rows)
 
 
@@ -185,7 +186,8 @@ def wilcoxon_vs_random(results: Store, random: Store, paper: bool = False) -> pd
         paper: test float32 identifiability as the authors do, not integer ranks.
 
     Returns:
-        DataFrame with columns ``block`` (1-based), ``p_value`` and ``significant``
+        DataFrame with columns ``block`` (the block's own 1-based number,
+        ``Store.block_numbers``), ``p_value`` and ``significant``
         (p < 0.05).
 
     Raises:
@@ -203,9 +205,9 @@ def wilcoxon_vs_random(results: Store, random: Store, paper: bool = False) -> pd
     if a.shape != b.shape:
         raise VitclsError(f"shapes differ: {a.shape} vs {b.shape} (same architecture needed)")
     rows = []
-    for block in range(a.shape[1]):
+    for block, number in enumerate(results.block_numbers):
         p = wilcoxon_greater(a[:, block].ravel(), b[:, block].ravel())
-        rows.append((block + 1, p, p < 0.05))
+        rows.append((number, p, p < 0.05))
     return pd.DataFrame(rows, columns=["block", "p_value", "significant"])
 
 
@@ -217,13 +219,14 @@ def block_change_rate(results: Store) -> pd.DataFrame:
         results: the extraction store of one run.
 
     Returns:
-        DataFrame with columns ``block`` (2..L), ``change_rate`` (fraction in [0, 1]) and
-        ``change_rate_images`` (an [I] array: each image's fraction; their mean is the rate).
+        DataFrame with columns ``block`` (2..L, the blocks' own numbers), ``change_rate``
+        (fraction in [0, 1]) and ``change_rate_images`` (an [I] array: each image's
+        fraction; their mean is the rate).
     """
     logits = results.by_block("true_logit", "resid_post")[:, :, image_columns(results, True)]
     grows = np.diff(logits, axis=1) > 0                                      # [I, L-1, N]
     rate, per_image = grows.mean(axis=(0, 2)), grows.mean(axis=2)
-    return pd.DataFrame({"block": np.arange(2, logits.shape[1] + 1), "change_rate": rate,
+    return pd.DataFrame({"block": results.block_numbers[1:], "change_rate": rate,
                          "change_rate_images": list(per_image.T)})
 
 
@@ -247,6 +250,38 @@ def normalized_blocks(frame: pd.DataFrame, n_blocks: int, value: str,
         raise VitclsError(f"normalized blocks are defined for 12 and 24 blocks, not {n_blocks}")
     paired = frame.assign(block=(frame["block"] + 1) // 2)
     return paired.groupby(["block", *by], as_index=False)[value].mean()
+
+
+def normalized_evolutions(stores: Mapping[str, Store]) -> Dict[str, pd.DataFrame]:
+    """Fig 2's comparison across variants: each store's :func:`evolution` on the normalized
+    12-block axis (:func:`normalized_blocks`). A store that does not hold 12 or 24 blocks from
+    block 1 (a Swin's last stage, another depth) has no place on that axis: it is left out,
+    and one printed line names it and the blocks it holds (its own pages show them).
+
+    Args:
+        stores: {label: that variant's unperturbed store}.
+
+    Returns:
+        {label: the normalized frame (``block`` 1..12, ``token``, ``identifiability``)}.
+
+    Raises:
+        VitclsError: no store is on the axis.
+    """
+    frames, left_out = {}, []
+    for label, results in stores.items():
+        if results.n_blocks in (12, 24) and results.block_numbers[0] == 1:
+            frames[label] = normalized_blocks(evolution(results), results.n_blocks,
+                                              "identifiability", ["token"])
+        else:
+            names = results.block_names
+            left_out.append(f"{label} ({names[0]}" + (f" to {names[-1]})" if len(names) > 1
+                                                     else ")"))
+    if left_out:
+        print("not on the 12-block axis, left out: " + "; ".join(left_out))
+    if not frames:
+        raise VitclsError("no store holds 12 or 24 blocks from block 1 to compare on the "
+                          "normalized axis")
+    return frames
 
 
 def first_block_reaching(frame: pd.DataFrame, level: float,

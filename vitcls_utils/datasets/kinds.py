@@ -32,6 +32,8 @@ KINDS = ("folder", "imagenet-s", "cifar100", "toy")
 MASKED_KINDS = ("imagenet-s", "toy")
 #: the few-shot split each kind offers for training linear probes (catalogue E16)
 PROBE_SPLITS = {"toy": "probe-train", "imagenet-s": "test"}
+#: the label space of each kind whose classes are fixed (a folder's follow the model's head)
+KIND_CLASSES = {"toy": toy.NUM_CLASSES, "cifar100": 100, "imagenet-s": 1000}
 
 
 def imagenet_wnids() -> List[str]:

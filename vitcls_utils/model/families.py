@@ -22,8 +22,9 @@ Families:
 - ``swin``: ``timm.models.swin_transformer`` (stages of blocks joined by patch merging,
   attention within shifted windows, no [CLS]). Its blocks are numbered across stages
   (:func:`blocks_of`), its residual sites hold the stage's grid row-major, its pattern is per
-  window, and :func:`token_boxes` maps a (merged) token to its image region. Only the last
-  stage has the head's width; the stores and chapters, which index one grid per block, refuse it.
+  window. Only the last stage has the head's width: the stores read that stage alone
+  (:mod:`vitcls_utils.model.stages`, which also maps a merged token to its image region), and
+  what needs every block in class space or an image-wide attention pattern is refused.
 """
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ from torch import nn  # noqa: E402
 SiteTable = Dict[str, Tuple[nn.Module, bool]]
 
 #: what an analysis may need of a family, and the capability names refusals use
-CAPABILITIES = ("attention_edit", "token_removal", "per_block_store")
+CAPABILITIES = ("attention_edit", "token_removal", "image_attention", "every_block")
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class Family:
     """A block family: its name, what it is, and what it cannot support.
 
     Attributes:
-        name: ``vit``, ``vit_respost``, ``convit``, ``beit`` or ``eva``.
+        name: ``vit``, ``vit_respost``, ``convit``, ``beit``, ``eva`` or ``swin``.
         description: one line for the book's table.
         refused: {capability: why it is refused} for the capabilities of :data:`CAPABILITIES`
             it cannot support.
@@ -80,9 +81,12 @@ _RELPOS = ("the relative position bias is a table over pairs of grid positions o
 _WINDOWS = ("attention is computed within (shifted) windows of a fixed grid: there is no "
             "prefix token and no image-wide pattern to edit, and a shortened sequence does not "
             "tile into windows")
-_STAGES = ("the token grid and width change from stage to stage, so the stores' one grid per "
-           "block and the chapters built on them do not apply; read the blocks through the "
-           "hooks, the last stage in class space (ClassProjector)")
+_STAGES = ("the token grid and width change from stage to stage, and only the last stage has "
+           "the head's width: the stores read that stage alone, so what reads every block in "
+           "class space (chapter 3's key-value memories, key indices per block) is not defined")
+_WINDOW_PATTERN = ("attention is computed within (shifted) windows: a pattern over the whole "
+                   "image, which rollout, gradient-weighted maps and attention distances read, "
+                   "does not exist")
 
 FAMILIES: Dict[str, Family] = {
     "vit": Family("vit", "timm VisionTransformer Block: pre-norm, optional layer scale "
@@ -97,7 +101,7 @@ FAMILIES: Dict[str, Family] = {
     "swin": Family("swin", "Swin block: attention within (shifted) windows, relative position "
                    "bias, stages joined by patch merging, no [CLS], mean-pooled head",
                    refused={"attention_edit": _WINDOWS, "token_removal": _WINDOWS,
-                            "per_block_store": _STAGES}),
+                            "image_attention": _WINDOW_PATTERN, "every_block": _STAGES}),
 }
 
 #: timm models of each family that the identity tests build (cut down) and check: the book's
@@ -105,6 +109,15 @@ FAMILIES: Dict[str, Family] = {
 VERIFIED_ON: Dict[str, Tuple[str, ...]] = {
     "vit": ("deit3_small_patch16_224", "vit_small_patch14_reg4_dinov2", "flexivit_small",
             "vit_base_patch16_siglip_224"),
+    "beit": ("beit_base_patch16_224",),
+    "eva": ("eva02_tiny_patch14_224",),
+    "swin": ("swin_tiny_patch4_window7_224",),
+}
+#: timm models of each family whose random-init instance (cut down) runs every chapter 1-4
+#: notebook the runner's rules admit, and runs each refused one into its family's reason
+#: (tests/test_family_notebooks.py asserts it covers them; the book's table lists them)
+NOTEBOOKS_VERIFIED_ON: Dict[str, Tuple[str, ...]] = {
+    "vit": ("deit3_small_patch16_224", "vit_small_patch14_reg4_dinov2"),
     "beit": ("beit_base_patch16_224",),
     "eva": ("eva02_tiny_patch14_224",),
     "swin": ("swin_tiny_patch4_window7_224",),
@@ -272,39 +285,6 @@ def site_table(block: nn.Module) -> SiteTable:
     return table
 
 
-def token_boxes(model: nn.Module, block: int) -> "torch.Tensor":
-    """The image region of every patch token of a block's residual stream, in input pixels.
-
-    A ViT's tokens are its patches; a Swin token of stage s stands for the square of
-    ``reduction`` pixels that its merged patches cover (4 px in stage 1, 8 in stage 2, ...).
-
-    Args:
-        model: a timm model.
-        block: 0-based block index (``blocks.{i}``, counted across stages).
-
-    Returns:
-        [N, 4] int64 boxes (top, left, bottom, right), row-major like the tokens (prefix
-        tokens excluded).
-    """
-    import torch
-
-    blocks = blocks_of(model)
-    if not 0 <= block < len(blocks):
-        raise VitclsError(f"block {block}: the model has blocks 0..{len(blocks) - 1}")
-    side = tuple(int(v) for v in model.patch_embed.img_size)
-    if hasattr(model, "blocks"):
-        step = tuple(int(v) for v in model.patch_embed.patch_size)
-    else:
-        sizes = [len(stage.blocks) for stage in model.layers]
-        stage = next(s for s in range(len(sizes)) if block < sum(sizes[:s + 1]))
-        step = (int(model.feature_info[stage]["reduction"]),) * 2
-    rows = torch.arange(side[0] // step[0]) * step[0]
-    cols = torch.arange(side[1] // step[1]) * step[1]
-    top, left = torch.meshgrid(rows, cols, indexing="ij")
-    top, left = top.reshape(-1), left.reshape(-1)
-    return torch.stack([top, left, top + step[0], left + step[1]], -1)
-
-
 def gated_mlp(block: nn.Module) -> bool:
     """Whether a block's MLP is gated (SwiGLU, GluMlp): fc1's outputs are then not one key per
     value vector of fc2."""
@@ -319,10 +299,12 @@ def require_key_value_memories(model: nn.Module) -> None:
         model: a timm model.
 
     Raises:
-        VitclsError: an attention-pooled model (its pooling MLP sits between the residual
+        VitclsError: a stage-wise model (Swin: only its last stage has the head's width),
+            an attention-pooled model (its pooling MLP sits between the residual
             stream and the head, so E · value is not its readout) or a gated MLP (a memory's
             coefficient is a gate times a unit: fc1 has no one key per memory).
     """
+    require(model, "every_block", "key-value memories")
     if getattr(model, "attn_pool", None) is not None:
         raise VitclsError("key-value memories project value vectors with the head's class "
                           "embeddings; an attention-pooled model (SigLIP's 'map' head) puts its "
@@ -350,7 +332,7 @@ def variant_gated_mlp(variant) -> bool:
     Returns:
         True when some block's MLP is gated (:func:`gated_mlp`).
     """
-    return any(gated_mlp(block) for block in blocks_of(_meta_model(variant)))
+    return any(gated_mlp(block) for block in blocks_of(meta_model(variant)))
 
 
 @lru_cache(maxsize=None)
@@ -364,10 +346,11 @@ def variant_family(variant) -> Family:
     Returns:
         The :class:`Family`.
     """
-    return model_family(_meta_model(variant))
+    return model_family(meta_model(variant))
 
 
-def _meta_model(variant) -> nn.Module:
+def meta_model(variant) -> nn.Module:
+    """A variant's architecture built on the meta device (no weights, no download)."""
     import timm
     import torch
 

@@ -89,9 +89,13 @@ def site_names(model: nn.Module, kinds: Optional[Sequence[str]] = None) -> List[
 
 
 def block_sites(model: nn.Module, kinds: Sequence[str]) -> List[str]:
-    """``blocks.{i}.<kind>`` for every block, kinds in the order given (block-major)."""
+    """``blocks.{i}.<kind>`` for every block read in class space (all of a ViT's, a Swin's
+    last stage: :func:`vitcls_utils.model.stages.class_space_blocks`), kinds in the order
+    given (block-major)."""
+    from .stages import class_space_blocks
+
     full = [site_kind(k) for k in kinds]
-    return [f"blocks.{i}.{k}" for i in range(len(blocks_of(model))) for k in full]
+    return [f"blocks.{i}.{k}" for i in class_space_blocks(model) for k in full]
 
 
 def _matching(model: nn.Module, names: NameFilter) -> List[str]:

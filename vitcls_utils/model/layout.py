@@ -63,11 +63,15 @@ class TokenLayout:
 
     @classmethod
     def of(cls, model: nn.Module) -> "TokenLayout":
-        if not hasattr(model, "num_prefix_tokens"):  # Swin: refused, saying why
-            from .families import require
+        """The layout of the tokens the class-space blocks hold: a Swin's last stage (no
+        prefix, its grid row-major; :mod:`vitcls_utils.model.stages`), else the patch grid."""
+        if not hasattr(model, "num_prefix_tokens"):
+            from .families import model_family
+            from .stages import last_stage_grid
 
-            require(model, "per_block_store", "one token layout for every block")
-            raise VitclsError(f"{type(model).__name__} has no token layout (num_prefix_tokens)")
+            if model_family(model).name != "swin":  # (names the block type it met)
+                raise VitclsError(f"{type(model).__name__} has no token layout")
+            return cls(num_prefix=0, grid=last_stage_grid(model), has_cls=False)
         grid = tuple(int(g) for g in model.patch_embed.grid_size)
         has_cls = getattr(model, "cls_token", None) is not None
         late = int(getattr(model, "local_up_to_layer", 0)) if has_cls else 0  # timm's ConVit

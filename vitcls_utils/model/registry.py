@@ -8,9 +8,9 @@ architectures with timm's default initialization under a fixed seed. Loading the
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
-from ..base.errors import UnknownVariantError
+from ..base.errors import UnknownVariantError, VitclsError
 from ..base.paths import data_dir  # noqa: F401  (the data folder, read with the registry)
 from ..datasets.preprocess import (BIG_VISION_FEWSHOT, CIFAR, CLIP_OPENAI, DEIT_EVAL,
                                    DEIT_REFINEMENT, GHIASI_CNN_224, GHIASI_VIT_384, HF_VIT, MIIL,
@@ -19,7 +19,7 @@ from ..datasets.toy import IMAGE_SIZE as TOY_IMAGE_SIZE
 from ..datasets.toy import NUM_CLASSES as TOY_CLASSES
 from ..datasets.toy import PATCH_SIZE as TOY_PATCH
 from ..datasets.toy import TOY_PREPROCESS
-from .timm_variants import is_timm_key, timm_variant
+from .timm_variants import is_timm_key, parse_key, timm_variant
 from .variant import Variant
 
 
@@ -298,6 +298,64 @@ def get_variant(key: VariantLike) -> Variant:
         known = ", ".join(VARIANTS)
         raise UnknownVariantError(f"unknown variant {key!r}; known variants: {known}, or any "
                                   "timm model as timm:<name>[.<tag>][:random]") from None
+
+
+def variant_for_data(key: VariantLike, kind: str,
+                     say: Optional[Callable[[str], None]] = None) -> Variant:
+    """The variant that reads a dataset kind: the row itself, or for a random-init ``timm:``
+    key without ``:classes=N``, the same key with the dataset's class count
+    (``timm:<name>:random:classes=24`` on the toy set): a random head has no label space of
+    its own, so it takes the stimuli's, and the store's configuration records the longer key.
+
+    A published head of another label space is refused: its logits would be scored against
+    labels they do not name.
+
+    Args:
+        key: a registry key, ``timm:`` key or row.
+        kind: the dataset kind (``toy``, ``imagenet-s``, ``cifar100``, ``folder``); a folder's
+            classes follow the head, so it changes nothing.
+        say: called with one line when the key changes (the CLI's log, a notebook's output).
+
+    Returns:
+        The :class:`Variant` to load and store under.
+
+    Raises:
+        VitclsError: a ``timm:`` key with a published class head of another size than the
+            dataset's, naming ``:classes=N`` (a fine-tune with ``--weights``), ``:random`` and
+            the data the head was made for.
+    """
+    spec = get_variant(key)
+    if not is_timm_key(spec.key):  # the registry's rows name their dataset themselves
+        return spec
+    from ..datasets.kinds import KIND_CLASSES
+
+    classes = KIND_CLASSES.get(kind)
+    if classes is None or spec.num_classes == classes:
+        return spec
+    try:
+        options = parse_key(spec.key)[3]
+    except UnknownVariantError:  # a register()ed row under a key of its own: taken as it is
+        return spec
+    if "classes" in options:  # asked for explicitly: the dataset's check names the mismatch
+        return spec
+    if spec.random:
+        derived = f"{spec.key}:classes={classes}"
+        if derived not in VARIANTS and spec.key in VARIANTS:  # an override: keep its settings
+            register(replace(spec, key=derived, num_classes=classes, label_classes=None,
+                             drop_prefixes=(),
+                             base=f"{spec.base}:classes={classes}" if spec.base else None))
+        if say is not None:
+            say(f"{spec.key} on {kind}: a random-init head of {classes} classes, the dataset's "
+                f"(variant {derived}; give :classes=N to choose)")
+        return get_variant(derived)
+    if not spec.has_head:  # no head to mismatch: the class-space commands say why not
+        return spec
+    raise VitclsError(
+        f"{spec.key} has a published head of {spec.num_classes} classes and {kind} has "
+        f"{classes}: read it on data of its label space (imagenet-s, or a folder of ImageNet "
+        f"wnids, for ImageNet-1k), give a fine-tune of {classes} classes as "
+        f"{spec.key}:classes={classes} with --weights FILE, or use the random control "
+        f"{spec.random_key} (its head takes the dataset's classes)")
 
 
 def list_variants(include_random: bool = True) -> List[Variant]:

@@ -180,12 +180,17 @@ def _pooling_and_tokens(timm, name: str, num_classes: int, kwargs: dict) -> Tupl
         model = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
     from .families import model_family
 
-    model_family(model)  # a block no adapter knows is refused now, before any weights
+    family = model_family(model)  # a block no adapter knows is refused now, before weights
     pool = str(getattr(model, "global_pool", "") or "")
     pooling = pool if pool in ("token", "avg", "map") else "avg"
     grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
     if grid is None:
         return pooling, 0
+    if family.name == "swin":  # the tokens read in class space: the last stage's
+        from .stages import last_stage_grid
+
+        rows, cols = last_stage_grid(model)
+        return pooling, rows * cols
     patch = tuple(int(p) for p in model.patch_embed.patch_size)
     side = tuple(int(s) for s in model.patch_embed.img_size)
     if side != (grid[0] * patch[0], grid[1] * patch[1]):

@@ -31,7 +31,7 @@ class Explorer:
     def model(self):
         """The model, loaded on first use from a loader function (a store-only twin needs none),
         and checked to be the one its store was made by."""
-        if callable(self._model) and not hasattr(self._model, "blocks"):
+        if callable(self._model) and not hasattr(self._model, "parameters"):  # a loader
             self._model = self._model()
         if not getattr(self, "_model_checked", False):
             self.store.check_source(model=self._model)
@@ -134,14 +134,13 @@ class ClassSpaceLens(Explorer):
         self.layout = TokenLayout(num_prefix=int(layout["num_prefix"]),
                                   grid=tuple(layout["grid"]), has_cls=bool(layout["has_cls"]))
         self.preprocess = get_variant(store.variant).preprocess
-        n_blocks, n_image = store.n_blocks, self.layout.grid[0] * self.layout.grid[1]
-        rows = distinct_classes(store, range(len(store.labels)), 24) if rows is None \
-            else list(rows)
-        self.controls = {"image": rows, "block": list(range(1, n_blocks + 1)),
+        n_image = self.layout.grid[0] * self.layout.grid[1]
+        rows = distinct_classes(store, range(len(store.labels)), 24) if rows is None else rows
+        self.controls = {"image": list(rows), "block": store.block_numbers,
                          "site": list(SITE_KINDS), "class": ["true", *range(len(class_names))],
                          "token": list(range(n_image))}
         super().__init__()
-        self.state["block"] = n_blocks
+        self.state["block"] = store.block_numbers[-1]
         self._cache: Dict[int, tuple] = {}
 
     def _computed(self, row: int):
@@ -161,7 +160,7 @@ class ClassSpaceLens(Explorer):
                 projector = ClassProjector(self.model).to(device)
                 logits = torch.stack([self._padded(projector(cache[n][0]))
                                       for n in names]).cpu().numpy()
-            logits = logits.reshape(len(self.model.blocks), len(SITE_KINDS), *logits.shape[1:])
+            logits = logits.reshape(-1, len(SITE_KINDS), *logits.shape[1:])  # [L, kinds, ...]
             view = np.asarray(preprocess.geometry(image.convert("RGB")))
             self._cache = {row: (view, logits)}  # one image at a time: memory stays flat
         return self._cache[row]
@@ -181,18 +180,18 @@ class ClassSpaceLens(Explorer):
 
         row, block, site = self.state["image"], self.state["block"], self.state["site"]
         view, logits = self._computed(row)
+        logits = logits[self.controls["block"].index(block), SITE_KINDS.index(site)]  # [N, C]
         chosen = int(self.store.labels[row]) if self.state["class"] == "true" \
             else int(self.state["class"])
-        tokens = torch.from_numpy(logits[block - 1, SITE_KINDS.index(site)])  # [N, C]
+        tokens = torch.from_numpy(logits)
         ranks = rank_of_true_class(tokens, torch.full((len(tokens),), chosen)).numpy()
         grid = ranks[self.layout.num_prefix:].reshape(self.layout.grid)
         token = self.layout.num_prefix + int(self.state["token"])
-        top = np.argsort(-logits[block - 1, SITE_KINDS.index(site), token])[:5]
+        top = np.argsort(-logits[token])[:5]
         return {"image": row, "block": block, "site": site, "class": self.names[chosen],
                 "rank": grid, "identifiability": 1 - grid / len(self.names),
                 "token": int(self.state["token"]), "view": view,
-                "top5": [(self.names[c], float(logits[block - 1, SITE_KINDS.index(site),
-                                                       token, c])) for c in top]}
+                "top5": [(self.names[c], float(logits[token, c])) for c in top]}
 
     def figure_png(self) -> bytes:
         s = self.shown()
@@ -219,11 +218,12 @@ class ClassSpaceLens(Explorer):
             view = self.preprocess.geometry(image.convert("RGB"))
             twin.images.append(data_url(np.asarray(view)))
             for site in twin.controls["site"]:
-                for b, position in enumerate(positions_of_kind(self.store.sites, site)):
+                for b, position in zip(self.controls["block"],
+                                       positions_of_kind(self.store.sites, site), strict=True):
                     rank = np.asarray(self.store.rank[row, position, self.layout.num_prefix:])
                     top1 = int((rank == 0).sum())
-                    twin.add((row, site, b + 1), f"#{row}, {self.names[int(self.store.labels[row])]}"
-                             f": block {b + 1}, {site}: {top1} of {rank.size} image tokens "
+                    twin.add((row, site, b), f"#{row}, {self.names[int(self.store.labels[row])]}"
+                             f": block {b}, {site}: {top1} of {rank.size} image tokens "
                              "have it at rank 1", 1 - rank / len(self.names), image=i)
         return twin.html()
 

@@ -12,7 +12,7 @@ from functools import cached_property
 from typing import Dict, Optional, Sequence
 
 from ..base.errors import VitclsError
-from ..model.registry import Variant, get_variant
+from ..model.registry import Variant, get_variant, variant_for_data
 from .profiles import Profile, get_profile
 
 
@@ -313,8 +313,23 @@ def setup(variant: str, **parameters) -> NotebookRun:
                                   or value < least):
             raise VitclsError(f"parameter {name} must be an integer of at least {least}, "
                               f"not {value!r}")
-    run = NotebookRun(variant, **parameters)
-    get_variant(run.variant)
+    run = NotebookRun(variant, **parameters)  # a random timm head takes the data's classes:
+    run.variant = variant_for_data(run.variant, run.dataset, say=print).key
+    _say_blocks(run.spec)
     get_profile(run.profile)
     set_theme()
     return run
+
+
+def _say_blocks(spec: Variant) -> None:
+    """One line on a page whose model is read on some of its blocks only (a Swin's last
+    stage, :mod:`vitcls_utils.model.stages`): which blocks its block numbers are."""
+    if spec.family != "timm":  # the registry's models are ViTs: every block is read
+        return
+    from ..model.stages import variant_blocks
+
+    blocks = variant_blocks(spec)
+    if blocks[0][0] != 1:
+        print(f"{spec.key}: blocks {blocks[0][0]}-{blocks[-1][0]} (numbered across stages) are "
+              f"{blocks[0][1]} to {blocks[-1][1]}, the last stage, the only one with the head's "
+              "width: they alone are read in class space")

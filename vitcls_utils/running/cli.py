@@ -118,13 +118,14 @@ def _model(args: argparse.Namespace, dataset):
 
 
 def _check_cheap(args: argparse.Namespace, command: str = "cache") -> None:
-    """What can be checked before any weights load, first: a variant name and a dataset's
-    arguments (without torch: a bad one is rejected in well under a second), then what the
-    variant's family cannot do: ``extract`` and ``evaluate`` need a class head (the
-    ImageNet-21k ViTs and CLIP towers have none), ``extract`` needs tokens (a CNN has none)."""
-    from ..model.registry import get_variant
+    """Checked before any weights load: the variant (for the data: a random timm head takes its
+    classes) and the dataset's arguments, in well under a second, then what the family cannot
+    do: extract and evaluate need a class head, extract needs tokens (a CNN has none)."""
+    from ..model.registry import get_variant, variant_for_data
 
-    spec = get_variant(args.variant)
+    spec = get_variant(args.variant) if command == "cache" else variant_for_data(
+        args.variant, args.data, say=lambda line: print(line, file=sys.stderr))
+    args.variant = spec.key  # a random timm head takes the dataset's classes
     if args.data == "toy" and args.data_dir:
         raise VitclsError(f"--data toy is generated, not read from disk: drop --data-dir "
                           f"{args.data_dir}")
@@ -247,8 +248,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _interrupt(signum: int, frame) -> None:
-    """SIGTERM's handler in ``vitcls run``: the runner's kernels and local jobs stop, and no
-    page is written after it."""
+    """SIGTERM's handler in ``vitcls run``: kernels and local jobs stop, no page after it."""
     raise KeyboardInterrupt
 
 

@@ -50,6 +50,14 @@ NEEDS_MEAN_POOL = ("fig5_explanation_maps", "fig5_faithfulness_suite",
 #: key-value memories): not on gated MLPs (SwiGLU) nor, for the memories, attention-pooled
 #: heads (analysis/memories and model/families say why)
 NEEDS_PLAIN_MLP = ("ghiasi_fig1_feature_viz",)
+#: the notebooks that read a stage-wise model (Swin) on its last stage alone, the only one of
+#: the head's width (model/stages): they need the stores' per-block arrays and token labels
+#: only. Every other notebook needs an image-wide attention pattern (edits, explanation maps,
+#: rollout), token removal or every block in class space (the memories), which Swin's family
+#: refuses with its reason (model/families)
+LAST_STAGE_NOTEBOOKS = ("tab1_identifiability_rate", "fig2_identifiability_evolution",
+                        "figA4_block_change_rate", "fig3a_context_identifiability",
+                        "figA5b_context_change_difference")
 KEY_VALUE_MEMORIES = ("fig4a_class_value_agreement", "fig4b_key_value_agreement",
                       "figA8_correct_vs_misclassified", "figA9_memory_compositionality",
                       "tabA6b_value_vectors", "ghiasi_bridge_ffn_memories")
@@ -112,8 +120,8 @@ def _family_allows(spec: Variant, notebook: str) -> bool:
     from ..model.families import variant_family, variant_gated_mlp
 
     family = variant_family(spec)
-    if not family.supports("per_block_store"):  # Swin: no notebook reads its stages yet
-        return False
+    if not family.supports("every_block"):  # Swin: its last stage alone is read
+        return notebook in LAST_STAGE_NOTEBOOKS
     if notebook in NEEDS_TOKEN_REMOVAL and not family.supports("token_removal"):
         return False
     if notebook in NEEDS_PRENORM and family.name != "vit":  # the decomposition reads timm's

@@ -38,7 +38,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ..base.errors import VitclsError
 from ..report.profiles import PROFILES, get_profile
-from ..model.registry import CONVIT_KEYS, GHIASI_KEYS, ORIGINAL_KEYS, PAPER_KEYS, get_variant
+from ..model.registry import (CONVIT_KEYS, GHIASI_KEYS, ORIGINAL_KEYS, PAPER_KEYS, get_variant,
+                              variant_for_data)
 from .run_file_checks import checked, parameter_problems, read_yaml
 
 #: the type of each key's value, at the top of a run file and in a variant's entry
@@ -314,6 +315,11 @@ def parse(data: object, base: Path, source: str = "run file") -> RunFile:
         merged = {**{k: v for k, v in defaults.items() if k in DEFAULT_KEYS}, **entry}
         dataset = merged.get("dataset") or default_dataset(key)
         data_dir = None if dataset == "toy" else entry.get("data_dir", data_dirs.get(dataset))
+        try:  # a random timm head takes the data's classes; a published one must fit them
+            key = variant_for_data(key, dataset).key
+        except VitclsError as exc:
+            problems.append(str(exc))
+            continue
         run = VariantRun(key=key, dataset=dataset, data_dir=resolve(data_dir),
                          weights=resolve(entry.get("weights")),
                          batch_size=merged.get("batch_size"), device=merged.get("device"),
@@ -367,11 +373,11 @@ def from_arguments(variants: Sequence[str], dataset: Optional[str], data_dir: Op
     runs = []
     keys = expand_variants(variants) if groups else [get_variant(k).key for k in variants]
     for key in keys:
-        kind = dataset or default_dataset(key)
-        runs.append(VariantRun(key=key, dataset=kind,
+        kind = dataset or default_dataset(key)  # a random timm head takes the data's classes:
+        runs.append(VariantRun(key=variant_for_data(key, kind).key, dataset=kind,
                                data_dir=data_dir if kind != "toy" else None,
                                weights=given.get(key)))
-    unknown = set(given) - {r.key for r in runs}
+    unknown = set(given) - set(keys)
     if unknown:
         raise VitclsError(f"--weights names variants that are not run: {', '.join(unknown)}")
     return runs

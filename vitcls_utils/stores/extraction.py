@@ -47,6 +47,7 @@ from tqdm.auto import tqdm  # noqa: E402
 from .. import __version__  # noqa: E402
 from ..model.families import require  # noqa: E402
 from ..model.hooks import block_sites  # noqa: E402
+from ..model.stages import block_names  # noqa: E402
 from .stimulus_loader import stimulus_loader  # noqa: E402
 from ..base.progress import quiet  # noqa: E402
 from . import stimulus_cache  # noqa: E402
@@ -139,7 +140,8 @@ def extract(
     variant = loaded_info(model).variant  # a model of load_variant, or an error that says so
     if not variant.is_vit:
         raise VitclsError(no_tokens_message(variant.key))
-    require(model, "per_block_store", "an extraction store")  # Swin's stages: refused, why
+    if key_topk:  # key indices are kept for every block: not on a stage-wise model (Swin)
+        require(model, "every_block", "key indices per block (key_topk)")
     device = next(model.parameters()).device
     layout = TokenLayout.of(model)
     if perturbation is not None:
@@ -299,6 +301,7 @@ def _prepare_store(path: Path, config: dict, dataset: ImageDataset, force: bool,
         "batch_size": batch_size,
         "shards": shards,
         "sites": sites,
+        "block_names": block_names(model),  # a Swin's store: its last stage ("stage 4, ...")
         "layout": {"num_prefix": layout.num_prefix, "grid": list(layout.grid),
                    "has_cls": layout.has_cls, "n_tokens": layout.n_tokens,
                    "prefix_from": layout.prefix_from},
@@ -370,9 +373,9 @@ def store_for(variant: VariantLike, dataset: str = "toy", data_dir: Optional[str
     from ..datasets.kinds import build_dataset
     from ..model.loading import load_variant
     from ..model.projection import no_head_message
-    from ..model.registry import get_variant
+    from ..model.registry import variant_for_data
 
-    spec = get_variant(variant)  # resolved once; the row is handed down from here
+    spec = variant_for_data(variant, dataset, say=print if progress else None)  # resolved once
     if not spec.has_head:
         raise NoClassHeadError(no_head_message(spec.key))
     if batch_size < 1:

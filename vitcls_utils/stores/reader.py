@@ -71,7 +71,18 @@ class Store:
 
     @property
     def n_blocks(self) -> int:
-        return len({name.split(".")[1] for name in self.sites if name.startswith("blocks.")})
+        return len(self.block_numbers)
+
+    @property
+    def block_numbers(self) -> List[int]:
+        """The stored blocks' own 1-based numbers (``blocks.{i}``: 1..L for a ViT, a Swin's
+        last stage counted across stages); the analyses' ``block`` columns use them."""
+        return sorted({int(n.split(".")[1]) + 1 for n in self.sites if n.startswith("blocks.")})
+
+    @property
+    def block_names(self) -> List[str]:
+        """What the stored blocks are ("block 3", "stage 4, block 1"), in block order."""
+        return self.manifest.get("block_names") or [f"block {n}" for n in self.block_numbers]
 
     def site_indices(self, kind: str) -> List[int]:
         """Positions in ``sites`` of one kind ("resid_post", "attn_out", ...), block order."""

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..base.errors import VitclsError
+from ..model.families import blocks_of
 from ..model.hooks import hooks
 from ..model.layout import TokenLayout
 from ..model.perturbations import (AttentionPerturbation, TokenRemoval, group_by_length,
@@ -43,7 +44,7 @@ class SiteReducer:
         check_precision(precision)
         self.model = model
         self.key_topk = key_topk
-        self.n_blocks = len(model.blocks)
+        self.n_blocks = len(blocks_of(model))  # key arrays: every block (not on a Swin)
         self.perturbation_hooks = [] if perturbation is None else perturbation.fwd_hooks(model)
         self.sites = list(sites)
         self.device = next(model.parameters()).device
