@@ -226,3 +226,11 @@ def test_a_run_file_that_is_not_utf8_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "is not UTF-8 text (byte 0xe9 at offset 25): save it as UTF-8" in err
     assert "Traceback" not in err
+
+
+def test_a_random_control_without_data_is_told_it_can_run_offline_on_the_toy_set():
+    runs = runfile.from_arguments(["timm:deit3_small_patch16_224:random", "vit_b16"], None, None)
+    problems = [p for run in runs for p in runfile.entry_problems(run)]
+    assert any("deit3" in p and "needs data_dir (--data-dir" in p and "--data toy" in p
+               for p in problems), problems
+    assert any(p.startswith("vit_b16:") and "--data toy" not in p for p in problems), problems

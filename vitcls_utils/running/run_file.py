@@ -164,7 +164,9 @@ def entry_problems(run: VariantRun) -> List[str]:
     if run.device is not None:
         problems += [f"{run.key}: {p}" for p in device_problems(run.device)]
     if run.dataset != "toy" and not run.data_dir:
-        problems.append(f"{run.key}: runs on {run.dataset} and needs data_dir")
+        offline = "; a random-init control also runs offline with --data toy" if spec.random else ""
+        problems.append(f"{run.key}: runs on {run.dataset} and needs data_dir (--data-dir on "
+                        f"the command line){offline}")
     elif run.dataset != "toy" and not Path(run.data_dir).expanduser().is_dir():
         problems.append(f"{run.key}: data_dir not found: {run.data_dir}")
     else:
