@@ -2,8 +2,9 @@
 perturbation criteria, per image, so that every area comes with its interval over images.
 
 A map scores the T image tokens of an image; removing a token removes the pixels of its patch.
-Each criterion follows its published definition (Quantus was not used: it is not among the
-project's dependencies, and its metrics take pixel maps; these take token maps directly):
+Each criterion follows its published definition (Quantus was not used: with the project's pins
+it installs opencv-python beside the pinned opencv-python-headless, two builds of one cv2, and
+its metrics take pixel maps; these take token maps directly):
 
 - **MoRF / LeRF** (Samek et al. 2017): remove the most (MoRF) or least (LeRF) relevant tokens
   first, replacing their pixels with uniform noise over the images' value range, and follow the

@@ -7,8 +7,9 @@ Layers are randomised on a **copy** of the model (the original is never touched)
 cascading from the top (head, last block, ..., first block, patch embedding) or one at a time
 (independent); after each step the map is recomputed and compared with the original by
 Spearman's rank correlation and by SSIM on the token grid. Smooth MPRT averages each map over
-noisy copies of the input first. Quantus was not used (not a project dependency); the
-definitions are implemented here and tested against hand computations.
+noisy copies of the input first. Quantus was not used (it does not install cleanly beside the
+project's pins: see :mod:`.faithfulness_suite`); the definitions are implemented here and
+tested against hand computations.
 """
 from __future__ import annotations
 
