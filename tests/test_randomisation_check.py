@@ -89,3 +89,23 @@ def test_the_target_logit_gradient_passes_and_an_input_independent_map_fails(wei
     check()
     with pytest.raises(VitclsError, match="mode"):
         rc.mprt(model, images, labels, fixed, mode="sideways")
+
+
+@pytest.mark.parametrize("mode", rc.MODES)
+def test_each_step_reads_the_model_a_fresh_randomised_copy_would_be(mode, weights_unchanged):
+    # one copy serves every step (randomised, then put back): each step's map must be the one
+    # of a separate randomised_copy with that step's layers and seed, bit for bit
+    model = tiny_model()
+    check = weights_unchanged(model)
+    torch.manual_seed(1)
+    images, labels = torch.randn(3, 3, 32, 32), torch.randint(0, 10, (3,))
+    layers = rc.randomisable_layers(model)
+    original = rc.gradient_map(model, images, labels).double().numpy()
+    frame = rc.mprt(model, images, labels, rc.gradient_map, mode=mode, seed=5)
+    for step, layer in enumerate(layers, start=1):
+        chosen = layers[:step] if mode == "cascading" else [layer]
+        fresh = rc.randomised_copy(model, chosen, seed=5 + step)
+        after = rc.gradient_map(fresh, images, labels).double().numpy()
+        np.testing.assert_array_equal(frame[frame.step == step].spearman.to_numpy(),
+                                      rc.spearman(original, after))
+    check()

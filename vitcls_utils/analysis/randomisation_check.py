@@ -14,7 +14,8 @@ tested against hand computations.
 from __future__ import annotations
 
 import copy
-from typing import Callable, List, Sequence
+from contextlib import contextmanager
+from typing import Callable, Iterator, List, Sequence
 
 import numpy as np
 import pandas as pd
@@ -56,6 +57,11 @@ def randomised_copy(model: nn.Module, layers: Sequence[str], seed: int = 0) -> n
     N(0, s^2), s its own standard deviation (0.02 where that is 0, e.g. a LayerNorm's ones).
     The original model is not modified."""
     clone = copy.deepcopy(model)
+    _randomise(clone, layers, seed)
+    return clone
+
+
+def _randomise(clone: nn.Module, layers: Sequence[str], seed: int) -> None:
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name in layers:
@@ -64,7 +70,22 @@ def randomised_copy(model: nn.Module, layers: Sequence[str], seed: int = 0) -> n
                 spread = spread if spread > 0 else 0.02
                 draw = torch.randn(parameter.shape, generator=generator) * spread
                 parameter.copy_(draw.to(parameter.dtype))
-    return clone
+
+
+@contextmanager
+def _randomised(clone: nn.Module, layers: Sequence[str], seed: int) -> Iterator[nn.Module]:
+    """``clone`` with ``layers`` randomised as by :func:`randomised_copy`, put back as it was
+    afterwards: one copy of the model serves every step (a deep copy per step cost more than
+    the maps on a small model)."""
+    saved = [(p, p.detach().clone()) for name in layers
+             for p in clone.get_submodule(name).parameters()]
+    _randomise(clone, layers, seed)
+    try:
+        yield clone
+    finally:
+        with torch.no_grad():
+            for parameter, value in saved:
+                parameter.copy_(value)
 
 
 def gradient_map(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -154,12 +175,11 @@ def mprt(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, map_fn: M
     layers = list(layers or randomisable_layers(model))
     grid = TokenLayout.of(model).grid
     original = map_fn(model, images, labels).detach().cpu().double().numpy()
-    rows = []
+    rows, clone = [], copy.deepcopy(model)
     for step, layer in enumerate(layers, start=1):
         chosen = layers[:step] if mode == "cascading" else [layer]
-        clone = randomised_copy(model, chosen, seed=seed + step)
-        after = map_fn(clone, images, labels).detach().cpu().double().numpy()
-        del clone
+        with _randomised(clone, chosen, seed + step):
+            after = map_fn(clone, images, labels).detach().cpu().double().numpy()
         similarity = spearman(original, after)
         structure = [ssim(o.reshape(grid), a.reshape(grid)) for o, a in zip(original, after,
                                                                             strict=True)]
