@@ -70,3 +70,19 @@ def test_discarding_the_kernel_ends_its_process(tmp_path):
     process = manager.provisioner.process
     kernels.discard_thread_kernel()
     assert process.poll() is not None
+
+
+def test_the_reset_frees_a_notebooks_cycles_before_freezing_what_survives(tmp_path):
+    # the reset freezes what survives it (modules) out of the cyclic collector, so that later
+    # collections skip it; a notebook's own objects, cycles included, must not survive
+    cycle = ("import sys, weakref\nclass Node: pass\nnode = Node(); node.me = node\n"
+             "sys._vitcls_probe = weakref.ref(node)")
+    check = "import gc, sys\nprint(sys._vitcls_probe() is None, gc.get_freeze_count() > 0)"
+    jobs = [runner.Job(notebook(tmp_path / f"{name}.ipynb", source), tmp_path / "runs" /
+                       f"{name}.ipynb", {}, "toy") for name, source in (("a", cycle), ("b", check))]
+    try:
+        for job in jobs:
+            assert runner.execute(job, keep_kernel=True).status == "ran", job.message
+    finally:
+        kernels.discard_thread_kernel()
+    assert outputs(jobs[1].output)[0][0].split() == ["True", "True"]
