@@ -228,3 +228,12 @@ def test_a_statistic_of_column_means_resamples_whole_images_as_a_hand_loop():
     assert (nan_image.n, nan_image.excluded) == (60, 1)
     same = u.bootstrap_column_statistic(np.ones((4, 3)), lambda m: m.max(-1))
     assert (same.low, same.high, same.method) == (1.0, 1.0, "exact")
+
+
+def test_a_proportion_is_computed_once_per_count_and_equals_its_outcomes_interval():
+    u._proportion.cache_clear()
+    first = u.bootstrap_proportion(62.5, 40)
+    again = u.bootstrap_proportion(62.5, 40)
+    assert again is first and u._proportion.cache_info().hits == 1
+    by_hand = u.bootstrap(np.r_[np.full(25, 100.0), np.zeros(15)])
+    assert first == by_hand

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import asdict, dataclass
-from typing import Callable, Dict, Tuple
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Callable, Tuple
 
 import numpy as np
 from scipy import stats as _scipy
@@ -31,9 +32,8 @@ class Interval:
         estimate: the statistic of the finite values (for a paired difference: of a - b).
         low, high: the interval's bounds (equal to the estimate when every value is the same).
         n: how many values entered; excluded: how many non-finite values were dropped.
-        confidence: the nominal coverage (0.95); method: ``percentile``, ``bca`` or ``exact``
-            (no spread to resample: the interval is the point); p_value: for a paired
-            difference, the two-sided Wilcoxon signed-rank p-value, else NaN.
+        confidence: the nominal coverage (0.95); method: ``percentile``, ``bca``, ``t`` or
+            ``exact`` (no spread: the interval is the point); p_value: a difference's test.
     """
 
     estimate: float
@@ -64,10 +64,6 @@ class Interval:
         if self.n == 0 or not math.isfinite(self.low):
             return "–"
         return f"[{self.low:.{digits}f}, {self.high:.{digits}f}]"
-
-    def as_dict(self) -> Dict[str, float]:
-        """The fields as a plain dict (for DataFrames and the pages' JSON summaries)."""
-        return asdict(self)
 
 
 def finite(values: np.ndarray) -> Tuple[np.ndarray, int]:
@@ -158,10 +154,9 @@ def bootstrap_columns(values: np.ndarray, *, confidence: float = CONFIDENCE,
     values = values[np.isfinite(values).all(axis=1)]
     if len(values) == 0:
         return (np.full(values.shape[1], np.nan),) * 3
-    rng = np.random.default_rng(seed)
+    rng, tail = np.random.default_rng(seed), 50 * (1 - confidence)
     means = np.stack([values[rng.integers(0, len(values), len(values))].mean(axis=0)
                       for _ in range(n_resamples)])
-    tail = 50 * (1 - confidence)
     low, high = np.percentile(means, [tail, 100 - tail], axis=0)
     return values.mean(axis=0), low, high
 
@@ -238,8 +233,8 @@ def bootstrap_proportion(percent: float, n: int, *, confidence: float = CONFIDEN
                          method: str = "bca", n_resamples: int = N_RESAMPLES,
                          seed: int = 0) -> Interval:
     """Bootstrap interval of an accuracy over ``n`` images given as a percentage: the images'
-    right/wrong outcomes are k = round(percent x n / 100) ones and n - k zeros, and the
-    bootstrap of their mean depends on nothing else, so this is the per-image interval.
+    outcomes are k = round(percent x n / 100) ones and n - k zeros, and the bootstrap of their
+    mean depends on nothing else, so this is the per-image interval (computed once per k, n).
 
     Args:
         percent: the accuracy in % (e.g. a top-1); n: how many images it is over.
@@ -253,9 +248,14 @@ def bootstrap_proportion(percent: float, n: int, *, confidence: float = CONFIDEN
     k = int(round(float(percent) * n / 100))
     if not 0 <= k <= n:
         raise ValueError(f"{percent}% of {n} images is not a count of images")
-    outcomes = np.r_[np.full(k, 100.0), np.zeros(n - k)]
-    return bootstrap(outcomes, confidence=confidence, method=method, n_resamples=n_resamples,
-                     seed=seed)
+    return _proportion(k, int(n), confidence, method, n_resamples, seed)
+
+
+@lru_cache(maxsize=4096)
+def _proportion(k: int, n: int, confidence: float, method: str, n_resamples: int,
+                seed: int) -> Interval:
+    return bootstrap(np.r_[np.full(k, 100.0), np.zeros(n - k)], confidence=confidence,
+                     method=method, n_resamples=n_resamples, seed=seed)
 
 
 def across_seeds(values, *, confidence: float = CONFIDENCE) -> Interval:
@@ -304,9 +304,8 @@ def bootstrap_ratio_difference(num_a: np.ndarray, den_a: np.ndarray, num_b: np.n
                          f"{[a.size for a in arrays]}")
     keep = np.logical_and.reduce([np.isfinite(a) for a in arrays])
     arrays, excluded = [a[keep] for a in arrays], int((~keep).sum())
-    nan = float("nan")
     if not keep.any() or arrays[1].sum() == 0 or arrays[3].sum() == 0:
-        return Interval(nan, nan, nan, 0, excluded, confidence, "exact")
+        return Interval(math.nan, math.nan, math.nan, 0, excluded, confidence, "exact")
 
     def difference(na, da, nb, db, axis=-1):
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -382,8 +381,7 @@ def bootstrap_column_statistic(values: np.ndarray, statistic: Callable[[np.ndarr
     keep = np.isfinite(values).all(axis=1)
     values, excluded = values[keep], int((~keep).sum())
     if len(values) == 0:
-        nan = float("nan")
-        return Interval(nan, nan, nan, 0, excluded, confidence, "exact")
+        return Interval(math.nan, math.nan, math.nan, 0, excluded, confidence, "exact")
     n, estimate = len(values), float(statistic(values.mean(axis=0)))
     if (values == values[0]).all():
         return Interval(estimate, estimate, estimate, n, excluded, confidence, "exact")
