@@ -13,6 +13,7 @@ import pandas as pd
 from ..analysis import identifiability
 from ..base.uncertainty import Interval, bootstrap, paired_difference
 from .intervals import interval_text
+from .vilas_sentences import ci_verdict
 from .vilas_tables import interval_table
 
 KIND_NAMES = {"cls": "[CLS]", "image": "image tokens"}
@@ -215,10 +216,9 @@ def lens_sentence(held: dict, table1: pd.DataFrame,
 
 
 def _resolved(interval: Interval, digits: int, unit: str) -> str:
-    verdict = "excludes zero" if interval.excludes_zero else "holds zero: not resolved"
     excluded = f", {interval.excluded} images excluded" if interval.excluded else ""
     return (f"tuned − plain {interval.format(digits)}{unit}, paired over {interval.n} images"
-            f"{excluded}; its 95% CI {verdict}")
+            f"{excluded}; {ci_verdict(interval)}")
 
 
 def match_display(matches: np.ndarray, chance: float, seed: int = 0) -> pd.DataFrame:
@@ -250,8 +250,7 @@ def match_sentence(matches: np.ndarray, chance: float, seed: int = 0) -> str:
     per_image = np.asarray(matches, dtype=np.float64).mean(1)
     mean = bootstrap(per_image, seed=seed)
     above = paired_difference(per_image, np.full_like(per_image, chance), seed=seed)
-    verdict = "excludes zero" if above.excludes_zero else "holds zero: not resolved"
     return (f"Averaged over blocks, the head writing most to the class owns its best attention "
             f"memory in {mean.format(3)} of the images (95% CI over {mean.n} images), against "
-            f"chance {chance:.3f}; the difference from chance is {above.format(3)} and its "
-            f"95% CI {verdict}.")
+            f"chance {chance:.3f}; the difference from chance is {above.format(3)} and "
+            f"{ci_verdict(above)}.")
